@@ -1,0 +1,45 @@
+"""ConvLab: a hands-on course toolkit for practical ConvNet work.
+
+Modules, one idea each:
+
+- :mod:`convlab.assets`: weights and data sets with sha256, licence and provenance; offline mirrors and downloads.
+- :mod:`convlab.backbones`: pretrained CNNs as named stages with a spec (preprocessing, categories, licence).
+- :mod:`convlab.data`: real photo data sets with fixed seeded splits.
+- :mod:`convlab.device`: ``device="auto"``.
+"""
+
+from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
+from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
+from convlab.data import (
+    ImageSet,
+    Splits,
+    imagenet_samples,
+    load_fashion_mnist,
+    load_food,
+    load_image_folder,
+    sample_photos,
+)
+from convlab.device import resolve_device
+
+__all__ = [
+    "ASSETS",
+    "AssetNotFoundError",
+    "IntegrityError",
+    "fetch",
+    "load_weights_file",
+    "verify_file",
+    "BACKBONES",
+    "Backbone",
+    "BackboneSpec",
+    "load_backbone",
+    "ImageSet",
+    "Splits",
+    "imagenet_samples",
+    "load_fashion_mnist",
+    "load_food",
+    "load_image_folder",
+    "sample_photos",
+    "resolve_device",
+]
+
+__version__ = "0.1.0"

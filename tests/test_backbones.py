@@ -1,0 +1,112 @@
+"""Backbones: named stages, shapes, the regrouping is faithful, real predictions on labelled ImageNet photos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convlab import imagenet_samples, load_backbone, sample_photos
+from convlab.backbones import BACKBONES
+
+NAMES = ["mobilenet_v2", "efficientnet_lite0"]
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return imagenet_samples()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stage_names_shapes_and_spec(name):
+    model = load_backbone(name)
+    spec = model.spec
+    assert spec.stage_names == ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "conv_head")
+    assert [n for n, _ in model.stages.named_children()] == list(spec.stage_names)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        for k, info in enumerate(spec.stages, start=1):
+            y = model.stages[:k](x)
+            assert y.shape == (2, info.num_chs, 64 // info.reduction, 64 // info.reduction)
+        assert model.forward_features(x).shape == (2, spec.feature_dim)
+        assert model(x).shape == (2, 1000) and len(model.categories) == 1000
+    assert spec.num_params == sum(p.numel() for p in model.parameters())
+    assert spec.weights_licence and spec.code_licence
+    assert spec.weights_sha256 and spec.provenance and spec.imagenet_top1 > 70
+
+
+def test_regrouped_mobilenet_matches_torchvision_exactly():
+    from torchvision.models import mobilenet_v2
+
+    from convlab.assets import asset_path
+
+    ref = mobilenet_v2()
+    ref.load_state_dict(torch.load(asset_path("mobilenet_v2"), weights_only=True))
+    ref.eval()
+    ours = load_backbone("mobilenet_v2")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+
+
+def test_regrouped_efficientnet_matches_original_exactly():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from convlab.assets import asset_path
+
+    ref = EfficientNet.from_name("efficientnet-lite0")
+    ref.load_state_dict(torch.load(asset_path("efficientnet_lite0"), weights_only=True))
+    ref.eval()
+    ours = load_backbone("efficientnet_lite0")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, at_least", [("mobilenet_v2", 17), ("efficientnet_lite0", 16)])
+def test_real_top1_on_labelled_imagenet_photos(name, at_least, samples):
+    preds = load_backbone(name).predict(samples.images, k=5)
+    top1 = sum(p.indices[0] == int(y) for p, y in zip(preds, samples.labels))
+    top5 = sum(int(y) in p.indices for p, y in zip(preds, samples.labels))
+    assert top1 >= at_least, f"{name}: top-1 {top1}/20"
+    assert top5 >= 19
+
+
+def test_known_photo_predictions():
+    photos = sample_photos()
+    preds = load_backbone("mobilenet_v2").predict([photos["chelsea"], photos["coffee"]], k=5)
+    assert "cat" in preds[0].labels[0].lower()
+    assert preds[1].labels[0] == "espresso" and preds[1].probs[0] > 0.5
+    assert all(abs(sum(p.probs) - 1) < 1 for p in preds) and list(preds[0].probs) == sorted(preds[0].probs, reverse=True)
+
+
+def test_reset_classifier_keeps_backbone_and_names_classes():
+    model = load_backbone("mobilenet_v2")
+    before = {k: v.clone() for k, v in model.stages.state_dict().items()}
+    model.reset_classifier(3, ["fruits", "other_vegetables", "marine_fish"])
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 3)
+    assert model.categories == ("fruits", "other_vegetables", "marine_fish")
+    for k, v in model.stages.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(ValueError, match="num_classes"):
+        model.reset_classifier(0)
+    with pytest.raises(ValueError, match="categories"):
+        model.reset_classifier(2, ["a"])
+
+
+def test_random_init_differs_from_pretrained():
+    a = load_backbone("mobilenet_v2", weights=None)
+    b = load_backbone("mobilenet_v2")
+    assert not torch.equal(a.stages.stem[0].weight, b.stages.stem[0].weight)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="name"):
+        load_backbone("resnet50")
+    with pytest.raises(ValueError, match="weights"):
+        load_backbone("mobilenet_v2", weights="IMAGENET1K_V2")
+    model = load_backbone("mobilenet_v2")
+    with pytest.raises(ValueError, match="images"):
+        model.predict(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="k:"):
+        model.predict(torch.zeros(3, 32, 32, dtype=torch.uint8), k=0)
+    assert set(BACKBONES) == set(NAMES)

@@ -1,0 +1,42 @@
+"""Project facts a newcomer and CI depend on: the README's commands are the ones CI runs; notebooks are clean."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up", 1)[1].split("## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", setup)
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    install, test = _readme_commands()[:2]
+    assert install == "bash .ci/install --open" and test == "python3 -m pytest"
+    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
+    assert ci == ["bash .ci/install", test]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_hygiene(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", path.name)
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown"
+    first = "".join(cells[0]["source"])
+    assert first.startswith("# ") and "Learning goals" in first and re.search(r"(?i)run time", first)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "commit notebooks without outputs"
+    assert "configuration" in "".join(code[0]["source"]).lower(), "the first code cell is the config cell"
+    src = "\n".join("".join(c["source"]) for c in code)
+    assert "pretrained=" not in src, "use weights=..., not the deprecated pretrained="
+    assert "### BEGIN SOLUTION" in src, "every notebook has at least one exercise"
