@@ -30,8 +30,13 @@ def _is_loopback(host) -> bool:
         return False
 
 
+def installed() -> bool:
+    return getattr(socket.socket.connect, "_convlab_netguard", False) and getattr(socket.getaddrinfo, "_convlab_netguard", False)
+
+
 def install() -> None:
-    if getattr(socket, "_convlab_netguard", False):
+    """Guard ``socket.socket.connect``/``connect_ex`` and ``socket.getaddrinfo``; a no-op if already guarded."""
+    if installed():
         return
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
@@ -54,7 +59,8 @@ def install() -> None:
             raise NetworkBlockedError(f"network access blocked in tests: DNS lookup of {host!r}")
         return real_getaddrinfo(host, *args, **kwargs)
 
+    for fn in (connect, connect_ex, getaddrinfo):
+        fn._convlab_netguard = True
     socket.socket.connect = connect
     socket.socket.connect_ex = connect_ex
     socket.getaddrinfo = getaddrinfo
-    socket._convlab_netguard = True

@@ -18,3 +18,8 @@ def pytest_configure(config):
     if str(_HERE) not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(_HERE)] + parts)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_runtest_setup(item):
+    # Another plugin (e.g. pytest-socket) may restore the real socket methods between tests: guard again.
+    convlab_netguard.install()
