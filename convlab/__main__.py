@@ -1,4 +1,4 @@
-"""Command line: ``python -m convlab fetch [NAME ...] [--force] [--offline]``."""
+"""Command line: ``python -m convlab fetch|assets|learner-copies``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learner_copies(args: argparse.Namespace) -> int:
+    from convlab.exercises import write_learner_copies
+
+    for path in write_learner_copies(args.src, args.out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convlab", description="ConvLab course toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
     p.set_defaults(func=_cmd_list)
+    p = sub.add_parser("learner-copies", help="write the notebooks with exercise solutions replaced by stubs")
+    p.add_argument("--src", default="notebooks", help="folder of the course notebooks (default: notebooks)")
+    p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
+    p.set_defaults(func=_cmd_learner_copies)
     args = parser.parse_args(argv)
     return args.func(args)
 
