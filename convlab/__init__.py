@@ -6,7 +6,12 @@ Modules, one idea each:
 - :mod:`convlab.backbones`: pretrained CNNs as named stages with a spec (preprocessing, categories, licence).
 - :mod:`convlab.data`: real photo data sets with fixed seeded splits.
 - :mod:`convlab.device`: ``device="auto"``.
+- :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
+- :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
+- :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
+
+from convlab import augment
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
 from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
@@ -22,6 +27,7 @@ from convlab.data import (
 from convlab.device import resolve_device
 
 __all__ = [
+    "augment",
     "ASSETS",
     "AssetNotFoundError",
     "IntegrityError",

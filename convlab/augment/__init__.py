@@ -1,0 +1,43 @@
+"""Data augmentation: pure kernels, per-sample random transforms, AlexNet PCA colour, a fused pipeline.
+
+- :mod:`convlab.augment.functional`: deterministic kernels on ``(..., C, H, W)`` tensors.
+- :mod:`convlab.augment.transforms`: ``torchvision.transforms.v2``-compatible classes that draw
+  parameters per sample.
+- :mod:`convlab.augment.pca`: AlexNet's PCA colour augmentation (``PCAColor``) and ImageNet constants.
+- :mod:`convlab.augment.pipeline`: ``FusedTrainPipeline``, the fast batched training pipeline.
+"""
+
+from . import functional
+from .pca import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS, PCAColor, fit_rgb_pca
+from .pipeline import IMAGENET_MEAN, IMAGENET_STD, FusedTrainPipeline
+from .transforms import (
+    BatchRandomTransform,
+    RandomColorShift,
+    RandomCrop,
+    RandomElasticWarp,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRotation,
+    RandomShear,
+    sample_resized_crop_boxes,
+)
+
+__all__ = [
+    "functional",
+    "BatchRandomTransform",
+    "RandomHorizontalFlip",
+    "RandomCrop",
+    "RandomResizedCrop",
+    "RandomRotation",
+    "RandomShear",
+    "RandomElasticWarp",
+    "RandomColorShift",
+    "PCAColor",
+    "fit_rgb_pca",
+    "IMAGENET_EIGENVALUES",
+    "IMAGENET_EIGENVECTORS",
+    "FusedTrainPipeline",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "sample_resized_crop_boxes",
+]

@@ -1,0 +1,63 @@
+"""The fused training pipeline equals the composition of the separate kernels."""
+
+import pytest
+import skimage.data
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from convlab.augment import FusedTrainPipeline, PCAColor
+from convlab.augment import functional as K
+
+
+@pytest.fixture(scope="module")
+def photos():
+    imgs = [torch.from_numpy(f()).permute(2, 0, 1) for f in (skimage.data.chelsea, skimage.data.coffee)]
+    small = [TF.resize(i, [96, 96], antialias=True) for i in imgs]
+    return torch.stack([small[i % 2] for i in range(6)])
+
+
+@pytest.mark.parametrize("method", ["loop", "matmul"])
+@pytest.mark.parametrize("size", [40, 72, 128])
+def test_fused_equals_composition(photos, method, size):
+    pipe = FusedTrainPipeline(size, pca=PCAColor.imagenet(), method=method, generator=torch.Generator().manual_seed(0))
+    out = pipe(photos)
+    p = pipe.last_params
+    assert p["flip"].any() and (~p["flip"]).any()
+    ref = pipe.reference(photos, p)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
+    # and the reference itself is the plain step-by-step recipe
+    x = photos.float() if method == "matmul" else photos
+    y = K.hflip(K.resized_crop(x, p["boxes"], size), p["flip"]).float() / 255
+    y = K.pca_color(K.color_shift(y, p["shift"]), p["alpha"], pipe.pca.eigenvalues_, pipe.pca.eigenvectors_)
+    y = TF.normalize(y, list(pipe.mean.tolist()), list(pipe.std.tolist()))
+    torch.testing.assert_close(ref, y, atol=1e-4, rtol=1e-5)
+
+
+def test_loop_and_matmul_agree_and_out_is_reused(photos):
+    loop = FusedTrainPipeline(64, method="loop", generator=torch.Generator().manual_seed(1))
+    mm = FusedTrainPipeline(64, method="matmul", channels_last=True)
+    buf = torch.empty(6, 3, 64, 64)
+    a = loop(photos, out=buf)
+    assert a.data_ptr() == buf.data_ptr()
+    b = mm(photos, params=loop.last_params)
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    # uint8 vs float resize: at most ~one grey level apart
+    assert (a - b).abs().max() < 1.5 / 255 / 0.224
+
+
+def test_float_input_and_determinism(photos):
+    x = photos.float() / 255
+    a = FusedTrainPipeline(32, generator=torch.Generator().manual_seed(3))(x)
+    b = FusedTrainPipeline(32, generator=torch.Generator().manual_seed(3))(x)
+    assert torch.equal(a, b)
+
+
+def test_errors(photos):
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        FusedTrainPipeline(32, method="fast")
+    with pytest.raises(ValueError, match=r"`out` must be a float32 tensor of shape \(6, 3, 32, 32\)"):
+        FusedTrainPipeline(32)(photos, out=torch.empty(6, 3, 31, 32))
+    with pytest.raises(ValueError, match="must be a batch"):
+        FusedTrainPipeline(32)(photos[0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FusedTrainPipeline(32, pca=PCAColor())

@@ -1,0 +1,149 @@
+"""Transform classes: v2 compatibility, per-sample draws, determinism, replay, p, repr, constructor errors."""
+
+import pytest
+import skimage.data
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from convlab.augment import (
+    PCAColor,
+    RandomColorShift,
+    RandomCrop,
+    RandomElasticWarp,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRotation,
+    RandomShear,
+)
+from convlab.augment import functional as K
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """(8, 3, 64, 64) uint8: crops of a real photo."""
+    cat = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)
+    cat = TF.resize(cat, [96, 144], antialias=True)
+    return torch.stack([cat[:, 4 * i:4 * i + 64, 8 * i:8 * i + 64] for i in range(8)])
+
+
+FACTORIES = {
+    "flip": lambda g: RandomHorizontalFlip(generator=g),
+    "crop": lambda g: RandomCrop(48, generator=g),
+    "rrc": lambda g: RandomResizedCrop(32, generator=g),
+    "rotation": lambda g: RandomRotation(30, generator=g),
+    "shear": lambda g: RandomShear(20, 5, generator=g),
+    "elastic": lambda g: RandomElasticWarp(6, 16, generator=g),
+    "color": lambda g: RandomColorShift(0.2, generator=g),
+    "pca": lambda g: PCAColor.imagenet(0.5, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_same_seed_same_output_and_shapes(batch, name):
+    a = FACTORIES[name](gen(1))(batch)
+    b = FACTORIES[name](gen(1))(batch)
+    assert torch.equal(a, b) and a.dtype == batch.dtype and a.shape[:2] == batch.shape[:2]
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_samples_get_different_parameters(batch, name):
+    t = FACTORIES[name](gen(2))
+    same = batch[:1].expand(8, -1, -1, -1).contiguous()
+    out = t(same)
+    distinct = {o.numpy().tobytes() for o in out}
+    assert len(distinct) >= (2 if name == "flip" else 8), f"{name}: samples share parameters"
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_single_image_tv_image_and_compose(batch, name):
+    t = FACTORIES[name](gen(3))
+    single = t(batch[0])
+    assert single.ndim == 3
+    img = tv_tensors.Image(batch)
+    out = v2.Compose([t, v2.ToDtype(torch.float32, scale=True)])(img)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_replay_applies_the_last_draw(batch, name):
+    t = FACTORIES[name](gen(4))
+    first = t(batch)
+    assert t.last_params is not None
+    assert torch.equal(t.replay(batch), first)
+    assert not torch.equal(t(batch), first) or name == "flip"
+
+
+def test_batched_equals_one_by_one(batch):
+    t = RandomRotation(30, generator=gen(5))
+    out = t(batch)
+    angles = t.last_params["angle"]
+    for i in range(len(batch)):
+        assert torch.equal(out[i], K.rotate(batch[i], angles[i:i + 1]))
+
+
+def test_matches_kernels_with_drawn_params(batch):
+    t = RandomResizedCrop(32, generator=gen(6))
+    out = t(batch)
+    assert torch.equal(out, K.resized_crop(batch, t.last_params["boxes"], 32))
+    c = RandomColorShift(0.2, generator=gen(6))
+    assert torch.equal(c(batch), K.color_shift(batch, c.last_params["shift"]))
+
+
+@pytest.mark.parametrize("name", ["flip", "rotation", "shear", "elastic", "color", "pca"])
+def test_p_zero_is_identity_and_p_selects(batch, name):
+    t = FACTORIES[name](gen(7))
+    t.p = 0.0
+    assert torch.equal(t(batch), batch)
+    t.p = 0.5
+    out = t(batch)
+    applied = t.last_params["apply"]
+    assert torch.equal(out[~applied], batch[~applied])
+
+
+def test_rrc_boxes_inside_and_scale_respected():
+    from convlab.augment import sample_resized_crop_boxes
+
+    b = sample_resized_crop_boxes(2000, 100, 150, (0.25, 0.5), (3 / 4, 4 / 3), gen(8))
+    top, left, h, w = b.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 100).all() and (left + w <= 150).all()
+    frac = (h * w).float() / (100 * 150)
+    assert frac.min() > 0.22 and frac.max() < 0.53
+
+
+def test_repr_is_readable_and_reproducing():
+    assert repr(RandomRotation(15)) == "RandomRotation(degrees=15.0, p=1.0)"
+    t = eval(repr(RandomResizedCrop(32)), {"RandomResizedCrop": RandomResizedCrop})
+    assert t.ratio == (3 / 4, 4 / 3)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: RandomRotation(15, p=1.5), r"`p` must be a probability in \[0, 1\], got 1.5"),
+    (lambda: RandomRotation(200), r"`degrees` must lie in \[-180.0, 180.0\]"),
+    (lambda: RandomRotation("x"), "`degrees` must be a number or a"),
+    (lambda: RandomCrop(0), "`size` must be a positive int"),
+    (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "`scale` must lie in"),
+    (lambda: RandomElasticWarp(strength=-1), "`strength` must be"),
+    (lambda: RandomColorShift(2.0), r"`magnitude` must be in \[0, 1\]"),
+    (lambda: RandomHorizontalFlip(generator=0), "`generator` must be a torch.Generator"),
+    (lambda: RandomShear(90), "`shear_x` must lie in"),
+])
+def test_constructor_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_input_errors(batch):
+    with pytest.raises(TypeError, match="PILToTensor"):
+        RandomRotation(10)(TF.to_pil_image(batch[0]))
+    with pytest.raises(TypeError, match="uint8 or floating point"):
+        RandomRotation(10)(batch.int())
+    with pytest.raises(RuntimeError, match="previous call"):
+        RandomRotation(10).replay(batch)
+    with pytest.raises(ValueError, match="larger than the input"):
+        RandomCrop(100)(batch)
