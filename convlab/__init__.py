@@ -7,11 +7,13 @@ Modules, one idea each:
 - :mod:`convlab.data`: real photo data sets with fixed seeded splits.
 - :mod:`convlab.device`: ``device="auto"``.
 - :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
+- :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
+- :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, a small CNN, learning curves.
 - :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
 
-from convlab import augment
+from convlab import augment, handfeatures, loading, profiler
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
 from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
@@ -28,6 +30,9 @@ from convlab.device import resolve_device
 
 __all__ = [
     "augment",
+    "handfeatures",
+    "loading",
+    "profiler",
     "ASSETS",
     "AssetNotFoundError",
     "IntegrityError",
