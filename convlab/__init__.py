@@ -9,11 +9,12 @@ Modules, one idea each:
 - :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
 - :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
 - :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, a small CNN, learning curves.
+- :mod:`convlab.tta`, :mod:`convlab.ensemble`: multi-crop test-time views and ensembles, with their cost measured.
 - :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
 
-from convlab import augment, handfeatures, loading, profiler
+from convlab import augment, ensemble, handfeatures, loading, profiler, tta
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
 from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
@@ -30,6 +31,8 @@ from convlab.device import resolve_device
 
 __all__ = [
     "augment",
+    "ensemble",
+    "tta",
     "handfeatures",
     "loading",
     "profiler",
