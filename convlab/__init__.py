@@ -6,6 +6,9 @@ Modules, one idea each:
 - :mod:`convlab.backbones`: pretrained CNNs as named stages with a spec (preprocessing, categories, licence).
 - :mod:`convlab.data`: real photo data sets with fixed seeded splits.
 - :mod:`convlab.device`: ``device="auto"``.
+- :mod:`convlab.transfer`: heads, freezing the first k stages (BatchNorm policy), the regimes and their comparison.
+- :mod:`convlab.engine`: fit / evaluate, history, early stopping, atomic checkpoints.
+- :mod:`convlab.featcache`: frozen activations cached on disk at any freeze boundary, safely keyed.
 - :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
 - :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
 - :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, a small CNN, learning curves.
@@ -14,7 +17,7 @@ Modules, one idea each:
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
 
-from convlab import augment, ensemble, handfeatures, loading, profiler, tta
+from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
 from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
@@ -31,6 +34,9 @@ from convlab.device import resolve_device
 
 __all__ = [
     "augment",
+    "engine",
+    "featcache",
+    "transfer",
     "ensemble",
     "tta",
     "handfeatures",

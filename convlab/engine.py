@@ -1,0 +1,395 @@
+"""A small training engine: :func:`fit` and :func:`evaluate` for classification, results as objects.
+
+- Reproducible: shuffling draws from an explicit ``torch.Generator`` seeded with ``seed``, and dropout draws from
+  the global RNG re-seeded inside :func:`torch.random.fork_rng` (your own RNG state is left as it was). The same
+  seed on the same machine gives the same :class:`History`, bit for bit (timings aside).
+- Any dataset of ``(x, label)`` pairs works. A dataset with ``get_batch(indices) -> (x, labels)`` (such as
+  :class:`convlab.featcache.CachedFeatures`) is read a batch at a time instead of item by item. ``transform`` is
+  applied to each collated batch (a list of images when their sizes differ), e.g. :class:`convlab.transfer.Preprocess`.
+- ``device="auto"`` uses CUDA when present. On the CPU, 4-D inputs and the model use ``channels_last`` (faster
+  convolutions with oneDNN; see ``benchmarks/bench_transfer.py``).
+- :class:`EarlyStopping` stops after ``patience`` epochs without improvement and restores the best weights.
+- ``checkpoint=path`` saves the best epoch so far atomically (a temporary file renamed over the old one, so a crash
+  never leaves half a checkpoint); :func:`load_checkpoint` reads it back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from convlab.device import resolve_device
+
+__all__ = [
+    "History",
+    "EpochRow",
+    "EarlyStopping",
+    "Evaluation",
+    "fit",
+    "evaluate",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+_MONITORS = ("val_loss", "val_acc", "train_loss")
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of :func:`fit` (``val_*`` are ``nan`` without a validation set).
+
+    ``best_epoch`` indexes the best epoch by ``monitor``; ``stopped_early`` says whether early stopping ended the run;
+    ``restored_best`` whether the model now holds that epoch's weights.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    monitor: str = "val_loss"
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    restored_best: bool = False
+
+    def __len__(self) -> int:
+        return len(self.train_loss)
+
+    def rows(self) -> list[EpochRow]:
+        return [
+            EpochRow(i, *vals)
+            for i, vals in enumerate(zip(self.train_loss, self.train_acc, self.val_loss, self.val_acc, self.epoch_time))
+        ]
+
+    def to_markdown(self) -> str:
+        from convlab.transfer import markdown_table
+
+        return markdown_table(self.rows(), floatfmt=".4g")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    ``monitor``: ``"val_loss"`` (lower is better), ``"val_acc"`` (higher is better) or ``"train_loss"``.
+    ``restore_best``: put the best epoch's weights back into the model at the end.
+    """
+
+    patience: int = 3
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"patience: expected an int >= 1, got {self.patience!r}")
+        if self.monitor not in _MONITORS:
+            raise ValueError(f"monitor: expected one of {_MONITORS}, got {self.monitor!r}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta: expected a number >= 0, got {self.min_delta!r}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy ``loss``, ``accuracy``, and the per-sample ``predictions`` and ``labels`` (CPU tensors)."""
+
+    loss: float
+    accuracy: float
+    num_samples: int
+    predictions: torch.Tensor = field(repr=False)
+    labels: torch.Tensor = field(repr=False)
+
+
+# --------------------------------------------------------------------------------------------- batches
+def _collate(items: Sequence[tuple[Any, Any]]) -> tuple[Any, torch.Tensor]:
+    xs = [x for x, _ in items]
+    y = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
+    if all(isinstance(x, torch.Tensor) for x in xs) and len({tuple(x.shape) for x in xs}) == 1:
+        return torch.stack(xs), y
+    return xs, y
+
+
+def _batches(data, batch_size: int, order: torch.Tensor) -> Iterator[tuple[Any, torch.Tensor]]:
+    get_batch = getattr(data, "get_batch", None)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if get_batch is not None:
+            yield get_batch(idx)
+        else:
+            yield _collate([data[i] for i in idx.tolist()])
+
+
+def _prepare(x, transform, device: torch.device, channels_last: bool) -> torch.Tensor:
+    if transform is not None:
+        x = transform(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            "inputs: got a list of differently sized images; pass transform= (e.g. convlab.transfer.Preprocess) "
+            "to turn them into one batch tensor"
+        )
+    if x.dtype == torch.uint8:
+        raise TypeError("inputs: got uint8 images; pass transform= (e.g. Preprocess.from_spec(model.spec)) to normalise them")
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _check_data(data, name: str) -> None:
+    if data is None or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"{name}: expected a dataset of (x, label) pairs, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name}: expected a non-empty dataset")
+
+
+def _use_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    return device.type == "cpu" if channels_last is None else bool(channels_last)
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+@torch.inference_mode()
+def _run_eval(model, data, transform, batch_size, device, loss_fn, channels_last, bar=None):
+    total_loss, preds, labels = 0.0, [], []
+    for x, y in _batches(data, batch_size, torch.arange(len(data))):
+        logits = model(_prepare(x, transform, device, channels_last))
+        y = y.to(device)
+        total_loss += float(loss_fn(logits.float(), y)) * len(y)
+        preds.append(logits.argmax(1).cpu())
+        labels.append(y.cpu())
+        if bar is not None:
+            bar.update(1)
+    preds, labels = torch.cat(preds), torch.cat(labels)
+    n = len(labels)
+    return Evaluation(total_loss / n, float((preds == labels).float().mean()), n, preds, labels)
+
+
+def evaluate(
+    model: nn.Module,
+    data,
+    *,
+    transform: Callable | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    loss_fn: nn.Module | None = None,
+    channels_last: bool | None = None,
+) -> Evaluation:
+    """Loss and accuracy of ``model`` on ``data`` in eval mode (the model's mode is restored afterwards)."""
+    _check_data(data, "data")
+    dev = resolve_device(device)
+    cl = _use_channels_last(channels_last, dev)
+    model.to(dev)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    try:
+        return _run_eval(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------- fit
+def _make_optimizer(name: str, groups, lr: float, weight_decay: float | None, momentum: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=0.0 if weight_decay is None else weight_decay)
+    raise ValueError(f"optimizer: expected 'adamw' or 'sgd', got {name!r}")
+
+
+def _improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if monitor == "val_acc" else value < best - min_delta
+
+
+def fit(
+    model: nn.Module,
+    train,
+    val=None,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    optimizer: str = "adamw",
+    weight_decay: float | None = None,
+    momentum: float = 0.9,
+    param_groups: list[dict] | None = None,
+    transform: Callable | None = None,
+    loss_fn: nn.Module | None = None,
+    early_stopping: EarlyStopping | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    channels_last: bool | None = None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` on ``train`` for ``epochs`` epochs; evaluate on ``val`` after each. Returns a :class:`History`.
+
+    Args:
+        train, val: datasets of ``(x, label)``; ``x`` a tensor, or a uint8 image to be turned into one by ``transform``.
+        lr: learning rate (for groups without their own ``"lr"``).
+        optimizer: ``"adamw"`` (weight decay 0.01 by default) or ``"sgd"`` (with ``momentum``).
+        param_groups: optimizer groups, e.g. :func:`convlab.transfer.param_groups` for a lower learning rate on
+            pretrained stages; default: every parameter with ``requires_grad``.
+        transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
+        early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"``.
+        checkpoint: file to save the best epoch to (model, optimizer, epoch, history), atomically.
+        seed: seeds shuffling and dropout; the same seed gives the same history.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``; the model is moved there.
+        channels_last: ``None`` = on the CPU only.
+        progress: show ``tqdm`` bars.
+    """
+    from tqdm.auto import tqdm
+
+    _check_data(train, "train")
+    if val is not None:
+        _check_data(val, "val")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    monitor = early_stopping.monitor if early_stopping else ("val_loss" if val is not None else "train_loss")
+    if monitor != "train_loss" and val is None:
+        raise ValueError(f"early_stopping: monitor {monitor!r} needs a validation set (val=...)")
+    dev = resolve_device(device)
+    cl = _use_channels_last(channels_last, dev)
+    model.to(dev)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+    if not groups:
+        raise ValueError("model: has no trainable parameters (everything is frozen)")
+    opt = _make_optimizer(optimizer, groups, lr, weight_decay, momentum)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    history = History(monitor=monitor)
+    best, best_state, bad_epochs = None, None, 0
+    generator = torch.Generator().manual_seed(seed)
+    n_train_batches = math.ceil(len(train) / batch_size)
+    n_val_batches = math.ceil(len(val) / batch_size) if val is not None else 0
+    cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        epoch_bar = tqdm(range(epochs), desc="epochs", disable=not progress, leave=True)
+        for epoch in epoch_bar:
+            t0 = time.perf_counter()
+            model.train()
+            total, correct, seen = 0.0, 0, 0
+            batch_bar = tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+            for x, y in _batches(train, batch_size, torch.randperm(len(train), generator=generator)):
+                x = _prepare(x, transform, dev, cl)
+                y = y.to(dev, non_blocking=True)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+                batch_bar.update(1)
+            history.train_loss.append(total / seen)
+            history.train_acc.append(correct / seen)
+            if val is not None:
+                model.eval()
+                ev = _run_eval(model, val, transform, batch_size, dev, loss_fn, cl, batch_bar)
+                history.val_loss.append(ev.loss)
+                history.val_acc.append(ev.accuracy)
+            else:
+                history.val_loss.append(float("nan"))
+                history.val_acc.append(float("nan"))
+            batch_bar.close()
+            value = getattr(history, monitor)[-1]
+            min_delta = early_stopping.min_delta if early_stopping else 0.0
+            if _improved(value, best, monitor, min_delta):
+                best, bad_epochs, history.best_epoch = value, 0, epoch
+                if early_stopping and early_stopping.restore_best:
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if checkpoint is not None:
+                    history.epoch_time.append(time.perf_counter() - t0)  # so the saved history is complete
+                    save_checkpoint(checkpoint, model, opt, epoch=epoch, history=history.to_dict())
+                    history.epoch_time.pop()
+            else:
+                bad_epochs += 1
+            history.epoch_time.append(time.perf_counter() - t0)
+            epoch_bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
+            if early_stopping and bad_epochs >= early_stopping.patience:
+                history.stopped_early = True
+                break
+        epoch_bar.close()
+    if best_state is not None and history.best_epoch != len(history) - 1:
+        model.load_state_dict(best_state)
+        history.restored_best = True
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra) -> Path:
+    """Write ``{"model": state_dict, "optimizer": ..., **extra}`` to ``path`` atomically.
+
+    The data go to a temporary file in the same folder, are flushed to disk, then ``os.replace`` renames it over
+    ``path`` in one step: readers see the old checkpoint or the new one, never a partial file. ``extra`` values
+    should be plain data (numbers, strings, lists, dicts, tensors) so that ``weights_only`` loading accepts them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), **extra}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """Read a checkpoint (``weights_only=True``: no code runs); load it into ``model`` / ``optimizer`` if given."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if model is not None:
+        model.load_state_dict(state["model"])
+    if optimizer is not None:
+        if "optimizer" not in state:
+            raise KeyError(f"{path}: the checkpoint holds no optimizer state")
+        optimizer.load_state_dict(state["optimizer"])
+    return state

@@ -1,0 +1,599 @@
+"""Transfer learning: backbone preprocessing, freezing with an explicit BatchNorm policy, and three regimes.
+
+A :class:`~convlab.backbones.Backbone` is ``stages`` (seven named stages) -> ``pool`` -> ``head``. Here:
+
+- :class:`Preprocess` is the deterministic view the backbone sees (resize, centre crop, normalise); it is what a
+  feature cache stores, so it is a frozen dataclass whose fields are part of the cache key.
+- :func:`freeze` freezes the first ``k`` stages (``k = 7``: only the head trains) and applies a BatchNorm policy.
+  ``requires_grad=False`` alone does **not** freeze BatchNorm: in ``train()`` mode its running mean and variance
+  still move with every batch. The default policy ``"frozen"`` keeps frozen stages in ``eval()`` even when the
+  model is put in ``train()`` (running statistics fixed, drop-connect off: the frozen part is a fixed function,
+  which is what makes caching its output valid). The policy ``"train"`` lets frozen stages follow the model's mode,
+  so their statistics adapt to the new data while their weights stay fixed (never cached).
+- :func:`param_summary` counts trainable and frozen parameters per stage; :func:`param_groups` gives lower learning
+  rates to pretrained stages.
+- :class:`Regime` names the classic choices (head only, freeze the first k stages, fine-tune all, train from
+  scratch); :func:`compare` trains each on the same splits and returns a table. Regimes with frozen stages train on
+  cached activations of the freeze boundary (:mod:`convlab.featcache`), so the frozen part runs once, not per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
+
+__all__ = [
+    "BN_POLICIES",
+    "Preprocess",
+    "freeze",
+    "unfreeze",
+    "frozen_stages",
+    "bn_policy",
+    "split_at",
+    "ParamRow",
+    "ParamSummary",
+    "param_summary",
+    "param_groups",
+    "Regime",
+    "RegimeResult",
+    "ComparisonRow",
+    "Comparison",
+    "run_regime",
+    "compare",
+    "markdown_table",
+]
+
+BN_POLICIES = ("frozen", "train")
+
+
+# --------------------------------------------------------------------------------------------- preprocessing
+@dataclass(frozen=True)
+class Preprocess:
+    """Deterministic backbone preprocessing of uint8 images: resize, centre crop, scale to [0, 1], normalise.
+
+    Args:
+        size: output side ``S`` (the network input is ``(B, 3, S, S)``).
+        resize: shorter side before the centre crop (ImageNet eval: 256 for 224). ``None``: resize the whole image
+            straight to ``S x S`` (no crop; right for small, centred images such as Fashion-MNIST).
+        mean, std: per-channel normalisation of ``[0, 1]`` pixels.
+
+    Grayscale ``(1, H, W)`` images are repeated to three channels. Call it on a ``(C, H, W)`` image, a
+    ``(B, C, H, W)`` uint8 batch or a list of images of any sizes; it returns float32 ``(B, 3, S, S)``.
+    """
+
+    size: int = 224
+    resize: int | None = 256
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 8:
+            raise ValueError(f"size: expected an int >= 8, got {self.size!r}")
+        if self.resize is not None and (not isinstance(self.resize, int) or self.resize < self.size):
+            raise ValueError(f"resize: expected None or an int >= size ({self.size}), got {self.resize!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3:
+                raise ValueError(f"{name}: expected 3 values, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        if min(self.std) <= 0:
+            raise ValueError(f"std: expected positive values, got {self.std!r}")
+
+    @classmethod
+    def from_spec(cls, spec, size: int | None = None, crop: bool = True) -> "Preprocess":
+        """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
+
+        ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.
+        """
+        size = spec.input_size if size is None else size
+        resize = round(size * spec.resize_size / spec.input_size) if crop else None
+        return cls(size=size, resize=resize, mean=tuple(spec.mean), std=tuple(spec.std))
+
+    def key(self) -> dict:
+        """What determines the output (part of a feature cache key)."""
+        return {"kind": "convlab.transfer.Preprocess", "version": 1, **asdict(self), "antialias": True, "interpolation": "bilinear"}
+
+    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            if images.ndim != 4:
+                raise ValueError(f"images: expected (C, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
+            return self._batch(images)
+        images = list(images)
+        if not images:
+            raise ValueError("images: expected at least one image, got an empty sequence")
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) == 1:
+            return self._batch(torch.stack(images))
+        out = torch.empty(len(images), 3, self.size, self.size)
+        for shape in shapes:  # one batched resize per distinct image size
+            idx = [i for i, im in enumerate(images) if tuple(im.shape) == shape]
+            out[idx] = self._batch(torch.stack([images[i] for i in idx]))
+        return out
+
+    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"images: expected 1 or 3 channels, got shape {tuple(x.shape)}")
+        # Resize while still uint8 (torchvision's fast antialiased uint8 kernels), then crop, then go to float.
+        if self.resize is None:
+            x = F.resize(x, [self.size, self.size], antialias=True)
+        else:
+            x = F.center_crop(F.resize(x, [self.resize], antialias=True), [self.size, self.size])
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = x.to(torch.float32).div_(255)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous()
+
+
+# --------------------------------------------------------------------------------------------- freezing
+class _StayInEval:
+    """Stands in for ``train`` on one frozen stage *instance*: the stage stays in eval mode whatever is asked.
+
+    ``model.train()`` calls ``child.train(True)`` on every child; a frozen stage answers by going to eval instead,
+    so its BatchNorm running statistics and its drop-connect stay fixed. Only the instance is changed (no class is
+    patched); :func:`unfreeze` removes it.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self.module, False)
+
+
+def _stages(model: nn.Module) -> nn.Sequential:
+    stages = getattr(model, "stages", None)
+    if not isinstance(stages, nn.Sequential) or not hasattr(model, "head"):
+        raise TypeError(f"model: expected a convlab Backbone (with .stages and .head), got {type(model).__name__}")
+    return stages
+
+
+def _resolve_k(model: nn.Module, k: int | str) -> int:
+    names = [name for name, _ in _stages(model).named_children()]
+    if isinstance(k, str):
+        if k == "all":
+            return len(names)
+        if k not in names:
+            raise ValueError(f"k: expected a stage name {names}, 'all' or an int in [0, {len(names)}], got {k!r}")
+        return names.index(k) + 1
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(names):
+        raise ValueError(f"k: expected an int in [0, {len(names)}], a stage name or 'all', got {k!r}")
+    return k
+
+
+def freeze(model: nn.Module, k: int | str = "all", bn: str = "frozen") -> nn.Module:
+    """Freeze the first ``k`` stages of ``model`` (all later stages and the head become trainable); returns it.
+
+    Args:
+        k: how many stages to freeze (0 .. 7), or the name of the last frozen stage (``"stage3"`` freezes ``stem``
+            to ``stage3``), or ``"all"`` (= 7: only the head trains).
+        bn: BatchNorm policy of the frozen stages. ``"frozen"`` (default): they stay in eval mode even in
+            ``model.train()``, so running statistics (and drop-connect) never change. ``"train"``: they follow the
+            model's mode, so their running statistics adapt to your data while weights stay fixed.
+
+    The state is exactly "first k frozen": calling ``freeze`` again replaces the previous setting.
+    """
+    if bn not in BN_POLICIES:
+        raise ValueError(f"bn: expected one of {BN_POLICIES}, got {bn!r}")
+    k = _resolve_k(model, k)
+    for i, stage in enumerate(_stages(model)):
+        frozen = i < k
+        for p in stage.parameters():
+            p.requires_grad_(not frozen)
+        if "train" in stage.__dict__:  # undo an earlier freeze of this stage
+            del stage.__dict__["train"]
+        if frozen and bn == "frozen":
+            stage.train = _StayInEval(stage)
+            stage.eval()
+        else:
+            stage.train(model.training)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def unfreeze(model: nn.Module) -> nn.Module:
+    """Make every stage trainable again and let all of them follow the model's train/eval mode."""
+    return freeze(model, 0)
+
+
+def frozen_stages(model: nn.Module) -> int:
+    """How many leading stages have no trainable parameter (the freeze boundary ``k``)."""
+    k = 0
+    for stage in _stages(model):
+        if any(p.requires_grad for p in stage.parameters()):
+            break
+        k += 1
+    return k
+
+
+def bn_policy(model: nn.Module) -> str | None:
+    """``"frozen"`` or ``"train"`` for the frozen stages (see :func:`freeze`); ``None`` when nothing is frozen."""
+    k = frozen_stages(model)
+    if k == 0:
+        return None
+    return "frozen" if all(isinstance(s.__dict__.get("train"), _StayInEval) for s in list(_stages(model))[:k]) else "train"
+
+
+def split_at(model: nn.Module, k: int | str) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(frozen_part, rest)`` with ``rest(frozen_part(x)) == model(x)``; both share the model's modules.
+
+    ``frozen_part`` is the first ``k`` stages; for ``k = 7`` it also includes the global pooling, so it returns
+    ``(B, 1280)`` feature vectors and ``rest`` is just the head. Training ``rest`` trains ``model``.
+    """
+    stages = _stages(model)
+    k = _resolve_k(model, k)
+    children = list(stages.named_children())
+    if k == len(children):
+        return nn.Sequential(stages, model.pool), nn.Sequential(model.head)
+    front = nn.Sequential(OrderedDict(children[:k])) if k else nn.Sequential()
+    back = nn.Sequential(OrderedDict(children[k:]))
+    return front, nn.Sequential(back, model.pool, model.head)
+
+
+# --------------------------------------------------------------------------------------------- summaries
+def markdown_table(rows: Sequence[Any], floatfmt: str = ".3g") -> str:
+    """A GitHub-markdown table of dataclass rows (one column per field)."""
+    if not rows:
+        return ""
+    names = [f.name for f in fields(rows[0])]
+
+    def cell(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cell(getattr(r, n)) for n in names) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One stage: parameter count, how many train, and what its BatchNorm layers do in ``model.train()``.
+
+    ``bn``: ``"frozen"`` (kept in eval, statistics fixed), ``"train"`` (statistics update), ``"-"`` (no BatchNorm).
+    """
+
+    stage: str
+    params: int
+    trainable: int
+    frozen: int
+    bn: str
+
+
+@dataclass(frozen=True)
+class ParamSummary:
+    """Per-stage rows plus totals; ``to_markdown()`` renders the table."""
+
+    rows: tuple[ParamRow, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def trainable(self) -> int:
+        return sum(r.trainable for r in self.rows)
+
+    @property
+    def frozen(self) -> int:
+        return sum(r.frozen for r in self.rows)
+
+    def __getitem__(self, stage: str) -> ParamRow:
+        for r in self.rows:
+            if r.stage == stage:
+                return r
+        raise KeyError(f"stage: expected one of {[r.stage for r in self.rows]}, got {stage!r}")
+
+    def to_markdown(self) -> str:
+        total = ParamRow("total", self.total, self.trainable, self.frozen, "")
+        return markdown_table(list(self.rows) + [total])
+
+
+def param_summary(model: nn.Module) -> ParamSummary:
+    """Trainable vs frozen parameters for each stage and the head (rows, not printed text)."""
+    rows = []
+    named = list(_stages(model).named_children()) + [("head", model.head)]
+    for name, module in named:
+        n = sum(p.numel() for p in module.parameters())
+        t = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+        if not has_bn:
+            bn = "-"
+        elif isinstance(module.__dict__.get("train"), _StayInEval):
+            bn = "frozen"
+        else:
+            bn = "train"
+        rows.append(ParamRow(name, n, t, n - t, bn))
+    return ParamSummary(tuple(rows))
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups: the head at ``lr``, each trainable stage at ``lr * backbone_lr_scale``.
+
+    A scale below 1 (e.g. 0.1) changes pretrained features more slowly than the fresh head ("discriminative
+    learning rates"). Frozen parameters are left out. Each group carries a ``"name"`` (the stage).
+    """
+    if not lr > 0 or not backbone_lr_scale > 0:
+        raise ValueError(f"lr, backbone_lr_scale: expected positive numbers, got {lr!r}, {backbone_lr_scale!r}")
+    groups = []
+    for name, stage in _stages(model).named_children():
+        params = [p for p in stage.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": lr * backbone_lr_scale, "name": name})
+    groups.append({"params": [p for p in model.head.parameters() if p.requires_grad], "lr": lr, "name": "head"})
+    return groups
+
+
+# --------------------------------------------------------------------------------------------- regimes
+@dataclass(frozen=True)
+class Regime:
+    """A transfer-learning recipe. Build one with :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune`, :meth:`scratch`.
+
+    Attributes:
+        name: label in tables.
+        frozen: stages frozen (0 .. 7; 7 = head only).
+        weights: ``"imagenet"`` or ``None`` (random initialisation).
+        bn: BatchNorm policy of frozen stages (see :func:`freeze`); only ``"frozen"`` can use the feature cache.
+        lr: learning rate of the head (``None``: the one given to :func:`compare`).
+        backbone_lr_scale: learning-rate factor for trainable stages (see :func:`param_groups`).
+        cache: train on cached activations of the freeze boundary when possible.
+    """
+
+    name: str
+    frozen: int = 7
+    weights: str | None = "imagenet"
+    bn: str = "frozen"
+    lr: float | None = None
+    backbone_lr_scale: float = 1.0
+    cache: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= 7:
+            raise ValueError(f"frozen: expected an int in [0, 7], got {self.frozen!r}")
+        if self.weights not in ("imagenet", None):
+            raise ValueError(f"weights: expected 'imagenet' or None, got {self.weights!r}")
+        if self.bn not in BN_POLICIES:
+            raise ValueError(f"bn: expected one of {BN_POLICIES}, got {self.bn!r}")
+
+    @classmethod
+    def head_only(cls, lr: float | None = 3e-3) -> "Regime":
+        """Pretrained backbone frozen entirely; a new linear head on its 1280-d features."""
+        return cls("head only", frozen=7, lr=lr)
+
+    @classmethod
+    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> "Regime":
+        """Pretrained; the first ``k`` stages frozen, the rest fine-tuned at ``lr * backbone_lr_scale``."""
+        return cls(f"freeze first {k}", frozen=k, lr=lr, backbone_lr_scale=backbone_lr_scale, bn=bn)
+
+    @classmethod
+    def finetune(cls, lr: float | None = 1e-3, backbone_lr_scale: float = 0.1) -> "Regime":
+        """Pretrained; everything trains, stages at a lower learning rate than the head."""
+        return cls("fine-tune all", frozen=0, lr=lr, backbone_lr_scale=backbone_lr_scale)
+
+    @classmethod
+    def scratch(cls, lr: float | None = 1e-3) -> "Regime":
+        """Random initialisation, everything trains (the no-transfer baseline)."""
+        return cls("from scratch", frozen=0, weights=None, lr=lr, cache=False)
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.cache and self.frozen > 0 and self.bn == "frozen"
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One regime's outcome; times are wall-clock seconds.
+
+    ``train_s`` covers the whole run (model loading, cache extraction or lookup, training, test evaluation);
+    ``extract_s`` is the cache part alone. ``peak_mem_mb`` is what ``memory_measure`` says: on CUDA the peak of
+    ``torch.cuda.max_memory_allocated`` above the start; on a CPU the peak resident set size of the process during
+    the run (Linux VmHWM, reset at the start) minus the resident size at the start. Memory-mapped cache pages that
+    were read count as resident.
+    """
+
+    regime: str
+    frozen: int
+    trainable_params: int
+    test_acc: float
+    best_val_acc: float
+    epochs: int
+    train_s: float
+    extract_s: float
+    cached: bool
+    peak_mem_mb: float
+    memory_measure: str
+
+
+@dataclass
+class RegimeResult:
+    """Everything one regime produced: the row, the trained model, its history and the test evaluation."""
+
+    row: ComparisonRow
+    model: nn.Module
+    history: History
+    test: Evaluation
+
+
+@dataclass
+class Comparison:
+    """Rows of :func:`compare` (one per regime) and the full results; ``to_markdown()`` renders the table."""
+
+    rows: list[ComparisonRow]
+    results: list[RegimeResult] = field(repr=False, default_factory=list)
+
+    def to_markdown(self) -> str:
+        return markdown_table(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class _PeakMemory:
+    """Peak memory of a block: CUDA ``max_memory_allocated``, or the rise of the process's peak RSS on the CPU.
+
+    On Linux the kernel's peak-RSS counter (VmHWM) is reset at the start by writing ``5`` to
+    ``/proc/self/clear_refs``, so the number is the peak resident size during the block minus the size at its start.
+    Where that is not allowed it falls back to the growth of ``getrusage`` max RSS, which only shows a new
+    all-time peak of the process (then it may read 0).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mb = 0.0
+        self.measure = ""
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            self.measure = "cuda: max allocated - start"
+        else:
+            self._start = _rss_kb("VmRSS")
+            self._hwm = False
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self._hwm = _rss_kb("VmHWM") is not None
+            except OSError:
+                pass
+            if self._hwm:
+                self.measure = "cpu: peak RSS - start RSS"
+            else:
+                self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                self.measure = "cpu: growth of max RSS"
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+        elif self._hwm:
+            self.mb = max(0, _rss_kb("VmHWM") - self._start) / 1024
+        else:
+            self.mb = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._start) / 1024
+        return False
+
+
+def _rss_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def run_regime(
+    regime: Regime,
+    splits,
+    backbone: str = "mobilenet_v2",
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    preprocess: Preprocess | None = None,
+    input_size: int | None = None,
+    early_stopping: EarlyStopping | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RegimeResult:
+    """Train one regime on ``splits`` (train / val / test ImageSets) and evaluate it on the test set.
+
+    The backbone gets a fresh ``len(splits.classes)``-way head (seeded with ``seed``). With frozen stages and the
+    ``"frozen"`` BatchNorm policy the activations at the freeze boundary are cached once (train, val and test), and
+    only the stages after it and the head run during training. ``preprocess`` defaults to the backbone's eval
+    preprocessing at ``input_size`` (224 when ``None``).
+    """
+    from convlab.backbones import load_backbone
+    from convlab.device import resolve_device
+    from convlab.featcache import FeatureCache
+
+    if not isinstance(regime, Regime):
+        raise TypeError(f"regime: expected a Regime (e.g. Regime.head_only()), got {type(regime).__name__}")
+    dev = resolve_device(device)
+    with _PeakMemory(dev) as mem:
+        start = time.perf_counter()
+        model = load_backbone(backbone, weights=regime.weights, device=dev)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.reset_classifier(len(splits.classes), splits.classes)
+        model.to(dev)
+        freeze(model, regime.frozen, bn=regime.bn)
+        prep = preprocess or Preprocess.from_spec(model.spec, size=input_size)
+        head_lr = regime.lr if regime.lr is not None else lr
+        groups = param_groups(model, head_lr, regime.backbone_lr_scale)
+        extract_s = 0.0
+        if regime.uses_cache:
+            t = time.perf_counter()
+            train, val, test = FeatureCache(cache_dir).get_splits(
+                model, splits, regime.frozen, prep, device=dev, progress=progress
+            )
+            extract_s = time.perf_counter() - t
+            _, net = split_at(model, regime.frozen)
+            transform = None
+        else:
+            train, val, test, net, transform = splits.train, splits.val, splits.test, model, prep
+        history = fit(
+            net, train, val, epochs=epochs, lr=head_lr, param_groups=groups, batch_size=batch_size,
+            transform=transform, early_stopping=early_stopping, seed=seed, device=dev, progress=progress,
+        )
+        test_eval = evaluate(net, test, transform=transform, device=dev)
+        train_s = time.perf_counter() - start
+    summary = param_summary(model)
+    row = ComparisonRow(
+        regime=regime.name,
+        frozen=regime.frozen,
+        trainable_params=summary.trainable,
+        test_acc=test_eval.accuracy,
+        best_val_acc=max(history.val_acc) if history.val_acc else float("nan"),
+        epochs=len(history),
+        train_s=train_s,
+        extract_s=extract_s,
+        cached=regime.uses_cache,
+        peak_mem_mb=mem.mb,
+        memory_measure=mem.measure,
+    )
+    return RegimeResult(row, model, history, test_eval)
+
+
+def compare(
+    regimes: Sequence[Regime],
+    splits,
+    backbone: str = "mobilenet_v2",
+    *,
+    epochs: int = 10,
+    **kwargs,
+) -> Comparison:
+    """Run each regime on the same ``splits`` (see :func:`run_regime` for the keyword arguments).
+
+    Returns a :class:`Comparison`: ``rows`` (test accuracy, time, trainable parameters, peak memory per regime),
+    ``results`` (models, histories) and ``to_markdown()``.
+    """
+    if isinstance(regimes, Regime) or not regimes:
+        raise ValueError("regimes: expected a non-empty list of Regime objects, e.g. [Regime.head_only(), Regime.finetune()]")
+    results = [run_regime(r, splits, backbone, epochs=epochs, **kwargs) for r in regimes]
+    return Comparison([r.row for r in results], results)
