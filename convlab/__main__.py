@@ -1,8 +1,13 @@
-"""Command line: ``python -m convlab fetch|assets|learner-copies``."""
+"""Command line: ``python -m convlab fetch|assets|learner-copies|train|evaluate``.
+
+``train`` and ``evaluate`` live in :mod:`convlab.cli_train`; ``torchrun ... -m convlab train`` runs ``train``
+data-parallel (see :mod:`convlab.distributed`). Their bad arguments end in one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
@@ -57,8 +62,41 @@ def _cmd_learner_copies(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """``one_line=True`` (train, evaluate): an error is one line naming the option, not the whole usage text."""
+
+    one_line = False
+
+    def error(self, message: str):
+        if not self.one_line:
+            super().error(message)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from convlab.cli_train import run_train
+
+    return run_train(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from convlab.cli_train import run_evaluate
+
+    return run_evaluate(args)
+
+
+def _cli_error(prog: str, exc: BaseException) -> int:
+    """One line on stderr (with the rank under torchrun, where every process reports for itself)."""
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+    message = " ".join(str(exc).split("\n"))  # one line, whatever the exception's text
+    print(f"{rank}{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convlab", description="ConvLab course toolkit")
+    from convlab.cli_train import add_evaluate_arguments, add_train_arguments
+
+    parser = _Parser(prog="python -m convlab", description="ConvLab course toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
@@ -71,7 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", default="notebooks", help="folder of the course notebooks (default: notebooks)")
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
     p.set_defaults(func=_cmd_learner_copies)
+    p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",
+                       description="Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.")
+    p.one_line = True
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("evaluate", help="accuracy of saved checkpoints, optionally 10-crop and as an ensemble",
+                       description="Evaluate train checkpoints on their test split; several make an ensemble.")
+    p.one_line = True
+    add_evaluate_arguments(p)
+    p.set_defaults(func=_cmd_evaluate)
     args = parser.parse_args(argv)
+    if args.command in ("train", "evaluate"):
+        from convlab.cli_train import UsageError
+
+        try:
+            return args.func(args)
+        except UsageError as exc:
+            return _cli_error(f"{parser.prog} {args.command}", exc)
+        except (AssetNotFoundError, IntegrityError) as exc:
+            _cli_error(f"{parser.prog} {args.command}", exc)
+            return 1
     return args.func(args)
 
 
