@@ -38,6 +38,8 @@ __all__ = [
     "SmallCNN",
     "SmallCNNClassifier",
     "FrozenBackboneClassifier",
+    "FineTuneClassifier",
+    "plot_learning_curves",
     "learning_curve",
 ]
 
@@ -341,6 +343,55 @@ class SmallCNNClassifier:
         return float((self.predict(images) == images.labels.numpy()).mean())
 
 
+class FineTuneClassifier:
+    """A pretrained backbone with a new head, fine-tuned with :func:`convlab.engine.fit` (mirror augmentation).
+
+    The first ``frozen`` stages stay frozen (0 = everything trains, at ``backbone_lr_scale`` times the head's
+    learning rate). Like :class:`SmallCNNClassifier` it takes ``steps`` optimiser steps whatever the training-set
+    size, at ``size`` px, so tiny sets are not under-trained and large ones stay affordable on a CPU.
+    """
+
+    def __init__(self, backbone: str = "mobilenet_v2", frozen: int = 0, size: int = 112, steps: int = 40,
+                 batch_size: int = 16, lr: float = 1e-3, backbone_lr_scale: float = 0.1, device: str = "auto"):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+        self.backbone, self.frozen, self.size, self.steps = backbone, frozen, size, steps
+        self.batch_size, self.lr, self.backbone_lr_scale, self.device = batch_size, lr, backbone_lr_scale, device
+        what = "fine-tuned" if frozen == 0 else f"first {frozen} stages frozen"
+        self.name = f"{backbone} {what} ({size} px)"
+
+    def fit(self, images, seed: int = 0) -> "FineTuneClassifier":
+        """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
+        from convlab.augment import RandomHorizontalFlip
+        from convlab.backbones import load_backbone
+        from convlab.engine import fit
+        from convlab.transfer import Preprocess, freeze, param_groups
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the new head's initialisation
+            model = load_backbone(self.backbone, num_classes=len(images.classes), categories=images.classes)
+        if self.frozen:
+            freeze(model, self.frozen)
+        self.preprocess_ = Preprocess.from_spec(model.spec, size=self.size)
+        # Preprocess once (resize, crop, normalise); per epoch only the mirror is drawn.
+        data = torch.utils.data.TensorDataset(self.preprocess_(list(images.images)), images.labels)
+        epochs = max(1, math.ceil(self.steps * self.batch_size / len(images)))
+        flip = RandomHorizontalFlip(0.5)
+        groups = param_groups(model, self.lr, self.backbone_lr_scale)
+        fit(model, data, epochs=epochs, batch_size=self.batch_size, param_groups=groups, transform=flip, seed=seed,
+            device=self.device, progress=False)
+        self.model_ = model
+        return self
+
+    def score(self, images) -> float:
+        """Accuracy on an ImageSet."""
+        from convlab.engine import evaluate
+
+        if not hasattr(self, "model_"):
+            raise RuntimeError("FineTuneClassifier is not fitted: call fit(images) first")
+        return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
+
+
 def learning_curve(
     methods: Mapping[str, object] | Sequence[object],
     splits,
@@ -382,3 +433,28 @@ def learning_curve(
                 rows.append({"method": name, "n_per_class": n, "seed": seed, "n_train": len(train),
                              "accuracy": method.score(evaluation), "fit_s": fit_s})
     return rows
+
+
+def plot_learning_curves(rows: Sequence[dict], title: str = ""):
+    """Mean test accuracy (and the spread over seeds) against training images per class, one line per method."""
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in methods:
+        sizes = sorted({r["n_per_class"] for r in rows if r["method"] == m})
+        acc = [[r["accuracy"] for r in rows if r["method"] == m and r["n_per_class"] == n] for n in sizes]
+        mean = np.array([np.mean(a) for a in acc])
+        lo = np.array([np.min(a) for a in acc])
+        hi = np.array([np.max(a) for a in acc])
+        ax.plot(sizes, mean, marker="o", label=m)
+        ax.fill_between(sizes, lo, hi, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["n_per_class"] for r in rows}), [str(n) for n in sorted({r["n_per_class"] for r in rows})])
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("test accuracy (band: min-max over seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -221,7 +221,7 @@ def _axes_figure(pca: PCAColor):
     a2.imshow(ramps.clamp(0, 1).numpy(), aspect="auto", extent=(-3, 3, 2.5, -0.5))
     a2.set_yticks([0, 1, 2], [f"PC{i + 1} ({', '.join(f'{v:+.2f}' for v in vecs[:, i].tolist())})"
                               for i in range(3)])
-    a2.set_xlabel("alpha x sqrt(lambda) (standard deviations)")
+    a2.set_xlabel("standard deviations along the axis (k * sqrt(lambda)); the sliders add alpha * lambda")
     a2.set_title("grey moved along each RGB axis")
     fig.tight_layout()
     return fig
