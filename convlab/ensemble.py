@@ -117,7 +117,7 @@ class Ensemble(nn.Module):
             first = next((j for j, (a, b) in enumerate(zip(ref, cats)) if a != b), min(len(ref), len(cats)))
             a = repr(ref[first]) if first < len(ref) else "<end>"
             b = repr(cats[first]) if first < len(cats) else "<end>"
-            counts = "" if len(cats) == len(ref) else f" ({len(cats)} vs {len(ref)} classes)"
+            counts = "" if len(cats) == len(ref) else f" ({len(cats)} classes vs {len(ref)})"
             raise ValueError(
                 f"members: class orders differ between {self.names[i]} and {self.names[0]}{counts}; the first "
                 f"difference is at index {first}: {b} vs {a}. Averaging probabilities needs the same class at the "

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["image_grid", "show_predictions", "stage_bars", "to_hwc"]
+__all__ = ["image_grid", "show_predictions", "stage_bars", "to_hwc", "heatmap", "confusion_matrix", "history_curves", "metrics_vs"]
 
 
 def to_hwc(image: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
@@ -79,5 +79,101 @@ def stage_bars(rows: Sequence[dict], value: str = "params", title: str = "", log
     ax.set_title(title)
     for x, v in enumerate(values):
         ax.text(x, v, f"{v:,}", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, title: str = "", xlabel: str = "", ylabel: str = "",
+            fmt: str = "{:.2f}", cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
+            highlight: Sequence[tuple[int, int]] = (), texts: Sequence[Sequence[str]] | None = None):
+    """A ``(rows, cols)`` array as coloured cells with each value written in it; ``highlight`` boxes chosen cells.
+
+    ``values`` is anything ``torch.as_tensor`` accepts (a tensor, nested lists); ``nan`` cells are left blank.
+    ``texts`` replaces the written values (same shape as ``values``).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    array = np.asarray(torch.as_tensor(values, dtype=torch.float64))
+    if array.ndim != 2 or array.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"values: expected shape ({len(row_labels)}, {len(col_labels)}) to match the labels, got {array.shape}")
+    fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.2, 0.55 * len(row_labels) + 1.6))
+    image = ax.imshow(array, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels], fontsize=8)
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels], fontsize=8)
+    lo = np.nanmin(array) if vmin is None else vmin
+    hi = np.nanmax(array) if vmax is None else vmax
+    dark_low = cmap in ("viridis", "magma", "inferno", "cividis")  # dark at the low end; "Blues" etc. at the high end
+    for (i, j), v in np.ndenumerate(array):
+        if not np.isnan(v):
+            t = (v - lo) / (hi - lo + 1e-12)
+            dark = t < 0.5 if dark_low else t > 0.6
+            text = fmt.format(v) if texts is None else texts[i][j]
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    for i, j in highlight:
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(counts, classes: Sequence[str], title: str = "confusion matrix"):
+    """``counts[i, j]`` = samples of true class ``i`` predicted as ``j``; cells show the count and the row share."""
+    import numpy as np
+
+    counts = np.asarray(torch.as_tensor(counts, dtype=torch.float64))
+    if counts.shape != (len(classes), len(classes)):
+        raise ValueError(f"counts: expected shape ({len(classes)}, {len(classes)}), got {counts.shape}")
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    texts = [[f"{int(n)}\n{s:.0%}" for n, s in zip(row_n, row_s)] for row_n, row_s in zip(counts, share)]
+    return heatmap(share, classes, classes, title=title, xlabel="predicted", ylabel="true (row shares sum to 100%)",
+                   cmap="Blues", vmin=0, vmax=1, texts=texts)
+
+
+def history_curves(histories, metric: str = "val_acc", title: str = ""):
+    """One line per run: ``metric`` (a :class:`convlab.engine.History` field) against the epoch.
+
+    ``histories`` maps a label to a ``History``.
+    """
+    import matplotlib.pyplot as plt
+
+    if not histories:
+        raise ValueError("histories: expected a non-empty {label: History} mapping")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, history in histories.items():
+        values = getattr(history, metric)
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_vs(rows: Sequence[dict], x: str, ys: Sequence[str], title: str = "", labels: Sequence[str] | None = None,
+               log: Sequence[str] = ()):
+    """One panel per column in ``ys`` against column ``x`` of ``rows`` (dicts, e.g. ``Table.rows``).
+
+    ``labels`` names the y axes (default: the column names); columns listed in ``log`` get a logarithmic y axis.
+    """
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("rows: expected at least one row")
+    xs = [r[x] for r in rows]
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.2), squeeze=False)
+    for ax, y, label in zip(axes[0], ys, labels or ys):
+        ax.plot(xs, [r[y] for r in rows], marker="o")
+        if y in log:
+            ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
