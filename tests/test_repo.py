@@ -40,3 +40,13 @@ def test_notebook_hygiene(path):
     src = "\n".join("".join(c["source"]) for c in code)
     assert "pretrained=" not in src, "use weights=..., not the deprecated pretrained="
     assert "### BEGIN SOLUTION" in src, "every notebook has at least one exercise"
+
+
+def test_course_map_lists_every_notebook_in_order():
+    from convlab.course import COURSE
+
+    names = [p.stem for p in NOTEBOOKS]
+    assert [lesson.notebook for lesson in COURSE] == names
+    readme = (ROOT / "README.md").read_text()
+    course_map = readme.split("## Course map", 1)[1].split("\n## ", 1)[0]
+    assert [line.split("`")[1] for line in course_map.splitlines() if line.startswith("| `")] == names
