@@ -34,12 +34,11 @@ __all__ = [
     "POSITIONS",
 ]
 
-#: Crops per forward pass. Measured with mobilenet_v2 (real weights, 2 CPU threads, 10-crop of 16 photos): peak
-#: resident memory above the start grows with the chunk, ~209 MB at 16, 435 MB at 32, 793 MB at 64, 1.87 GB at
-#: 160, while time per crop did not differ measurably between 16 and 160 on a shared machine (and the baselines
-#: show one forward of all 640 crops 1.17x slower than ten of 64). 64 runs exactly the forward shapes of "ten
-#: single-crop forwards of a batch of 64", so multi-crop adds only the crop building; use 16-32 to save memory.
-DEFAULT_CHUNK_SIZE = 64
+#: Crops per forward pass. Measured on 2 CPU cores with mobilenet_v2: forward time per image is lowest at
+#: batches of 8-16 (7.7 ms at 16, 14.5 ms at 64; benchmarks/results/transfer_cpu.json, "extraction_batch"), and
+#: peak memory grows with the chunk (209 MB at 16, 793 MB at 64, 1.87 GB at 160). 16 is both the fastest and the
+#: smallest here; on a GPU, larger chunks (e.g. 256) keep it busy.
+DEFAULT_CHUNK_SIZE = 16
 
 POSITIONS = ("tl", "tr", "bl", "br", "center")
 _FLIPS = (None, "h", "v")
