@@ -29,6 +29,7 @@ from torch import nn
 from convlab.device import resolve_device
 
 __all__ = [
+    "atomic_write",
     "History",
     "EpochRow",
     "EarlyStopping",
@@ -365,10 +366,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     state = {"model": model.state_dict(), **extra}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
+    atomic_write(path, lambda f: torch.save(state, f))
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a partial one; on any error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

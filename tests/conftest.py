@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -11,3 +12,14 @@ def tmp_home(tmp_path, monkeypatch):
     home = tmp_path / "convlab_home"
     monkeypatch.setenv("CONVLAB_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: they gain nothing from threads, and two OpenMP threads on a
+    shared 2-core machine can stall each other (a 4-step fit measured 100x slower). Restored afterwards.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from convlab.data import ImageSet, Splits, _stratified_split
 from convlab.transfer import Preprocess
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from threads, and 2 OpenMP threads on a shared 2-core machine can stall badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ from torch.utils.data import TensorDataset
 from convlab.engine import EarlyStopping, History, evaluate, fit, load_checkpoint, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=48, d=8, classes=3, seed=0, shift_labels=False):

@@ -23,12 +23,7 @@ from convlab.transfer import Preprocess, freeze, split_at
 PREP = Preprocess(size=32, resize=36)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ from convlab.handfeatures import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-vCPU machine two OpenMP threads waiting for
-    each other made a 4-step fit 100x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n: int = 4, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:

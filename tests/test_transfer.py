@@ -26,13 +26,7 @@ from convlab.transfer import (
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "conv_head")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from threads, and 2 OpenMP threads on a shared 2-core machine can stall badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
