@@ -63,6 +63,11 @@ def lab(tmp_path_factory):
     notif = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notif.parent.mkdir(parents=True)
     notif.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Every cell attached and laid out even when off screen: JupyterLab's default ("contentVisibility") skips the
+    # layout of off-screen cells, so a preview pushed below the fold by a late output would never count as visible.
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     for path in WIDGET_NOTEBOOKS:
         nb = json.loads(path.read_text())
         nb["cells"] = [c for c in nb["cells"] if {"setup", "widget"} & set(_tags(c))]
@@ -113,6 +118,13 @@ def browser():
         b.close()
 
 
+def _page_errors(page) -> list[str]:
+    """The text of every error or stderr output on the page, to say why a preview did not appear."""
+    sel = (".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+           ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    return [t[-1500:] for t in page.locator(sel).all_inner_texts()]
+
+
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
 def test_slider_updates_preview(path, lab, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -128,7 +140,12 @@ def test_slider_updates_preview(path, lab, browser):
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         n_widget_cells = sum("widget" in _tags(c) for c in json.loads(path.read_text())["cells"])
         previews = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .convlab-preview")
-        previews.nth(n_widget_cells - 1).wait_for(timeout=180_000)
+        try:
+            previews.nth(n_widget_cells - 1).wait_for(state="attached", timeout=240_000)
+        except Exception as exc:
+            page.screenshot(path=str(SHOTS / f"{path.stem}_timeout.png"), full_page=True)
+            raise AssertionError(f"{n_widget_cells} previews expected, {previews.count()} rendered; "
+                                 f"cell errors on the page: {_page_errors(page)!r}") from exc
         count = previews.count()
         assert count >= 1, "no preview rendered"
         for i in range(count):
@@ -151,3 +168,12 @@ def test_slider_updates_preview(path, lab, browser):
             assert image.get_attribute("src") != before
     finally:
         page.close()
+        _shut_down_kernels(lab)
+
+
+def _shut_down_kernels(lab: str) -> None:
+    """End every kernel the test started, so the next notebook does not share the CPU with an idle-but-alive one."""
+    sessions = json.loads(urllib.request.urlopen(f"{lab}/api/sessions", timeout=10).read())
+    for session in sessions:
+        request = urllib.request.Request(f"{lab}/api/sessions/{session['id']}", method="DELETE")
+        urllib.request.urlopen(request, timeout=30).read()
