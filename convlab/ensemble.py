@@ -17,7 +17,6 @@ measures both once per device and keeps the faster (``strategy_`` records the de
 from __future__ import annotations
 
 import copy
-import resource
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from convlab.display import Table
-from convlab.tta import DEFAULT_CHUNK_SIZE, ViewSet, _check_source, _model_device, predict_views
+from convlab.memory import PeakMemory
+from convlab.tta import ViewSet, _check_source, _model_device, predict_views
 
 __all__ = [
     "Ensemble",
@@ -251,57 +251,6 @@ def _sync(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------- measuring
-class _PeakMemory:
-    """Peak memory of a block, and a sentence saying exactly what was measured.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` above the allocation at the start (tensors only, not the cache).
-    CPU on Linux: peak resident set size (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``) above the
-    resident size at the start. Memory the allocator kept from earlier work and reuses is not counted again.
-    Elsewhere: the growth of ``getrusage(RUSAGE_SELF).ru_maxrss``, which is 0 unless the block sets a new peak.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.bytes = 0
-        self.method = ""
-
-    @staticmethod
-    def _status(field: str) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        raise OSError(field)
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            self.method = "cuda max_memory_allocated above start"
-            return self
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self._start = self._status("VmRSS")
-            self.method = "peak RSS above start (VmHWM)"
-        except OSError:
-            self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            self.method = "ru_maxrss growth (0 unless a new process peak)"
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._start
-        elif self.method.startswith("peak RSS"):
-            self.bytes = self._status("VmHWM") - self._start
-        else:
-            self.bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._start
-        self.bytes = max(0, self.bytes)
-        return False
-
-
 def _members_of(model: nn.Module) -> int:
     return len(model.members) if isinstance(model, Ensemble) else 1
 
@@ -313,14 +262,15 @@ def measure_inference(
     views: ViewSet | None = None,
     *,
     name: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> dict:
     """Top-1 accuracy, wall time per image and peak memory of one :func:`~convlab.tta.predict_views` run.
 
     Returns a row: ``config``, ``models``, ``crops``, ``forwards_per_image`` (models x crops, the cost unit of
     GoogLeNet's table), ``top1`` (fraction), ``ms_per_image`` (wall clock, including building the crops),
-    ``peak_mem_mb`` and ``memory_measure`` (what ``peak_mem_mb`` means on this device; see ``_PeakMemory``).
+    ``peak_mem_mb`` and ``memory_measure`` (what ``peak_mem_mb`` means on this device; see
+    :class:`~convlab.memory.PeakMemory`).
     The first call on a device also pays one-off costs (an ``"auto"`` ensemble's strategy probe, allocator
     warm-up): call once before measuring when comparing times.
     """
@@ -330,7 +280,7 @@ def measure_inference(
         raise ValueError(f"labels: expected shape ({len(source)},), got {tuple(labels.shape)}")
     views = views if views is not None else ViewSet.center(model.spec.input_size)
     dev = _model_device(model) if device is None else torch.device(device)
-    with _PeakMemory(dev) as mem:
+    with PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
         probs = predict_views(model, source, views, chunk_size=chunk_size, device=dev)
@@ -345,7 +295,7 @@ def measure_inference(
         "forwards_per_image": models * len(views),
         "top1": top1,
         "ms_per_image": 1000 * seconds / len(source),
-        "peak_mem_mb": mem.bytes / 2**20,
+        "peak_mem_mb": mem.mb,
         "memory_measure": mem.method,
     }
 
@@ -373,7 +323,7 @@ def compare_configurations(
     images: Tensor | Sequence[Tensor],
     labels: Sequence[int] | Tensor,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     warmup: bool = True,
     title: str = "accuracy vs cost",
 ) -> Table:

@@ -20,7 +20,6 @@ A :class:`~convlab.backbones.Backbone` is ``stages`` (seven named stages) -> ``p
 from __future__ import annotations
 
 import os
-import resource
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
+from convlab.memory import PeakMemory
 
 __all__ = [
     "BN_POLICIES",
@@ -447,64 +447,6 @@ class Comparison:
         return len(self.rows)
 
 
-class _PeakMemory:
-    """Peak memory of a block: CUDA ``max_memory_allocated``, or the rise of the process's peak RSS on the CPU.
-
-    On Linux the kernel's peak-RSS counter (VmHWM) is reset at the start by writing ``5`` to
-    ``/proc/self/clear_refs``, so the number is the peak resident size during the block minus the size at its start.
-    Where that is not allowed it falls back to the growth of ``getrusage`` max RSS, which only shows a new
-    all-time peak of the process (then it may read 0).
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.mb = 0.0
-        self.measure = ""
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            self.measure = "cuda: max allocated - start"
-        else:
-            self._start = _rss_kb("VmRSS")
-            self._hwm = False
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-                self._hwm = _rss_kb("VmHWM") is not None
-            except OSError:
-                pass
-            if self._hwm:
-                self.measure = "cpu: peak RSS - start RSS"
-            else:
-                self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                self.measure = "cpu: growth of max RSS"
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-        elif self._hwm:
-            self.mb = max(0, _rss_kb("VmHWM") - self._start) / 1024
-        else:
-            self.mb = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._start) / 1024
-        return False
-
-
-def _rss_kb(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def run_regime(
     regime: Regime,
     splits,
@@ -535,7 +477,7 @@ def run_regime(
     if not isinstance(regime, Regime):
         raise TypeError(f"regime: expected a Regime (e.g. Regime.head_only()), got {type(regime).__name__}")
     dev = resolve_device(device)
-    with _PeakMemory(dev) as mem:
+    with PeakMemory(dev) as mem:
         start = time.perf_counter()
         model = load_backbone(backbone, weights=regime.weights, device=dev)
         with torch.random.fork_rng(devices=[]):
@@ -575,7 +517,7 @@ def run_regime(
         extract_s=extract_s,
         cached=regime.uses_cache,
         peak_mem_mb=mem.mb,
-        memory_measure=mem.measure,
+        memory_measure=mem.method,
     )
     return RegimeResult(row, model, history, test_eval)
 

@@ -30,15 +30,19 @@ __all__ = [
     "prepare_images",
     "average_views",
     "predict_views",
-    "DEFAULT_CHUNK_SIZE",
+    "CPU_CHUNK_SIZE",
+    "CUDA_CHUNK_SIZE",
+    "default_chunk_size",
     "POSITIONS",
 ]
 
-#: Crops per forward pass. Measured on 2 CPU cores with mobilenet_v2: forward time per image is lowest at
-#: batches of 8-16 (7.7 ms at 16, 14.5 ms at 64; benchmarks/results/transfer_cpu.json, "extraction_batch"), and
-#: peak memory grows with the chunk (209 MB at 16, 793 MB at 64, 1.87 GB at 160). 16 is both the fastest and the
-#: smallest here; on a GPU, larger chunks (e.g. 256) keep it busy.
-DEFAULT_CHUNK_SIZE = 16
+#: Crops per forward pass on a CPU, chosen by measurement (``benchmarks/bench_tta.py``: 10-crop of 32 food photos,
+#: MobileNetV2, 2 cores, channels_last): 8.4 ms per crop at chunks of 2, 7.2 at 4, 6.8 at 8, 9.1 at 16, 16.8 at 64.
+#: 4 and 8 are equally fast within the noise; 4 holds less memory. Small chunks keep the activations in the CPU's
+#: caches; large ones are slower *and* need more memory (3.4 GB at 320).
+CPU_CHUNK_SIZE = 4
+#: Crops per forward pass on a GPU: large batches keep it busy (not measured here: no GPU was available).
+CUDA_CHUNK_SIZE = 256
 
 POSITIONS = ("tl", "tr", "bl", "br", "center")
 _FLIPS = (None, "h", "v")
@@ -282,6 +286,11 @@ def _wants_channels_last(model: nn.Module) -> bool:
     return False
 
 
+def default_chunk_size(device: str | torch.device) -> int:
+    """Crops per forward pass for ``device``: :data:`CUDA_CHUNK_SIZE` on a GPU, :data:`CPU_CHUNK_SIZE` elsewhere."""
+    return CUDA_CHUNK_SIZE if torch.device(device).type == "cuda" else CPU_CHUNK_SIZE
+
+
 @torch.inference_mode()
 def predict_views(
     model: nn.Module,
@@ -289,10 +298,11 @@ def predict_views(
     views: ViewSet | None = None,
     *,
     average: str = "softmax",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     device: str | torch.device | None = None,
+    channels_last: bool | None = None,
 ) -> Tensor:
     """Run every view of every image through ``model`` in chunks of ``chunk_size`` crops, then average.
 
@@ -304,15 +314,18 @@ def predict_views(
         average: ``"softmax"`` -> ``(B, K)`` mean probabilities; ``"logits"`` -> ``(B, K)`` mean logits;
             ``"none"`` -> ``(B, V, K)`` logits (see :func:`average_views`).
         chunk_size: crops per forward pass; memory is one float buffer of ``chunk_size`` crops plus the model's
-            activations for that many, whatever ``B`` and ``V``.
+            activations for that many, whatever ``B`` and ``V``. Default :func:`default_chunk_size` of the device.
         mean, std: per-channel normalisation of ``[0, 1]`` pixels; default ``model.spec.mean`` / ``.std``.
         device: where to run; default the model's device (the uint8 source is moved there once).
+        channels_last: run crops and convolution weights in ``channels_last`` memory format. ``None`` (default):
+            on the CPU, where it makes MobileNetV2 about 2x faster; the model's weights are converted for the
+            call and converted back afterwards (results are the same up to float rounding).
 
     The model runs in eval mode (restored afterwards) and in ``torch.inference_mode``. Chunks follow the flat
     order image-major, view-minor, so the result does not depend on ``chunk_size`` (up to float rounding).
     """
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected an int >= 1 (crops per forward pass), got {chunk_size!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size: expected an int >= 1 (crops per forward pass) or None, got {chunk_size!r}")
     if average not in ("softmax", "logits", "none"):
         raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
     spec = getattr(model, "spec", None)
@@ -337,13 +350,19 @@ def predict_views(
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
     scale = 1.0 / (255.0 * std_t)
     shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
-    fmt = torch.channels_last if _wants_channels_last(model) else torch.contiguous_format
+    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    # (a lazy module's weights do not exist before its first forward: those run in the format they have)
+    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
+    convert = use_cl and not lazy and not _wants_channels_last(model)
+    fmt = torch.channels_last if use_cl else torch.contiguous_format
     total = len(source) * len(views)
-    n = min(chunk_size, total)
+    n = min(chunk_size or default_chunk_size(device), total)
     buf = torch.empty(n, C, *views.size, device=device).contiguous(memory_format=fmt)
 
     was_training = model.training
     model.eval()
+    if convert:
+        model.to(memory_format=torch.channels_last)
     try:
         logits = None
         for start in range(0, total, n):
@@ -357,4 +376,6 @@ def predict_views(
             logits[start:stop] = out
     finally:
         model.train(was_training)
+        if convert:
+            model.to(memory_format=torch.contiguous_format)
     return average_views(logits.view(len(source), len(views), -1), average)

@@ -133,6 +133,19 @@ def test_predict_views_follows_channels_last_and_restores_training_mode(photos):
     assert model.training  # eval inside, the caller's mode afterwards
 
 
+def test_predict_views_runs_channels_last_on_the_cpu_and_gives_the_weights_back_as_they_were(photos):
+    model = TinyNet().eval()
+    views = ViewSet.ten_crop(32)
+    plain = predict_views(model, photos, views, mean=MEAN, std=STD, channels_last=False)  # also builds LazyLinear
+    seen = []
+    model.body[0].register_forward_hook(lambda m, inp, out: seen.append(
+        (inp[0].is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous(memory_format=torch.channels_last))))
+    fast = predict_views(model, photos, views, mean=MEAN, std=STD)  # default on the CPU: channels_last
+    assert seen and all(x and w for x, w in seen)  # crops and weights in channels_last during the call
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert model.body[0].weight.is_contiguous()  # converted for the call, then back
+
+
 def test_bad_arguments_name_the_argument(photos):
     model = TinyNet().eval()
     with pytest.raises(ValueError, match="size"):
