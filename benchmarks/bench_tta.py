@@ -12,8 +12,9 @@ so the batch is (32, 3, 256, 456); model: mobilenet_v2 with its real ImageNet we
 Cases
 - ``crops``: building the 10 crops of the batch only. convlab ``crop_views`` (tensor slices of the batch) vs
   torchvision ``TenCrop`` on PIL images (one call per image; with and without ``PILToTensor`` + stack) and
-  ``v2.TenCrop`` on the batch tensor. Acceptance: convlab >= 3x faster than ``TenCrop`` on PIL, measured
-  with a reused output buffer as ``predict_views`` uses it (the fresh-output speed-up is reported too).
+  ``v2.TenCrop`` on the batch tensor. Acceptance: convlab >= 3x faster than ``TenCrop`` on PIL, like for like
+  (both end with one fresh uint8 tensor); also reported: convlab into a reused buffer, as ``predict_views``
+  does, against ``TenCrop``'s PIL crops alone.
   Crop building is memory-bound: on an oversubscribed machine OpenMP stalls inflate torch's multi-threaded
   copies, so compare with ``--threads 1`` as well.
 - ``inference``: one centre-crop forward of the batch (the unit); ``10 x forward(B)``: ten forwards of
@@ -133,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     r = report["results"]["crops"] = run(crops, max(3, repeats), batch, "cpu")
     md.append(table(f"building the 10 crops of {batch} photos (uint8)", r, "torchvision TenCrop (PIL, per image)"))
-    pil_ms = r["torchvision TenCrop (PIL, per image)"]["median_ms"]
-    for key, case in (("crops_vs_pil_tencrop", "convlab crop_views (batch tensor, out= reused buffer)"),
-                      ("crops_vs_pil_tencrop_fresh_output", "convlab crop_views (batch tensor)")):
-        speedup = pil_ms / r[case]["median_ms"]
+    # Acceptance, like for like: both sides end with the crops as one uint8 tensor in a fresh allocation. The
+    # second row is what predict_views does (crops into its reused buffer) against TenCrop's PIL crops alone.
+    for key, case, ref in (
+        ("crops_vs_pil_tencrop", "convlab crop_views (batch tensor)", "torchvision TenCrop (PIL) + PILToTensor + stack"),
+        ("crops_reused_buffer_vs_pil_tencrop_crops_only", "convlab crop_views (batch tensor, out= reused buffer)",
+         "torchvision TenCrop (PIL, per image)"),
+    ):
+        speedup = r[ref]["median_ms"] / r[case]["median_ms"]
         report["acceptance"][key] = {"speedup": speedup, "target": 3.0, "pass": speedup >= 3.0}
 
     # ---- inference

@@ -36,7 +36,7 @@ from convlab.device import resolve_device  # noqa: E402
 from convlab.engine import fit  # noqa: E402
 from convlab.featcache import FeatureCache  # noqa: E402
 from convlab.transfer import Preprocess, freeze, param_groups  # noqa: E402
-from convlab.tta import ViewSet, predict_views  # noqa: E402
+from convlab.tta import ViewSet, default_chunk_size, predict_views  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -139,13 +139,22 @@ def bench_augment(cfg: dict, device: torch.device) -> dict:
 
 
 def bench_ten_crop(cfg: dict, device: torch.device) -> dict:
-    """(e) 10-crop inference of whole batches of photos (chunks of 64 crops)."""
+    """(e) 10-crop inference of whole batches of photos, at the device's default chunk and a sweep of chunk sizes
+    (the measurement that should set ``convlab.tta.CUDA_CHUNK_SIZE``)."""
     model = _model(7, device).eval()
     photos = _photos(cfg["tta_images"], cfg["side"]).to(device)
     views = ViewSet.ten_crop(cfg["size"])
-    sec = _timed(lambda: predict_views(model, photos, views), device, max(1, cfg["steps"] // 5), cfg["warmup"])
-    return {"images": len(photos), "crops_per_image": len(views), "input": cfg["size"],
-            "images_per_s": len(photos) / sec, "crops_per_s": len(photos) * len(views) / sec}
+    steps = max(1, cfg["steps"] // 5)
+    sweep = {}
+    for chunk in sorted({4, 16, 64, 256, 1024, default_chunk_size(device)}):
+        if chunk <= len(photos) * len(views):
+            sec = _timed(lambda c=chunk: predict_views(model, photos, views, chunk_size=c), device, steps, cfg["warmup"])
+            sweep[str(chunk)] = len(photos) * len(views) / sec
+    default = default_chunk_size(device)
+    crops_per_s = sweep[str(default)] if str(default) in sweep else max(sweep.values())
+    return {"images": len(photos), "crops_per_image": len(views), "input": cfg["size"], "default_chunk": default,
+            "images_per_s": crops_per_s / len(views), "crops_per_s": crops_per_s,
+            "crops_per_s_by_chunk": sweep, "fastest_chunk": int(max(sweep, key=sweep.get))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
-    p.add_argument("--force", action="store_true", help="delete the cached copy first")
+    p.add_argument("--force", action="store_true", help="replace cached files that fail their sha256 check (keeps the good ones)")
     p.add_argument("--offline", action="store_true", help="never try online sources")
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")

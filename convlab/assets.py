@@ -92,7 +92,7 @@ def verify_file(path: str | os.PathLike, expected_sha256: str, what: str = "file
         raise IntegrityError(
             f"{what}: sha256 mismatch for {path}\n  expected {expected_sha256}\n  found    {found}\n"
             "The file was changed, truncated or is a different version; it was NOT loaded. "
-            f"Delete it and run `python -m convlab fetch {what.split('/')[0]} --force` to get a verified copy."
+            f"Run `python -m convlab fetch {what.split('/')[0]} --force` to replace it with a verified copy."
         )
     return path
 
@@ -454,7 +454,8 @@ def fetch(
 
     Args:
         asset: a name from :data:`ASSETS` or an :class:`Asset`.
-        force: delete the cached copy first (use after an :class:`IntegrityError` on the cache).
+        force: replace cached files whose sha256 does not match (use after an :class:`IntegrityError` on the
+            cache) instead of refusing them. Verified files stay: nothing good is deleted before a source is found.
         allow_network: try online sources when nothing local has a file. Default: yes, unless the
             environment variable ``CONVLAB_OFFLINE=1`` is set.
         progress: show a tqdm progress bar over the bytes copied or downloaded.
@@ -467,17 +468,17 @@ def fetch(
     if allow_network is None:
         allow_network = not _offline()
     folder = asset.folder
-    if force and folder.exists():
-        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
     missing = []
     for file in asset.files:
         target = folder / file.name
-        if target.is_file():
-            verify_file(target, file.sha256, f"{asset.name}/{file.name}")
-        else:
+        if not target.is_file():
             missing.append(file)
+        elif not force:
+            verify_file(target, file.sha256, f"{asset.name}/{file.name}")
+        elif sha256_file(target) != file.sha256:
+            missing.append(file)  # corrupt: worthless; replaced (atomically) only once a source delivers it
     if not missing:
         return folder
 

@@ -457,6 +457,11 @@ def _train(args, env, device, regime, out: Path) -> int:
     # --- resume: rank 0 reads last.pt and sends it to every rank
     ckpt = None
     if args.resume:
+        if main:
+            # a run killed while writing left a temporary file beside last.pt / best.pt / metrics.json: remove it
+            for stale in out.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+                log(f"note: --resume: removed {stale.name}, a half-written file from the interrupted run")
         if main and (out / "last.pt").exists():
             ckpt = load_checkpoint(out / "last.pt")
         ckpt = D.broadcast_object(ckpt)
@@ -649,7 +654,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         for model in models:
             if views is not None:
-                probs = predict_views(model, photos, views, chunk_size=max(args.batch_size, 10))
+                probs = predict_views(model, photos, views)  # the measured default chunk for the device
             else:
                 fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
                 probs = torch.cat([

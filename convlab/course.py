@@ -1,14 +1,19 @@
 """The course map: which notebook teaches which idea, with which ``convlab`` modules, and how long it takes.
 
 One list serves the ``00_start_here`` notebook and a test that keeps README.md's map in step with the notebooks.
-``cpu_s`` is the measured nbval time on 2 CPU cores (see README), ``None`` where not yet measured.
+``cpu_s`` is the measured sum of the notebook's cell times under nbval in a full ``.ci/run`` on 2 CPU cores (the
+README's map shows the same numbers, a test keeps them equal); ``gpu_s`` is ``None``: no GPU was lent to measure it.
+:func:`benchmark_summary` reads the benchmark scripts' latest JSON results into the table notebook 00 shows.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Lesson", "COURSE"]
+__all__ = ["Lesson", "COURSE", "benchmark_summary"]
 
 
 @dataclass(frozen=True)
@@ -16,26 +21,79 @@ class Lesson:
     notebook: str
     idea: str
     modules: tuple[str, ...]
+    cpu_s: int | None = None
+    gpu_s: int | None = None
 
 
 COURSE: tuple[Lesson, ...] = (
-    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets")),
+    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=3),
     Lesson("01_open_source_weights", "find, load and trust published code + weights: provenance, licence, sha256, "
-           "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data")),
+           "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data"),
+           cpu_s=7),
     Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone, frozen activations "
-           "cached on disk, confusion matrix and worst mistakes", ("transfer", "featcache", "engine")),
+           "cached on disk, confusion matrix and worst mistakes", ("transfer", "featcache", "engine"), cpu_s=26),
     Lesson("03_transfer_freeze_first_layers", "more data: freeze only the first k stages; accuracy and time per "
-           "epoch against k", ("transfer", "featcache", "engine")),
+           "epoch against k", ("transfer", "featcache", "engine"), cpu_s=43),
     Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything from pretrained vs from scratch; the "
-           "'more data, fewer frozen layers' rule measured", ("transfer", "engine")),
+           "'more data, fewer frozen layers' rule measured", ("transfer", "engine"), cpu_s=111),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
-           "previews", ("augment", "widgets")),
+           "previews", ("augment", "widgets"), cpu_s=14),
     Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews",
-           ("augment", "widgets")),
+           ("augment", "widgets"), cpu_s=15),
     Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
-           "bug", ("loading", "profiler")),
+           "bug", ("loading", "profiler"), cpu_s=10),
     Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",
-           ("handfeatures",)),
+           ("handfeatures",), cpu_s=26),
     Lesson("09_ensembles_and_multicrop", "winning benchmarks: ensembles and 10-crop, with their gain and cost",
-           ("tta", "ensemble")),
+           ("tta", "ensemble"), cpu_s=60),
 )
+
+
+def _ratio(value: float, target: str) -> str:
+    return f"{value:.2f}x (target {target})"
+
+
+def benchmark_summary(results: str | os.PathLike) -> list[dict]:
+    """One row per acceptance figure in ``benchmarks/results/*_cpu.json``: benchmark, measure, result, script.
+
+    Reads what the scripts last wrote (nothing is re-measured); a missing file gives a row saying so.
+    """
+    folder = Path(results)
+    rows: list[dict] = []
+
+    def load(name: str) -> dict | None:
+        path = folder / name
+        if not path.is_file():
+            rows.append({"benchmark": name, "measure": "-", "result": f"not run yet ({path} is missing)"})
+            return None
+        return json.loads(path.read_text())
+
+    aug = load("augment_cpu.json")
+    if aug is not None:
+        for size, target in (("224", ">= 1.0x, aim 1.5x"), ("32", ">= 5x")):
+            r = aug["results"]["threads=2"][f"pipeline@{size}"]
+            others = {k: v["items_per_s"] for k, v in r.items() if not k.startswith(("convlab", "copy"))}
+            best = max(others, key=others.get)
+            rows.append({"benchmark": "augmentation (bench_augment.py)",
+                         "measure": f"convlab fused pipeline vs {best}, {size} px, 2 threads",
+                         "result": _ratio(r["convlab fused (batched)"]["items_per_s"] / others[best], target)})
+        slowest = max(v["median_ms"] for v in aug["results"]["widget"].values())
+        rows.append({"benchmark": "augmentation (bench_augment.py)", "measure": "slowest preview re-render",
+                     "result": f"{slowest:.0f} ms (target < 200 ms)"})
+    tr = load("transfer_cpu.json")
+    if tr is not None:
+        rows.append({"benchmark": "feature cache (bench_transfer.py)",
+                     "measure": f"head only, {tr['head_only']['epochs']} epochs: cache vs recomputing",
+                     "result": _ratio(tr["head_only"]["speedup_cold"], ">= 8x")})
+        rows.append({"benchmark": "feature cache (bench_transfer.py)",
+                     "measure": f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none",
+                     "result": _ratio(tr["partial"]["speedup_cold"], "> 1x")})
+    tta = load("tta_cpu.json")
+    if tta is not None:
+        acc = tta["acceptance"]
+        rows.append({"benchmark": "multi-crop (bench_tta.py)", "measure": "building 10 crops vs PIL TenCrop",
+                     "result": _ratio(acc["crops_vs_pil_tencrop"]["speedup"], ">= 3x")})
+        rows.append({"benchmark": "multi-crop (bench_tta.py)",
+                     "measure": "10-crop inference vs 10 single-crop forwards (time)",
+                     "result": _ratio(acc["tencrop_vs_10_forwards"]["ratio"], "<= 1.1x")})
+    return rows

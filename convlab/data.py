@@ -289,6 +289,12 @@ def load_fashion_mnist(
         val_per_class: validation images per class, taken from the official training set.
         seed: which images are drawn; the official train/test boundary is always kept.
     """
+    if not isinstance(val_per_class, int) or isinstance(val_per_class, bool) or not 0 < val_per_class < 6000:
+        raise ValueError(f"val_per_class: expected an int in [1, 5999], got {val_per_class!r}")
+    for arg, value, most in (("train_per_class", train_per_class, 6000 - val_per_class),
+                             ("test_per_class", test_per_class, 1000)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= most):
+            raise ValueError(f"{arg}: expected None or an int in [1, {most}], got {value!r}")
     folder = fetch("fashion_mnist")
     x_train = torch.from_numpy(_read_idx(folder / "train-images-idx3-ubyte").copy()).unsqueeze(1)
     y_train = torch.from_numpy(_read_idx(folder / "train-labels-idx1-ubyte").astype(np.int64))
@@ -296,8 +302,6 @@ def load_fashion_mnist(
     y_test = torch.from_numpy(_read_idx(folder / "t10k-labels-idx1-ubyte").astype(np.int64))
     full_train = ImageSet(x_train, y_train, FASHION_MNIST_CLASSES, [f"train_{i}" for i in range(len(y_train))])
     test = ImageSet(x_test, y_test, FASHION_MNIST_CLASSES, [f"test_{i}" for i in range(len(y_test))])
-    if not isinstance(val_per_class, int) or not 0 < val_per_class < 6000:
-        raise ValueError(f"val_per_class: expected an int in [1, 5999], got {val_per_class!r}")
     g = torch.Generator().manual_seed(seed)
     val_idx, train_idx = [], []
     for c in range(10):

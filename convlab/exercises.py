@@ -10,14 +10,20 @@ Conventions in the committed notebooks (which hold the solutions, so the course 
 
 ``python -m convlab learner-copies --out DIR`` writes copies in which every solution is replaced by a stub that
 raises ``NotImplementedError``; a test runs each check on the stub (it must fail) and on the solution (it must pass).
+The test also runs each check on a wrong-typed answer (:func:`none_solutions`: the solution returns, or assigns,
+``None``): the check must then fail with its hint (``AssertionError``), not crash with a ``TypeError`` or
+``AttributeError`` that tells the learner nothing, so a check cell starts with an ``isinstance``/shape check.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import textwrap
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["check", "strip_solutions", "learner_notebook", "write_learner_copies", "BEGIN", "END", "STUB"]
+__all__ = ["check", "strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "BEGIN", "END", "STUB"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -31,26 +37,60 @@ def check(condition: bool, hint: str) -> None:
     print("Correct!")
 
 
-def strip_solutions(source: str) -> str:
-    """Replace every solution block in a cell's source by a stub line at the block's indentation."""
-    out, skipping = [], False
-    for line in source.splitlines(keepends=True):
+def _replace_blocks(source: str, stub: Callable[[str, int, list[str]], list[str]]) -> str:
+    """Replace every solution block by ``stub(indent, begin_line_number, block_lines)`` (lines with newlines)."""
+    out, block, skipping, indent, begin_no = [], [], False, "", 0
+    for no, line in enumerate(source.splitlines(keepends=True), start=1):
         stripped = line.strip()
         if stripped == BEGIN:
             if skipping:
                 raise ValueError(f"source: nested {BEGIN!r}")
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}{STUB}\n")
-            skipping = True
+            block, skipping, begin_no = [], True, no
         elif stripped == END:
             if not skipping:
                 raise ValueError(f"source: {END!r} without a matching {BEGIN!r}")
+            out.extend(stub(indent, begin_no, block))
             skipping = False
-        elif not skipping:
+        elif skipping:
+            block.append(line)
+        else:
             out.append(line)
     if skipping:
         raise ValueError(f"source: {BEGIN!r} without a matching {END!r}")
     return "".join(out)
+
+
+def strip_solutions(source: str) -> str:
+    """Replace every solution block in a cell's source by a stub line at the block's indentation."""
+    return _replace_blocks(source, lambda indent, _no, _block: [f"{indent}{STUB}\n"])
+
+
+def none_solutions(source: str) -> str:
+    """A wrong-typed answer: every solution block returns ``None`` (inside a function) or assigns ``None``.
+
+    A block inside a ``def`` becomes ``return None``; a block at module level (possibly under ``if``/``for``) sets
+    every name it would have bound to ``None`` (or becomes ``pass`` if it binds none). Used by the tests to check
+    that a check cell fails with its hint on an answer of the wrong type instead of crashing.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:  # e.g. an IPython magic line: say which cell, rather than guess
+        raise ValueError(f"source: not plain Python, cannot build a wrong-typed stub: {err}") from err
+    functions = [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+    def stub(indent: str, begin_no: int, block: list[str]) -> list[str]:
+        if any(first < begin_no <= last for first, last in functions):
+            return [f"{indent}return None\n"]
+        names: dict[str, None] = {}
+        for node in ast.walk(ast.parse(textwrap.dedent("".join(block)))):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names[node.id] = None
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names[node.name] = None
+        return [f"{indent}{name} = None\n" for name in names] or [f"{indent}pass\n"]
+
+    return _replace_blocks(source, stub)
 
 
 def _source(cell: dict) -> str:

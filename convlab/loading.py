@@ -344,18 +344,36 @@ def make_loader(
     Args:
         batch_size, shuffle, drop_last: as for ``DataLoader``; the shuffle order is drawn from ``(seed, epoch)``.
         num_workers: worker processes (0: load in the main process). On a 2-core machine 2 is the most useful.
-        prefetch_factor: batches each worker loads ahead; ignored with ``num_workers=0``.
+        prefetch_factor: batches each worker loads ahead (``None`` or an int >= 1; ``None``: PyTorch's default);
+            checked always, used only with ``num_workers > 0``.
         persistent_workers: keep the workers between epochs (saves their start-up every epoch);
             ignored with ``num_workers=0``.
         pin_memory: ``"auto"`` pins only when CUDA is available (pinning does nothing for the CPU).
-        seed: the seed of the whole run; epoch ``e`` is identical for any ``num_workers`` given the same seed.
+        seed: the seed of the whole run, an int in ``[0, 2**64)``; epoch ``e`` is identical for any
+            ``num_workers`` given the same seed.
         generator: the generator that draws the workers' base seed (default: one seeded with ``seed``); it only
             matters for randomness outside ``dataset[i]`` (e.g. in ``collate``).
         on_error: ``"raise"`` or ``"skip"`` for unreadable files (default: ``dataset.on_error`` or ``"raise"``).
 
     Batches are whatever ``default_collate`` makes of the samples (for :class:`FileImageDataset`, a uint8
     ``(B, 3, h, w)`` tensor and ``(B,)`` labels). Each ``for`` loop over the loader is the next epoch.
+
+    Raises:
+        TypeError: ``seed`` is not an int, or ``prefetch_factor`` is neither None nor an int.
+        ValueError: ``seed`` is outside ``[0, 2**64)``, ``prefetch_factor < 1``, or another argument is out of range.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int in [0, 2**64), got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+    seed = int(seed)
+    if prefetch_factor is not None:
+        if isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, (int, np.integer)):
+            raise TypeError(f"prefetch_factor: expected None or an int >= 1, got {type(prefetch_factor).__name__} "
+                            f"{prefetch_factor!r}")
+        if prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor: expected None or an int >= 1, got {prefetch_factor!r}")
+        prefetch_factor = int(prefetch_factor)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     if not isinstance(num_workers, int) or num_workers < 0:

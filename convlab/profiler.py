@@ -5,8 +5,16 @@
     t0 ──wait₀──▶ batch 0 ──compute₀──▶ ... ──wait_k──▶ batch k ──compute_k──▶ ... ──end wait──▶ StopIteration
 
 so ``total_wait_s + total_compute_s == wall_s`` by construction. "wait" includes creating the iterator (worker
-start-up) in step 0 and discovering the end of each epoch (``end_wait_s``). On CUDA, the clock is read after
-``torch.cuda.synchronize()``, or asynchronous kernels would be booked as the next step's waiting time.
+start-up) in the first step of each epoch and discovering the end of each epoch (``end_wait_s``). On CUDA, the
+clock is read after ``torch.cuda.synchronize()``, or asynchronous kernels would be booked as the next step's
+waiting time.
+
+Warm-up vs steady state. The first step(s) pay one-off costs (starting the worker processes, filling their
+prefetch queues, first-call allocations), so a short loop measures mostly start-up. With ``warmup_steps=k`` the
+first ``k`` steps are still timed (and drawn, marked, by :func:`plot_timeline`), but ``images_per_s`` and
+``idle_fraction`` are computed over the *steady state*: from the moment step ``k`` starts waiting to the end of
+the loop (end-of-epoch waits after the warm-up included). ``epochs=None`` repeats the loader as many times as
+needed to time ``max_steps`` steps, so ``persistent_workers`` and the start of a new epoch are part of it.
 
 :func:`compare_workers` profiles the same dataset and step under several ``num_workers``; :func:`plot_timeline`
 and :func:`plot_throughput` draw the results.
@@ -14,6 +22,7 @@ and :func:`plot_throughput` draw the results.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -26,17 +35,20 @@ __all__ = ["LoaderProfile", "profile_loader", "compare_workers", "plot_timeline"
 
 @dataclass
 class LoaderProfile:
-    """Per-step timings of one profiled loop (seconds, from ``time.perf_counter``).
+    """Per-step timings of one profiled loop (seconds, from the profiler's clock; ``time.perf_counter`` by default).
 
     Attributes:
         label: a name for plots and tables.
         start_s: ``(steps,)`` when each step began waiting, relative to the start of the loop.
-        wait_s: ``(steps,)`` time from the end of the previous step to having the batch.
+        wait_s: ``(steps,)`` time from the end of the previous step (or epoch) to having the batch.
         compute_s: ``(steps,)`` time in ``step_fn`` (after synchronising CUDA, when used).
         images: ``(steps,)`` images per batch.
         epoch: ``(steps,)`` which epoch each step belongs to.
         end_wait_s: waiting for the loaders to report the end of each epoch (joins non-persistent workers).
         wall_s: the loop's wall time; equals ``total_wait_s + total_compute_s`` up to rounding.
+        info: extra columns for :meth:`row` (e.g. ``{"workers": 2}``).
+        warmup_steps: how many leading steps are warm-up: timed and plotted, but left out of ``images_per_s``,
+            ``idle_fraction`` and the ``steady_*`` figures (0: the whole loop is the steady state).
     """
 
     label: str
@@ -48,46 +60,95 @@ class LoaderProfile:
     end_wait_s: float
     wall_s: float
     info: dict = field(default_factory=dict)
+    warmup_steps: int = 0
 
     @property
     def steps(self) -> int:
+        """All timed steps, warm-up included."""
         return len(self.wait_s)
 
     @property
     def total_wait_s(self) -> float:
+        """Waiting over the whole loop (warm-up included)."""
         return float(self.wait_s.sum()) + self.end_wait_s
 
     @property
     def total_compute_s(self) -> float:
+        """Computing over the whole loop (warm-up included)."""
         return float(self.compute_s.sum())
+
+    # -- the steady state: from the start of step ``warmup_steps`` to the end of the loop
+    @property
+    def steady_steps(self) -> int:
+        return max(self.steps - self.warmup_steps, 0)
+
+    @property
+    def warmup_s(self) -> float:
+        """Wall time of the warm-up steps (worker start-up included); ``wall_s`` if no step is left after them."""
+        return float(self.start_s[self.warmup_steps]) if self.steady_steps else self.wall_s
+
+    @property
+    def steady_wall_s(self) -> float:
+        return self.wall_s - self.warmup_s
+
+    @property
+    def steady_compute_s(self) -> float:
+        return float(self.compute_s[self.warmup_steps:].sum())
+
+    @property
+    def steady_wait_s(self) -> float:
+        """Waiting after the warm-up: the steps' waits plus the end-of-epoch waits after the warm-up."""
+        return max(self.steady_wall_s - self.steady_compute_s, 0.0)
+
+    @property
+    def steady_images(self) -> int:
+        return int(self.images[self.warmup_steps:].sum())
 
     @property
     def idle_fraction(self) -> float:
-        """Share of the wall time the trainer spent waiting for data (0: never starved)."""
-        return self.total_wait_s / self.wall_s if self.wall_s > 0 else 0.0
+        """Share of the steady-state wall time the trainer spent waiting for data (0: never starved).
+
+        NaN when no step is left after the warm-up; 0 when the steady state took no measurable time.
+        """
+        if not self.steady_steps:
+            return math.nan
+        return self.steady_wait_s / self.steady_wall_s if self.steady_wall_s > 0 else 0.0
 
     @property
     def images_per_s(self) -> float:
-        """End-to-end throughput: images through ``step_fn`` per second of wall time."""
-        return float(self.images.sum()) / self.wall_s if self.wall_s > 0 else 0.0
+        """Steady-state throughput: images through ``step_fn`` per second of wall time after the warm-up.
+
+        NaN when no step is left after the warm-up; 0 when the steady state took no measurable time.
+        """
+        if not self.steady_steps:
+            return math.nan
+        return self.steady_images / self.steady_wall_s if self.steady_wall_s > 0 else 0.0
 
     def row(self) -> dict:
-        """A summary row for :class:`convlab.display.Table`."""
+        """A summary row for :class:`convlab.display.Table`.
+
+        ``steps`` counts all timed steps and ``warmup_s`` is the warm-up's wall time; ``images``, ``wall_s``,
+        ``wait_s``, ``compute_s``, ``idle_fraction`` and ``images_per_s`` are over the steady state, so
+        ``wait_s + compute_s == wall_s`` and ``images / wall_s == images_per_s`` within the row.
+        """
         return {
             "label": self.label,
             **self.info,
             "steps": self.steps,
-            "images": int(self.images.sum()),
-            "wall_s": self.wall_s,
-            "wait_s": self.total_wait_s,
-            "compute_s": self.total_compute_s,
+            "warmup_steps": self.warmup_steps,
+            "warmup_s": self.warmup_s,
+            "images": self.steady_images,
+            "wall_s": self.steady_wall_s,
+            "wait_s": self.steady_wait_s,
+            "compute_s": self.steady_compute_s,
             "idle_fraction": self.idle_fraction,
             "images_per_s": self.images_per_s,
         }
 
     def __repr__(self) -> str:
+        warm = f", after {self.warmup_steps} warm-up steps ({self.warmup_s:.2f} s)" if self.warmup_steps else ""
         return (f"LoaderProfile({self.label!r}: {self.steps} steps, {self.images_per_s:.1f} img/s, "
-                f"idle {self.idle_fraction:.0%} of {self.wall_s:.2f} s)")
+                f"idle {self.idle_fraction:.0%} of {self.steady_wall_s:.2f} s{warm})")
 
 
 def _batch_size(batch: Any) -> int:
@@ -97,63 +158,102 @@ def _batch_size(batch: Any) -> int:
     raise TypeError(f"batch: cannot count its images (got {type(first).__name__}); pass count_fn=")
 
 
+def _check_int(value: Any, name: str, lowest: int, allow_none: bool = False) -> None:
+    expected = f"{'None or ' if allow_none else ''}an int >= {lowest}"
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    if value < lowest:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
 def profile_loader(
     loader: Iterable,
     step_fn: Callable[[Any], Any],
-    epochs: int = 1,
+    epochs: int | None = 1,
     max_steps: int | None = None,
     label: str = "",
     sync_cuda: bool | None = None,
     count_fn: Callable[[Any], int] = _batch_size,
+    warmup_steps: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> LoaderProfile:
-    """Run ``step_fn(batch)`` over ``epochs`` passes of ``loader`` and time waiting vs computing, step by step.
+    """Run ``step_fn(batch)`` over passes of ``loader`` and time waiting vs computing, step by step.
 
     Args:
-        loader: any iterable of batches (a DataLoader, a :class:`~convlab.loading.DeviceAugmentedLoader`, a list).
+        loader: any re-iterable of batches (a DataLoader, a :class:`~convlab.loading.DeviceAugmentedLoader`, a list).
         step_fn: the trainer's work on one batch (e.g. forward, backward, optimiser step).
         epochs: passes over ``loader``; each pass creates a new iterator, and its cost counts as waiting.
+            ``None``: as many passes as needed to time ``max_steps`` steps (one pass when ``max_steps`` is None;
+            it also stops at a pass that yields no batch).
         max_steps: stop after this many steps in total (the rest of the epoch is not timed).
+        label: a name for plots and tables.
         sync_cuda: call ``torch.cuda.synchronize()`` before each clock read (default: when CUDA is available).
         count_fn: images in a batch (default: the length of the first tensor).
+        warmup_steps: leading steps left out of the steady-state figures (``images_per_s``, ``idle_fraction``);
+            they are still timed and plotted. Must be smaller than ``max_steps``.
+        clock: a zero-argument function returning seconds (default ``time.perf_counter``); inject a fake one
+            to test code that uses the profiler.
+
+    Returns:
+        a :class:`LoaderProfile` with ``(steps,)`` arrays.
+
+    Raises:
+        TypeError / ValueError: a bad argument (named in the message), or a batch whose images cannot be counted.
+        ValueError: the loader gave no step after the warm-up (nothing to measure).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps: expected None or an int >= 1, got {max_steps!r}")
+    _check_int(epochs, "epochs", 1, allow_none=True)
+    _check_int(max_steps, "max_steps", 1, allow_none=True)
+    _check_int(warmup_steps, "warmup_steps", 0)
+    if max_steps is not None and warmup_steps >= max_steps:
+        raise ValueError(f"warmup_steps: expected fewer than max_steps={max_steps}, got {warmup_steps}")
+    if not callable(clock):
+        raise TypeError(f"clock: expected a callable returning seconds, got {type(clock).__name__}")
     if sync_cuda is None:
         sync_cuda = torch.cuda.is_available()
+    if epochs is None:
+        epochs = 1 if max_steps is None else None
 
-    def clock() -> float:
+    def read() -> float:
         if sync_cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return float(clock())
 
     starts, waits, computes, images, epoch_of = [], [], [], [], []
     end_wait = 0.0
-    t0 = last = clock()
-    for epoch in range(epochs):
+    t0 = last = read()
+    epoch = 0
+    while epochs is None or epoch < epochs:
         iterator = iter(loader)
+        steps_before = len(waits)
         while max_steps is None or len(waits) < max_steps:
             try:
                 batch = next(iterator)
             except StopIteration:
-                now = clock()
+                now = read()
                 end_wait += now - last
                 last = now
                 break
-            got = clock()
+            got = read()
             count = count_fn(batch)  # before the step, which may consume the batch
             step_fn(batch)
-            done = clock()
+            done = read()
             starts.append(last - t0)
             waits.append(got - last)
             computes.append(done - got)
             images.append(count)
             epoch_of.append(epoch)
             last = done
+        del iterator
+        epoch += 1
         if max_steps is not None and len(waits) >= max_steps:
             break
-    wall = last - t0
+        if len(waits) == steps_before:  # an empty pass: repeating it would never reach max_steps
+            break
+    if warmup_steps and len(waits) <= warmup_steps:
+        raise ValueError(f"loader: expected more than warmup_steps={warmup_steps} batches, got {len(waits)} "
+                         f"in {epoch} epoch(s); use more epochs or fewer warm-up steps")
     return LoaderProfile(
         label=label,
         start_s=np.asarray(starts, dtype=np.float64),
@@ -162,7 +262,8 @@ def profile_loader(
         images=np.asarray(images, dtype=np.int64),
         epoch=np.asarray(epoch_of, dtype=np.int64),
         end_wait_s=end_wait,
-        wall_s=wall,
+        wall_s=last - t0,
+        warmup_steps=warmup_steps,
     )
 
 
@@ -171,39 +272,51 @@ def compare_workers(
     step_fn: Callable[[Any], Any],
     workers: Sequence[int] = (0, 1, 2),
     batch_size: int = 32,
-    epochs: int = 1,
+    epochs: int | None = None,
     max_steps: int | None = 12,
     persistent_workers: bool = True,
     prefetch_factor: int = 2,
     seed: int = 0,
     return_profiles: bool = False,
+    warmup_steps: int = 1,
 ):
     """Profile ``step_fn`` on batches of ``dataset`` loaded with each ``num_workers`` in ``workers``.
 
-    The default (12 batches of 32 per setting) keeps the whole comparison to tens of seconds on 2 CPU cores for
-    a small-CNN step. Worker start-up is inside the measurement (step 0's wait), as in a real first epoch.
+    Each setting times ``max_steps`` batches, over as many epochs as that takes (``epochs=None``; pass an int to
+    fix the number of passes instead). The first ``warmup_steps`` steps (worker start-up, first prefetch) are
+    timed and plotted but left out of ``images_per_s``, ``idle_fraction`` and the row's ``wall_s``, ``wait_s``,
+    ``compute_s`` and ``images``; their wall time is the row's ``warmup_s``. The default (12 batches of 32 per
+    setting) keeps the whole comparison to tens of seconds on 2 CPU cores for a small-CNN step.
 
     Returns:
-        a list of rows ``{workers, images_per_s, idle_fraction, wait_s, compute_s, wall_s, steps, images}`` for
-        :class:`convlab.display.Table`; with ``return_profiles=True``, ``(rows, profiles)`` for the plots.
+        a list of rows ``{workers, images_per_s, idle_fraction, wait_s, compute_s, wall_s, warmup_s, steps,
+        images}`` for :class:`convlab.display.Table`; with ``return_profiles=True``, ``(rows, profiles)`` for
+        the plots.
     """
     from convlab.loading import make_loader
 
+    _check_int(warmup_steps, "warmup_steps", 0)
     rows, profiles = [], []
     for w in workers:
         loader = make_loader(dataset, batch_size=batch_size, num_workers=w, persistent_workers=persistent_workers,
                              prefetch_factor=prefetch_factor, seed=seed)
-        profile = profile_loader(loader, step_fn, epochs=epochs, max_steps=max_steps, label=f"{w} workers")
+        profile = profile_loader(loader, step_fn, epochs=epochs, max_steps=max_steps, label=f"{w} workers",
+                                 warmup_steps=warmup_steps)
         profile.info = {"workers": w}
         del loader  # shut persistent workers down before the next setting competes for the cores
         profiles.append(profile)
         r = profile.row()
-        rows.append({k: r[k] for k in ("workers", "images_per_s", "idle_fraction", "wait_s", "compute_s", "wall_s", "steps", "images")})
+        rows.append({k: r[k] for k in ("workers", "images_per_s", "idle_fraction", "wait_s", "compute_s", "wall_s",
+                                       "warmup_s", "steps", "images")})
     return (rows, profiles) if return_profiles else rows
 
 
 def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: int | None = None, title: str = ""):
-    """One lane per profile: loader wait (orange) and trainer compute (blue) for each step, on a time axis."""
+    """One lane per profile: loader wait (orange) and trainer compute (blue) for each step, on a time axis.
+
+    Warm-up steps are drawn hatched and pale, with a dashed mark where the steady state starts; the lane's label
+    gives the steady-state throughput and idle fraction. Returns the matplotlib figure.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -214,22 +327,30 @@ def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: 
     for lane, p in enumerate(profiles):
         n = p.steps if max_steps is None else min(max_steps, p.steps)
         y = (len(profiles) - 1 - lane, 0.8)
-        waits = list(zip(p.start_s[:n], p.wait_s[:n]))
-        computes = list(zip(p.start_s[:n] + p.wait_s[:n], p.compute_s[:n]))
-        ax.broken_barh(waits, y, facecolors="tab:orange")
-        ax.broken_barh(computes, y, facecolors="tab:blue", edgecolor="white", linewidth=0.3)
+        for part in (slice(0, min(p.warmup_steps, n)), slice(min(p.warmup_steps, n), n)):
+            warm = part.start == 0 and p.warmup_steps > 0
+            style = {"alpha": 0.45, "hatch": "///"} if warm else {}
+            start, wait, compute = p.start_s[part], p.wait_s[part], p.compute_s[part]
+            ax.broken_barh(list(zip(start, wait)), y, facecolors="tab:orange", **style)
+            ax.broken_barh(list(zip(start + wait, compute)), y, facecolors="tab:blue", edgecolor="white",
+                           linewidth=0.3, **style)
+        if p.warmup_steps and p.steady_steps and p.warmup_steps < n:
+            ax.plot([p.warmup_s] * 2, [y[0] - 0.1, y[0] + y[1] + 0.1], color="black", linestyle="--", linewidth=1)
     ax.set_yticks([len(profiles) - 1 - i + 0.4 for i in range(len(profiles))],
                   [f"{p.label}\n{p.images_per_s:.0f} img/s, idle {p.idle_fraction:.0%}" for p in profiles], fontsize=8)
     ax.set_xlabel("time (s)")
-    ax.legend(handles=[Patch(color="tab:orange", label="waiting for data"), Patch(color="tab:blue", label="computing")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2), ncol=2, fontsize=8, frameon=False)
+    handles = [Patch(color="tab:orange", label="waiting for data"), Patch(color="tab:blue", label="computing")]
+    if any(p.warmup_steps for p in profiles):
+        handles.append(Patch(facecolor="lightgrey", hatch="///", label="warm-up (left out of img/s and idle)"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2),
+              ncol=len(handles), fontsize=8, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
 def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict], title: str = ""):
-    """Bars of images/s per configuration, split into the busy and the idle share of the time."""
+    """Bars of steady-state images/s per configuration, labelled with the idle share of the time; returns the figure."""
     import matplotlib.pyplot as plt
 
     rows = [p.row() if isinstance(p, LoaderProfile) else dict(p) for p in profiles]
@@ -242,7 +363,7 @@ def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict], title: s
     ax.bar(labels, speed, color="tab:blue")
     for x, (s, i) in enumerate(zip(speed, idle)):
         ax.text(x, s, f"{s:.0f} img/s\nidle {i:.0%}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("images / s (end to end)")
+    ax.set_ylabel("images / s (steady state)")
     ax.set_ylim(0, speed.max() * 1.25 if speed.max() > 0 else 1)
     ax.set_title(title)
     fig.tight_layout()

@@ -21,6 +21,21 @@ def _one_file_asset(mirror_dir, payload: bytes, name="toy", extra_sources=()) ->
     )
 
 
+class _Tripwire:
+    """An online source that fails the test if fetch ever tries it (a blocked socket would be swallowed as OSError)."""
+
+    remote = True
+
+    def describe(self) -> str:
+        return "tripwire (must not be tried)"
+
+    def locate(self, file):
+        return None
+
+    def retrieve(self, file, dest, progress):
+        pytest.fail(f"fetch tried the network for {file.name} although the cache or a mirror had it")
+
+
 def test_mirror_resolution_copies_into_cache_and_records_source(tmp_home):
     folder = fetch("mobilenet_v2")
     path = folder / "mobilenet_v2-b0353104.pth"
@@ -34,8 +49,7 @@ def test_cache_reused_without_network_or_mirror(tmp_home, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "toy.bin").write_bytes(b"weights v1")
-    never = assets.url("https://example.invalid/{name}")  # would raise NetworkBlockedError if tried
-    asset = _one_file_asset(mirror, b"weights v1", extra_sources=(never,))
+    asset = _one_file_asset(mirror, b"weights v1", extra_sources=(_Tripwire(),))
     first = fetch(asset, allow_network=True)
     shutil.rmtree(mirror)  # the mirror is gone: only the cache can serve it now
     second = fetch(asset, allow_network=True)
@@ -46,10 +60,29 @@ def test_installed_mirror_is_used_before_network(tmp_home, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "toy.bin").write_bytes(b"abc")
-    never = assets.url("https://example.invalid/{name}")
-    asset = _one_file_asset(mirror, b"abc", extra_sources=(never,))
+    never = _Tripwire()
+    asset = _one_file_asset(mirror, b"abc")
     asset = Asset(**{**asset.__dict__, "sources": (never,) + asset.sources})  # network listed first
-    assert (fetch(asset) / "toy.bin").read_bytes() == b"abc"
+    assert (fetch(asset, allow_network=True) / "toy.bin").read_bytes() == b"abc"
+
+
+def test_force_replaces_only_corrupt_files_and_keeps_good_ones_when_no_source_answers(tmp_home, tmp_path):
+    good = AssetFile("good.bin", hashlib.sha256(b"good").hexdigest(), 4)
+    bad = AssetFile("bad.bin", hashlib.sha256(b"bad").hexdigest(), 3)
+    asset = Asset(name="pair", kind="weights", files=(good, bad), licence="MIT", provenance="test", homepage="-",
+                  sources=(assets.local_folder(str(tmp_path / "nowhere"), "empty mirror"),), install_hint="-")
+    asset.folder.mkdir(parents=True)
+    (asset.folder / "good.bin").write_bytes(b"good")
+    (asset.folder / "bad.bin").write_bytes(b"BAD")
+    with pytest.raises(IntegrityError, match="bad.bin"):
+        fetch(asset, allow_network=False)
+    with pytest.raises(AssetNotFoundError, match="bad.bin"):
+        fetch(asset, force=True, allow_network=False)  # offline, nothing has bad.bin
+    assert (asset.folder / "good.bin").read_bytes() == b"good", "--force must not delete a verified file"
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "bad.bin").write_bytes(b"bad")
+    fetch(asset, force=True, allow_network=False)
+    assert (asset.folder / "bad.bin").read_bytes() == b"bad"
 
 
 def test_tampered_mirror_file_is_refused_with_hashes(tmp_home, tmp_path):

@@ -72,6 +72,7 @@ def runs(photo_folder, tmp_path_factory) -> dict[str, Path]:
     crash = _run(_train_args(photo_folder, killed, cache), {"CONVLAB_FAIL_AFTER_STEPS": "4"})
     assert crash.returncode == -signal.SIGKILL, crash.stderr
     after_crash = json.loads((killed / "metrics.json").read_text())
+    (killed / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # what a kill inside atomic_write leaves
     code, log = _main(_train_args(photo_folder, killed, cache) + ["--resume"])
     assert code == 0
     return {"whole": whole, "killed": killed, "after_crash": after_crash, "resume_log": log}
@@ -107,6 +108,7 @@ def test_killed_run_resumes_to_the_same_result(runs):
     assert len(runs["after_crash"]["epochs"]) == 1, "the crash came after the first epoch's checkpoint"
     assert not runs["after_crash"]["finished"]
     assert "resuming after epoch 0" in runs["resume_log"]
+    assert not list(runs["killed"].glob(".*.tmp")), "--resume removes the half-written file a kill left"
     whole = json.loads((runs["whole"] / "metrics.json").read_text())
     resumed = json.loads((runs["killed"] / "metrics.json").read_text())
     assert resumed["resumed_at"] == [1] and whole["resumed_at"] == []

@@ -36,6 +36,25 @@ def test_no_image_in_two_splits(food):
     assert len(tr) == len(food.train)
 
 
+def test_no_near_duplicate_across_splits(food):
+    """The food set holds re-encoded copies of one photo (D019 = D031): none may sit on both sides of a split."""
+    import torch.nn.functional as F
+
+    def thumbs(s):
+        return torch.stack([F.interpolate(im[None].float(), size=(32, 32), mode="area")[0] for im in s.images]).flatten(1) / 255
+
+    tr, va, te = thumbs(food.train), thumbs(food.val), thumbs(food.test)
+    for a, b in ((tr, va), (tr, te), (va, te)):
+        rms = torch.cdist(a, b) / a.shape[1] ** 0.5
+        assert rms.min() > 0.05, f"a near-duplicate pair across splits: RMS {rms.min():.4f}"
+
+
+def test_fashion_mnist_counts_are_checked_before_loading():
+    for kwargs in ({"train_per_class": -5}, {"train_per_class": 0}, {"test_per_class": 1001}, {"val_per_class": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            load_fashion_mnist(**kwargs)
+
+
 def test_split_is_deterministic_and_seed_dependent(food):
     again = load_food()
     assert again.train.ids == food.train.ids and again.test.ids == food.test.ids

@@ -1,4 +1,9 @@
-"""Exercises check themselves: learner copies are in sync, every check fails on the stub and passes on the solution."""
+"""Exercises check themselves: learner copies are in sync, every check fails on the stub and passes on the solution.
+
+A check must also fail *with its hint* (``AssertionError``) on a wrong-typed answer (the solution returns ``None``):
+a check cell that only calls the function, or that crashes with ``AttributeError`` on the answer, would pass the
+stub test (the stub raises ``NotImplementedError``) but tells a learner nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from convlab.exercises import BEGIN, END, STUB, learner_notebook, strip_solutions, write_learner_copies
+from convlab.exercises import BEGIN, END, STUB, learner_notebook, none_solutions, strip_solutions, write_learner_copies
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -38,6 +43,18 @@ def test_strip_solutions_keeps_indentation_and_rejects_unbalanced_markers():
         strip_solutions(f"def f():\n    {BEGIN}\n    return 1\n")
     with pytest.raises(ValueError, match="without a matching"):
         strip_solutions(f"{END}\n")
+
+
+def test_none_solutions_returns_none_in_functions_and_assigns_none_at_module_level():
+    src = f"def f(x):\n    \"\"\"Doc.\"\"\"\n    {BEGIN}\n    y = x + 1\n    return y\n    {END}\n"
+    assert none_solutions(src) == 'def f(x):\n    """Doc."""\n    return None\n'
+    top = f"import math\n{BEGIN}\nroot, (a, b) = math.sqrt(2), (1, 2)\nfor i in range(2):\n    a += i\n{END}\nprint(root)\n"
+    namespace: dict = {}
+    exec(none_solutions(top), namespace)
+    assert {k: namespace[k] for k in ("root", "a", "b", "i")} == {"root": None, "a": None, "b": None, "i": None}
+    assert none_solutions(f"if True:\n    {BEGIN}\n    print(1)\n    {END}\n") == "if True:\n    pass\n"
+    with pytest.raises(ValueError, match="without a matching"):
+        none_solutions(f"def f():\n    {BEGIN}\n    return 1\n")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -74,7 +91,7 @@ class _Kernel:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_every_check_fails_on_stub_and_passes_on_solution(path):
+def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
     nb = json.loads(path.read_text())
     setup = [c for c in nb["cells"] if "setup" in c.get("metadata", {}).get("tags", [])]
     assert setup, "tag the configuration and import cells 'setup'"
@@ -88,6 +105,13 @@ def test_every_check_fails_on_stub_and_passes_on_solution(path):
             on_stub = kernel.run(_src(check_cell))
             assert on_stub["status"] == "error" and on_stub["ename"] in ("AssertionError", "NotImplementedError"), (
                 f"check must fail on the stub, got {on_stub.get('status')} {on_stub.get('ename')}: {on_stub.get('evalue')}"
+            )
+            assert kernel.run(none_solutions(_src(exercise)))["status"] == "ok"
+            on_none = kernel.run(_src(check_cell))
+            assert on_none["status"] == "error" and on_none["ename"] == "AssertionError", (
+                f"{_src(exercise)[:60]!r}: its check must fail with its hint (AssertionError from check(...)) on a "
+                "wrong-typed answer (None); start the check cell with check(isinstance(...), hint). Got "
+                f"{on_none.get('status')} {on_none.get('ename')}: {on_none.get('evalue')}"
             )
             assert kernel.run(_src(exercise))["status"] == "ok"
             on_solution = kernel.run(_src(check_cell))

@@ -185,6 +185,29 @@ def test_bad_arguments_name_themselves(folder):
         make_loader(FileImageDataset.from_folder(folder, size=16), pin_memory="yes")
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"seed": -1}, ValueError, r"seed: expected an int in \[0, 2\*\*64\), got -1"),
+    ({"seed": 2**64}, ValueError, "seed: expected an int"),
+    ({"seed": 1.5}, TypeError, "seed: expected an int .* got float 1.5"),
+    ({"seed": True}, TypeError, "seed: expected an int .* got bool"),
+    ({"seed": "0"}, TypeError, "seed: expected an int .* got str"),
+    ({"prefetch_factor": 0}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
+    ({"prefetch_factor": 0, "num_workers": 2}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
+    ({"prefetch_factor": 2.0, "num_workers": 2}, TypeError, "prefetch_factor: expected None or an int >= 1, got float"),
+])
+def test_make_loader_checks_seed_and_prefetch_factor_before_iterating(kwargs, error, message):
+    # raised by make_loader itself: no iteration, so no worker is started
+    with pytest.raises(error, match=message):
+        make_loader(torch.utils.data.TensorDataset(torch.zeros(4, 3)), batch_size=2, **kwargs)
+
+
+def test_make_loader_accepts_numpy_seeds_and_default_prefetch():
+    ds = torch.utils.data.TensorDataset(torch.arange(6.0))
+    a = [x for (x,) in make_loader(ds, batch_size=3, seed=np.int64(3))]
+    b = [x for (x,) in make_loader(ds, batch_size=3, seed=3, prefetch_factor=None)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == 2
+
+
 def test_device_augmentation_on_uint8_batches(folder):
     ds = FileImageDataset.from_folder(folder, size=24)  # workers only decode and resize
 

@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 import torch
 
-from convlab.widgets import AUGMENTATIONS, augmentation_preview, pca_explorer, static_grid
+from convlab.widgets import AUGMENTATIONS, _grid, augmentation_preview, pca_explorer, png_bytes, static_grid
 
 PNG = b"\x89PNG"
 
@@ -34,6 +34,18 @@ def test_code_line_reproduces_the_setting(photo):
     prev = augmentation_preview(photo, "RandomRotation", size=64)
     prev.sliders["degrees"].value = 40.0
     assert "RandomRotation(degrees=40.0, p=1.0" in prev.code.value
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_code_line_runs_and_draws_what_the_preview_drew(photo, name):
+    """The line under a preview is code a learner can paste: it builds the same transform with the same seed."""
+    import convlab.augment as aug
+
+    prev = augmentation_preview(photo, name, size=64)
+    prev.sliders["seed"].value = 3
+    code = prev.code.value.removeprefix("<code>").removesuffix("</code>")
+    pasted = eval(code, {"torch": torch, **{k: getattr(aug, k) for k in aug.__all__}})
+    assert bytes(png_bytes(_grid(photo, pasted, prev.n, prev.ncols, prev.size))) == bytes(prev.image.value)
 
 
 def test_static_grid_is_seeded(photo):

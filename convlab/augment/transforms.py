@@ -376,6 +376,9 @@ class RandomColorShift(BatchRandomTransform):
         self.magnitude = float(magnitude)
         self.clamp = bool(clamp)
 
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", clamp=True" if self.clamp else "")
+
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         return {"shift": _uniform(n, (-self.magnitude, self.magnitude), generator, k=3)}
 
