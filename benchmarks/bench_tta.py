@@ -134,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     r = report["results"]["crops"] = run(crops, max(3, repeats), batch, "cpu")
     md.append(table(f"building the 10 crops of {batch} photos (uint8)", r, "torchvision TenCrop (PIL, per image)"))
-    # Acceptance, like for like: both sides end with the crops as one uint8 tensor in a fresh allocation. The
-    # second row is what predict_views does (crops into its reused buffer) against TenCrop's PIL crops alone.
-    for key, case, ref in (
-        ("crops_vs_pil_tencrop", "convlab crop_views (batch tensor)", "torchvision TenCrop (PIL) + PILToTensor + stack"),
-        ("crops_reused_buffer_vs_pil_tencrop_crops_only", "convlab crop_views (batch tensor, out= reused buffer)",
-         "torchvision TenCrop (PIL, per image)"),
-    ):
-        speedup = r[ref]["median_ms"] / r[case]["median_ms"]
-        report["acceptance"][key] = {"speedup": speedup, "target": 3.0, "pass": speedup >= 3.0}
+    # Acceptance, like for like: both sides end with the crops as one uint8 tensor in a fresh allocation.
+    like = (r["torchvision TenCrop (PIL) + PILToTensor + stack"]["median_ms"]
+            / r["convlab crop_views (batch tensor)"]["median_ms"])
+    report["acceptance"]["crops_vs_pil_tencrop"] = {"speedup": like, "target": 3.0, "pass": like >= 3.0}
+    # Context, not a target: predict_views's own case (crops into its reused buffer) against TenCrop's PIL crops
+    # alone, which are not yet a tensor a model could take.
+    report["results"]["crops_reused_buffer_vs_pil_crops_only"] = (
+        r["torchvision TenCrop (PIL, per image)"]["median_ms"]
+        / r["convlab crop_views (batch tensor, out= reused buffer)"]["median_ms"])
 
     # ---- inference
     # The baselines get the fastest memory format too: channels_last on the CPU (about 2x for MobileNetV2), in a

@@ -37,9 +37,9 @@ __all__ = [
 ]
 
 #: Crops per forward pass on a CPU, chosen by measurement (``benchmarks/bench_tta.py``: 10-crop of 32 food photos,
-#: MobileNetV2, 2 cores, channels_last): 8.4 ms per crop at chunks of 2, 7.2 at 4, 6.8 at 8, 9.1 at 16, 16.8 at 64.
-#: 4 and 8 are equally fast within the noise; 4 holds less memory. Small chunks keep the activations in the CPU's
-#: caches; large ones are slower *and* need more memory (3.4 GB at 320).
+#: MobileNetV2, 2 cores, channels_last). In two runs chunks of 4 and 8 were the fastest per crop (8.7 and 9.7 ms in
+#: the latest, ``benchmarks/results/tta_cpu.json``), 16 was 1.2-1.4x slower, 64 about 2.3x, 320 about 2.7x: small
+#: chunks keep the activations in the CPU's caches, and large ones also need far more memory.
 CPU_CHUNK_SIZE = 4
 #: Crops per forward pass on a GPU: large batches keep it busy (not measured here: no GPU was available).
 CUDA_CHUNK_SIZE = 256

@@ -92,18 +92,28 @@ def photo_folder(tmp_path_factory) -> Path:
     return root
 
 
-def _args(out: Path, data: Path, cache: Path) -> list[str]:
-    return ["train", "--out", str(out), "--data", str(data), "--regime", "freeze_first", "--freeze-k", "5",
+REGIMES = {
+    # the first 5 stages frozen: their output comes from the feature cache, the rest trains
+    "freeze_first_5_cached": ["--regime", "freeze_first", "--freeze-k", "5"],
+    # full fine-tuning: every stage trains and preprocessing runs per rank, no cache
+    "finetune_uncached": ["--regime", "finetune", "--no-cache"],
+}
+
+
+def _args(out: Path, data: Path, cache: Path, regime: list[str]) -> list[str]:
+    return ["train", "--out", str(out), "--data", str(data), *regime,
             "--bn-stats", "frozen", "--dropout", "0", "--input-size", "64", "--epochs", "2", "--batch-size", "8",
             "--cache-dir", str(cache), "--no-progress"]
 
 
-def test_two_gloo_processes_follow_one_process(photo_folder, tmp_path):
+@pytest.mark.parametrize("regime", sorted(REGIMES))
+def test_two_gloo_processes_follow_one_process(photo_folder, tmp_path, regime):
     cache = tmp_path / "features"
+    args = lambda name: _args(tmp_path / name, photo_folder, cache, REGIMES[regime])  # noqa: E731
     # One process: this one (saves an interpreter start). Two: torchrun's launcher starts two workers, gloo.
-    assert main(_args(tmp_path / "one", photo_folder, cache)) == 0
+    assert main(args("one")) == 0
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                           "-m", "convlab", *_args(tmp_path / "two", photo_folder, cache)],
+                           "-m", "convlab", *args("two")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     one = {"metrics": json.loads((tmp_path / "one" / "metrics.json").read_text())}
@@ -111,7 +121,7 @@ def test_two_gloo_processes_follow_one_process(photo_folder, tmp_path):
     m1, m2 = one["metrics"], two["metrics"]
     assert (m1["world_size"], m1["per_process_batch"]) == (1, 8)
     assert (m2["world_size"], m2["per_process_batch"]) == (2, 4)
-    assert m2["bn_stats"] == "frozen" and m2["cached"]
+    assert m2["bn_stats"] == "frozen" and m2["cached"] == regime.endswith("_cached") == m1["cached"]
     assert len(m1["epochs"]) == len(m2["epochs"]) == 2
     for a, b in zip(m1["epochs"], m2["epochs"]):
         for key in ("train_loss", "val_loss"):
