@@ -26,26 +26,26 @@ class Lesson:
 
 
 COURSE: tuple[Lesson, ...] = (
-    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=3),
+    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=5),
     Lesson("01_open_source_weights", "find, load and trust published code + weights: provenance, licence, sha256, "
            "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data"),
-           cpu_s=7),
+           cpu_s=9),
     Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone, frozen activations "
-           "cached on disk, confusion matrix and worst mistakes", ("transfer", "featcache", "engine"), cpu_s=26),
+           "cached on disk, confusion matrix and worst mistakes", ("transfer", "featcache", "engine"), cpu_s=28),
     Lesson("03_transfer_freeze_first_layers", "more data: freeze only the first k stages; accuracy and time per "
-           "epoch against k", ("transfer", "featcache", "engine"), cpu_s=43),
+           "epoch against k", ("transfer", "featcache", "engine"), cpu_s=54),
     Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything from pretrained vs from scratch; the "
-           "'more data, fewer frozen layers' rule measured", ("transfer", "engine"), cpu_s=111),
+           "'more data, fewer frozen layers' rule measured", ("transfer", "engine"), cpu_s=130),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
-           "previews", ("augment", "widgets"), cpu_s=14),
+           "previews", ("augment", "widgets"), cpu_s=15),
     Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews",
-           ("augment", "widgets"), cpu_s=15),
+           ("augment", "widgets"), cpu_s=16),
     Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
-           "bug", ("loading", "profiler"), cpu_s=10),
+           "bug", ("loading", "profiler"), cpu_s=14),
     Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",
-           ("handfeatures",), cpu_s=26),
+           ("handfeatures",), cpu_s=27),
     Lesson("09_ensembles_and_multicrop", "winning benchmarks: ensembles and 10-crop, with their gain and cost",
-           ("tta", "ensemble"), cpu_s=60),
+           ("tta", "ensemble"), cpu_s=28),
 )
 
 
