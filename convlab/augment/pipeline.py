@@ -2,7 +2,7 @@
 
 Why fuse? Run as separate ops on a batch, each step allocates and writes a full float batch
 (38.5 MB for 64 images at 224 px); on a 2-core CPU the page faults of fresh allocations alone
-cost ~10 ms per batch, as much as the useful work. Here the work is done in two passes:
+cost ~10 ms per batch, as much as the useful work. Here the work is done in two steps, into reused buffers:
 
 1. **Geometry** (crop + resize + mirror). ``method="loop"``: each sample's crop is a uint8 *view*
    of the input, resized by ``F.interpolate`` (PyTorch's vectorised uint8 bilinear path on
@@ -12,6 +12,10 @@ cost ~10 ms per batch, as much as the useful work. Here the work is done in two 
    (32 px), and on GPUs.
 2. **Colour** (shift + PCA + normalise) is a single per-sample, per-channel affine map
    ``y = x * a[c] + b[n, c]``, done in place in the output buffer (``out=``, reuse it across batches).
+
+On the CPU ``"loop"`` path the float output is written three times: the uint8 result of step 1 is converted into
+it, then multiplied and shifted in place (``mul_``, ``add_``). Folding the conversion into the multiply is a known,
+not yet measured, opportunity.
 
 The result equals the composition of the separate kernels in :mod:`convlab.augment.functional`
 (checked in the tests): :meth:`FusedTrainPipeline.reference` computes that composition.
