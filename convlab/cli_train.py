@@ -36,6 +36,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from convlab.data import Splits
 
 __all__ = [
     "UsageError",
@@ -205,7 +209,7 @@ def _write_metrics(out: Path, metrics: dict) -> None:
 
 
 # ============================================================================================ data and model
-def load_splits(source: str, seed: int, max_per_class: int | None):
+def load_splits(source: str, seed: int, max_per_class: int | None) -> Splits:
     """``Splits`` for ``--data``; data errors (empty or unreadable folder) become :class:`UsageError`."""
     from convlab.data import load_fashion_mnist, load_food, load_image_folder
 

@@ -17,13 +17,16 @@ import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from convlab.assets import fetch
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from torch.utils.data import Dataset
 
 __all__ = [
     "ImageSet",
@@ -374,7 +377,7 @@ def _read_class_folders(root: Path, on_error: str, classes: Sequence[str] | None
     return ImageSet(images, labels, classes, ids)
 
 
-def torchvision_dataset(name: str, root: str | Path, split: str = "train", download: bool = True):
+def torchvision_dataset(name: str, root: str | Path, split: str = "train", download: bool = True) -> Dataset:
     """The online route to a standard data set through ``torchvision.datasets`` (needs the internet once).
 
     ``name`` is ``"Food101"`` or ``"OxfordIIITPet"``; images come back as uint8 tensors via ``v2.PILToTensor()``.

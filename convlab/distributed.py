@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +41,10 @@ import torch.distributed as dist
 from torch import nn
 
 from convlab.engine import _batches, _prepare
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from typing import Any
+    from torch.utils.data import Dataset
 
 __all__ = [
     "DistEnv",
@@ -167,7 +171,7 @@ def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def gather_objects(obj) -> list:
+def gather_objects(obj: Any) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects, e.g. RNG states)."""
     if not _active():
         return [obj]
@@ -176,7 +180,7 @@ def gather_objects(obj) -> list:
     return out
 
 
-def broadcast_object(obj, src: int = 0):
+def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (e.g. a checkpoint that only rank 0 can read from its disk)."""
     if not _active():
         return obj
@@ -202,7 +206,7 @@ def shard_indices(n: int, env: DistEnv) -> torch.Tensor:
 
 def train_epoch(
     net: nn.Module,
-    data,
+    data: Dataset,
     order: torch.Tensor,
     *,
     batch_size: int,
@@ -246,7 +250,7 @@ def train_epoch(
 @torch.inference_mode()
 def evaluate_shards(
     model: nn.Module,
-    data,
+    data: Dataset,
     env: DistEnv,
     *,
     batch_size: int,

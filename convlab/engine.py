@@ -21,12 +21,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from convlab.device import resolve_device
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from torch.utils.data import Dataset
 
 __all__ = [
     "atomic_write",
@@ -191,7 +194,7 @@ def _run_eval(model, data, transform, batch_size, device, loss_fn, channels_last
 
 def evaluate(
     model: nn.Module,
-    data,
+    data: Dataset,
     *,
     transform: Callable | None = None,
     batch_size: int = 64,
@@ -233,8 +236,8 @@ def _improved(value: float, best: float | None, monitor: str, min_delta: float) 
 
 def fit(
     model: nn.Module,
-    train,
-    val=None,
+    train: Dataset,
+    val: Dataset | None = None,
     *,
     epochs: int = 10,
     lr: float = 1e-3,

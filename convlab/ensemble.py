@@ -20,7 +20,7 @@ import copy
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from convlab.display import Table
 from convlab.memory import PeakMemory
 from convlab.tta import ViewSet, _check_source, _model_device, predict_views
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Ensemble",
@@ -342,7 +345,7 @@ def compare_configurations(
     return Table(rows, title=title)
 
 
-def plot_accuracy_vs_cost(rows: Table | Sequence[Mapping], cost: str = "ms_per_image"):
+def plot_accuracy_vs_cost(rows: Table | Sequence[Mapping], cost: str = "ms_per_image") -> Figure:
     """Top-1 against ``cost`` (``"ms_per_image"``, ``"forwards_per_image"`` or ``"peak_mem_mb"``), one line per
     number of crops and one point per ensemble size, labelled like GoogLeNet's table. Returns the Figure."""
     import matplotlib.pyplot as plt

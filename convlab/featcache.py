@@ -35,7 +35,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from torch import nn
 from convlab.assets import convlab_home, sha256_file
 from convlab.device import resolve_device
 from convlab.transfer import Preprocess, _resolve_k, _stages, split_at
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from typing import Callable
+    from torch.utils.data import Dataset
+    from convlab.data import Splits
 
 __all__ = [
     "CacheKey",
@@ -77,7 +82,7 @@ def state_dict_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def dataset_fingerprint(dataset) -> str:
+def dataset_fingerprint(dataset: Dataset) -> str:
     """``dataset.fingerprint()`` when it has one (a convlab ImageSet), else a sha256 over every item."""
     fp = getattr(dataset, "fingerprint", None)
     if callable(fp):
@@ -123,7 +128,7 @@ class CacheKey:
         return f"{self.backbone}-{self.stage_name}-{self.digest[:20]}"
 
 
-def cache_key(model: nn.Module, dataset, stage: int | str, preprocess, dtype: torch.dtype = torch.float32,
+def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: Preprocess | Callable | None, dtype: torch.dtype = torch.float32,
               fold_batchnorm: bool = False) -> CacheKey:
     """The key of the activations of the first ``stage`` stages of ``model`` on ``dataset`` after ``preprocess``."""
     import torchvision
@@ -189,7 +194,7 @@ def _refuse(what: str, detail: str) -> RandomTransformError:
     )
 
 
-def check_deterministic(dataset, preprocess) -> None:
+def check_deterministic(dataset: Dataset, preprocess: Preprocess | Callable | None) -> None:
     """Raise :class:`RandomTransformError` if the data set's items or the preprocessing are random.
 
     Known random components (torchvision v2 ``Random*`` and friends, convlab.augment transforms, any object with
@@ -388,9 +393,9 @@ def _outputs(frozen, dataset, preprocess, chunks, batch_size, device, channels_l
 
 def extract_features(
     model: nn.Module,
-    dataset,
+    dataset: Dataset,
     stage: int | str,
-    preprocess=None,
+    preprocess: Preprocess | Callable | None = None,
     *,
     batch_size: int | None = None,
     dtype: torch.dtype = torch.float32,
@@ -528,7 +533,7 @@ class FeatureCache:
     def get(
         self,
         model: nn.Module,
-        dataset,
+        dataset: Dataset,
         stage: int | str,
         preprocess=None,
         *,
@@ -646,7 +651,8 @@ class FeatureCache:
                                                "files": files, "extract_seconds": seconds, "created": time.time()})
         shutil.rmtree(partial, ignore_errors=True)
 
-    def get_splits(self, model: nn.Module, splits, stage: int | str, preprocess=None, **kwargs) -> tuple[CachedFeatures, ...]:
+    def get_splits(self, model: nn.Module, splits: Splits, stage: int | str,
+                   preprocess: Preprocess | Callable | None = None, **kwargs: Any) -> tuple[CachedFeatures, ...]:
         """``(train, val, test)`` activations of ``splits``, extracted as ONE entry for the union of the images.
 
         The union is ordered by image content, so every split of the same images (``load_food(seed=0..4)``)

@@ -22,12 +22,16 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from matplotlib.figure import Figure
+    from convlab.data import ImageSet, Splits
 
 __all__ = [
     "color_histogram",
@@ -71,7 +75,7 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([h, s, maxc])
 
 
-def color_histogram(images, bins: int = 8, space: str = "rgb") -> torch.Tensor:
+def color_histogram(images: torch.Tensor | Sequence[torch.Tensor], bins: int = 8, space: str = "rgb") -> torch.Tensor:
     """Colour histograms, L1-normalised (each row sums to 1).
 
     Args:
@@ -119,7 +123,7 @@ def _square(images, size: int) -> torch.Tensor:
     return torch.stack([fit_size(im, (size, size)) for im in images]).float() / 255
 
 
-def hog_features(images, size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2) -> torch.Tensor:
+def hog_features(images: torch.Tensor | Sequence[torch.Tensor], size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2) -> torch.Tensor:
     """HOG of each image on a grayscale ``size x size`` square (shorter side resized, centre-cropped).
 
     Returns float32 ``(hog_dim(...),)`` for one image or ``(B, hog_dim(...))``; L2-Hys block normalisation.
@@ -139,7 +143,7 @@ def hog_features(images, size: int = 64, orientations: int = 9, pixels_per_cell:
     return out[0] if single else out
 
 
-def hand_features(images, kinds: Sequence[str] = ("color", "hog"), bins: int = 8, size: int = 64) -> torch.Tensor:
+def hand_features(images: torch.Tensor | Sequence[torch.Tensor], kinds: Sequence[str] = ("color", "hog"), bins: int = 8, size: int = 64) -> torch.Tensor:
     """Concatenated features per image, ``(B, D)``: ``"color"`` (joint RGB, ``bins**3``), ``"hsv"`` (``3*bins``),
     ``"hog"`` (``hog_dim(size)``), in the order given."""
     known = {"color", "hsv", "hog"}
@@ -299,7 +303,7 @@ class SmallCNNClassifier:
     def _inputs(self, images) -> torch.Tensor:
         return (torch.from_numpy(self._cache(list(images))) - self._MEAN) / self._STD
 
-    def fit(self, images, seed: int = 0) -> "SmallCNNClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> "SmallCNNClassifier":
         """Train from a fresh initialisation drawn with ``seed`` on an ImageSet; returns ``self``."""
         # Initialisation and dropout draw from the global generator: seed it here and restore it afterwards.
         with torch.random.fork_rng(devices=[]):
@@ -330,7 +334,7 @@ class SmallCNNClassifier:
         return model.eval()
 
     @torch.inference_mode()
-    def predict(self, images) -> np.ndarray:
+    def predict(self, images: ImageSet) -> np.ndarray:
         """Class index per image of an ImageSet (centre crops)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("SmallCNNClassifier: call fit(train_images) before predict/score")
@@ -360,7 +364,7 @@ class FineTuneClassifier:
         what = "fine-tuned" if frozen == 0 else f"first {frozen} stages frozen"
         self.name = f"{backbone} {what} ({size} px)"
 
-    def fit(self, images, seed: int = 0) -> "FineTuneClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> "FineTuneClassifier":
         """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
         from convlab.augment import RandomHorizontalFlip
         from convlab.backbones import load_backbone
@@ -394,7 +398,7 @@ class FineTuneClassifier:
 
 def learning_curve(
     methods: Mapping[str, object] | Sequence[object],
-    splits,
+    splits: Splits,
     sizes_per_class: Sequence[int] = (5, 10, 20, 40),
     seeds: Sequence[int] = (0,),
     evaluate_on: str = "test",
@@ -435,7 +439,7 @@ def learning_curve(
     return rows
 
 
-def plot_learning_curves(rows: Sequence[dict], title: str = ""):
+def plot_learning_curves(rows: Sequence[dict], title: str = "") -> Figure:
     """Mean test accuracy (and the spread over seeds) against training images per class, one line per method."""
     import matplotlib.pyplot as plt
 

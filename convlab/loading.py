@@ -29,13 +29,17 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from convlab.data import _IMAGE_SUFFIXES, decode_image_file
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from typing import Iterable
+    from convlab.data import ImageSet
 
 __all__ = [
     "FileImageDataset",
@@ -215,7 +219,7 @@ class FileImageDataset(Dataset):
         self.on_error = on_error
 
     @classmethod
-    def from_image_set(cls, image_set, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
+    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
         """The files behind an in-memory ImageSet whose ``ids`` are paths relative to ``root``.
 
         ``FileImageDataset.from_image_set(splits.train, fetch("food_photos"), size=128)`` for the food photos;
@@ -416,7 +420,7 @@ class DeviceAugmentedLoader:
     ``device`` are restored afterwards).
     """
 
-    def __init__(self, loader, augment: Transform, device: str | torch.device = "auto", seed: int | None = None):
+    def __init__(self, loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None):
         from convlab.device import resolve_device
 
         if not callable(augment):
@@ -443,7 +447,7 @@ class DeviceAugmentedLoader:
             yield out, labels
 
 
-def augment_on_device(loader, augment: Transform, device: str | torch.device = "auto", seed: int | None = None) -> DeviceAugmentedLoader:
+def augment_on_device(loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None) -> DeviceAugmentedLoader:
     """``loader`` (uint8 batches, decode + resize only) followed by batched ``augment`` on ``device``."""
     return DeviceAugmentedLoader(loader, augment, device, seed)
 

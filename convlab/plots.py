@@ -5,14 +5,21 @@ Every function returns the ``Figure`` and closes nothing; the notebook shows it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from typing import Mapping
+
+    import numpy as np
+    from matplotlib.figure import Figure
+    from convlab.engine import History
 
 __all__ = ["image_grid", "show_predictions", "stage_bars", "to_hwc", "heatmap", "confusion_matrix", "history_curves", "metrics_vs"]
 
 
-def to_hwc(image: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_hwc(image: torch.Tensor) -> np.ndarray:
     """uint8 or float ``(C, H, W)`` -> ``(H, W, C)`` numpy array for ``imshow`` (gray images squeezed)."""
     if image.ndim != 3:
         raise ValueError(f"image: expected (C, H, W), got shape {tuple(image.shape)}")
@@ -23,7 +30,8 @@ def to_hwc(image: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
-def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 5, size: float = 2.4):
+def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 5,
+               size: float = 2.4) -> Figure:
     """A grid of images with optional titles."""
     import matplotlib.pyplot as plt
 
@@ -43,7 +51,8 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = No
     return fig
 
 
-def show_predictions(images: Sequence[torch.Tensor], predictions: Sequence, truths: Sequence[str] | None = None):
+def show_predictions(images: Sequence[torch.Tensor], predictions: Sequence,
+                     truths: Sequence[str] | None = None) -> Figure:
     """Each image beside a bar chart of its top-k classes (``predictions`` from ``Backbone.predict``)."""
     import matplotlib.pyplot as plt
 
@@ -65,7 +74,7 @@ def show_predictions(images: Sequence[torch.Tensor], predictions: Sequence, trut
     return fig
 
 
-def stage_bars(rows: Sequence[dict], value: str = "params", title: str = "", log: bool = True):
+def stage_bars(rows: Sequence[dict], value: str = "params", title: str = "", log: bool = True) -> Figure:
     """A bar per stage (rows from ``Backbone.stage_summary()`` or similar) of one numeric column."""
     import matplotlib.pyplot as plt
 
@@ -83,9 +92,10 @@ def stage_bars(rows: Sequence[dict], value: str = "params", title: str = "", log
     return fig
 
 
-def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, title: str = "", xlabel: str = "", ylabel: str = "",
+def heatmap(values: torch.Tensor | Sequence[Sequence[float]], row_labels: Sequence, col_labels: Sequence, *,
+            title: str = "", xlabel: str = "", ylabel: str = "",
             fmt: str = "{:.2f}", cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
-            highlight: Sequence[tuple[int, int]] = (), texts: Sequence[Sequence[str]] | None = None):
+            highlight: Sequence[tuple[int, int]] = (), texts: Sequence[Sequence[str]] | None = None) -> Figure:
     """A ``(rows, cols)`` array as coloured cells with each value written in it; ``highlight`` boxes chosen cells.
 
     ``values`` is anything ``torch.as_tensor`` accepts (a tensor, nested lists); ``nan`` cells are left blank.
@@ -120,7 +130,7 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, title: str = 
     return fig
 
 
-def confusion_matrix(counts, classes: Sequence[str], title: str = "confusion matrix"):
+def confusion_matrix(counts: torch.Tensor | Sequence[Sequence[int]], classes: Sequence[str], title: str = "confusion matrix") -> Figure:
     """``counts[i, j]`` = samples of true class ``i`` predicted as ``j``; cells show the count and the row share."""
     import numpy as np
 
@@ -133,7 +143,7 @@ def confusion_matrix(counts, classes: Sequence[str], title: str = "confusion mat
                    cmap="Blues", vmin=0, vmax=1, texts=texts)
 
 
-def history_curves(histories, metric: str = "val_acc", title: str = ""):
+def history_curves(histories: Mapping[str, History], metric: str = "val_acc", title: str = "") -> Figure:
     """One line per run: ``metric`` (a :class:`convlab.engine.History` field) against the epoch.
 
     ``histories`` maps a label to a ``History``.
@@ -156,7 +166,7 @@ def history_curves(histories, metric: str = "val_acc", title: str = ""):
 
 
 def metrics_vs(rows: Sequence[dict], x: str, ys: Sequence[str], title: str = "", labels: Sequence[str] | None = None,
-               log: Sequence[str] = ()):
+               log: Sequence[str] = ()) -> Figure:
     """One panel per column in ``ys`` against column ``x`` of ``rows`` (dicts, e.g. ``Table.rows``).
 
     ``labels`` names the y axes (default: the column names); columns listed in ``log`` get a logarithmic y axis.

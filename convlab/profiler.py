@@ -25,10 +25,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from torch.utils.data import Dataset
+    from matplotlib.figure import Figure
 
 __all__ = ["LoaderProfile", "profile_loader", "compare_workers", "plot_timeline", "plot_throughput"]
 
@@ -268,7 +272,7 @@ def profile_loader(
 
 
 def compare_workers(
-    dataset,
+    dataset: Dataset,
     step_fn: Callable[[Any], Any],
     workers: Sequence[int] = (0, 1, 2),
     batch_size: int = 32,
@@ -311,7 +315,8 @@ def compare_workers(
     return (rows, profiles) if return_profiles else rows
 
 
-def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: int | None = None, title: str = ""):
+def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: int | None = None,
+                  title: str = "") -> Figure:
     """One lane per profile: loader wait (orange) and trainer compute (blue) for each step, on a time axis.
 
     Warm-up steps are drawn hatched and pale, with a dashed mark where the steady state starts; the lane's label
@@ -349,7 +354,7 @@ def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: 
     return fig
 
 
-def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict], title: str = ""):
+def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict], title: str = "") -> Figure:
     """Bars of steady-state images/s per configuration, labelled with the idle share of the time; returns the figure."""
     import matplotlib.pyplot as plt
 

@@ -23,13 +23,17 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
 from convlab.memory import PeakMemory
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from convlab.backbones import BackboneSpec
+    from convlab.data import Splits
 
 __all__ = [
     "BN_POLICIES",
@@ -89,7 +93,7 @@ class Preprocess:
             raise ValueError(f"std: expected positive values, got {self.std!r}")
 
     @classmethod
-    def from_spec(cls, spec, size: int | None = None, crop: bool = True) -> "Preprocess":
+    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> "Preprocess":
         """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
 
         ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.
@@ -449,7 +453,7 @@ class Comparison:
 
 def run_regime(
     regime: Regime,
-    splits,
+    splits: Splits,
     backbone: str = "mobilenet_v2",
     *,
     epochs: int = 10,
@@ -524,7 +528,7 @@ def run_regime(
 
 def compare(
     regimes: Sequence[Regime],
-    splits,
+    splits: Splits,
     backbone: str = "mobilenet_v2",
     *,
     epochs: int = 10,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from .augment import (
 )
 from .augment import functional as K
 from .augment.transforms import BatchRandomTransform
+
+if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
+    from matplotlib.figure import Figure
 
 __all__ = ["AUGMENTATIONS", "AugmentationPreview", "augmentation_preview", "static_grid", "pca_explorer",
            "PCAExplorer", "png_bytes"]
@@ -162,7 +165,7 @@ def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int 
 
 
 def static_grid(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncols: int = 3, size: int = 160,
-                seed: int = 0, **values: float):
+                seed: int = 0, **values: float) -> Figure:
     """A seeded matplotlib figure of the preview grid (default slider values unless given)."""
     import matplotlib.pyplot as plt
 
