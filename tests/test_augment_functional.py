@@ -128,3 +128,20 @@ def test_elastic_field_is_smooth_and_scaled():
 def test_errors_name_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_uint8_rgb_offset_is_the_float_formula_bit_for_bit():
+    """The CPU integer fast path of color_shift / pca_color on uint8 equals round-half-even(float(x) + 255 * off)."""
+    g = torch.Generator().manual_seed(0)
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(600, 3, 2, 256).contiguous()
+    halves = (torch.randint(-300, 300, (200, 3), generator=g).float() + 0.5) / 255  # exact and near .5 offsets
+    offs = torch.cat([halves, halves + torch.randn(200, 3, generator=g) * 4e-8, torch.randn(200, 3, generator=g)])
+    offs[:3] = torch.tensor([float("inf"), -float("inf"), 1e30])
+    want = (levels.float() + offs.view(-1, 3, 1, 1) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    assert torch.equal(K.color_shift(levels, offs), want)
+    cl = levels.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(K.color_shift(cl, offs), want)
+    vals, vecs = torch.tensor([0.2, 0.02, 0.004]), torch.eye(3)
+    alpha = offs[400:] / vals
+    want = (levels[400:].float() + K.pca_offset(alpha, vals, vecs).view(-1, 3, 1, 1) * 255.0).round_()
+    assert torch.equal(K.pca_color(levels[400:], alpha, vals, vecs), want.clamp_(0, 255).to(torch.uint8))

@@ -61,3 +61,22 @@ def test_errors(photos):
         FusedTrainPipeline(32)(photos[0])
     with pytest.raises(RuntimeError, match="not fitted"):
         FusedTrainPipeline(32, pca=PCAColor())
+
+
+def test_colour_pass_chunks_and_channels_last_change_no_value(photos, monkeypatch):
+    import convlab.augment.pipeline as P
+
+    pipe = FusedTrainPipeline(40, pca=PCAColor.imagenet(), method="loop", generator=torch.Generator().manual_seed(2))
+    params = pipe.draw(6, 96, 96)
+    plain = pipe(photos, params=params).clone()
+    monkeypatch.setattr(P, "_CHUNK_BYTES", 2 * 3 * 40 * 40 * 4)  # chunks of 2 images
+    for cl in (False, True):
+        out = torch.empty(6, 3, 40, 40)
+        out = out.contiguous(memory_format=torch.channels_last) if cl else out
+        y = pipe(photos, out=out, params=params)
+        assert y.data_ptr() == out.data_ptr() and torch.equal(y, plain)
+    # and both equal the unchunked formula on the uint8 resize
+    u8 = K.hflip(K.resized_crop(photos, params["boxes"], 40), params["flip"]).float()
+    a = (1.0 / (255.0 * pipe.std)).view(1, 3, 1, 1)
+    b = ((pipe._offsets(params) - pipe.mean) / pipe.std).view(6, 3, 1, 1)
+    torch.testing.assert_close(plain, u8.mul_(a).add_(b), atol=1e-6, rtol=0)

@@ -338,11 +338,40 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
 
 
 # ----------------------------------------------------------------------------- colour
+def _add_rgb_u8(x: Tensor, off255: Tensor) -> Tensor:
+    """The uint8 formula ``round(float(x) + off255)`` saturated to [0, 255], bit for bit (round half to even)."""
+    return (x.float() + off255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _add_rgb_u8_int(x: Tensor, off255: Tensor) -> Tensor:
+    """Same bytes as :func:`_add_rgb_u8` on the CPU, without float temporaries (~4x faster).
+
+    As ``x`` is an integer, the float formula equals the saturating integer add ``x + k``,
+    ``k = round(off255)``, unless ``off255`` is (within float32 rounding of ``x + off255``) half-way
+    between integers. Rather than reason about those cases, the float formula is evaluated on all
+    256 uint8 levels for every (image, channel) offset and compared with the integer one; images
+    where they differ anywhere (rare: ~4e-5 of images for random offsets) take the float path.
+    The integer path is a per-channel clamp to ``[max(0, -k), min(255, 255 - k)]`` followed by a
+    wrapping uint8 add of ``k mod 256``: two passes over uint8 memory, no overflow.
+    """
+    levels = torch.arange(256, device=x.device, dtype=torch.int16)
+    k = off255.round().clamp_(-255, 255).to(torch.int16)  # NaN offsets: garbage k, caught by the check
+    exact = _add_rgb_u8(levels.to(torch.uint8), off255)  # (B, 3, 1, 256), the formula on every level
+    bad = ((levels + k).clamp_(0, 255).to(torch.uint8) != exact).flatten(1).any(1)
+    out = torch.clamp(x, (-k).clamp_(min=0).to(torch.uint8), (255 - k).clamp_(max=255).to(torch.uint8))
+    out.add_(k.remainder(256).to(torch.uint8))
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1)
+        out[idx] = _add_rgb_u8(x[idx], off255[idx])
+    return out
+
+
 def _add_rgb(image: Tensor, offset: Tensor, clamp: bool) -> Tensor:
     x, lead = _flatten(image)
     off = offset.to(x.device, torch.float32 if x.dtype == torch.uint8 else x.dtype).view(x.shape[0], 3, 1, 1)
     if x.dtype == torch.uint8:  # offsets are in [0, 1] units; uint8 saturates
-        out = (x.float() + off * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        # the integer path's exactness check needs a host sync: CPU only (on a GPU the float path is cheap)
+        out = (_add_rgb_u8_int if x.device.type == "cpu" else _add_rgb_u8)(x, off * 255.0)
     else:
         out = x + off
         if clamp:
