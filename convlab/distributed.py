@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from convlab.engine import _batches, _prepare
+from convlab.engine import _batches, _prepare, train_epoch as engine_train_epoch
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Any
@@ -227,24 +227,9 @@ def train_epoch(
     net.train()
     if after_train_mode is not None:
         after_train_mode()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for x, y in _batches(data, batch_size, order):
-        x = _prepare(x, transform, device, channels_last)
-        y = y.to(device, non_blocking=True)
-        logits = net(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # Accumulate on the device: a float() here would wait for the GPU after every step.
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if on_step is not None:
-            on_step()
-    return tuple(all_reduce_sums([float(loss_sum), float(correct), float(seen)], device))
+    sums = engine_train_epoch(net, data, order, batch_size=batch_size, optimizer=optimizer, loss_fn=loss_fn,
+                              device=device, transform=transform, channels_last=channels_last, on_step=on_step)
+    return tuple(all_reduce_sums([float(v) for v in sums], device))
 
 
 @torch.inference_mode()

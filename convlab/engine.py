@@ -38,6 +38,7 @@ __all__ = [
     "EarlyStopping",
     "Evaluation",
     "fit",
+    "train_epoch",
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
@@ -234,6 +235,44 @@ def _improved(value: float, best: float | None, monitor: str, min_delta: float) 
     return value > best + min_delta if monitor == "val_acc" else value < best - min_delta
 
 
+def train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    order: torch.Tensor,
+    *,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    device: torch.device,
+    transform: Callable | None = None,
+    channels_last: bool = False,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[float, int, int]:
+    """One pass of optimiser steps over ``data[order]`` in batches of ``batch_size``; the model's mode is the caller's.
+
+    ``on_step`` runs after every optimiser step (progress bars, test hooks). Returns ``(loss_sum, correct, seen)``:
+    the summed per-sample loss, the correct predictions and the samples seen. The sums stay on the device until the
+    end, so a GPU is not made to wait after every step.
+    """
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for x, y in _batches(data, batch_size, order):
+        x = _prepare(x, transform, device, channels_last)
+        y = y.to(device, non_blocking=True)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if on_step is not None:
+            on_step()
+    return float(loss_sum), int(correct), seen
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -306,20 +345,10 @@ def fit(
         for epoch in epoch_bar:
             t0 = time.perf_counter()
             model.train()
-            total, correct, seen = 0.0, 0, 0
             batch_bar = tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
-            for x, y in _batches(train, batch_size, torch.randperm(len(train), generator=generator)):
-                x = _prepare(x, transform, dev, cl)
-                y = y.to(dev, non_blocking=True)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                batch_bar.update(1)
+            total, correct, seen = train_epoch(
+                model, train, torch.randperm(len(train), generator=generator), batch_size=batch_size, optimizer=opt,
+                loss_fn=loss_fn, device=dev, transform=transform, channels_last=cl, on_step=lambda: batch_bar.update(1))
             history.train_loss.append(total / seen)
             history.train_acc.append(correct / seen)
             if val is not None:

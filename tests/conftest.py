@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,3 +26,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def copy_food_photos(root: Path, photos: slice) -> Path:
+    """``root/<class>/<photo>``: the ``photos`` slice (in name order) of the fruits, other-vegetables and
+    marine-fish food photos, as an image folder for ``python -m convlab train --data``."""
+    from convlab.assets import fetch
+
+    source = fetch("food_photos")
+    for letter, name in (("E", "fruits"), ("D", "other_vegetables"), ("P", "marine_fish")):
+        (root / name).mkdir(parents=True)
+        for path in sorted(source.glob(f"{letter}*.jpeg"))[photos]:
+            shutil.copy(path, root / name / path.name)
+    return root

@@ -11,13 +11,13 @@ import csv
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_food_photos
 import torch
 
 from convlab.__main__ import main
@@ -28,15 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory) -> Path:
     """``root/<class>/<photo>``: the first 10 food photos of fruits, other vegetables and marine fish."""
-    from convlab.assets import fetch
-
-    source = fetch("food_photos")
-    root = tmp_path_factory.mktemp("photos")
-    for letter, name in (("E", "fruits"), ("D", "other_vegetables"), ("P", "marine_fish")):
-        (root / name).mkdir()
-        for path in sorted(source.glob(f"{letter}*.jpeg"))[:10]:
-            shutil.copy(path, root / name / path.name)
-    return root
+    return copy_food_photos(tmp_path_factory.mktemp("photos"), slice(0, 10))
 
 
 def _train_args(data: Path, out: Path, cache: Path, epochs: int = 2) -> list[str]:

@@ -19,12 +19,12 @@ unaveraged gradients) moves the losses by 1e-2 or more.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_food_photos
 import torch
 
 from convlab import distributed as D
@@ -81,15 +81,7 @@ def test_single_process_helpers_need_no_group():
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory) -> Path:
     """``root/<class>/<photo>``: 10 food photos per class, split 6 / 2 / 2 (18 train images: even for 2 ranks)."""
-    from convlab.assets import fetch
-
-    source = fetch("food_photos")
-    root = tmp_path_factory.mktemp("photos")
-    for letter, name in (("E", "fruits"), ("D", "other_vegetables"), ("P", "marine_fish")):
-        (root / name).mkdir()
-        for path in sorted(source.glob(f"{letter}*.jpeg"))[10:20]:
-            shutil.copy(path, root / name / path.name)
-    return root
+    return copy_food_photos(tmp_path_factory.mktemp("photos"), slice(10, 20))
 
 
 REGIMES = {
