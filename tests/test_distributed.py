@@ -127,6 +127,16 @@ def test_two_gloo_processes_follow_one_process(photo_folder, tmp_path, regime):
     w1 = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     w2 = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
     assert w1.keys() == w2.keys()
+    # Not element by element: Adam divides each gradient by its own running RMS, so an element whose gradient is
+    # near zero can move by a visible fraction of the learning rate when rounding flips its sign (seen: one element
+    # of 24,576 off by 2.6e-5 on an AMD EPYC). Norms bound what the arithmetic guarantees: the difference of each
+    # tensor is a tiny fraction of the tensor, and of all weights together smaller still; a real mismatch (another
+    # batch split, per-rank BatchNorm statistics) moves every trained element by about the learning rate.
+    total_diff = total_norm = 0.0
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-5, msg=k)
+        a, b = w1[k].double(), w2[k].double()
+        diff, norm = float((b - a).norm()), float(a.norm())
+        total_diff, total_norm = total_diff + diff**2, total_norm + norm**2
+        assert diff <= 1e-3 * norm + 1e-6, (k, diff, norm)
+    assert total_diff**0.5 <= 1e-4 * total_norm**0.5, (total_diff**0.5, total_norm**0.5)
     assert len(torch.load(tmp_path / "two" / "last.pt", weights_only=True)["rng"]) == 2
