@@ -55,7 +55,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_learner_copies(args: argparse.Namespace) -> int:
-    from convlab.exercises import write_learner_copies
+    from convlab.exercises.copies import write_learner_copies
 
     for path in write_learner_copies(args.src, args.out):
         print(path)

@@ -23,18 +23,11 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["check", "strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "BEGIN", "END", "STUB"]
+__all__ = ["strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "BEGIN", "END", "STUB"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your solution")'
-
-
-def check(condition: bool, hint: str) -> None:
-    """Raise ``AssertionError`` with ``hint`` unless ``condition`` holds (works under ``python -O`` too)."""
-    if not condition:
-        raise AssertionError(f"Not yet: {hint}")
-    print("Correct!")
 
 
 def _replace_blocks(source: str, stub: Callable[[str, int, list[str]], list[str]]) -> str:
