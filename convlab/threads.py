@@ -1,0 +1,126 @@
+"""How many PyTorch threads a process should use, on a laptop or on a seminar server shared by many kernels.
+
+PyTorch starts one intra-op thread per core it sees. On a shared machine that is wrong twice over: a container or
+a cgroup may grant fewer CPUs than the machine has, and several kernels (learners' notebooks) share those CPUs.
+Kernels that each take every core then slow each other far beyond their fair share, because OpenMP threads that
+wait for a busy core spin and then sleep in turns (on a 2-core machine with other work, a 20-epoch head training
+took 17.9 s with 2 threads and 1.9 s with 1). The policy here:
+
+    threads = max(1, usable CPUs // kernels sharing them)
+
+- usable CPUs: the process's CPU affinity (``os.sched_getaffinity``), capped by a cgroup CPU quota
+  (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1) when one is set;
+- kernels sharing them: ``CONVLAB_SHARED_KERNELS`` (a teacher sets it on the server, e.g. to the number of
+  learners per machine), else 1 (a learner's own laptop).
+- ``CONVLAB_THREADS`` overrides the result (an explicit number wins).
+
+OpenMP's busy-waiting is set by environment variables read when the OpenMP runtime starts (``OMP_WAIT_POLICY``),
+so it cannot be changed from inside a running kernel; ``python -m convlab open`` and README's server section set
+``OMP_WAIT_POLICY=PASSIVE`` for the kernels, and :func:`thread_policy` reports whether it is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["ThreadPolicy", "usable_cpus", "thread_policy", "apply_thread_policy"]
+
+SHARED_ENV = "CONVLAB_SHARED_KERNELS"
+THREADS_ENV = "CONVLAB_THREADS"
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """The decision and its reasons: ``threads`` for ``torch.set_num_threads``."""
+
+    threads: int
+    usable_cpus: float
+    shared_kernels: int
+    source: str           # "override" (CONVLAB_THREADS), "shared" (CONVLAB_SHARED_KERNELS) or "cpus"
+    passive_wait: bool    # OMP_WAIT_POLICY=PASSIVE is set for this process
+
+    def describe(self) -> str:
+        """One line for a notebook's configuration cell."""
+        cpus = f"{self.usable_cpus:g} usable CPU{'s' if self.usable_cpus != 1 else ''}"
+        if self.source == "override":
+            why = f"{THREADS_ENV}={self.threads}"
+        elif self.shared_kernels > 1:
+            why = f"{cpus} shared by {self.shared_kernels} kernels ({SHARED_ENV})"
+        else:
+            why = f"{cpus}, one kernel (a shared server sets {SHARED_ENV})"
+        wait = "" if self.passive_wait else "; OpenMP threads spin while waiting (OMP_WAIT_POLICY unset)"
+        return f"torch threads: {self.threads} ({why}{wait})"
+
+
+def _cgroup_cpu_limit(root: Path) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs, or ``None`` when there is none (or it cannot be read)."""
+    try:
+        text = (root / "cpu.max").read_text().split()  # v2: "max 100000" or "150000 100000"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> float:
+    """CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota (a fraction is possible)."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_limit(Path(cgroup_root))
+    return min(cpus, quota) if quota else cpus
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return value
+
+
+def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = None) -> ThreadPolicy:
+    """Decide the number of torch threads from ``env`` (default ``os.environ``) and ``cpus`` (default
+    :func:`usable_cpus`). Pure: sets nothing."""
+    env = os.environ if env is None else env
+    cpus = usable_cpus() if cpus is None else cpus
+    if not cpus > 0:
+        raise ValueError(f"cpus: expected a positive number of CPUs, got {cpus}")
+    shared = _positive_int(env, SHARED_ENV) or 1
+    override = _positive_int(env, THREADS_ENV)
+    passive = env.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    if override is not None:
+        return ThreadPolicy(override, cpus, shared, "override", passive)
+    threads = max(1, int(cpus // shared))
+    return ThreadPolicy(threads, cpus, shared, "shared" if shared > 1 else "cpus", passive)
+
+
+def apply_thread_policy(env: Mapping[str, str] | None = None, verbose: bool = True) -> ThreadPolicy:
+    """Decide (:func:`thread_policy`) and set ``torch.set_num_threads``; print the decision if ``verbose``.
+
+    Call it once, in a notebook's configuration cell or at the start of a script. The inter-op pool is left alone
+    (it can be set only before the first parallel work, and convlab does not use it).
+    """
+    import torch
+
+    policy = thread_policy(env)
+    torch.set_num_threads(policy.threads)
+    if verbose:
+        print(policy.describe())
+    return policy
