@@ -64,6 +64,35 @@ AUGMENTATIONS: dict[str, tuple[Callable[..., BatchRandomTransform], dict[str, Sl
 }
 
 
+# what each slider's number means, shown beside it (a projector audience reads the label, not the code)
+UNITS: dict[str, str] = {
+    "p": "probability per image", "frac": "crop side / photo side", "min_scale": "smallest crop area / photo area",
+    "degrees": "largest angle, \u00b0", "shear_x": "largest angle, \u00b0", "shear_y": "largest angle, \u00b0",
+    "strength": "largest shift, px", "smoothness": "control-point spacing, px",
+    "magnitude": "largest shift / value range", "sigma": "std of AlexNet's alphas",
+}
+SLIDER_LAYOUT = {"width": "560px"}
+SLIDER_STYLE = {"description_width": "300px"}
+SIZES = (("160 px", 160), ("240 px", 240), ("320 px (projector)", 320))
+
+
+def _decimals(step: float) -> int:
+    """Decimals that a slider of this step can show: 1.0 -> 0, 0.05 -> 2."""
+    text = f"{step:.10f}".rstrip("0")
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _slider_value(value: float, step: float) -> float:
+    """A browser slider sends e.g. 31.999999999999996 for 32: round to the step's decimals."""
+    return round(float(value), _decimals(step))
+
+
+def _natural_size(image: Any, grid: Tensor) -> None:
+    """Show the PNG at its own pixel size (1 image pixel = 1 screen pixel: sharp on a projector)."""
+    image.layout.width = f"{grid.shape[-1]}px"
+    image.layout.height = f"{grid.shape[-2]}px"
+
+
 def _check_photo(photo: Any) -> Tensor:
     if not isinstance(photo, Tensor) or photo.ndim != 3 or photo.shape[0] != 3 or photo.dtype != torch.uint8:
         got = f"{photo.dtype} {tuple(photo.shape)}" if isinstance(photo, Tensor) else type(photo).__name__
@@ -109,6 +138,11 @@ def _code_line(transform: BatchRandomTransform, seed: int) -> str:
     return r[:-1] + f", generator=torch.Generator().manual_seed({seed}))"
 
 
+def _caption(name: str, n: int, seed: int) -> str:
+    return (f"<b>{name}</b>: top left, the <b>original</b> photo; then {n} augmented copies, each with its own "
+            f"random parameters (seed {seed}). The line below is the code that draws them.")
+
+
 @dataclass
 class AugmentationPreview:
     """A live preview. ``widget`` to display; ``update()`` re-renders from the current slider values."""
@@ -122,16 +156,26 @@ class AugmentationPreview:
     n: int = 5
     ncols: int = 3
     size: int = 160
+    caption: Any = None
+    size_control: Any = None
     transform: BatchRandomTransform | None = field(default=None, init=False)
 
     def values(self) -> dict[str, float]:
-        return {k: s.value for k, s in self.sliders.items() if k != "seed"}
+        """The sliders' values, rounded to their steps (no float noise from the browser)."""
+        steps = {k: st for k, (_, _, st, _) in AUGMENTATIONS[self.name][1].items()}
+        return {k: _slider_value(s.value, steps[k]) for k, s in self.sliders.items() if k != "seed"}
 
     def update(self, change: Any = None) -> None:
         seed = int(self.sliders["seed"].value)
+        if self.size_control is not None:
+            self.size = int(self.size_control.value)
         self.transform = _build(self.name, self.size, self.values(), seed)
-        self.image.value = png_bytes(_grid(self.photo, self.transform, self.n, self.ncols, self.size))
+        grid = _grid(self.photo, self.transform, self.n, self.ncols, self.size)
+        self.image.value = png_bytes(grid)
+        _natural_size(self.image, grid)
         self.code.value = f"<code>{_code_line(self.transform, seed)}</code>"
+        if self.caption is not None:
+            self.caption.value = _caption(self.name, self.n, seed)
 
 
 def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncols: int = 3,
@@ -139,7 +183,8 @@ def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int 
     """Sliders + live grid (the original first, then ``n`` augmented copies) for one augmentation.
 
     Args:
-        photo: uint8 ``(3, H, W)``; shown as a centre square at ``size`` px.
+        photo: uint8 ``(3, H, W)``; shown as a centre square at ``size`` px (the preview has a size control too;
+            the image is shown at its own pixel size, so it stays sharp on a projector).
         name: one of :data:`AUGMENTATIONS`.
     """
     import ipywidgets as W
@@ -149,16 +194,21 @@ def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int 
         raise ValueError(f"`name` must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
     _, specs = AUGMENTATIONS[name]
     sliders: dict[str, Any] = {
-        k: W.FloatSlider(value=d, min=lo, max=hi, step=st, description=k, continuous_update=True)
+        k: W.FloatSlider(value=d, min=lo, max=hi, step=st, description=f"{k} ({UNITS[k]})", continuous_update=True,
+                         readout_format=f".{_decimals(st)}f", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
         for k, (lo, hi, st, d) in specs.items()
     }
-    sliders["seed"] = W.IntSlider(value=0, min=0, max=99, description="seed")
+    sliders["seed"] = W.IntSlider(value=0, min=0, max=99, description="seed", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
+    options = dict(SIZES)
+    sizes = W.ToggleButtons(options=list(SIZES) if size in options.values() else [*SIZES, (f"{size} px", size)],
+                            value=size, description="preview size", style={"description_width": "100px"})
     image = W.Image(format="png")
-    code = W.HTML()
-    box = W.VBox([W.HTML(f"<b>{name}</b>"), *sliders.values(), image, code])
+    code, caption = W.HTML(), W.HTML()
+    box = W.VBox([caption, *sliders.values(), sizes, image, code])
     box.add_class("convlab-preview")  # the browser tests find previews by this class
-    prev = AugmentationPreview(name, photo, box, image, sliders, code, n=n, ncols=ncols, size=size)
-    for s in sliders.values():
+    prev = AugmentationPreview(name, photo, box, image, sliders, code, n=n, ncols=ncols, size=size, caption=caption,
+                               size_control=sizes)
+    for s in [*sliders.values(), sizes]:
         s.observe(prev.update, names="value")
     prev.update()
     return prev
@@ -187,6 +237,9 @@ def static_grid(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncol
 
 
 # ----------------------------------------------------------------------------- PCA explorer
+PCA_STEP = 0.05
+
+
 @dataclass
 class PCAExplorer:
     """PCA colour explorer: ``axes_figure`` (eigenvectors/eigenvalues) and a live image for three alphas."""
@@ -200,32 +253,44 @@ class PCAExplorer:
     axes_figure: Any
     size: int = 256
 
+    def alphas(self) -> list[float]:
+        """The three alphas, rounded to the sliders' step."""
+        return [_slider_value(self.sliders[f"alpha{i + 1}"].value, PCA_STEP) for i in range(3)]
+
     def update(self, change: Any = None) -> None:
-        alpha = torch.tensor([[self.sliders[f"alpha{i + 1}"].value for i in range(3)]])
+        a = self.alphas()
+        alpha = torch.tensor([a])
         thumb = _thumbnail(self.photo, self.size)
         off = self.pca.offsets(alpha)[0]
         out = K.pca_color(thumb, alpha, self.pca.eigenvalues_, self.pca.eigenvectors_)
-        self.image.value = png_bytes(torch.cat([thumb, out], dim=2))
+        pair = torch.cat([thumb, torch.full((3, thumb.shape[1], 8), 255, dtype=torch.uint8), out], dim=2)
+        self.image.value = png_bytes(pair)
+        _natural_size(self.image, pair)
         rgb = ", ".join(f"{255 * v:+.1f}" for v in off.tolist())
-        self.code.value = (f"<code>offset = eigenvectors_ @ (alpha * eigenvalues_) = ({rgb}) /255 in R, G, B</code>")
+        self.code.value = (
+            f"<code>convlab.augment.functional.pca_color(photo, torch.tensor([[{a[0]:g}, {a[1]:g}, {a[2]:g}]]), "
+            f"pca.eigenvalues_, pca.eigenvectors_)</code><br>offset added to every pixel = eigenvectors_ @ (alpha * "
+            f"eigenvalues_) = ({rgb}) levels of 255 in R, G, B")
 
 
-def _axes_figure(pca: PCAColor):
+def _axes_figure(pca: PCAColor, max_alpha: float = 3.0):
     import matplotlib.pyplot as plt
 
     vals, vecs = pca.eigenvalues_, pca.eigenvectors_
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 2.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 2.8))
     a1.bar(["PC1", "PC2", "PC3"], vals.tolist(), color="0.4")
     a1.set_yscale("log")
-    a1.set_title("eigenvalues (variance along each axis)")
-    # each axis as a colour ramp: mid grey moved along +-3 standard deviations of that component
-    steps = torch.linspace(-3, 3, 13)
-    ramps = 0.5 + steps[None, :, None] * vals.sqrt()[:, None, None] * vecs.T[:, None, :]
-    a2.imshow(ramps.clamp(0, 1).numpy(), aspect="auto", extent=(-3, 3, 2.5, -0.5))
+    a1.set_ylabel("eigenvalue lambda")
+    a1.set_title("variance of the pixels along each principal axis")
+    # each axis as a colour ramp: mid grey plus alpha * lambda * axis, the same alpha as the sliders
+    steps = torch.linspace(-max_alpha, max_alpha, 13)
+    ramps = 0.5 + steps[None, :, None] * vals[:, None, None] * vecs.T[:, None, :]
+    a2.imshow(ramps.clamp(0, 1).numpy(), aspect="auto", extent=(-max_alpha, max_alpha, 2.5, -0.5))
     a2.set_yticks([0, 1, 2], [f"PC{i + 1} ({', '.join(f'{v:+.2f}' for v in vecs[:, i].tolist())})"
                               for i in range(3)])
-    a2.set_xlabel("standard deviations along the axis (k * sqrt(lambda)); the sliders add alpha * lambda")
-    a2.set_title("grey moved along each RGB axis")
+    a2.set_xlabel("alpha (the sliders' unit): grey + alpha * lambda * axis")
+    a2.set_title("mid grey moved along each axis")
+    fig.suptitle("AlexNet's PCA colour: the principal axes of the training pixels' RGB values")
     fig.tight_layout()
     return fig
 
@@ -240,12 +305,18 @@ def pca_explorer(photo: Tensor, pca: PCAColor | None = None, train_images: Tenso
     if pca is None:
         pca = PCAColor().fit(train_images) if train_images is not None else PCAColor.imagenet()
     pca._check_fitted()
-    sliders = {f"alpha{i + 1}": W.FloatSlider(value=0.0, min=-max_alpha, max=max_alpha, step=0.05,
-                                              description=f"alpha{i + 1}") for i in range(3)}
+    lam = pca.eigenvalues_.tolist()
+    sliders = {f"alpha{i + 1}": W.FloatSlider(value=0.0, min=-max_alpha, max=max_alpha, step=PCA_STEP,
+                                              description=f"alpha{i + 1} (PC{i + 1}, lambda={lam[i]:.3g})",
+                                              readout_format=".2f", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
+               for i in range(3)}
     image = W.Image(format="png")
     code = W.HTML()
-    fig = _axes_figure(pca)
-    box = W.VBox([*sliders.values(), image, code])
+    fig = _axes_figure(pca, max_alpha)
+    title = W.HTML("<b>AlexNet's PCA colour</b>: every pixel gets the same RGB offset, alpha1*lambda1*PC1 + "
+                   "alpha2*lambda2*PC2 + alpha3*lambda3*PC3. Left: the <b>original</b>; right: shifted. (Training "
+                   "draws each alpha from N(0, sigma), sigma = 0.1 in AlexNet.)")
+    box = W.VBox([title, *sliders.values(), image, code])
     box.add_class("convlab-preview")
     ex = PCAExplorer(pca, photo, box, image, sliders, code, fig, size=size)
     for s in sliders.values():

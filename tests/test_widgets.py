@@ -74,3 +74,38 @@ def test_pca_explorer(photo):
 def test_bad_photo():
     with pytest.raises(ValueError, match=r"`photo` must be a uint8 tensor of shape \(3, H, W\)"):
         augmentation_preview(torch.zeros(3, 8, 8))
+
+
+def test_slider_float_noise_stays_out_of_the_code_line(photo):
+    prev = augmentation_preview(photo, "RandomElasticWarp", size=64)
+    prev.sliders["smoothness"].value = 31.999999999999996  # what a browser slider sends for 32
+    assert "smoothness=32.0," in prev.code.value
+    assert "99999" not in prev.code.value
+
+
+def test_preview_is_shown_at_natural_size_with_a_size_control(photo):
+    prev = augmentation_preview(photo, "RandomRotation", size=160)
+    assert prev.image.layout.width == "488px"  # 3 thumbnails of 160 px + 4 x 2 px padding, 1:1 on screen
+    prev.size_control.value = 320
+    assert prev.image.layout.width == "968px" and prev.size == 320
+    assert "original" in prev.caption.value
+    assert all("(" in s.description for k, s in prev.sliders.items() if k != "seed"), "every slider names its unit"
+
+
+def test_pca_explorer_code_line_is_runnable(photo):
+    import matplotlib.pyplot as plt
+    import convlab
+    from convlab.augment import PCAColor
+
+    pca = PCAColor.imagenet()
+    ex = pca_explorer(photo, pca=pca, size=48)
+    ex.sliders["alpha1"].value = 1.2000000000000002
+    code = ex.code.value.removeprefix("<code>").split("</code>")[0]
+    assert "1.2," in code
+    from convlab.widgets import _thumbnail
+
+    thumb = _thumbnail(photo, 48)
+    out = eval(code, {"torch": torch, "convlab": convlab, "photo": thumb, "pca": pca})
+    assert bytes(png_bytes(out)) != bytes(png_bytes(thumb))
+    assert "lambda" in ex.sliders["alpha1"].description
+    plt.close("all")
