@@ -60,6 +60,8 @@ def test_benchmark_summary_reads_every_committed_result(tmp_path):
     from convlab.course import benchmark_summary
 
     rows = benchmark_summary(ROOT / "benchmarks" / "results")
-    assert len(rows) >= 7 and not [r for r in rows if "not run yet" in r["result"]]
-    assert all("target" in r["result"] for r in rows)
+    assert len(rows) >= 6 and not [r for r in rows if "not run yet" in r["result"]]
+    assert all(re.fullmatch(r"\d+\.\d\dx|\d+ ms", r["result"]) for r in rows), rows  # figures, no targets
+    assert all("1 thread each" in r["measure"] for r in rows if r["benchmark"].startswith("augmentation (")
+               and r["measure"].startswith("convlab")), "equal resources: the same threads on both sides"
     assert all("not run yet" in r["result"] for r in benchmark_summary(tmp_path))
