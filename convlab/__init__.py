@@ -18,6 +18,7 @@ Modules, one idea each:
 """
 
 import importlib
+import importlib.util
 
 # Names are imported on first use (PEP 562), so ``python -m convlab train --out /bad/path`` can refuse a bad
 # argument before torch is imported (that import alone takes seconds); ``convlab.load_food`` etc. work as before.
@@ -33,10 +34,10 @@ _WHERE = {name: module for module, names in _FROM.items() for name in names}
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        value = importlib.import_module(f"convlab.{name}")
-    elif name in _WHERE:
+    if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"convlab.{name}")):
+        value = importlib.import_module(f"convlab.{name}")  # any submodule, e.g. convlab.assets.convlab_home
     else:
         raise AttributeError(f"module 'convlab' has no attribute {name!r}")
     globals()[name] = value  # later look-ups skip this function
