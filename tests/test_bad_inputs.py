@@ -347,3 +347,12 @@ def test_fetch_table_does_not_say_ok_for_a_file_that_failed_its_hash(tmp_path, m
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(asset.name))
     assert row.split()[4] == "FAILED", out  # the ok column; it said "yes" because the file exists
+
+
+def test_file_dataset_leaves_out_resource_files(photos, tmp_path):
+    from convlab.loading import FileImageDataset
+
+    data = _copy(photos, tmp_path)
+    (data / "fruits" / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    ds = FileImageDataset.from_folder(data, size=16)
+    assert len(ds) == 12 and not [p for p in ds.paths if p.name.startswith(".")]
