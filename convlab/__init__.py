@@ -17,20 +17,36 @@ Modules, one idea each:
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
 
-from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
+import importlib
+import importlib.util
 
-from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
-from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
-from convlab.data import (
-    ImageSet,
-    Splits,
-    imagenet_samples,
-    load_fashion_mnist,
-    load_food,
-    load_image_folder,
-    sample_photos,
-)
-from convlab.device import resolve_device
+# Names are imported on first use (PEP 562), so ``python -m convlab train --out /bad/path`` can refuse a bad
+# argument before torch is imported (that import alone takes seconds); ``convlab.load_food`` etc. work as before.
+_SUBMODULES = ("augment", "engine", "ensemble", "featcache", "handfeatures", "loading", "profiler", "transfer", "tta")
+_FROM = {
+    "convlab.assets": ("ASSETS", "AssetNotFoundError", "IntegrityError", "fetch", "load_weights_file", "verify_file"),
+    "convlab.backbones": ("BACKBONES", "Backbone", "BackboneSpec", "load_backbone"),
+    "convlab.data": ("ImageSet", "Splits", "imagenet_samples", "load_fashion_mnist", "load_food",
+                     "load_image_folder", "sample_photos"),
+    "convlab.device": ("resolve_device",),
+}
+_WHERE = {name: module for module, names in _FROM.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"convlab.{name}")):
+        value = importlib.import_module(f"convlab.{name}")  # any submodule, e.g. convlab.assets.convlab_home
+    else:
+        raise AttributeError(f"module 'convlab' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "augment",

@@ -1,7 +1,9 @@
 """Command line: ``python -m convlab fetch|assets|learner-copies|train|evaluate``.
 
 ``train`` and ``evaluate`` live in :mod:`convlab.cli_train`; ``torchrun ... -m convlab train`` runs ``train``
-data-parallel (see :mod:`convlab.distributed`). Their bad arguments end in one line on stderr and exit status 2.
+data-parallel (see :mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data folder, a
+damaged checkpoint) ends in one line on stderr saying what to do, and exit status 2; the paths are checked before
+torch is imported, so a typo is answered in well under a second.
 """
 
 from __future__ import annotations
@@ -9,18 +11,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
 
 __all__ = ["main"]
 
 
-def _print_table(names: list[str]) -> None:
+def _print_table(names: list[str], failed: frozenset[str] = frozenset()) -> None:
+    """One row per asset; ``ok`` is ``yes`` only for files present and not among those that just ``failed``
+    (``status_table`` sees that the files exist, not whether they passed their hash check)."""
     rows = status_table(names)
     header = ("asset", "kind", "MB", "licence", "ok", "came from", "where")
-    table = [header] + [
-        (r.name, r.kind, f"{r.size_mb:.1f}", r.licence, "yes" if r.present else "NO", r.source, r.path) for r in rows
-    ]
+
+    def ok(r) -> str:
+        return "FAILED" if r.name in failed else "yes" if r.present else "NO"
+
+    table = [header] + [(r.name, r.kind, f"{r.size_mb:.1f}", r.licence, ok(r), r.source, r.path) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -42,7 +49,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             failed.append(name)
             print(f"\nerror: {exc}", file=sys.stderr)
     print()
-    _print_table(names)
+    _print_table(names, frozenset(failed))
     return 1 if failed else 0
 
 
@@ -54,10 +61,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_notebooks() -> Path:
+    """The course notebooks beside the package: ``<repository>/notebooks`` (an editable or source install),
+    whatever the current folder is."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
 def _cmd_learner_copies(args: argparse.Namespace) -> int:
+    from convlab.cli_train import UsageError, check_writable_folder
     from convlab.exercises.copies import write_learner_copies
 
-    for path in write_learner_copies(args.src, args.out):
+    src = Path(args.src).expanduser() if args.src is not None else _default_notebooks()
+    if not src.is_dir():
+        where = "--src" if args.src is not None else "--src (default: the notebooks beside the package)"
+        raise UsageError(f"{where}: no such folder: {src}; pass --src with the folder of the course notebooks")
+    check_writable_folder("--out", args.out, "choose a folder you can write to")
+    try:
+        written = write_learner_copies(src, args.out)
+    except ValueError as exc:
+        raise UsageError(f"--src {src}: {exc}") from None
+    for path in written:
         print(path)
     return 0
 
@@ -106,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("learner-copies", help="write the notebooks with exercise solutions replaced by stubs")
-    p.add_argument("--src", default="notebooks", help="folder of the course notebooks (default: notebooks)")
+    p.add_argument("--src", help="folder of the course notebooks (default: the repository's notebooks/, found "
+                                 "from the package's location)")
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
     p.set_defaults(func=_cmd_learner_copies)
     p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",
@@ -120,17 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluate_arguments(p)
     p.set_defaults(func=_cmd_evaluate)
     args = parser.parse_args(argv)
-    if args.command in ("train", "evaluate"):
-        from convlab.cli_train import UsageError
+    from convlab.cli_train import UsageError  # standard library only: no torch before the arguments are checked
 
-        try:
-            return args.func(args)
-        except UsageError as exc:
-            return _cli_error(f"{parser.prog} {args.command}", exc)
-        except (AssetNotFoundError, IntegrityError) as exc:
-            _cli_error(f"{parser.prog} {args.command}", exc)
-            return 1
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        return _cli_error(f"{parser.prog} {args.command}", exc)
+    except (AssetNotFoundError, IntegrityError) as exc:
+        if args.command not in ("train", "evaluate"):
+            raise
+        _cli_error(f"{parser.prog} {args.command}", exc)
+        return 1
 
 
 if __name__ == "__main__":

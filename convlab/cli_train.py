@@ -18,6 +18,12 @@ The same command runs data-parallel under ``torchrun`` (see :mod:`convlab.distri
 so the optimizer sees the same mean-loss gradient as a single process with that batch. Only rank 0 logs and
 writes files; it alone reads a checkpoint and sends it to the others, so nodes need no shared disk.
 
+Before any work (and before torch is imported) :func:`check_train_args` checks every path: ``--out``,
+``--cache-dir`` and ``CONVLAB_HOME`` must be (or become) folders this process can write in, and the ``last.pt``
+that ``--resume`` would continue must be a complete file. After the data are read, and before any model is built
+or feature extracted, a resumed checkpoint must match them: the same classes and, through the per-split
+fingerprints stored in every checkpoint, the same images.
+
 ``evaluate`` rebuilds models from checkpoints (no pretrained weights needed), optionally with 10-crop test-time
 augmentation and as an ensemble (class orders must match), on the test split the checkpoints were trained with.
 Bad arguments raise :class:`UsageError`; ``python -m convlab`` prints it as one line and exits with status 2.
@@ -48,6 +54,10 @@ __all__ = [
     "BN_STATS",
     "add_train_arguments",
     "add_evaluate_arguments",
+    "check_train_args",
+    "check_evaluate_args",
+    "check_writable_folder",
+    "check_checkpoint_file",
     "run_train",
     "run_evaluate",
 ]
@@ -177,6 +187,120 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
+# ============================================================================================ pre-flight checks
+# Everything a user can get wrong about paths is checked here, with the standard library only, before torch is
+# imported (seconds) and before any data is decoded or features extracted: a typo costs a fraction of a second,
+# not a failed run after an epoch.
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: really tried (``os.access`` says yes to root on a read-only
+    mount), with a temporary file that is gone again when this returns."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".convlab-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_writable_folder(option: str, path: str | os.PathLike, fix: str) -> Path:
+    """``path`` is, or can be made into, a folder this process can write in; else :class:`UsageError` naming
+    ``option`` and ending with ``fix`` (what to do). Nothing is created."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: expected a folder, got a file; {fix}")
+    probe = _nearest_existing(path)
+    if not probe.is_dir():
+        raise UsageError(f"{option} {path}: {probe} is a file, so no folder can be made under it; {fix}")
+    if not _can_create_in(probe):
+        raise UsageError(f"{option} {path}: no permission to write in {probe}; {fix}")
+    return path
+
+
+def check_checkpoint_file(option: str, path: Path, fix: str) -> None:
+    """``path`` is a complete ``torch.save`` file. torch.save writes a zip archive with a CRC per member, so a
+    truncated or damaged file is found here without torch (and without loading the weights)."""
+    import zipfile
+
+    if not path.is_file():
+        raise UsageError(f"{option} {path}: expected a checkpoint file, got {'a folder' if path.is_dir() else 'nothing'}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UsageError(f"{option} {path}: not a readable checkpoint (truncated or damaged: {exc}); {fix}") from None
+    if bad is not None:
+        raise UsageError(f"{option} {path}: not a readable checkpoint (member {bad} is damaged); {fix}")
+
+
+def _uses_cache(args: argparse.Namespace) -> bool:
+    """Whether ``train`` will cache frozen activations (mirrors ``Regime.uses_cache``, without importing torch)."""
+    frozen = {"head_only": 7, "freeze_first": args.freeze_k or 0}.get(args.regime, 0)
+    return args.cache and args.augment == "none" and frozen > 0
+
+
+def _check_home() -> Path:
+    from convlab.assets import convlab_home
+
+    home = convlab_home()
+    if home.exists() and not home.is_dir():
+        raise UsageError(f"CONVLAB_HOME {home}: expected a folder for the asset and feature caches, got a file; "
+                         "point CONVLAB_HOME at a folder or unset it")
+    return home
+
+
+def check_train_args(args: argparse.Namespace) -> None:
+    """Every argument of ``train`` that can be checked before any work: settings, --out, --cache-dir,
+    CONVLAB_HOME, and the checkpoint that --resume would continue. Raises :class:`UsageError`."""
+    world = os.environ.get("WORLD_SIZE", "1") or "1"
+    if world.isdigit() and int(world) > 0 and args.batch_size % int(world):
+        raise UsageError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
+                         f"of processes ({world})")
+    if args.regime == "freeze_first":
+        if args.freeze_k is None or not 0 <= args.freeze_k <= 7:
+            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..7, got {args.freeze_k}")
+    elif args.freeze_k is not None:
+        raise UsageError(f"--freeze-k applies to --regime freeze_first only (got --regime {args.regime})")
+    out = check_writable_folder("--out", args.out, "choose a folder you can write to")
+    last = out / "last.pt"
+    if last.exists() and not args.resume:
+        raise UsageError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose "
+                         "another --out")
+    if args.resume and last.exists():
+        check_checkpoint_file("--resume:", last, f"delete {out} (or choose another --out) to start afresh")
+    home = _check_home()
+    if args.cache_dir is not None:
+        check_writable_folder("--cache-dir", args.cache_dir, "choose a folder you can write to, or pass --no-cache")
+    elif _uses_cache(args):
+        check_writable_folder("CONVLAB_HOME", home / "features",
+                              "pass --cache-dir DIR (a folder you can write to) or --no-cache")
+
+
+def check_evaluate_args(args: argparse.Namespace) -> None:
+    """``evaluate``'s paths, before any work: the checkpoints are complete files, --json can be written."""
+    for path in args.checkpoint:
+        if not Path(path).exists():
+            raise UsageError(f"--checkpoint: no such file: {path}")
+        check_checkpoint_file("--checkpoint", Path(path), "pass a best.pt or last.pt written by train")
+    if args.json is not None:
+        target = Path(args.json).expanduser()
+        if target.is_dir():
+            raise UsageError(f"--json {target}: expected a file name, got a folder")
+        probe = _nearest_existing(target.parent)
+        if not probe.is_dir():
+            raise UsageError(f"--json {target}: {probe} is a file, so no report can be written under it; "
+                             "choose a file in a folder you can write to")
+        check_writable_folder("--json", target.parent, "choose a file in a folder you can write to")
+    _check_home()
+
+
 # ============================================================================================ files
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     from convlab.engine import atomic_write
@@ -209,8 +333,11 @@ def _write_metrics(out: Path, metrics: dict) -> None:
 
 
 # ============================================================================================ data and model
-def load_splits(source: str, seed: int, max_per_class: int | None) -> Splits:
-    """``Splits`` for ``--data``; data errors (empty or unreadable folder) become :class:`UsageError`."""
+def load_splits(source: str, seed: int, max_per_class: int | None, log=None) -> Splits:
+    """``Splits`` for ``--data``; data errors (too few classes, empty class, unreadable file, splits whose classes
+    differ) become :class:`UsageError`. Warnings (skipped hidden files) go to ``log`` as notes (default: stderr)."""
+    import warnings
+
     from convlab.data import load_fashion_mnist, load_food, load_image_folder
 
     if source == "food":
@@ -220,15 +347,55 @@ def load_splits(source: str, seed: int, max_per_class: int | None) -> Splits:
         return load_fashion_mnist(train_per_class=n, test_per_class=None if n is None else min(n, 1000),
                                   val_per_class=500 if n is None else min(n, 500), seed=seed)
     try:
-        splits = load_image_folder(source, seed=seed)
-    except (ValueError, FileNotFoundError) as exc:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            splits = load_image_folder(source, seed=seed)
+    except (ValueError, OSError) as exc:
         raise UsageError(f"--data {source}: {exc}") from None
+    for w in caught:
+        message = f"note: --data: {w.message}"
+        if log is not None:
+            log(message)
+        else:
+            print(message, file=sys.stderr)
     if max_per_class is not None:
         for name in ("train", "val", "test"):
             part = getattr(splits, name)
             if len(part):
                 setattr(splits, name, part.per_class(max_per_class, seed=seed))
     return splits
+
+
+def _read_resume_checkpoint(path: Path, load_checkpoint) -> dict:
+    """``last.pt`` for --resume, or :class:`UsageError` saying why it cannot be continued."""
+    fix = f"delete {path.parent} (or choose another --out) to start afresh"
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as exc:  # truncated, damaged or foreign: say which, without a traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: {first}); {fix}") \
+            from None
+    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found != CHECKPOINT_FORMAT or not {"model", "optimizer", "epoch", "history"} <= set(ckpt):
+        raise UsageError(f"--resume: {path} was not written by 'python -m convlab train' (format {found!r}); {fix}")
+    return ckpt
+
+
+def _check_resume_data(ckpt: dict, path: Path, splits, fingerprint: dict, log) -> None:
+    """The data of a resumed run must be the data the checkpoint trained on: same classes, same images."""
+    fix = "train into another --out, or restore the data"
+    old = list(ckpt.get("classes", []))
+    if old != list(splits.classes):
+        raise UsageError(f"--resume: the classes of --data changed since {path} was written ({old} -> "
+                         f"{list(splits.classes)}); {fix}")
+    saved = ckpt.get("data_fingerprint")
+    if saved is None:
+        log(f"note: --resume: {path} predates data fingerprints; cannot check that the images are unchanged")
+        return
+    changed = [name for name in ("train", "val", "test") if saved.get(name) != fingerprint[name]]
+    if changed:
+        raise UsageError(f"--resume: the images of the {'/'.join(changed)} split changed since {path} was "
+                         f"written (same classes, other files); {fix}")
 
 
 def _preprocess(spec, source: str, size: int):
@@ -352,6 +519,8 @@ def _better(value: float, best: float | None, monitor: str) -> bool:
 
 def run_train(args: argparse.Namespace) -> int:
     """The ``train`` subcommand (single process, or one rank under ``torchrun``)."""
+    check_train_args(args)  # before the imports below (torch: seconds) and before any data is read
+
     from convlab import distributed as D
     from convlab.device import resolve_device
 
@@ -364,10 +533,7 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
     regime = _regime(args.regime, args.freeze_k, args.lr)
-    out = Path(args.out)
-    if (out / "last.pt").exists() and not args.resume:
-        raise UsageError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose "
-                         "another --out")
+    out = Path(args.out).expanduser()
     with D.process_group(env, device) as device:
         return _train(args, env, device, regime, out)
 
@@ -388,14 +554,46 @@ def _train(args, env, device, regime, out: Path) -> int:
         if main:
             tqdm.write(msg, file=sys.stderr if msg.startswith("note") else sys.stdout)
 
-    splits = load_splits(args.data, args.seed, args.max_per_class)
+    splits = load_splits(args.data, args.seed, args.max_per_class, log)
     if len(splits.train) == 0:
         raise UsageError(f"--data {args.data}: the training split is empty")
+    data_fingerprint = {name: getattr(splits, name).fingerprint() for name in ("train", "val", "test")}
+
+    # --- resume: rank 0 reads last.pt and sends it to every rank; checked against the data before any work
+    ckpt = None
+    if args.resume:
+        if main:
+            # a run killed while writing left a temporary file beside last.pt / best.pt / metrics.json: remove it
+            for stale in out.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+                log(f"note: --resume: removed {stale.name}, a half-written file from the interrupted run")
+        if main and (out / "last.pt").exists():
+            ckpt = _read_resume_checkpoint(out / "last.pt", load_checkpoint)
+        ckpt = D.broadcast_object(ckpt)
+        if ckpt is None:
+            log(f"note: --resume: {out / 'last.pt'} does not exist yet; starting from the first epoch")
+        else:
+            _check_resume_data(ckpt, out / "last.pt", splits, data_fingerprint, log)
+
     model = _build_model(args.backbone, regime.weights, splits.classes, args.dropout, args.seed)
     freeze(model, regime.frozen, bn=regime.bn)
     prep = _preprocess(model.spec, args.data, args.input_size)
     k = regime.frozen
     trainable_stages = list(model.stages)[k:]
+    head_lr = regime.lr if regime.lr is not None else 1e-3
+    config = {
+        "regime": args.regime, "freeze_k": args.freeze_k, "backbone": args.backbone, "data": args.data,
+        "max_per_class": args.max_per_class, "augment": args.augment, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": head_lr, "input_size": args.input_size, "seed": args.seed,
+        "dropout": model.head[0].p, "bn_stats": args.bn_stats, "cache": args.cache,
+    }
+    if ckpt is not None:
+        old = ckpt.get("config", {})
+        changed = [f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}" for key in _RESUME_KEYS
+                   if old.get(key) != config[key]]
+        if changed:
+            raise UsageError(f"--resume: {out / 'last.pt'} was made with other settings ({'; '.join(changed)}); "
+                             "use the same settings, or another --out for a new run")
 
     # --- what the optimizer sees: cached activations of the frozen part, or images through the whole model
     use_cache = args.cache and regime.uses_cache and args.augment == "none"
@@ -440,7 +638,6 @@ def _train(args, env, device, regime, out: Path) -> int:
     channels_last = device.type == "cpu"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    head_lr = regime.lr if regime.lr is not None else 1e-3
     groups = param_groups(model, head_lr, regime.backbone_lr_scale)
     optimizer = _make_optimizer("adamw", groups, head_lr, None, 0.9)
     loss_fn = nn.CrossEntropyLoss()
@@ -449,35 +646,10 @@ def _train(args, env, device, regime, out: Path) -> int:
     else:
         ddp = net
 
-    config = {
-        "regime": args.regime, "freeze_k": args.freeze_k, "backbone": args.backbone, "data": args.data,
-        "max_per_class": args.max_per_class, "augment": args.augment, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": head_lr, "input_size": args.input_size, "seed": args.seed,
-        "dropout": model.head[0].p, "bn_stats": args.bn_stats, "cache": args.cache,
-    }
     monitor = "val_loss" if len(val) else "train_loss"
     state = _RunState(_fresh_history(monitor), 0, [], None)
 
-    # --- resume: rank 0 reads last.pt and sends it to every rank
-    ckpt = None
-    if args.resume:
-        if main:
-            # a run killed while writing left a temporary file beside last.pt / best.pt / metrics.json: remove it
-            for stale in out.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
-                log(f"note: --resume: removed {stale.name}, a half-written file from the interrupted run")
-        if main and (out / "last.pt").exists():
-            ckpt = load_checkpoint(out / "last.pt")
-        ckpt = D.broadcast_object(ckpt)
-        if ckpt is None:
-            log(f"note: --resume: {out / 'last.pt'} does not exist yet; starting from the first epoch")
-    if ckpt is not None:
-        old = ckpt.get("config", {})
-        changed = [f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}" for key in _RESUME_KEYS
-                   if old.get(key) != config[key]]
-        if ckpt.get("format") != CHECKPOINT_FORMAT or changed:
-            raise UsageError(f"--resume: {out / 'last.pt'} was made with other settings "
-                             f"({'; '.join(changed) or 'another checkpoint format'})")
+    if ckpt is not None:  # read and checked above, before any work
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = _RunState(ckpt["history"], ckpt["epoch"] + 1, list(ckpt.get("resumed_at", [])) + [ckpt["epoch"] + 1],
@@ -551,7 +723,8 @@ def _train(args, env, device, regime, out: Path) -> int:
             best, history["best_epoch"] = row[monitor], epoch
         rng = D.gather_objects(_rng_state(device, aug_gen))  # every rank takes part; rank 0 saves them
         if main:
-            extra = {"format": CHECKPOINT_FORMAT, "config": config, "classes": list(splits.classes), "epoch": epoch,
+            extra = {"format": CHECKPOINT_FORMAT, "config": config, "classes": list(splits.classes),
+                     "data_fingerprint": data_fingerprint, "epoch": epoch,
                      "history": history, "rng": rng, "resumed_at": state.resumed_at, "world_size": env.world_size}
             if improved:
                 save_checkpoint(out / "best.pt", model, None, **extra)
@@ -610,6 +783,8 @@ def _model_from_checkpoint(path: str, device):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` subcommand: accuracy of each checkpoint and of their ensemble, centre crop or 10-crop."""
+    check_evaluate_args(args)
+
     import torch
 
     from convlab.device import resolve_device

@@ -178,19 +178,40 @@ class Splits:
 def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Decode a JPEG/PNG/... file with Pillow into a uint8 ``(channels, H, W)`` tensor (RGB or grayscale).
 
-    Raises ValueError naming the file if it is not a readable image (corrupt, truncated or another format).
+    The image comes out the way a photo viewer shows it: the EXIF orientation tag is applied (a phone photo
+    taken upright is upright), and 16-bit images are scaled to 8 bits (65535 -> 255), not clipped.
+
+    Raises ValueError naming the file if it is not a readable image (corrupt, truncated or another format), or if
+    it has more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``): a tiny file can
+    claim a 20000x20000 image and take gigabytes to decode.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if channels not in (1, 3):
         raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat both as the same refusal
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                array = _to_uint8_array(im, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # UnidentifiedImageError, OSError (truncated), SyntaxError, struct errors, ...
         raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
     array = array[:, :, None] if array.ndim == 2 else array
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _to_uint8_array(im, channels: int) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` uint8. Pillow's ``convert`` clips 16-bit grey (mode ``I;16``/``I``) at 255
+    instead of scaling it, so those modes are scaled here: ``round(v * 255 / 65535)``."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im).astype(np.float64)
+        grey = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2) if channels == 3 else grey
+    return np.asarray(im.convert("RGB" if channels == 3 else "L"))
 
 
 def _stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
@@ -328,11 +349,17 @@ def load_image_folder(
 ) -> Splits:
     """Your own images: ``root/<class name>/<image files>``, decoded to RGB and split per class with ``seed``.
 
-    If ``root`` holds ``train/`` and ``test/`` (and optionally ``val/``) folders, those splits are used as given.
+    If ``root`` holds ``train/`` and ``test/`` (and optionally ``val/``) folders, those splits are used as given;
+    they must hold the same class folders, spelt the same way.
+
+    Set-ups that would train to a meaningless number are refused with a ValueError naming the folder: fewer than
+    two classes, a class folder without images, split folders whose classes differ, class names that differ only
+    in case. Hidden files (names starting with ``.``, such as macOS's ``._photo.jpg`` resource files) are skipped
+    with a warning.
 
     Args:
         on_error: ``"raise"`` (default) stops at the first unreadable file with a ValueError naming it;
-            ``"skip"`` leaves such files out with a warning.
+            ``"skip"`` leaves such files out with a warning (decompression bombs included).
     """
     root = Path(root)
     if on_error not in ("raise", "skip"):
@@ -340,40 +367,84 @@ def load_image_folder(
     if not root.is_dir():
         raise FileNotFoundError(f"root: no such folder: {root}")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        train = _read_class_folders(root / "train", on_error)
-        test = _read_class_folders(root / "test", on_error, train.classes)
+        parts = {"train": _class_folders(root / "train"), "test": _class_folders(root / "test")}
         if (root / "val").is_dir():
-            val = _read_class_folders(root / "val", on_error, train.classes)
-        else:
-            val = train.subset([])
+            parts["val"] = _class_folders(root / "val")
+        for name, classes in parts.items():
+            if name != "train":
+                _check_same_classes(root, parts["train"], name, classes)
+        train = _read_class_folders(root / "train", on_error, parts["train"])
+        test = _read_class_folders(root / "test", on_error, parts["train"])
+        val = _read_class_folders(root / "val", on_error, parts["train"]) if "val" in parts else train.subset([])
         return Splits(train, val, test, train.classes, seed, {"root": str(root), "layout": "given splits"})
-    full = _read_class_folders(root, on_error)
+    full = _read_class_folders(root, on_error, _class_folders(root))
     train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, fractions, seed))
     return Splits(train, val, test, full.classes, seed, {"root": str(root), "layout": "split by convlab"})
 
 
-def _read_class_folders(root: Path, on_error: str, classes: Sequence[str] | None = None) -> ImageSet:
+def _class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root`` (hidden ones left out), checked: at least two, no case-only twins."""
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is None:
-        classes = found
-    if not classes:
+    if not found:
         raise ValueError(f"root: expected class sub-folders in {root} (root/<class>/<image>), found none")
-    images, labels, ids = [], [], []
+    if len(found) < 2:
+        raise ValueError(f"root: expected at least 2 class folders in {root} (a classifier with one class is "
+                         f"always right), found only {found[0]!r}")
+    by_lower: dict[str, list[str]] = {}
+    for name in found:
+        by_lower.setdefault(name.lower(), []).append(name)
+    twins = [names for names in by_lower.values() if len(names) > 1]
+    if twins:
+        raise ValueError(f"root: class folders in {root} differ only in case ({', '.join(map(repr, twins[0]))}); "
+                         "rename them to one spelling (they are one class on other file systems)")
+    return found
+
+
+def _check_same_classes(root: Path, train: list[str], split: str, other: list[str]) -> None:
+    if other == train:
+        return
+    missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
+    lower = {c.lower(): c for c in train}
+    case = [f"{split}/{c} vs train/{lower[c.lower()]}" for c in extra if c.lower() in lower]
+    if case:
+        raise ValueError(f"root: class folders in {root} differ only in case ({', '.join(case)}); "
+                         "use the same spelling in every split")
+    what = []
+    if extra:
+        what.append(f"{split}/ has {extra} that train/ lacks (its images could never be predicted)")
+    if missing:
+        what.append(f"train/ has {missing} that {split}/ lacks")
+    raise ValueError(f"root: the splits in {root} must hold the same class folders: {'; '.join(what)}")
+
+
+def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> ImageSet:
+    images, labels, ids, hidden = [], [], [], []
     for label, name in enumerate(classes):
         folder = root / name
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) if folder.is_dir() else []
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        count = 0
         for path in files:
+            if path.name.startswith("."):  # ._photo.jpg (macOS resource fork), .thumbnail.png, ...
+                hidden.append(path)
+                continue
             try:
                 images.append(decode_image_file(path))
-            except ValueError:
+            except ValueError as exc:
                 if on_error == "raise":
                     raise
-                warnings.warn(f"skipped unreadable image {path}", stacklevel=3)
+                warnings.warn(f"skipped unreadable image {path}: {exc}", stacklevel=3)
                 continue
             labels.append(label)
             ids.append(f"{name}/{path.name}")
-    if not images:
-        raise ValueError(f"root: no images ({', '.join(_IMAGE_SUFFIXES)}) found under {root}")
+            count += 1
+        if count == 0:
+            skipped = " (its files were unreadable or hidden)" if files else ""
+            raise ValueError(f"root: class folder {folder} has no images ({', '.join(_IMAGE_SUFFIXES)}){skipped}; "
+                             "add images or remove the folder")
+    if hidden:
+        warnings.warn(f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "
+                      f"{hidden[0].relative_to(root)}; macOS writes '._' resource files beside copied photos)",
+                      stacklevel=3)
     return ImageSet(images, labels, classes, ids)
 
 

@@ -237,7 +237,10 @@ class FileImageDataset(Dataset):
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         paths, labels = [], []
         for label, name in enumerate(classes):
-            files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            # hidden files (macOS's ._photo.jpg resource files) are not images: decoding one in a worker would
+            # stop the epoch, as load_image_folder explains
+            files = sorted(p for p in (root / name).iterdir()
+                           if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
             paths += files
             labels += [label] * len(files)
         if not paths:

@@ -80,3 +80,17 @@ def test_colour_pass_chunks_and_channels_last_change_no_value(photos, monkeypatc
     a = (1.0 / (255.0 * pipe.std)).view(1, 3, 1, 1)
     b = ((pipe._offsets(params) - pipe.mean) / pipe.std).view(6, 3, 1, 1)
     torch.testing.assert_close(plain, u8.mul_(a).add_(b), atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------- odd input (issue 11)
+def test_pipeline_odd_input():
+    pipe = FusedTrainPipeline(16, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert pipe(images[:0]).shape == (0, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"channels-first .* got shape \(4, 32, 32, 3\), which looks channels-last"):
+        pipe(images.permute(0, 2, 3, 1))
+    with pytest.raises(TypeError, match="got ndarray; convert an"):
+        pipe(images.numpy())
+    for bad in ({"std": (float("nan"), 0.2, 0.2)}, {"mean": (0.5, float("inf"), 0.5)}):
+        with pytest.raises(ValueError, match="`mean` and `std` must be 3 finite numbers"):
+            FusedTrainPipeline(16, **bad)

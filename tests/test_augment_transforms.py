@@ -147,3 +147,51 @@ def test_input_errors(batch):
         RandomRotation(10).replay(batch)
     with pytest.raises(ValueError, match="larger than the input"):
         RandomCrop(100)(batch)
+
+
+# --------------------------------------------------------------------------------------------- odd input (issue 11)
+@pytest.mark.parametrize("name", FACTORIES)
+def test_channels_last_and_numpy_input_are_refused_naming_the_layout(batch, name):
+    t = FACTORIES[name](gen())
+    with pytest.raises(ValueError, match=r"channels-first \(\.\.\., C, H, W\), got shape \(8, 64, 64, 3\)"):
+        t(batch.permute(0, 2, 3, 1))  # read as C = 64 channels of width 3, it used to give garbage
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
+                                        r"convert an \(H, W, C\) array"):
+        t(batch[0].permute(1, 2, 0).numpy())  # used to raise a bare StopIteration
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_an_empty_batch_gives_an_empty_output(batch, name):
+    t = FACTORIES[name](gen())
+    full = t(batch)
+    empty = t(batch[:0])
+    assert empty.shape == (0,) + tuple(full.shape[1:]) and empty.dtype == full.dtype
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: PCAColor.imagenet(float("nan")), "`sigma` must be a finite standard deviation >= 0, got nan"),
+    (lambda: PCAColor(float("inf")), "`sigma` must be a finite standard deviation >= 0, got inf"),
+    (lambda: RandomRotation(float("nan")), "`degrees` must be >= 0 when given as a single number, got nan"),
+    (lambda: RandomShear((float("nan"), 3.0)), "`shear_x` must lie in"),
+    (lambda: RandomElasticWarp(strength=float("nan")), "`strength` must be"),
+    (lambda: RandomElasticWarp(smoothness=float("inf")), "`smoothness` must be"),
+    (lambda: RandomRotation(10, fill=float("nan")), "`fill` must be a finite number"),
+    (lambda: RandomColorShift(float("nan")), r"`magnitude` must be in \[0, 1\]"),
+])
+def test_non_finite_settings_are_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: K.rotate(x, float("nan")), "`angle` must be finite, got nan"),
+    (lambda x: K.affine(x, scale=torch.tensor([1.0, float("inf")])), "`scale` must be finite, got inf"),
+    (lambda x: K.shear(x, 0.0, float("-inf")), "`shear_y` must be finite, got -inf"),
+    (lambda x: K.color_shift(x, (0.0, float("nan"), 0.0)), "`shift` must be finite, got nan"),
+    (lambda x: K.pca_color(x, torch.full((2, 3), float("nan")), torch.ones(3), torch.eye(3)),
+     "`alpha` must be finite, got nan"),
+    (lambda x: K.warp(x, torch.full((2, 2, 8, 8), float("nan"))), "`displacement` must be finite, got nan"),
+])
+def test_kernels_refuse_non_finite_parameters(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.rand(2, 3, 8, 8))  # NaN parameters used to give an all-NaN image without a word

@@ -194,6 +194,7 @@ def test_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
 def test_bad_data_from_the_shell_exits_without_traceback(tmp_path):
     """The whole path of a real run (imports, data loading) ends in one line and status 2, not a traceback."""
     (tmp_path / "no_images" / "cats").mkdir(parents=True)
+    (tmp_path / "no_images" / "dogs").mkdir(parents=True)
     done = _run(["train", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "no_images")])
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -46,12 +46,21 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 # ----------------------------------------------------------------------------- checks and helpers
 def _check_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
     if not isinstance(image, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}")
+        hint = ""
+        if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
+            hint = "; convert an (H, W, C) array with torch.from_numpy(a).permute(2, 0, 1) first"
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}{hint}")
     if image.ndim < 3:
         raise ValueError(f"`{name}` must have shape (..., C, H, W) (at least 3 dims), got shape {tuple(image.shape)}")
     if not (image.dtype == torch.uint8 or image.is_floating_point()):
         raise TypeError(f"`{name}` must be uint8 or floating point, got dtype {image.dtype}")
-    if channels is not None and image.shape[-3] != channels:
+    c, w = image.shape[-3], image.shape[-1]
+    if c > 4 and w in (1, 3, 4) and channels != c:
+        # (B, H, W, 3) would otherwise be read as C = H images of width 3: refuse instead of returning garbage
+        raise ValueError(f"`{name}` must be channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
+                         f"looks channels-last (..., H, W, C); "
+                         f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)")
+    if channels is not None and c != channels:
         raise ValueError(f"`{name}` must have {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
     return image.as_subclass(Tensor) if type(image) is not Tensor else image
 
@@ -71,12 +80,19 @@ def _per_sample(value: Param, n: int, name: str, device: torch.device, width: in
     """Broadcast a scalar / (B,) / (B, width) / (width,) parameter to (B,) or (B, width)."""
     t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, Tensor) else value.to(device, dtype)
     want = (n,) if width is None else (n, width)
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"`{name}` must be finite, got {_first_bad(t)}")
     if t.ndim == 0 or tuple(t.shape) == want or (width is not None and tuple(t.shape) == (width,)):
         return t.expand(want)
     if width is None and t.numel() == n:
         return t.reshape(n)
     raise ValueError(f"`{name}` must be a number or a tensor of shape {want} (one value per sample), "
                      f"got shape {tuple(t.shape)}")
+
+
+def _first_bad(t: Tensor) -> str:
+    """The first non-finite value of ``t`` (nan, inf or -inf), for error messages."""
+    return str(float(t[~torch.isfinite(t)].flatten()[0]))
 
 
 def _check_interpolation(interpolation: str) -> str:
@@ -145,6 +161,10 @@ def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Ten
     n, _, h, w = x.shape
     t = _per_sample(top, n, "top", torch.device("cpu"), dtype=torch.long)
     l_ = _per_sample(left, n, "left", torch.device("cpu"), dtype=torch.long)
+    if n == 0:  # an empty batch: nothing to cut (t[0] below would not exist)
+        if not (1 <= height <= h and 1 <= width <= w):
+            raise ValueError(f"crop `height`/`width` must lie in [1, {h}] / [1, {w}], got {height}, {width}")
+        return _unflatten(x[..., :height, :width].clone(), lead)
     _check_box(t, l_, torch.tensor([height]), torch.tensor([width]), h, w)
     if bool((t == t[0]).all()) and bool((l_ == l_[0]).all()):  # one window for all: a single view
         out = x[..., int(t[0]):int(t[0]) + height, int(l_[0]):int(l_[0]) + width].clone()
@@ -263,6 +283,8 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     sh = _per_sample(shear, n, "shear", dev, width=2)
     if bool((sc <= 0).any()):
         raise ValueError(f"`scale` must be > 0, got min {float(sc.min())}")
+    if n == 0:  # affine_grid refuses an empty batch; an empty batch maps to an empty batch
+        return image.clone()
     theta = _affine_theta(ang, sh, tr, sc, h, w)
     grid = F.affine_grid(theta.to(torch.float32), [n, c, h, w], align_corners=False)
     return _unflatten(_sample(x, grid, interpolation, fill), lead)
@@ -330,6 +352,8 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
     if not isinstance(displacement, Tensor) or tuple(displacement.shape) != (n, 2, h, w):
         got = tuple(displacement.shape) if isinstance(displacement, Tensor) else type(displacement).__name__
         raise ValueError(f"`displacement` must have shape {(n, 2, h, w)}, got {got}")
+    if displacement.numel() and not bool(torch.isfinite(displacement).all()):
+        raise ValueError(f"`displacement` must be finite, got {_first_bad(displacement)}")
     ys = (torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1
     d = displacement.to(x.device, torch.float32)
@@ -412,6 +436,9 @@ def pca_offset(alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor) -> Tens
     if lam.shape != (3,) or vec.shape != (3, 3):
         raise ValueError(f"`eigenvalues` must have shape (3,) and `eigenvectors` (3, 3), "
                          f"got {tuple(lam.shape)} and {tuple(vec.shape)}")
+    for arg, t in (("alpha", alpha), ("eigenvalues", lam), ("eigenvectors", vec)):
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"`{arg}` must be finite, got {_first_bad(t)}")
     return (alpha.float() * lam) @ vec.T
 
 

@@ -99,8 +99,8 @@ class PCAColor(BatchRandomTransform):
     def __init__(self, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
-        if not isinstance(sigma, numbers.Real) or sigma < 0:
-            raise ValueError(f"`sigma` must be a standard deviation >= 0, got {sigma!r}")
+        if not isinstance(sigma, numbers.Real) or not 0 <= sigma < float("inf"):  # NaN fails both comparisons
+            raise ValueError(f"`sigma` must be a finite standard deviation >= 0, got {sigma!r}")
         self.sigma = float(sigma)
         self.clamp = bool(clamp)
 

@@ -130,8 +130,9 @@ class FusedTrainPipeline:
         self.pca = pca
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
-        if self.mean.shape != (3,) or self.std.shape != (3,) or bool((self.std <= 0).any()):
-            raise ValueError(f"`mean` and `std` must be 3 numbers (RGB), std > 0; got {mean!r}, {std!r}")
+        if self.mean.shape != (3,) or self.std.shape != (3,) or not bool((self.std > 0).all()) \
+                or not bool(torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
+            raise ValueError(f"`mean` and `std` must be 3 finite numbers (RGB), std > 0; got {mean!r}, {std!r}")
         if method not in _METHODS:
             raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
         if method == "matmul" and antialias:

@@ -50,7 +50,7 @@ def _check_range(value: Any, name: str, lo: float, hi: float, symmetric: bool = 
     """A number v means (-v, v) (or (0, v) if not symmetric); a pair (a, b) must have lo <= a <= b <= hi."""
     if isinstance(value, numbers.Real):
         v = float(value)
-        if v < 0:
+        if not v >= 0:  # also NaN
             raise ValueError(f"`{name}` must be >= 0 when given as a single number, got {value!r}")
         rng = (-v, v) if symmetric else (0.0, v)
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Real) for v in value):
@@ -120,6 +120,8 @@ class BatchRandomTransform(v2.Transform):
                                 "v2.PILToTensor() (or v2.ToImage()) first")
             if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.Video)):
                 raise TypeError(f"{type(self).__name__} supports images only, got {type(inpt).__name__}")
+        if not any(isinstance(i, Tensor) for i in flat_inputs):  # v2 would pass a numpy array through untouched
+            K._check_image(flat_inputs[0] if flat_inputs else None)  # raises, naming the layout it expects
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if self._replaying is not None:
@@ -284,6 +286,8 @@ class _FillMixin:
     def _set_fill(self, fill: float, interpolation: str) -> None:
         if not isinstance(fill, numbers.Real):
             raise TypeError(f"`fill` must be a number (in the image's units), got {fill!r}")
+        if not math.isfinite(fill):
+            raise ValueError(f"`fill` must be a finite number (in the image's units), got {fill!r}")
         self.fill = float(fill)
         self.interpolation = K._check_interpolation(interpolation)
 
@@ -340,9 +344,9 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
     def __init__(self, strength: float = 8.0, smoothness: float = 32.0, p: float = 1.0, *, fill: float = 0.0,
                  interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
-        if not isinstance(strength, numbers.Real) or strength < 0:
+        if not isinstance(strength, numbers.Real) or not 0 <= strength < math.inf:
             raise ValueError(f"`strength` must be a number of pixels >= 0, got {strength!r}")
-        if not isinstance(smoothness, numbers.Real) or smoothness < 1:
+        if not isinstance(smoothness, numbers.Real) or not 1 <= smoothness < math.inf:
             raise ValueError(f"`smoothness` must be a grid spacing in pixels >= 1, got {smoothness!r}")
         self.strength = float(strength)
         self.smoothness = float(smoothness)
