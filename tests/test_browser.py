@@ -1,11 +1,15 @@
 """Real-browser tests: JupyterLab on 127.0.0.1 driven by headless Chromium (Debian's) through Playwright.
 
 For every notebook with widget previews (cells tagged ``widget``), a copy of the notebook is opened in a fresh
-JupyterLab, all cells are run (as a learner would: Run > Run All Cells), one slider of each preview is moved with
-the keyboard, and the preview image must change. Element screenshots land in ``tests/artifacts/screenshots``;
-with ``CONVLAB_UPDATE_FIGURES=1`` the course's own figures (``notebooks/figures/preview_*.jpg``, shown in README
-and notebook 00) are rewritten from them. Deselect locally with ``-m "not browser"``; CI runs them and sets
-``CONVLAB_REQUIRE_BROWSER=1``, which turns a missing Chromium into a failure instead of a skip.
+JupyterLab, every cell up to the last preview is run (as a learner would: Run > Run All Above Selected Cell; nbval
+runs them all), one slider of each preview is moved with the keyboard, and the preview image must change. Element
+screenshots land in ``tests/artifacts/screenshots``; with ``CONVLAB_UPDATE_FIGURES=1`` the course's own figures
+(``notebooks/figures/preview_*.jpg``, shown in README and notebook 00) are rewritten from them. Deselect locally
+with ``-m "not browser"``; CI runs them and sets ``CONVLAB_REQUIRE_BROWSER=1``, which turns a missing Chromium into
+a failure instead of a skip, and runs them with no network but loopback
+(``bash .ci/offline python3 -m pytest tests/test_browser.py``): the page must make no request beyond the lab. A failed
+wait keeps the page's screenshot, the lab's log and the browser's console, failed requests and step times in
+``test-artifacts/browser/<notebook>/`` (git-ignored) and names that folder in its message.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
+#: what a failed browser test leaves for the developer: page screenshot, the lab's log, browser console, requests
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("CONVLAB_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -71,6 +78,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Lab:
+    url: str
+    log: Path
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A fresh JupyterLab: its own root, settings, config and runtime folders, no token, no news or update checks."""
@@ -94,7 +107,9 @@ def lab(tmp_path_factory):
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--ServerApp.root_dir={root}", "--IdentityProvider.token=", "--ServerApp.password=",
            "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root"]
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+           # window.jupyterapp: the test asks the page itself whether the notebook's kernel is connected
+           "--LabApp.expose_app_in_browser=True"]
     log = open(base / "lab.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
@@ -110,7 +125,7 @@ def lab(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError(f"JupyterLab did not answer on {url}:\n{(base / 'lab.log').read_text()[-3000:]}")
-    yield url
+    yield Lab(url, base / "lab.log")
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -136,42 +151,127 @@ def browser():
 def _page_errors(page) -> list[str]:
     """The text of every error or stderr output on the page, to say why a preview did not appear."""
     sel = (".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
-           ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+           ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error'], "
+           ".jp-OutputArea-output:has-text('Error displaying widget')")
     return [t[-1500:] for t in page.locator(sel).all_inner_texts()]
+
+
+#: the current notebook's kernel exists, its websocket is connected, and it is idle
+_KERNEL_READY = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session
+        && panel.sessionContext.session.kernel;
+    return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+_FIRST_CELL_QUEUED = """() => {
+    const prompt = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt');
+    return !!prompt && /\\[(\\*|\\d+)\\]/.test(prompt.textContent);
+}"""
+
+
+class _PageRecord:
+    """Everything the page said while the test ran: console messages, page errors, failed requests, and every
+    request that left loopback (there must be none: the course runs offline)."""
+
+    def __init__(self, page, lab_url: str):
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+        self.outside: list[str] = []
+        page.on("console", lambda m: self._add(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self._add(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self._add(f"requestfailed: {r.method} {r.url} ({r.failure})"))
+        page.on("websocket", lambda ws: self._add(f"websocket: {ws.url}"))
+
+        def request(r):
+            if not r.url.startswith((lab_url, "data:", "blob:", "about:")):
+                self.outside.append(r.url)
+                self._add(f"request outside the lab: {r.method} {r.url}")
+        page.on("request", request)
+
+    def mark(self, what: str) -> None:
+        """A step of the test, with its time (printed: ``pytest -rA`` shows them for a passing test too)."""
+        self._add(what)
+        print(self.lines[-1], f"(load average {os.getloadavg()[0]:.1f})")
+
+    def _add(self, line: str) -> None:
+        self.lines.append(f"[{time.monotonic() - self.t0:7.1f} s] {line}")
+
+
+def _keep_artifacts(page, record: _PageRecord, lab: Lab, stem: str) -> Path:
+    """Save the page's screenshot, the lab's log and the page's record under test-artifacts/ (git-ignored)."""
+    where = ARTIFACTS / stem
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    try:
+        page.screenshot(path=str(where / "page.png"), full_page=True)
+    except Exception as exc:  # a crashed page still leaves the log and the record
+        (where / "page.png.error.txt").write_text(repr(exc))
+    if lab.log.exists():
+        shutil.copy(lab.log, where / "lab.log")
+    (where / "browser.log").write_text("\n".join(record.lines) + "\n")
+    return where
 
 
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=lambda p: p.name)
 def test_slider_updates_preview(path, lab, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    record = _PageRecord(page, lab.url)
+
+    def failed(message: str, exc: Exception) -> AssertionError:
+        record.mark(f"failed: {message}")
+        where = _keep_artifacts(page, record, lab, path.stem)
+        return AssertionError(f"{message} after {time.monotonic() - record.t0:.0f} s (load average "
+                              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs); cell "
+                              f"errors on the page: {_page_errors(page)!r}; screenshot, lab log and browser console "
+                              f"kept in {where}")
+
     try:
         # A workspace of its own, reset: JupyterLab must not reopen the previous test's notebook beside this one.
-        page.goto(f"{lab}/lab/workspaces/{path.stem}/tree/{path.name}?reset", wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-        page.click(".jp-NotebookPanel .jp-Cell >> nth=0")
+        page.goto(f"{lab.url}/lab/workspaces/{path.stem}/tree/{path.name}?reset", wait_until="domcontentloaded")
+        try:
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            # Not the execution indicator's data-status='idle': it says "idle" before any kernel is attached, and
+            # Run All Cells without a kernel silently runs nothing (CodeCell.execute returns when the session has
+            # no kernel), so on a slow start the test used to wait 240 s for previews that were never asked for.
+            page.wait_for_function(_KERNEL_READY, timeout=120_000)
+        except Exception as exc:
+            raise failed("the notebook's kernel did not connect and become idle", exc) from exc
+        record.mark("kernel connected and idle")
+        # Run every cell up to the last preview, as a learner would (Run > Run All Above Selected Cell, with the cell
+        # after it selected): the cells after it (an accuracy study in 05) are nbval's to run, and only delay the
+        # moment the kernel is free for the sliders (on a busy 2-core machine by minutes).
+        cells = json.loads(path.read_text())["cells"]
+        last_preview = max(i for i, c in enumerate(cells) if "widget" in _tags(c))
+        n_code_to_run = sum(c["cell_type"] == "code" for c in cells[:last_preview + 1])
+        run_all = last_preview + 1 == len(cells)
+        page.click(f".jp-NotebookPanel .jp-Cell >> nth={0 if run_all else last_preview + 1}")
         page.keyboard.press("Escape")
         page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        n_widget_cells = sum("widget" in _tags(c) for c in json.loads(path.read_text())["cells"])
+        menu_item = "Run All Cells" if run_all else "Run All Above Selected Cell"
+        page.get_by_role("menuitem", name=menu_item, exact=True).click()
+        try:  # it must at least queue the first code cell ("[*]:"), or it ran nothing
+            page.wait_for_function(_FIRST_CELL_QUEUED, timeout=60_000)
+        except Exception as exc:
+            raise failed(f"{menu_item} queued no cell", exc) from exc
+        n_widget_cells = sum("widget" in _tags(c) for c in cells)
         previews = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .convlab-preview")
         try:
             previews.nth(n_widget_cells - 1).wait_for(state="attached", timeout=240_000)
         except Exception as exc:
-            page.screenshot(path=str(SHOTS / f"{path.stem}_timeout.png"), full_page=True)
-            raise AssertionError(f"{n_widget_cells} previews expected, {previews.count()} rendered; "
-                                 f"cell errors on the page: {_page_errors(page)!r}") from exc
-        # then wait for the whole notebook to finish: a slider only re-renders once the kernel is free
+            raise failed(f"{n_widget_cells} previews expected, {previews.count()} rendered", exc) from exc
+        record.mark(f"{n_widget_cells} previews attached")
+        # then wait for those cells to finish: a slider only re-renders once the kernel is free
         try:
             page.wait_for_function(
-                """() => {
+                """(n) => {
                     const prompts = [...document.querySelectorAll(
-                        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
-                    return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-                }""", timeout=300_000)
+                        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].slice(0, n);
+                    return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+                }""", arg=n_code_to_run, timeout=300_000)
         except Exception as exc:
-            page.screenshot(path=str(SHOTS / f"{path.stem}_timeout.png"), full_page=True)
-            raise AssertionError(f"not every cell ran; cell errors on the page: {_page_errors(page)!r}") from exc
+            raise failed(f"not all of the first {n_code_to_run} code cells ran", exc) from exc
+        record.mark(f"the first {n_code_to_run} code cells ran")
         count = previews.count()
         assert count == n_widget_cells, f"{n_widget_cells} previews expected, {count} rendered"
         for i in range(count):
@@ -187,17 +287,20 @@ def test_slider_updates_preview(path, lab, browser):
             handle.focus()
             for _ in range(3):
                 handle.press("ArrowRight")
-            page.wait_for_function(
-                "([el, old]) => el.getAttribute('src') !== old", arg=[image.element_handle(), before], timeout=30_000
-            )
+            try:
+                page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                                       arg=[image.element_handle(), before], timeout=30_000)
+            except Exception as exc:
+                raise failed(f"preview {i} did not change after its slider moved", exc) from exc
             preview.screenshot(path=str(SHOTS / f"{path.stem}_{i}_after.png"))
             assert image.get_attribute("src") != before
             figure = FIGURES.get((path.stem, i))
             if figure and os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
                 preview.screenshot(path=str(ROOT / "notebooks" / "figures" / figure), type="jpeg", quality=80)
+        assert not record.outside, f"the page reached beyond the lab (the course must work offline): {record.outside}"
     finally:
         page.close()
-        _shut_down_kernels(lab)
+        _shut_down_kernels(lab.url)
 
 
 def _shut_down_kernels(lab: str) -> None:

@@ -19,11 +19,27 @@ def _readme_commands() -> list[str]:
 
 
 def test_ci_runs_exactly_the_readme_commands():
-    install, test = _readme_commands()[:2]
+    install, test, offline_browser, the_rest = _readme_commands()
     assert install == "bash .ci/install --open" and test == "python3 -m pytest"
+    # CI's two test commands are the whole suite: the browser tests with no network, then everything else
+    assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
+    assert the_rest == 'python3 -m pytest -m "not browser"'
     ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines()
           if l and not l.startswith(("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER="))]
-    assert ci == ["bash .ci/install", test]
+    assert ci == ["bash .ci/install", offline_browser, the_rest]
+
+
+def test_every_browser_test_is_marked_browser():
+    """The offline run and the main run split the suite by the ``browser`` marker: nothing may run twice or never."""
+    import ast
+
+    tree = ast.parse((ROOT / "tests" / "test_browser.py").read_text())
+    marks = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark"
+                                                                        for t in n.targets)]
+    assert marks and "pytest.mark.browser" in ast.unparse(marks[0].value)
+    others = [p.name for p in (ROOT / "tests").glob("test_*.py") if p.name not in ("test_browser.py", "test_repo.py")
+              and "pytest.mark.browser" in p.read_text()]
+    assert not others, f"browser-marked tests outside tests/test_browser.py run in neither part: {others}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
