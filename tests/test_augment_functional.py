@@ -8,6 +8,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from convlab.augment import functional as K
 
+# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+pytestmark = pytest.mark.numeric
+
 BIL = InterpolationMode.BILINEAR
 
 

@@ -7,6 +7,9 @@ import torch
 
 from convlab.augment import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS, PCAColor, fit_rgb_pca
 
+# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+pytestmark = pytest.mark.numeric
+
 
 @pytest.fixture(scope="module")
 def photos():

@@ -30,6 +30,9 @@ import torch
 from convlab import distributed as D
 from convlab.__main__ import main
 
+# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+pytestmark = pytest.mark.numeric
+
 REPO = Path(__file__).resolve().parents[1]
 
 

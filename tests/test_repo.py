@@ -19,14 +19,15 @@ def _readme_commands() -> list[str]:
 
 
 def test_ci_runs_exactly_the_readme_commands():
-    install, test, offline_browser, the_rest = _readme_commands()
+    install, test, offline_browser, the_rest, one_thread = _readme_commands()
     assert install == "bash .ci/install --open" and test == "python3 -m pytest"
     # CI's two test commands are the whole suite: the browser tests with no network, then everything else
     assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
     assert the_rest == 'python3 -m pytest -m "not browser"'
     ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines()
           if l and not l.startswith(("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER="))]
-    assert ci == ["bash .ci/install", offline_browser, the_rest]
+    assert one_thread == "OMP_NUM_THREADS=1 python3 -m pytest -m numeric"
+    assert ci == ["bash .ci/install", offline_browser, the_rest, one_thread]
 
 
 def test_every_browser_test_is_marked_browser():

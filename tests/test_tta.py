@@ -12,6 +12,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from convlab.tta import View, ViewSet, average_views, crop_views, predict_views, prepare_images
 
+# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+pytestmark = pytest.mark.numeric
+
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
