@@ -765,7 +765,7 @@ class FeatureCache:
         return out
 
     def clear(self) -> None:
-        """Delete every entry under ``root``."""
+        """Delete every entry under ``root`` (not while another process is using the cache: its locks go too)."""
         if self.root.is_dir():
             shutil.rmtree(self.root)
 
