@@ -11,8 +11,13 @@ Every asset lists where it can come from, and :func:`fetch` tries those places i
 Local places come before the network so that *no network call ever happens* when the cache or an installed
 mirror holds the asset. Every file is checked against its pinned sha256 before it is copied into the cache and
 again every time it is used; a mismatch raises :class:`IntegrityError` naming the asset, the expected and the found
-hash, and the file is never loaded. Writes go to a temporary file that is renamed into place only after its hash
-checked out, so an interrupted fetch never leaves a half-written file that is later served.
+hash, and the file is never loaded. Writes go to a uniquely named temporary file that is renamed into place only
+after its hash checked out, so an interrupted fetch never leaves a half-written file that is later served.
+
+Any number of processes may fetch at once (on one machine or several sharing the folder): the one that finds a
+file missing takes the asset's lock (``<asset folder>/.lock``, see :mod:`convlab.atomicio`) and the others wait,
+then find the file verified in place. The record of where the files came from (``.source.json``) is written the
+same way; if it is ever torn or unreadable, it counts as missing and :func:`fetch` rewrites it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
+
+from convlab.atomicio import atomic_write_bytes, file_lock
 
 __all__ = [
     "Asset",
@@ -434,13 +441,43 @@ def _resolve(asset: str | Asset) -> Asset:
 # Fetching
 
 
+_UNREADABLE = "unknown (its record was unreadable and has been reset)"
+
+
+def _read_record(folder: Path) -> dict | None:
+    """The asset's ``.source.json`` as a dict: ``{}`` when there is none, ``None`` when it is torn or not a dict."""
+    try:
+        record = json.loads((folder / ".source.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):  # ValueError: invalid JSON or UTF-8
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _record(asset: Asset, source: str) -> None:
-    meta = asset.folder / ".source.json"
-    sources = json.loads(meta.read_text()) if meta.is_file() else {}
-    sources["source"] = source
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps(sources))
-    os.replace(tmp, meta)
+    """Note ``source`` in ``.source.json`` (atomically; a torn record is replaced). Called under the asset's lock."""
+    record = _read_record(asset.folder) or {}
+    record["source"] = source
+    atomic_write_bytes(asset.folder / ".source.json", json.dumps(record).encode())
+
+
+def _missing_files(asset: Asset, files: Iterable[AssetFile], force: bool) -> list[AssetFile]:
+    """Those of ``files`` not present and verified in the cache.
+
+    A corrupt file raises :class:`IntegrityError`, unless ``force``: then it counts as missing and is replaced
+    (atomically) only once a source delivers a verified copy.
+    """
+    missing = []
+    for file in files:
+        target = asset.folder / file.name
+        if not target.is_file():
+            missing.append(file)
+        elif not force:
+            verify_file(target, file.sha256, f"{asset.name}/{file.name}")
+        elif sha256_file(target) != file.sha256:
+            missing.append(file)
+    return missing
 
 
 def fetch(
@@ -469,19 +506,21 @@ def fetch(
         allow_network = not _offline()
     folder = asset.folder
     folder.mkdir(parents=True, exist_ok=True)
-
-    missing = []
-    for file in asset.files:
-        target = folder / file.name
-        if not target.is_file():
-            missing.append(file)
-        elif not force:
-            verify_file(target, file.sha256, f"{asset.name}/{file.name}")
-        elif sha256_file(target) != file.sha256:
-            missing.append(file)  # corrupt: worthless; replaced (atomically) only once a source delivers it
-    if not missing:
+    missing = _missing_files(asset, asset.files, force)  # no lock: files only ever appear whole and verified
+    if not missing and _read_record(folder) is not None:
         return folder
+    with file_lock(folder / ".lock"):
+        # Another process may have installed the files (or repaired the record) while this one waited.
+        missing = _missing_files(asset, missing, force=True)
+        if _read_record(folder) is None:
+            _record(asset, _UNREADABLE)
+        if missing:
+            _fetch_missing(asset, missing, allow_network, progress)
+    return folder
 
+
+def _fetch_missing(asset: Asset, missing: list[AssetFile], allow_network: bool, progress: bool) -> None:
+    """Install ``missing`` from the asset's sources, local ones first (called under the asset's lock)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -524,7 +563,6 @@ def fetch(
             f"(first: {missing[0].name}).\n  tried: " + "; ".join(tried) + f"\n  to get it: {asset.install_hint}\n"
             "  then run: python -m convlab fetch " + asset.name
         )
-    return folder
 
 
 def _install_file(asset: Asset, source: Source, file: AssetFile, bar) -> None:
@@ -593,7 +631,7 @@ def status_table(names: Iterable[str] | None = None) -> list[AssetStatus]:
     for name in names or ASSETS:
         asset = _resolve(name)
         present = all((asset.folder / f.name).is_file() for f in asset.files)
-        meta = asset.folder / ".source.json"
-        source = json.loads(meta.read_text()).get("source", "?") if meta.is_file() else "-"
+        record = _read_record(asset.folder)
+        source = "-" if record == {} else "? (unreadable record)" if record is None else str(record.get("source", "?"))
         rows.append(AssetStatus(asset.name, asset.kind, asset.size / 1e6, asset.licence.split(" (")[0], present, source, str(asset.folder)))
     return rows

@@ -11,7 +11,11 @@ images):
 
 - **The key covers everything that changes the content**: backbone name, a sha256 of the frozen stages' actual
   state dict (fine-tuned or random weights differ), the cut point, the preprocessing, the data set's fingerprint
-  (every image and label) and its own transform, the storage dtype, and the torch / torchvision versions.
+  (every image and label, hashed again on every call, so an image or label changed in place is a new key) and its
+  own transform, the storage dtype, and the torch / torchvision versions.
+- **Transforms are keyed by a stable description** (:func:`describe_transform`): a :class:`Preprocess`'s fields, a
+  torchvision transform's parameters, or what a custom callable's ``cache_key()`` method returns. Anything else is
+  refused with an explanation: its ``repr`` (often a memory address) says nothing about what it computes.
 - **Random transforms are refused** with an explanation: a cache holds one fixed view of each image, so an
   augmentation would be drawn once and replayed every epoch. Augment after the frozen part, or train uncached.
 - **Nothing partial is ever served.** Extraction writes one shard per batch (temporary file + ``os.replace``)
@@ -20,6 +24,11 @@ images):
   ``manifest.json`` (sizes and sha256 of the files) written last. A missing manifest means "not cached".
 - **Corruption is detected**: on open the files' sizes and (by default) sha256 are checked against the manifest;
   a bad entry is deleted and rebuilt with a warning.
+- **Any number of processes may share the folder** (one machine or several): reading needs no lock (every file
+  appears whole, by rename), and whoever finds an entry missing or damaged takes the entry's lock (``.lock`` in
+  its folder, :func:`convlab.atomicio.file_lock`), looks again, and only then extracts, resumes or deletes. The
+  others wait for it and then read the finished entry, so the frozen part runs once and no one sees a partial
+  folder. A killed holder's lock is released by the kernel, and the next process resumes from its shards.
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -42,6 +51,7 @@ import torch
 from torch import nn
 
 from convlab.assets import convlab_home, sha256_file
+from convlab.atomicio import atomic_write, file_lock
 from convlab.device import resolve_device
 from convlab.transfer import Preprocess, _resolve_k, _stages, split_at
 
@@ -59,6 +69,7 @@ __all__ = [
     "cache_key",
     "check_deterministic",
     "dataset_fingerprint",
+    "describe_transform",
     "extract_features",
     "state_dict_sha256",
 ]
@@ -96,10 +107,60 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return h.hexdigest()
 
 
-def _describe(transform) -> dict:
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _untrusted_parts(transform, seen=None) -> list[str]:
+    """Components of a torchvision transform tree whose ``repr`` does not describe what they compute."""
+    seen = set() if seen is None else seen
+    if id(transform) in seen:
+        return []
+    seen.add(id(transform))
+    name = type(transform).__name__
+    if isinstance(transform, Preprocess) or callable(getattr(transform, "cache_key", None)):
+        return []
+    if not type(transform).__module__.startswith("torchvision.transforms") or name == "Lambda":
+        return [f"{type(transform).__module__}.{type(transform).__qualname__}"]
+    children = list(getattr(transform, "transforms", []) or [])
+    if isinstance(transform, nn.Module):
+        children += list(transform.children())
+    return [part for child in children for part in _untrusted_parts(child, seen)]
+
+
+def describe_transform(transform, argument: str = "preprocess") -> dict:
+    """A stable description of everything that changes ``transform``'s output (part of a cache key).
+
+    Accepted: a :class:`Preprocess` (its fields); a callable with a ``cache_key()`` method returning a
+    JSON-serialisable description (yours to keep complete: include every setting that changes the output, and
+    change it when the code changes); torchvision transforms, whose ``repr`` lists their parameters. Anything else
+    raises ``ValueError`` naming ``argument``: a plain function or an object without ``cache_key()`` has no
+    description that changes when its behaviour does (its ``repr`` is at best a name, at worst a memory address
+    that differs between runs), so keying by it would serve stale features.
+    """
+    kind = f"{type(transform).__module__}.{type(transform).__qualname__}"
     if isinstance(transform, Preprocess):
         return transform.key()
-    return {"callable": f"{type(transform).__module__}.{type(transform).__qualname__}", "repr": repr(transform)}
+    key_fn = getattr(transform, "cache_key", None)
+    if callable(key_fn):
+        key = key_fn()
+        try:
+            json.dumps(key, sort_keys=True)
+        except (TypeError, ValueError):
+            raise TypeError(f"{argument}: expected {kind}.cache_key() to return a JSON-serialisable description "
+                            f"(str, number, list or dict), got {type(key).__name__}") from None
+        return {"callable": kind, "cache_key": key}
+    text = repr(transform)
+    untrusted = _untrusted_parts(transform)
+    if not untrusted and not _ADDRESS.search(text):
+        return {"callable": kind, "repr": text}
+    shown = " ".join(text.split())[:120]
+    raise ValueError(
+        f"{argument}: expected a Preprocess, a torchvision transform, or a callable with a cache_key() method that "
+        f"describes everything that changes its output; got {shown} ({', '.join(untrusted) or kind} has no "
+        "stable description: its repr does not change when its behaviour does). A feature cache keyed by it could "
+        "serve features computed by an older version. Add a method `def cache_key(self): return {...every "
+        "setting...}` to it, use Preprocess, or compute the features uncached with extract_features()."
+    )
 
 
 @dataclass(frozen=True)
@@ -145,9 +206,10 @@ def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: 
         weights_sha256=state_dict_sha256(frozen),
         stage=k,
         stage_name=names[k - 1] + ("+pool" if k == len(names) else "") if k else "input",
-        preprocess=json.dumps(_describe(preprocess), sort_keys=True),
+        preprocess=json.dumps(describe_transform(preprocess, "preprocess"), sort_keys=True),
         dataset=dataset_fingerprint(dataset),
-        dataset_transform="" if transform is None else json.dumps(_describe(transform), sort_keys=True),
+        dataset_transform="" if transform is None else json.dumps(describe_transform(transform, "dataset.transform"),
+                                                                    sort_keys=True),
         dtype=_DTYPES[dtype],
         fold_batchnorm=bool(fold_batchnorm),
         torch=torch.__version__,
@@ -426,31 +488,23 @@ class _Corrupt(Exception):
     pass
 
 
-def _atomic_write(path: Path, write, fsync: bool = True) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path`` (atomic on POSIX and Windows).
-
-    Shards skip ``fsync``: a process that dies cannot leave a torn renamed file, and after a power cut their
-    recorded size and sha256 no longer match, so they are recomputed.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _shard_ok(shard: Path, rec) -> bool:
+    """Whether ``shard`` holds what its progress record says (size, then sha256; any damaged record: no)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return (shard.is_file() and shard.stat().st_size == rec["size"] and sha256_file(shard) == rec["sha256"]
+                and isinstance(rec["labels"], list) and isinstance(rec["shape"], list))
+    except (KeyError, TypeError):
+        return False
 
 
+# Shards skip ``fsync``: a process that dies cannot leave a torn renamed file, and after a power cut their recorded
+# size and sha256 no longer match, so they are recomputed.
 def _write_json(path: Path, obj: Any, fsync: bool = True) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()), fsync)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()), fsync)
 
 
 def _write_npy(path: Path, array: np.ndarray, fsync: bool = True) -> None:
-    _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), fsync)
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), fsync)
 
 
 @dataclass(frozen=True)
@@ -493,34 +547,57 @@ class FeatureCache:
             return None
         try:
             return self._open(folder, key, classes, ExtractionReport(hit=True))
+        except _Corrupt:
+            pass
+        with file_lock(folder / ".lock"):
+            found, _ = self._open_or_discard(folder, key, classes, stacklevel=3)
+        return found
+
+    def _open_or_discard(self, folder: Path, key: CacheKey, classes, stacklevel: int) -> tuple[CachedFeatures | None, str | None]:
+        """Under the entry's lock: the complete entry, or ``(None, why)`` after deleting a damaged one.
+
+        Looking again under the lock matters: what looked damaged may have been an entry that another process was
+        rebuilding a moment ago, and is complete now.
+        """
+        if not (folder / "manifest.json").is_file():
+            return None, None
+        try:
+            return self._open(folder, key, classes, ExtractionReport(hit=True)), None
         except _Corrupt as exc:
-            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=stacklevel)
             self._discard_complete(folder)
-            return None
+            return None, str(exc)
 
     def _open(self, folder: Path, key: CacheKey, classes, report: ExtractionReport, verify: bool = True) -> CachedFeatures:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
             raise _Corrupt(f"unreadable manifest ({exc})") from None
-        if manifest.get("digest") != key.digest or manifest.get("format") != FORMAT:
+        if not isinstance(manifest, dict) or manifest.get("digest") != key.digest or manifest.get("format") != FORMAT:
             raise _Corrupt("the manifest belongs to another key or format")
+        try:
+            wanted = {name: (int(manifest["files"][name]["size"]), str(manifest["files"][name]["sha256"]))
+                      for name in ("features.npy", "labels.npy")}
+            want_shape = list(manifest["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise _Corrupt("the manifest lacks the files' sizes, hashes or shape") from None
         arrays = {}
-        for name in ("features.npy", "labels.npy"):
-            path, want = folder / name, manifest["files"][name]
-            if not path.is_file():
-                raise _Corrupt(f"{name} is missing")
-            if path.stat().st_size != want["size"]:
-                raise _Corrupt(f"{name} has {path.stat().st_size} bytes, the manifest says {want['size']} (truncated?)")
-            if verify and self.verify == "sha256" and sha256_file(path) != want["sha256"]:
-                raise _Corrupt(f"{name}: sha256 differs from the manifest (file changed or damaged)")
-            try:
+        for name, (size, sha) in wanted.items():
+            path = folder / name
+            try:  # a file deleted meanwhile (another process rebuilding a damaged entry) reads as missing
+                found = path.stat().st_size
+                if found != size:
+                    raise _Corrupt(f"{name} has {found} bytes, the manifest says {size} (truncated?)")
+                if verify and self.verify == "sha256" and sha256_file(path) != sha:
+                    raise _Corrupt(f"{name}: sha256 differs from the manifest (file changed or damaged)")
                 arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
-            except ValueError as exc:
-                raise _Corrupt(f"{name}: not a valid .npy file ({exc})") from None
+            except FileNotFoundError:
+                raise _Corrupt(f"{name} is missing") from None
+            except (OSError, ValueError) as exc:
+                raise _Corrupt(f"{name}: not a readable .npy file ({exc})") from None
         feats, labels = arrays["features.npy"], arrays["labels.npy"]
-        if list(feats.shape) != manifest["shape"] or len(labels) != feats.shape[0]:
-            raise _Corrupt(f"shape {feats.shape} does not match the manifest {manifest['shape']}")
+        if list(feats.shape) != want_shape or len(labels) != feats.shape[0]:
+            raise _Corrupt(f"shape {feats.shape} does not match the manifest {want_shape}")
         return CachedFeatures(torch.from_numpy(feats), torch.from_numpy(np.asarray(labels, dtype=np.int64)),
                               classes, key, folder, report)
 
@@ -561,8 +638,6 @@ class FeatureCache:
                 rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """
-        from tqdm.auto import tqdm
-
         k = _resolve_k(model, stage)
         preprocess = preprocess or Preprocess.from_spec(model.spec)
         check_deterministic(dataset, preprocess)
@@ -577,15 +652,25 @@ class FeatureCache:
         key = cache_key(model, dataset, k, preprocess, dtype, fold_batchnorm)
         classes = getattr(dataset, "classes", ())
         folder = self.path_for(key)
-        rebuilt = None
-        if (folder / "manifest.json").is_file():
+        if (folder / "manifest.json").is_file():  # the common case, without a lock: complete entries never change
             try:
                 return self._open(folder, key, classes, ExtractionReport(hit=True))
-            except _Corrupt as exc:
-                rebuilt = str(exc)
-                warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=2)
-                self._discard_complete(folder)
+            except _Corrupt:
+                pass  # damaged, or being rebuilt by another process: decide under the lock
+        with file_lock(folder / ".lock"):  # one extractor per entry; the others wait, then find it complete
+            found, rebuilt = self._open_or_discard(folder, key, classes, stacklevel=3)
+            if found is not None:
+                return found
+            return self._extract(model, dataset, k, preprocess, key, classes, rebuilt, batch_size=batch_size,
+                                 shard_size=shard_size, dtype=dtype, device=dev, channels_last=channels_last,
+                                 fold_batchnorm=fold_batchnorm, progress=progress)
 
+    def _extract(self, model, dataset, k, preprocess, key, classes, rebuilt, *, batch_size, shard_size, dtype, device,
+                 channels_last, fold_batchnorm, progress) -> CachedFeatures:
+        """Compute the missing shards (resuming from those that check out) and assemble them (under the lock)."""
+        from tqdm.auto import tqdm
+
+        folder, dev = self.path_for(key), device
         t0 = time.perf_counter()
         partial = folder / "partial"
         partial.mkdir(parents=True, exist_ok=True)
@@ -594,17 +679,18 @@ class FeatureCache:
         if progress_file.is_file():
             try:
                 old = json.loads(progress_file.read_text())
-                if old.get("digest") == key.digest and old.get("shard_size") == shard_size:
+                if (isinstance(old, dict) and isinstance(old.get("shards"), dict) and old.get("digest") == key.digest
+                        and old.get("shard_size") == shard_size):
                     state = old
-            except ValueError:
-                pass
+            except (OSError, ValueError):
+                pass  # unreadable: start over
         n = len(dataset)
         starts = list(enumerate(range(0, n, shard_size)))
         todo, reused = [], 0
         for b, start in starts:
             rec = state["shards"].get(str(b))
             shard = partial / f"shard_{b:05d}.npy"
-            if rec is not None and shard.is_file() and shard.stat().st_size == rec["size"] and sha256_file(shard) == rec["sha256"]:
+            if _shard_ok(shard, rec):
                 reused += 1
             else:
                 state["shards"].pop(str(b), None)
@@ -643,7 +729,7 @@ class FeatureCache:
             for b in range(num_shards):
                 f.write(np.ascontiguousarray(np.load(partial / f"shard_{b:05d}.npy", allow_pickle=False)).tobytes())
 
-        _atomic_write(folder / "features.npy", write_features)
+        atomic_write(folder / "features.npy", write_features)
         _write_npy(folder / "labels.npy", labels)
         files = {name: {"size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
                  for name in ("features.npy", "labels.npy")}
@@ -679,7 +765,7 @@ class FeatureCache:
         return out
 
     def clear(self) -> None:
-        """Delete every entry under ``root``."""
+        """Delete every entry under ``root`` (not while another process is using the cache: its locks go too)."""
         if self.root.is_dir():
             shutil.rmtree(self.root)
 
@@ -701,8 +787,8 @@ class _Union(torch.utils.data.Dataset):
     def of(cls, sets) -> "_Union | None":
         if not all(hasattr(s, "images") and hasattr(s, "labels") for s in sets):
             return None
-        transforms = {json.dumps(_describe(s.transform), sort_keys=True) if getattr(s, "transform", None) is not None else ""
-                      for s in sets}
+        transforms = {json.dumps(describe_transform(s.transform, "dataset.transform"), sort_keys=True)
+                      if getattr(s, "transform", None) is not None else "" for s in sets}
         classes = {tuple(getattr(s, "classes", ())) for s in sets}
         if len(transforms) != 1 or len(classes) != 1:
             return None

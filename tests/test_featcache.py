@@ -262,13 +262,90 @@ def test_an_unknown_random_callable_is_caught_by_running_it_twice(model, data):
         check_deterministic(data.with_transform(noisy_item), PREP)
 
 
-def test_a_deterministic_custom_preprocess_is_accepted(model, data, tmp_path):
-    class Halve:
-        def __call__(self, images):
-            return PREP(images) * 0.5
+class Scale:
+    """A custom preprocess whose ``cache_key()`` names everything that changes its output."""
 
-        def __repr__(self):
-            return "Halve(PREP)"
+    def __init__(self, factor: float):
+        self.factor = factor
 
-    feats = FeatureCache(tmp_path).get(model, data, 7, Halve(), progress=False)
-    assert "Halve(PREP)" in feats.key.preprocess
+    def __call__(self, images):
+        return PREP(images) * self.factor
+
+    def cache_key(self):
+        return {"scale": self.factor, "then": PREP.key()}
+
+
+def test_a_custom_preprocess_is_keyed_by_its_cache_key(model, data, tmp_path):
+    cache, scale = FeatureCache(tmp_path), Scale(0.5)
+    first = cache.get(model, data, 7, scale, progress=False)
+    assert '"scale": 0.5' in first.key.preprocess and cache.get(model, data, 7, scale, progress=False).report.hit
+    scale.factor = 0.25  # the same object, changed: a new key, not the old features
+    changed = cache.get(model, data, 7, scale, progress=False)
+    assert not changed.report.hit and changed.key.digest != first.key.digest
+    front, _ = split_at(model, 7)
+    with torch.no_grad():
+        expected = front.eval()(PREP([data[i][0] for i in range(len(data))]) * 0.25)
+    torch.testing.assert_close(changed.features, expected, atol=1e-5, rtol=1e-5)
+
+
+class Halve:
+    def __call__(self, images):
+        return PREP(images) * 0.5
+
+    def __repr__(self):
+        return "Halve(PREP)"  # a name, not a description: it would stay the same if the factor changed
+
+
+class Anonymous:
+    def __call__(self, images):
+        return PREP(images) * 0.5  # its repr is a memory address, which differs between runs and can be reused
+
+
+def _halve(images):
+    return PREP(images) * 0.5
+
+
+@pytest.mark.parametrize("preprocess", [_halve, Halve(), Anonymous()], ids=["function", "repr", "address"])
+def test_a_custom_preprocess_without_a_stable_description_is_refused(model, data, tmp_path, preprocess):
+    with pytest.raises(ValueError, match=r"^preprocess: expected .*cache_key\(\)") as err:
+        FeatureCache(tmp_path).get(model, data, 7, preprocess, progress=False)
+    assert "extract_features" in str(err.value)
+    assert not list(tmp_path.iterdir()), "nothing may be written for a refused preprocess"
+    extract_features(model, data, 7, preprocess)  # the uncached path needs no key
+
+
+def test_custom_dataset_transforms_need_a_stable_description_too(model, data, tmp_path):
+    with pytest.raises(ValueError, match=r"^dataset\.transform: expected"):
+        cache_key(model, data.with_transform(lambda im: im), 7, PREP)
+    with pytest.raises(ValueError, match=r"^dataset\.transform: .*Lambda\(.*torchvision.transforms.v2._misc.Lambda"):
+        cache_key(model, data.with_transform(v2.Compose([v2.Grayscale(3), v2.Lambda(lambda im: im)])), 7, PREP)
+    grey = cache_key(model, data.with_transform(v2.Compose([v2.Grayscale(3)])), 7, PREP)
+    assert "Grayscale" in grey.dataset_transform
+
+    class NotJson(Scale):
+        def cache_key(self):
+            return object()
+
+    with pytest.raises(TypeError, match=r"^preprocess: expected .*JSON-serialisable.*got object"):
+        cache_key(model, data, 7, NotJson(0.5))
+
+
+# --------------------------------------------------------------------------------------------- in-place edits
+def test_an_image_or_label_changed_in_place_after_a_hit_is_not_served_stale(model, tmp_path):
+    data = ImageSet(_images(), [i % 3 for i in range(10)], ("a", "b", "c"))  # its own tensors: edited below
+    cache = FeatureCache(tmp_path)
+    cache.get(model, data, 7, PREP, progress=False)
+    assert cache.get(model, data, 7, PREP, progress=False).report.hit
+    data.images[3][:, 10:20, 10:20] = 255 - data.images[3][:, 10:20, 10:20]  # one image's pixels, in place
+    fresh = cache.get(model, data, 7, PREP, progress=False)
+    assert not fresh.report.hit
+    torch.testing.assert_close(fresh.features, _expected(model, data, 7), atol=1e-5, rtol=1e-5)
+
+    data.labels[4] = (data.labels[4] + 1) % 3  # one label, in place
+    relabelled = cache.get(model, data, 7, PREP, progress=False)
+    assert not relabelled.report.hit and torch.equal(relabelled.labels, data.labels)
+    assert relabelled.labels[4] != fresh.labels[4]
+    shaded = data.with_transform(v2.Grayscale(3))
+    assert cache.get(model, shaded, 7, PREP, progress=False).key.dataset == relabelled.key.dataset
+    data.images[0][0, 0, 0] ^= 1  # the two sets share their tensors: the derived one sees the edit as well
+    assert cache_key(model, shaded, 7, PREP).dataset != relabelled.key.dataset

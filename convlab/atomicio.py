@@ -1,0 +1,106 @@
+"""Files that several processes share: an exclusive lock per key, and writes that are never seen half done.
+
+The caches (``assets``, ``featcache``) live in one folder that any number of processes may use at once: two
+notebooks, two ``python -m convlab train`` runs with the same ``--cache-dir``, or the nodes of a multi-node run
+sharing a home folder. Two rules make that safe:
+
+- **Writers take the key's lock** (:func:`file_lock`): an ``flock`` on a small lock file beside the data, so one
+  process fills an entry while the others wait and then find it complete. The kernel drops the lock when its
+  holder exits or is killed, so a crashed writer never blocks the next one. Linux NFS clients map ``flock`` onto
+  NFS byte-range locks, which other machines see; a file system that cannot lock at all gets a warning.
+- **Every file appears whole or not at all** (:func:`atomic_write`): it is written under a unique temporary name
+  in the same folder and renamed over its target (``os.replace`` is atomic), so readers need no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+__all__ = ["atomic_write", "atomic_write_bytes", "file_lock"]
+
+# Locks between the threads of one process. ``flock`` already excludes two open() calls of one process on a local
+# disk, but an NFS client emulates it with POSIX locks, which belong to the whole process.
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+# Errors of a file system that does not implement locks (some FUSE and old NFS mounts without a lock daemon).
+_NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(os.path.abspath(path), threading.Lock())
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: lock the first byte; LK_LOCK retries for ~10 s, so keep asking
+        import msvcrt
+
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EDEADLOCK:
+                    raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive inter-process lock named by the file ``path`` (created if missing; its folder too).
+
+    Blocks until the lock is free: the holder is filling the entry that the caller wants, so waiting for it is
+    the right thing to do. Not re-entrant: do not take the same lock twice in one thread. The lock file is left in
+    place (deleting it could let two processes lock two different files of the same name).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _thread_lock(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                _lock_fd(fd)
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKING:
+                    raise
+                warnings.warn(f"{path}: this file system cannot lock files ({exc}); processes that write the same "
+                              "cache entry at the same time may repeat each other's work", RuntimeWarning, stacklevel=3)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], fsync: bool = True) -> None:
+    """Call ``write(f)`` on a uniquely named temporary file in ``path``'s folder, then rename it over ``path``.
+
+    Readers see the old file or the complete new one, never a part; concurrent writers never share a temporary
+    file. ``fsync`` makes the bytes durable before the rename (a power cut then cannot leave a renamed but empty
+    file); skip it for files whose damage is detected anyway.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data), fsync)
