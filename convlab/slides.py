@@ -6,6 +6,9 @@ The rule, applied by :func:`mark_slides` and kept in sync by a test:
 - a markdown cell that starts a subsection (``### ...``, e.g. an exercise) begins a sub-slide (down in reveal.js);
 - every other cell continues the current slide (``-``): code runs where its explanation is.
 
+The notebook's ``rise`` metadata picks reveal.js's ``white`` theme, whose fonts ship with the extension: the default
+theme ("simple") loads its fonts from a web font service, which a seminar room without network cannot reach.
+
 Run ``python -m convlab.slides notebooks/*.ipynb`` after editing a notebook's headings; it rewrites only the
 ``slideshow`` metadata and leaves everything else byte-for-byte as it was parsed.
 """
@@ -16,7 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["slide_type", "mark_slides", "main"]
+__all__ = ["slide_type", "mark_slides", "main", "RISE"]
+
+#: notebook-level settings for jupyterlab-rise: an offline theme, and long slides scroll instead of being cut off
+RISE = {"theme": "white", "scroll": True}
 
 
 def _source(cell: dict) -> str:
@@ -40,6 +46,7 @@ def slide_type(cell: dict, index: int) -> str:
 def mark_slides(nb: dict) -> dict:
     """A copy of the notebook (parsed JSON) with every cell's ``metadata.slideshow.slide_type`` set by the rule."""
     out = json.loads(json.dumps(nb))
+    out.setdefault("metadata", {})["rise"] = dict(RISE)
     for i, cell in enumerate(out["cells"]):
         cell.setdefault("metadata", {})["slideshow"] = {"slide_type": slide_type(cell, i)}
     return out

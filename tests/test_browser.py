@@ -309,3 +309,32 @@ def _shut_down_kernels(lab: str) -> None:
     for session in sessions:
         request = urllib.request.Request(f"{lab}/api/sessions/{session['id']}", method="DELETE")
         urllib.request.urlopen(request, timeout=30).read()
+
+
+#: the notebook shown as slides in README (its slide metadata comes from ``convlab.slides``)
+SLIDES_NOTEBOOK = "02_transfer_small_data.ipynb"
+
+
+def test_notebook_presents_as_slides(lab, browser):
+    """jupyterlab-rise opens a notebook as reveal.js slides: one slide per section, the title slide first."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    record = _PageRecord(page, lab.url)
+    cells = json.loads((ROOT / "notebooks" / SLIDES_NOTEBOOK).read_text())["cells"]
+    expected = sum(c.get("metadata", {}).get("slideshow", {}).get("slide_type") == "slide" for c in cells)
+    assert expected >= 3, f"{SLIDES_NOTEBOOK}: expected slide metadata (python -m convlab.slides), found {expected} slides"
+    try:
+        page.goto(f"{lab.url}/rise/{SLIDES_NOTEBOOK}", wait_until="domcontentloaded")
+        page.wait_for_function("(n) => document.querySelectorAll('.reveal .slides > section').length >= n",
+                               arg=expected, timeout=120_000)
+        page.wait_for_function("() => !!document.querySelector('.reveal .slides > section.present h1')",
+                               timeout=60_000)
+    except Exception as exc:
+        where = _keep_artifacts(page, record, lab, "slides")
+        raise AssertionError(f"{SLIDES_NOTEBOOK} did not open as {expected} slides; artifacts in {where}") from exc
+    shown = page.locator(".reveal .slides > section").count()
+    assert shown == expected, f"{expected} slides expected (one per '## ' section and the title), got {shown}"
+    page.screenshot(path=str(SHOTS / "slides.png"))
+    if os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
+        page.screenshot(path=str(ROOT / "notebooks" / "figures" / "slides_title.jpg"), type="jpeg", quality=80)
+    assert not record.outside, f"the slides reached beyond the lab: {record.outside}"
