@@ -247,6 +247,8 @@ class Quiz:
             except NotImplementedError:
                 raise AssertionError("Not yet: the quiz is not answered yet (the stub raises NotImplementedError); "
                                      "return a dict such as {'q1': 'b', 'q2': 0.5, ...}.") from None
+            except Exception as err:  # a typo in the answers function: a failed check that says so, not a crash
+                raise AssertionError(f"Not yet: the answers function raised {type(err).__name__}: {err}") from None
         if not isinstance(answers, Mapping):
             raise AssertionError(f"Not yet: return a dict of answers such as {{'q1': 'b'}}, got {type(answers).__name__}.")
         unknown = sorted(set(map(str, answers)) - set(self.questions))
