@@ -225,15 +225,21 @@ class Quiz:
         if len(self.questions) < 3:
             raise ValueError(f"questions: expected at least 3 questions, got {len(self.questions)}")
 
-    def show(self) -> None:
-        """Show the questions (Markdown in a notebook)."""
+    def markdown(self) -> str:
+        """The questions as Markdown (what :meth:`show` displays; a notebook's "## Quiz" cell may hold it)."""
         parts = [f"**{self.title}**"]
         for key, q in self.questions.items():
             text = f"**{key}.** {q.prompt}"
             if q.options:
                 text += "\n" + "\n".join(f"- `{k}`: {v}" for k, v in q.options.items())
+            elif isinstance(q.answer, (int, float)):
+                text += " *(a number)*"
             parts.append(text)
-        _say("\n\n".join(parts))
+        return "\n\n".join(parts)
+
+    def show(self) -> None:
+        """Show the questions (Markdown in a notebook)."""
+        _say(self.markdown())
 
     def check(self, answers: Any) -> None:
         """Mark every answer, explain each, and raise ``AssertionError`` unless all are right.
