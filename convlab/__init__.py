@@ -17,20 +17,45 @@ Modules, one idea each:
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
 """
 
-from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
 
-from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
-from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
-from convlab.data import (
-    ImageSet,
-    Splits,
-    imagenet_samples,
-    load_fashion_mnist,
-    load_food,
-    load_image_folder,
-    sample_photos,
-)
-from convlab.device import resolve_device
+# Names are imported on first use (PEP 562), so ``import convlab`` and ``python -m convlab open --help`` stay fast
+# (torch, torchvision and matplotlib load only when something needs them).
+_SUBMODULES = ("augment", "engine", "ensemble", "featcache", "handfeatures", "loading", "profiler", "transfer", "tta")
+_EXPORTS = {
+    "convlab.assets": ("ASSETS", "AssetNotFoundError", "IntegrityError", "fetch", "load_weights_file", "verify_file"),
+    "convlab.backbones": ("BACKBONES", "Backbone", "BackboneSpec", "load_backbone"),
+    "convlab.data": ("ImageSet", "Splits", "imagenet_samples", "load_fashion_mnist", "load_food", "load_image_folder",
+                     "sample_photos"),
+    "convlab.device": ("resolve_device",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+    from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
+    from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
+    from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
+    from convlab.data import (ImageSet, Splits, imagenet_samples, load_fashion_mnist, load_food, load_image_folder,
+                              sample_photos)
+    from convlab.device import resolve_device
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # any submodule: convlab.plots, convlab.assets, ...
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "augment",

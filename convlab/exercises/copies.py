@@ -118,8 +118,11 @@ def learner_notebook(nb: dict) -> dict:
     return out
 
 
-def write_learner_copies(src_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths."""
+def write_learner_copies(src_dir: str | Path, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
+    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths.
+
+    ``overwrite=False`` keeps every copy already in ``out_dir`` (a learner's edits) and writes only missing ones.
+    """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     notebooks = sorted(src_dir.glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
@@ -127,6 +130,8 @@ def write_learner_copies(src_dir: str | Path, out_dir: str | Path) -> list[Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebooks:
+        if not overwrite and (out_dir / path.name).exists():
+            continue
         copy = learner_notebook(json.loads(path.read_text()))
         target = out_dir / path.name
         _write_notebook(target, copy)
