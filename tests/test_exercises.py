@@ -126,6 +126,19 @@ def test_notebook_problems_and_nbgrader_marks_on_a_small_notebook():
     assert "nbgrader" not in mark_for_nbgrader(nb)["cells"][3]["metadata"]
 
 
+def test_mark_and_check_command(tmp_path, capsys):
+    from convlab.exercises.copies import main
+
+    src = json.loads((ROOT / "notebooks" / "00_start_here.ipynb").read_text())
+    for cell in src["cells"]:
+        cell.get("metadata", {}).pop("nbgrader", None)
+    path = tmp_path / "00_x.ipynb"
+    path.write_text(json.dumps(src))
+    assert main(["--check", str(path)]) == 1 and "nbgrader marks missing" in capsys.readouterr().err
+    assert main(["--mark", str(path)]) == 0
+    assert json.loads(path.read_text()) == mark_for_nbgrader(src) and main(["--check", str(path)]) == 0
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_marked_for_nbgrader(path):
     """Exercise cells carry nbgrader's solution metadata, check cells its autograded-test metadata (1 point)."""
