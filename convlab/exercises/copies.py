@@ -4,10 +4,10 @@ Conventions in the committed notebooks (which hold the solutions, so the course 
 
 - An *exercise cell* defines a function; its solution sits between ``### BEGIN SOLUTION`` and
   ``### END SOLUTION`` lines inside the function body.
-- The next code cell is its *check cell* (tagged ``check``). It calls :func:`check`, which raises an
-  ``AssertionError`` with a hint when the answer is wrong. A check cell only uses what the notebook's
-  ``setup``-tagged cells (configuration, imports) define, so it can be run right after the exercise cell.
-
+- The next code cell is its *check cell*, usually ``nbNN.NAME.check(function)`` (:meth:`Exercise.check
+  <convlab.exercises.core.Exercise.check>`), which raises an ``AssertionError`` with the next hint when the answer
+  is wrong. A check cell only uses what the notebook's ``setup``-tagged cells (configuration, imports) define, so it
+  can be run right after the exercise cell.
 - The check cell is tagged ``check`` *and* ``raises-exception``: it raises while the exercise is unfinished, and the
   tag makes JupyterLab's Run All, nbval and nbgrader go on past it, so a learner's copy always runs to the end.
 
