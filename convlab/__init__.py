@@ -19,28 +19,37 @@ Modules, one idea each:
 
 import importlib
 import importlib.util
+from typing import TYPE_CHECKING
 
-# Names are imported on first use (PEP 562), so ``python -m convlab train --out /bad/path`` can refuse a bad
-# argument before torch is imported (that import alone takes seconds); ``convlab.load_food`` etc. work as before.
+# Names are imported on first use (PEP 562), so ``import convlab``, ``python -m convlab open --help`` and the refusal
+# of a bad command-line argument stay fast (torch, torchvision and matplotlib load only when something needs them).
 _SUBMODULES = ("augment", "engine", "ensemble", "featcache", "handfeatures", "loading", "profiler", "transfer", "tta")
-_FROM = {
+_EXPORTS = {
     "convlab.assets": ("ASSETS", "AssetNotFoundError", "IntegrityError", "fetch", "load_weights_file", "verify_file"),
     "convlab.backbones": ("BACKBONES", "Backbone", "BackboneSpec", "load_backbone"),
-    "convlab.data": ("ImageSet", "Splits", "imagenet_samples", "load_fashion_mnist", "load_food",
-                     "load_image_folder", "sample_photos"),
+    "convlab.data": ("ImageSet", "Splits", "imagenet_samples", "load_fashion_mnist", "load_food", "load_image_folder",
+                     "sample_photos"),
     "convlab.device": ("resolve_device",),
 }
-_WHERE = {name: module for module, names in _FROM.items() for name in names}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+    from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
+    from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
+    from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
+    from convlab.data import (ImageSet, Splits, imagenet_samples, load_fashion_mnist, load_food, load_image_folder,
+                              sample_photos)
+    from convlab.device import resolve_device
 
 
 def __getattr__(name: str):
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
-    elif name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"convlab.{name}")):
-        value = importlib.import_module(f"convlab.{name}")  # any submodule, e.g. convlab.assets.convlab_home
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # any submodule: convlab.plots, convlab.assets, ...
     else:
-        raise AttributeError(f"module 'convlab' has no attribute {name!r}")
-    globals()[name] = value  # later look-ups skip this function
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
     return value
 
 

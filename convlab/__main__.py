@@ -1,4 +1,4 @@
-"""Command line: ``python -m convlab fetch|assets|learner-copies|train|evaluate``.
+"""Command line: ``python -m convlab fetch|assets|learner-copies|open|train|evaluate``.
 
 ``train`` and ``evaluate`` live in :mod:`convlab.cli_train`; ``torchrun ... -m convlab train`` runs ``train``
 data-parallel (see :mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data folder, a
@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "from the package's location)")
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
     p.set_defaults(func=_cmd_learner_copies)
+    from convlab.course_open import add_open_arguments, run_open
+
+    p = sub.add_parser("open", help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
+                       description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
+                       "notebooks are written there), or the solutions with --teacher. Options after -- go to JupyterLab.")
+    add_open_arguments(p)
+    p.set_defaults(func=run_open)
     p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",
                        description="Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.")
     p.one_line = True

@@ -8,11 +8,16 @@ stub test (the stub raises ``NotImplementedError``) but tells a learner nothing.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from convlab.exercises import BEGIN, END, STUB, learner_notebook, none_solutions, strip_solutions, write_learner_copies
+from convlab.exercises.copies import CHECK_TAGS, exercise_pairs, mark_for_nbgrader, notebook_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -22,17 +27,18 @@ def _src(cell) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
 def _exercises(nb: dict) -> list[tuple[dict, dict]]:
     """(exercise cell, check cell) pairs: the check is the next code cell, tagged 'check'."""
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     pairs = []
-    for i, cell in enumerate(code):
-        if BEGIN in _src(cell):
-            nxt = code[i + 1] if i + 1 < len(code) else None
-            assert nxt is not None and "check" in nxt.get("metadata", {}).get("tags", []), (
-                f"the code cell after an exercise must be its check cell, tagged 'check': {_src(cell)[:60]!r}"
-            )
-            pairs.append((cell, nxt))
+    for i, j in exercise_pairs(nb):
+        assert j is not None, (
+            f"the code cell after an exercise must be its check cell, tagged 'check': {_src(nb['cells'][i])[:60]!r}"
+        )
+        pairs.append((nb["cells"][i], nb["cells"][j]))
     return pairs
 
 
@@ -73,6 +79,104 @@ def test_learner_copy_in_sync(path, tmp_path):
         else:
             assert _src(ours) == _src(theirs) and ours["cell_type"] == theirs["cell_type"]
     assert n_stubs == len(_exercises(nb)) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_check_cells_carry_both_tags(path):
+    """A check cell raises while its exercise is unfinished; ``raises-exception`` lets Run All, nbval and nbgrader
+    go on past it, so a learner's copy runs to the end."""
+    nb = json.loads(path.read_text())
+    checks = [c for _, c in _exercises(nb)] + [c for c in nb["cells"] if "check" in _tags(c)]
+    assert checks
+    for cell in checks:
+        missing = [t for t in CHECK_TAGS if t not in _tags(cell)]
+        assert not missing, f"check cell {_src(cell)[:60]!r} lacks the tag(s) {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_solution_sits_inside_a_function_body(path):
+    """A stub at cell level would raise NotImplementedError at once and stop Run All; inside a function it raises
+    only when the check calls it."""
+    nb = json.loads(path.read_text())
+    outside = [p for p in notebook_problems(nb) if "not inside a function body" in p]
+    assert not outside, "\n".join(outside)
+
+
+def test_notebook_problems_and_nbgrader_marks_on_a_small_notebook():
+    def code(text, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)} if tags else {}, "source": text,
+                "outputs": [], "execution_count": None}
+
+    nb = {"cells": [code(f"def f(x):\n    {BEGIN}\n    return x\n    {END}\n"), code("E.check(f)", ["check"]),
+                    code(f"{BEGIN}\ny = 1\n{END}\n"), code("print(y)")]}
+    problems = notebook_problems(nb)
+    assert any("missing tag(s) ['raises-exception']" in p for p in problems)
+    assert any("line 1 is not inside a function body" in p for p in problems)
+    assert any("next code cell must be its check cell" in p for p in problems)
+    assert any("nbgrader marks missing" in p for p in problems)
+    marked = mark_for_nbgrader(nb)
+    assert mark_for_nbgrader(marked) == marked, "marking is idempotent"
+    assert marked["cells"][0]["metadata"]["nbgrader"] == {
+        "grade": False, "grade_id": "f", "locked": False, "schema_version": 3, "solution": True, "task": False}
+    assert marked["cells"][1]["metadata"]["nbgrader"] == {
+        "grade": True, "grade_id": "check_f", "locked": True, "points": 1, "schema_version": 3, "solution": False,
+        "task": False}
+    assert marked["cells"][2]["metadata"]["nbgrader"]["grade_id"] == "exercise_2"
+    assert "nbgrader" not in marked["cells"][3]["metadata"]
+    nb["cells"][3]["metadata"]["nbgrader"] = {"grade": True}  # stale marks on a cell that is no exercise go
+    assert "nbgrader" not in mark_for_nbgrader(nb)["cells"][3]["metadata"]
+
+
+def test_mark_and_check_command(tmp_path, capsys):
+    from convlab.exercises.copies import main
+
+    src = json.loads((ROOT / "notebooks" / "00_start_here.ipynb").read_text())
+    for cell in src["cells"]:
+        cell.get("metadata", {}).pop("nbgrader", None)
+    path = tmp_path / "00_x.ipynb"
+    path.write_text(json.dumps(src))
+    assert main(["--check", str(path)]) == 1 and "nbgrader marks missing" in capsys.readouterr().err
+    assert main(["--mark", str(path)]) == 0
+    assert json.loads(path.read_text()) == mark_for_nbgrader(src) and main(["--check", str(path)]) == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_marked_for_nbgrader(path):
+    """Exercise cells carry nbgrader's solution metadata, check cells its autograded-test metadata (1 point)."""
+    nb = json.loads(path.read_text())
+    assert mark_for_nbgrader(nb) == nb, (
+        f"nbgrader marks missing or stale: run  python -m convlab.exercises --mark notebooks/{path.name}"
+    )
+
+
+@pytest.fixture(scope="module")
+def learner_folder(tmp_path_factory):
+    """Every notebook's learner copy (every stub unfilled) with the files the notebooks read beside them, as
+    ``python -m convlab open`` lays them out for a learner."""
+    from convlab.course_open import sync_learner_folder
+
+    folder = tmp_path_factory.mktemp("learner")
+    report = sync_learner_folder(folder, ROOT / "notebooks")
+    assert [p.name for p in report.written] == [p.name for p in NOTEBOOKS]
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_learner_copy_runs_to_the_end_with_every_stub_unfilled(path, learner_folder):
+    """What a learner gets from Run All before solving anything: every check fails in red (tagged
+    ``raises-exception``), every other cell runs, on convlab's references. Run under nbval in its own process,
+    with the project's pytest configuration (network guard, --nbval-lax)."""
+    copy = learner_folder / path.name
+    assert "raise NotImplementedError(" in copy.read_text()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(learner_folder),
+         "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(copy)],
+        cwd=learner_folder, env=env, capture_output=True, text=True, timeout=900,
+    )
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout[-8000:] + result.stderr[-2000:])  # IPython's colours
+    assert result.returncode == 0, f"the learner copy of {path.name} stopped:\n{output}"
 
 
 class _Kernel:

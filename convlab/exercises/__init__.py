@@ -2,12 +2,27 @@
 
 - :mod:`convlab.exercises.core`: :class:`Exercise` (a check on real data, hints in levels, a reference to fall back
   on), :class:`Quiz` and :class:`Question`, and the plain :func:`check`.
-- :mod:`convlab.exercises.copies`: learner copies (solutions replaced by stubs) and the helpers the tests use.
+- :mod:`convlab.exercises.copies`: learner copies (solutions replaced by stubs), nbgrader's cell marks
+  (:func:`mark_for_nbgrader`) and the convention checks (:func:`notebook_problems`) the tests use.
+  ``python -m convlab.exercises --mark|--check notebooks/*.ipynb`` writes or checks the marks.
 - ``convlab.exercises.nbNN``: the exercises and quiz of notebook ``NN`` (their tests, references and hints).
 """
 
-from convlab.exercises.copies import BEGIN, END, STUB, learner_notebook, none_solutions, strip_solutions, write_learner_copies
+from convlab.exercises.copies import (
+    BEGIN,
+    CHECK_TAGS,
+    END,
+    STUB,
+    exercise_pairs,
+    learner_notebook,
+    mark_for_nbgrader,
+    none_solutions,
+    notebook_problems,
+    strip_solutions,
+    write_learner_copies,
+)
 from convlab.exercises.core import Exercise, Question, Quiz, check, expect
 
 __all__ = ["check", "expect", "Exercise", "Question", "Quiz", "strip_solutions", "none_solutions", "learner_notebook",
-           "write_learner_copies", "BEGIN", "END", "STUB"]
+           "write_learner_copies", "exercise_pairs", "mark_for_nbgrader", "notebook_problems", "BEGIN", "END", "STUB",
+           "CHECK_TAGS"]

@@ -4,9 +4,17 @@ Conventions in the committed notebooks (which hold the solutions, so the course 
 
 - An *exercise cell* defines a function; its solution sits between ``### BEGIN SOLUTION`` and
   ``### END SOLUTION`` lines inside the function body.
-- The next code cell is its *check cell* (tagged ``check``). It calls :func:`check`, which raises an
-  ``AssertionError`` with a hint when the answer is wrong. A check cell only uses what the notebook's
-  ``setup``-tagged cells (configuration, imports) define, so it can be run right after the exercise cell.
+- The next code cell is its *check cell*, usually ``nbNN.NAME.check(function)`` (:meth:`Exercise.check
+  <convlab.exercises.core.Exercise.check>`), which raises an ``AssertionError`` with the next hint when the answer
+  is wrong. A check cell only uses what the notebook's ``setup``-tagged cells (configuration, imports) define, so it
+  can be run right after the exercise cell.
+- The check cell is tagged ``check`` *and* ``raises-exception``: it raises while the exercise is unfinished, and the
+  tag makes JupyterLab's Run All, nbval and nbgrader go on past it, so a learner's copy always runs to the end.
+
+Teachers grade with nbgrader: :func:`mark_for_nbgrader` gives every exercise cell nbgrader's *solution* metadata and
+every check cell its *autograded test* metadata (1 point, locked). ``python -m convlab.exercises --mark
+notebooks/*.ipynb`` writes the marks into the notebooks; ``--check`` only reports what is missing (marks, tags,
+solutions outside a function body) and exits with status 1 if anything is.
 
 ``python -m convlab learner-copies --out DIR`` writes copies in which every solution is replaced by a stub that
 raises ``NotImplementedError``; a test runs each check on the stub (it must fail) and on the solution (it must pass).
@@ -17,17 +25,22 @@ The test also runs each check on a wrong-typed answer (:func:`none_solutions`: t
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
+import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-__all__ = ["strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "BEGIN", "END", "STUB"]
+__all__ = ["strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "exercise_pairs",
+           "mark_for_nbgrader", "notebook_problems", "BEGIN", "END", "STUB", "CHECK_TAGS"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your solution")'
+CHECK_TAGS = ("check", "raises-exception")
+NBGRADER_SCHEMA = 3
 
 
 def _replace_blocks(source: str, stub: Callable[[str, int, list[str]], list[str]]) -> str:
@@ -105,8 +118,11 @@ def learner_notebook(nb: dict) -> dict:
     return out
 
 
-def write_learner_copies(src_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths."""
+def write_learner_copies(src_dir: str | Path, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
+    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths.
+
+    ``overwrite=False`` keeps every copy already in ``out_dir`` (a learner's edits) and writes only missing ones.
+    """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     notebooks = sorted(src_dir.glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
@@ -114,10 +130,138 @@ def write_learner_copies(src_dir: str | Path, out_dir: str | Path) -> list[Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebooks:
+        if not overwrite and (out_dir / path.name).exists():
+            continue
         copy = learner_notebook(json.loads(path.read_text()))
         target = out_dir / path.name
-        tmp = target.with_suffix(".ipynb.tmp")
-        tmp.write_text(json.dumps(copy, indent=1, ensure_ascii=False) + "\n")
-        tmp.replace(target)
+        _write_notebook(target, copy)
         written.append(target)
     return written
+
+
+# ------------------------------------------------------------------------------------------------ exercises, nbgrader
+def _tags(cell: dict) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def exercise_pairs(nb: dict) -> list[tuple[int, int | None]]:
+    """``(exercise cell index, check cell index)`` for every code cell holding a solution block; the check cell is
+    the next code cell if it is tagged ``check``, else ``None`` (a missing check, reported by
+    :func:`notebook_problems`). Indices are positions in ``nb["cells"]``."""
+    code = [i for i, c in enumerate(nb["cells"]) if c.get("cell_type") == "code"]
+    pairs = []
+    for k, i in enumerate(code):
+        if BEGIN in _source(nb["cells"][i]):
+            nxt = code[k + 1] if k + 1 < len(code) else None
+            pairs.append((i, nxt if nxt is not None and "check" in _tags(nb["cells"][nxt]) else None))
+    return pairs
+
+
+def _solutions_outside_functions(source: str) -> list[int]:
+    """Line numbers of ``BEGIN`` markers that are not inside a function body (a stub there would raise at cell
+    level and stop Run All)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [no for no, line in enumerate(source.splitlines(), 1) if line.strip() == BEGIN]
+    spans = [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return [no for no, line in enumerate(source.splitlines(), 1)
+            if line.strip() == BEGIN and not any(first < no <= last for first, last in spans)]
+
+
+def _exercise_name(source: str, fallback: str) -> str:
+    """The exercise's grade id: the name of the (first) function its solution sits in."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return fallback
+    lines = source.splitlines()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                lines[no - 1].strip() == BEGIN for no in range(node.lineno, (node.end_lineno or node.lineno) + 1)):
+            return node.name
+    return fallback
+
+
+def _nbgrader_solution(grade_id: str) -> dict:
+    return {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": NBGRADER_SCHEMA,
+            "solution": True, "task": False}
+
+
+def _nbgrader_test(grade_id: str, points: int) -> dict:
+    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
+            "schema_version": NBGRADER_SCHEMA, "solution": False, "task": False}
+
+
+def mark_for_nbgrader(nb: dict, points: int = 1) -> dict:
+    """A copy of ``nb`` in which every exercise cell carries nbgrader's solution-cell metadata and every check cell
+    its autograded-test metadata (``points`` each, locked); stale nbgrader metadata on other cells is removed.
+
+    Idempotent: marking a marked notebook changes nothing, so a test can check that the committed notebooks are
+    marked. Grade ids are the exercise's function name (``file_sha256`` and ``check_file_sha256``)."""
+    out = json.loads(json.dumps(nb))
+    for cell in out["cells"]:
+        cell.get("metadata", {}).pop("nbgrader", None)
+    seen: set[str] = set()
+    for i, j in exercise_pairs(out):
+        name = _exercise_name(_source(out["cells"][i]), f"exercise_{i}")
+        grade_id, n = name, 2
+        while grade_id in seen:
+            grade_id, n = f"{name}_{n}", n + 1
+        seen.add(grade_id)
+        out["cells"][i].setdefault("metadata", {})["nbgrader"] = _nbgrader_solution(grade_id)
+        if j is not None:
+            out["cells"][j].setdefault("metadata", {})["nbgrader"] = _nbgrader_test(f"check_{grade_id}", points)
+    return out
+
+
+def notebook_problems(nb: dict) -> list[str]:
+    """What keeps a notebook from the exercise conventions (empty if none): a solution outside a function body,
+    an exercise without a check cell, a check cell without both :data:`CHECK_TAGS`, missing nbgrader marks."""
+    problems = []
+    for i, j in exercise_pairs(nb):
+        src = _source(nb["cells"][i])
+        where = f"cell {i} ({src.strip().splitlines()[0][:50]!r})"
+        for no in _solutions_outside_functions(src):
+            problems.append(f"{where}: the solution block at line {no} is not inside a function body")
+        if j is None:
+            problems.append(f"{where}: the next code cell must be its check cell, tagged 'check'")
+        elif missing := [t for t in CHECK_TAGS if t not in _tags(nb["cells"][j])]:
+            problems.append(f"cell {j} (the check of {where}): missing tag(s) {missing}")
+    paired = {j for _, j in exercise_pairs(nb)}
+    for k, cell in enumerate(nb["cells"]):  # a check cell outside an exercise pair still needs both tags
+        if k not in paired and "check" in _tags(cell) and "raises-exception" not in _tags(cell):
+            problems.append(f"check cell {_source(cell).strip()[:50]!r}: missing tag 'raises-exception'")
+    if mark_for_nbgrader(nb) != nb:
+        problems.append("nbgrader marks missing or stale: run python -m convlab.exercises --mark <notebook>")
+    return list(dict.fromkeys(problems))
+
+
+def _write_notebook(path: Path, nb: dict) -> None:
+    tmp = path.with_suffix(".ipynb.tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m convlab.exercises --mark|--check NOTEBOOK...``."""
+    parser = argparse.ArgumentParser(prog="python -m convlab.exercises",
+                                     description="Mark the course notebooks for nbgrader, or check their exercises.")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--mark", action="store_true", help="write nbgrader's cell metadata into the notebooks")
+    mode.add_argument("--check", action="store_true", help="report exercise problems (marks, tags, solutions "
+                      "outside a function body); exit status 1 if any")
+    parser.add_argument("notebooks", nargs="+", type=Path, help="the .ipynb files")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.notebooks:
+        nb = json.loads(path.read_text())
+        if args.mark:
+            marked = mark_for_nbgrader(nb)
+            if marked != nb:
+                _write_notebook(path, marked)
+            print(f"{path}: {len(exercise_pairs(marked))} exercise(s) marked{'' if marked != nb else ' (unchanged)'}")
+        for problem in notebook_problems(json.loads(path.read_text())):
+            print(f"{path}: {problem}", file=sys.stderr)
+            status = 1
+    return status

@@ -225,15 +225,21 @@ class Quiz:
         if len(self.questions) < 3:
             raise ValueError(f"questions: expected at least 3 questions, got {len(self.questions)}")
 
-    def show(self) -> None:
-        """Show the questions (Markdown in a notebook)."""
+    def markdown(self) -> str:
+        """The questions as Markdown (what :meth:`show` displays; a notebook's "## Quiz" cell may hold it)."""
         parts = [f"**{self.title}**"]
         for key, q in self.questions.items():
             text = f"**{key}.** {q.prompt}"
             if q.options:
                 text += "\n" + "\n".join(f"- `{k}`: {v}" for k, v in q.options.items())
+            elif isinstance(q.answer, (int, float)):
+                text += " *(a number)*"
             parts.append(text)
-        _say("\n\n".join(parts))
+        return "\n\n".join(parts)
+
+    def show(self) -> None:
+        """Show the questions (Markdown in a notebook)."""
+        _say(self.markdown())
 
     def check(self, answers: Any) -> None:
         """Mark every answer, explain each, and raise ``AssertionError`` unless all are right.
@@ -247,6 +253,8 @@ class Quiz:
             except NotImplementedError:
                 raise AssertionError("Not yet: the quiz is not answered yet (the stub raises NotImplementedError); "
                                      "return a dict such as {'q1': 'b', 'q2': 0.5, ...}.") from None
+            except Exception as err:  # a typo in the answers function: a failed check that says so, not a crash
+                raise AssertionError(f"Not yet: the answers function raised {type(err).__name__}: {err}") from None
         if not isinstance(answers, Mapping):
             raise AssertionError(f"Not yet: return a dict of answers such as {{'q1': 'b'}}, got {type(answers).__name__}.")
         unknown = sorted(set(map(str, answers)) - set(self.questions))

@@ -1,0 +1,208 @@
+"""Notebook 01 (open-source weights): load MobileNetV2's weights by hand, swap in a 3-way classifier, count
+parameters; a quiz on provenance, ``weights_only`` and preprocessing.
+
+The checks compare the learner's model with convlab's loader (:func:`convlab.load_backbone`, the oracle) on the 20
+labelled ImageNet photos, and run the new head on real food photos. Expensive loads are memoised on first use, not
+at import.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+
+from convlab.exercises.core import Exercise, Question, Quiz, expect
+
+__all__ = ["LOAD_WEIGHTS", "NEW_HEAD", "COUNT_PARAMETERS", "QUIZ", "load_mobilenet_v2_reference",
+           "replace_classifier_reference", "count_parameters_reference"]
+
+
+# ------------------------------------------------------------------------------------------------ references
+def load_mobilenet_v2_reference(weights_path: str) -> nn.Module:
+    """torchvision's MobileNetV2 with the ImageNet weights in ``weights_path``, in eval mode:
+    ``(B, 3, 224, 224)`` normalised images -> ``(B, 1000)`` logits."""
+    from torchvision.models import mobilenet_v2
+
+    model = mobilenet_v2()  # the architecture, randomly initialised (weights=None is the default)
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)  # tensors only: no code runs on load
+    model.load_state_dict(state)  # strict: every name and shape must match
+    return model.eval()
+
+
+def replace_classifier_reference(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace MobileNetV2's last layer (``model.classifier[1]``, ``Linear(1280, 1000)``) by a fresh
+    ``Linear(1280, num_classes)``; every other weight is kept. Returns ``model``."""
+    model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
+    return model
+
+
+def count_parameters_reference(module: nn.Module) -> int:
+    """The number of scalar parameters of ``module`` (every parameter tensor's ``numel``)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ real data
+N_IMAGENET = 10  # of the 20 labelled ImageNet photos (every other one): enough to catch a wrong load, and fast
+N_FOOD = 4
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_oracle() -> tuple[torch.Tensor, torch.Tensor]:
+    """``N_IMAGENET`` ImageNet samples preprocessed as MobileNetV2 expects, and convlab's loader's logits on them."""
+    import convlab
+
+    model = convlab.load_backbone("mobilenet_v2")
+    samples = convlab.imagenet_samples()
+    x = model.spec.preprocess(list(samples.images[::2][:N_IMAGENET]))
+    with torch.inference_mode():
+        return x, model(x)
+
+
+@functools.lru_cache(maxsize=1)
+def _food_batch() -> torch.Tensor:
+    """``N_FOOD`` real food photos (one file per class and more, in name order), preprocessed for MobileNetV2."""
+    import convlab
+    from convlab.assets import fetch
+    from convlab.data import decode_image_file
+
+    folder = fetch("food_photos")
+    paths = [sorted(folder.glob(f"{letter}*.jpeg"))[0] for letter in "EDP"]  # fruits, vegetables, marine fish
+    paths += sorted(folder.glob("E*.jpeg"))[1:1 + N_FOOD - len(paths)]
+    return convlab.BACKBONES["mobilenet_v2"].preprocess([decode_image_file(p) for p in paths])
+
+
+def _weights_path() -> str:
+    from convlab.assets import asset_path
+
+    return str(asset_path("mobilenet_v2"))
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def _test_load_weights(load_mobilenet_v2) -> None:
+    model = load_mobilenet_v2(_weights_path())
+    expect(isinstance(model, nn.Module), f"return the model (an nn.Module), got {type(model).__name__}")
+    expect(not model.training, "the model is in training mode: Dropout drops features and BatchNorm uses the "
+           "batch's statistics; return model.eval() for predictions")
+    x, oracle = _imagenet_oracle()
+    with torch.inference_mode():
+        logits = model(x)
+    expect(isinstance(logits, torch.Tensor) and logits.shape == oracle.shape,
+           f"on {N_IMAGENET} photos the model should give ({N_IMAGENET}, 1000) logits, got {getattr(logits, 'shape', type(logits))}")
+    differ = int((logits.argmax(1) != oracle.argmax(1)).sum())
+    expect(differ == 0, f"the top-1 class differs from convlab's loader on {differ} of {N_IMAGENET} ImageNet photos: "
+           "are the trained weights loaded (load_state_dict), or is the model still randomly initialised?")
+    expect(torch.allclose(logits, oracle, atol=1e-3), "same top-1 classes but different logits: load every "
+           "tensor of the state dict (strict=True, the default) and do not change the model afterwards")
+
+
+def _test_new_head(replace_classifier) -> None:
+    base = load_mobilenet_v2_reference(_weights_path())
+    before = {k: v.clone() for k, v in base.state_dict().items() if not k.startswith("classifier.1.")}
+    model = replace_classifier(copy.deepcopy(base), 3)
+    expect(isinstance(model, nn.Module), f"return the model (an nn.Module), got {type(model).__name__}")
+    model.eval()
+    with torch.inference_mode():
+        logits = model(_food_batch())
+    expect(isinstance(logits, torch.Tensor) and tuple(logits.shape) == (N_FOOD, 3),
+           f"on {N_FOOD} food photos the model should give ({N_FOOD}, 3) logits, got {tuple(getattr(logits, 'shape', ()))}")
+    last = model.classifier[-1] if isinstance(getattr(model, "classifier", None), nn.Sequential) else None
+    expect(isinstance(last, nn.Linear) and last.in_features == 1280 and last.out_features == 3,
+           "replace the last layer of model.classifier by nn.Linear(1280, 3): keep the Dropout before it")
+    kept = model.state_dict()
+    changed = [k for k, v in before.items() if k not in kept or not torch.equal(kept[k], v)]
+    expect(not changed, f"only the last layer should change, but {changed[:3]} changed too: do not rebuild or "
+           "re-initialise the backbone")
+
+
+def _test_count_parameters(count_parameters) -> None:
+    got = count_parameters(nn.Linear(1280, 3))
+    expect(isinstance(got, int), f"return a Python int (sum of p.numel()), got {type(got).__name__}")
+    expect(got == 1280 * 3 + 3, f"a Linear(1280, 3) has a 3x1280 weight matrix plus 3 biases, got {got}")
+    expect(count_parameters(nn.Conv2d(3, 8, 3)) == 8 * 3 * 3 * 3 + 8,
+           "count every parameter tensor (weights and biases), not just the first")
+    from torchvision.models import mobilenet_v2
+
+    expect(count_parameters(mobilenet_v2()) == 3_504_872, "MobileNetV2 has 3,504,872 parameters: count the "
+           "parameters of every submodule (module.parameters() recurses)")
+
+
+LOAD_WEIGHTS = Exercise(
+    name="load_mobilenet_v2",
+    test=_test_load_weights,
+    reference=load_mobilenet_v2_reference,
+    hints=[
+        "Published weights are a *state dict*: parameter names -> tensors. Build the same architecture (random "
+        "weights), read the file safely, copy the tensors in, and switch to evaluation mode.",
+        "`model = torchvision.models.mobilenet_v2()`; `state = torch.load(weights_path, map_location='cpu', "
+        "weights_only=True)`; `model.load_state_dict(state)`; `return model.eval()`.",
+    ],
+    skill="loading published weights by hand, safely (weights_only=True), checked against an oracle",
+    handle="nb01.LOAD_WEIGHTS",
+)
+
+NEW_HEAD = Exercise(
+    name="replace_classifier",
+    test=_test_new_head,
+    reference=replace_classifier_reference,
+    hints=[
+        "Print the model: its `classifier` is `Sequential(Dropout, Linear(1280, 1000))`. Only that Linear knows "
+        "about ImageNet's 1000 classes; replace it, keep everything else.",
+        "`model.classifier[1] = torch.nn.Linear(model.classifier[1].in_features, num_classes)`; `return model`.",
+    ],
+    skill="turning an ImageNet classifier into a num_classes-way one (the first step of transfer learning)",
+    handle="nb01.NEW_HEAD",
+)
+
+COUNT_PARAMETERS = Exercise(
+    name="count_parameters",
+    test=_test_count_parameters,
+    reference=count_parameters_reference,
+    hints=[
+        "Every learnable tensor of a module (and of its submodules) is in `module.parameters()`; add up their "
+        "sizes.",
+        "`sum(p.numel() for p in module.parameters())`.",
+    ],
+    skill="counting what a model would train",
+    handle="nb01.COUNT_PARAMETERS",
+)
+
+QUIZ = Quiz("Quiz: open-source weights", {
+    "q1": Question(
+        "What does `torch.load(path, weights_only=True)` protect you from?",
+        "b", "A .pth file is a pickle, and unpickling can call any function; `weights_only=True` only rebuilds "
+        "tensors and plain containers. It does not check *which* tensors you got: that is the sha256's job.",
+        options={"a": "a truncated or swapped weights file", "b": "code that runs while the file is unpickled",
+                 "c": "feeding images with the wrong preprocessing"},
+        wrong={"a": "a truncated or swapped file of tensors loads fine with weights_only; the sha256 check "
+                    "catches it.",
+               "c": "preprocessing is the spec's business (mean, std, resize, crop), not the loader's."},
+    ),
+    "q2": Question(
+        "With the backbone frozen, how many parameters does the new 3-way head `Linear(1280, 3)` train?",
+        3843, "3 x 1280 weights + 3 biases = 3,843: about 0.1 % of MobileNetV2's 3.5 million.",
+        wrong={"low": "count the biases too (one per class).", "high": "only the new Linear layer trains."},
+    ),
+    "q3": Question(
+        "You feed MobileNetV2 photos scaled to [0, 1] but not normalised with its mean and std. What happens?",
+        "c", "Nothing crashes: the shapes are right. The network sees inputs unlike its training data and its "
+        "predictions get silently worse. Always use the weights' own preprocessing (the spec, or torchvision's "
+        "`weights.transforms()`).",
+        options={"a": "an error about the input's range", "b": "the same predictions: BatchNorm renormalises",
+                 "c": "no error, but worse predictions"},
+        wrong={"a": "PyTorch does not know what range the weights expect; nothing checks it.",
+               "b": "in eval mode BatchNorm uses the running statistics of ImageNet-normalised inputs; it does "
+                    "not adapt to yours."},
+    ),
+    "q4": Question(
+        "Why must the model be in `eval()` mode to reproduce convlab's ImageNet predictions?",
+        "a", "In training mode Dropout zeroes features at random and BatchNorm normalises with the batch's own "
+        "statistics, so the same photo gets different logits in different batches.",
+        options={"a": "Dropout and BatchNorm behave differently in training mode",
+                 "b": "eval() loads the pretrained weights", "c": "eval() turns off gradients"},
+        wrong={"b": "load_state_dict loads the weights; eval() only switches layer behaviour.",
+               "c": "that is torch.no_grad() / torch.inference_mode(); eval() does not touch autograd."},
+    ),
+})

@@ -1,0 +1,106 @@
+"""``python -m convlab open``: answers ``--help`` without loading torch, keeps a learner's copies, and serves
+JupyterLab on the loopback interface with news and update checks off."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from convlab.course_open import course_notebooks, lab_command, sync_learner_folder
+from convlab.exercises import STUB
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
+def test_open_help_answers_without_loading_torch():
+    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--help"], capture_output=True, text=True,
+                            env=_env(), timeout=120)
+    assert result.returncode == 0 and "--teacher" in result.stdout and "--no-browser" in result.stdout
+    probe = "import sys, convlab.__main__, convlab.course_open; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert loaded.stdout.strip() == "False", "the command line must not import torch before it needs it"
+
+
+def test_bad_port_is_one_line_and_status_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path), "--port", "70000"],
+                            capture_output=True, text=True, env=_env(), timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().endswith("expected 1..65535, got 70000")
+
+
+def test_sync_writes_missing_copies_and_keeps_the_learners(tmp_path):
+    first = sync_learner_folder(tmp_path / "course")
+    assert [p.name for p in first.written] == [p.name for p in NOTEBOOKS] and not first.kept
+    assert (tmp_path / "course" / "figures").is_dir()
+    edited, removed = first.written[0], first.written[1]
+    edited.write_text(edited.read_text().replace(STUB.split("(")[0], "return 42  # mine"))
+    removed.unlink()
+    figure = next((tmp_path / "course" / "figures").iterdir())
+    figure.write_bytes(b"mine")
+    second = sync_learner_folder(tmp_path / "course")
+    assert [p.name for p in second.written] == [removed.name], "only the missing copy is written again"
+    assert "return 42  # mine" in edited.read_text() and figure.read_bytes() == b"mine"
+    assert STUB.split("(")[0] in removed.read_text() and "### BEGIN SOLUTION" not in removed.read_text()
+    with pytest.raises(ValueError, match="must not be"):
+        sync_learner_folder(course_notebooks())
+
+
+def test_lab_command_is_loopback_quiet_and_passes_options_on(tmp_path):
+    cmd = lab_command(tmp_path, 8890, False, ["--ServerApp.token=x"], tmp_path / "settings")
+    assert cmd[1:3] == ["-m", "jupyterlab"] and "--ServerApp.ip=127.0.0.1" in cmd and "--no-browser" in cmd
+    assert "--LabApp.news_url=None" in cmd and "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate" in cmd
+    assert "--ServerApp.port=8890" in cmd and cmd[-1] == "--ServerApp.token=x"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_open_serves_the_lab_page_on_loopback(tmp_path):
+    port, token = _free_port(), "convlab-test-token"
+    env = dict(_env(), JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    env.pop("JUPYTER_PATH", None)
+    log = tmp_path / "open.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path / "course"),
+                                 "--port", str(port), "--no-browser", "--", f"--IdentityProvider.token={token}"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while time.monotonic() < deadline and page is None:
+            try:
+                page = urllib.request.urlopen(f"{base}/lab?token={token}", timeout=5).read().decode()
+            except OSError:
+                assert proc.poll() is None, f"convlab open exited early:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        assert page is not None, f"no lab page on {base}:\n{log.read_text()[-3000:]}"
+        assert "JupyterLab" in page
+        contents = json.loads(urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=10).read())
+        assert {p.name for p in NOTEBOOKS} <= {item["name"] for item in contents["content"]}
+        notification = json.loads(urllib.request.urlopen(
+            f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}", timeout=10).read())
+        assert notification["settings"]["fetchNews"] == "false" and notification["settings"]["checkForUpdates"] is False
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,79 @@
+"""Notebooks 00 and 01: the references pass their own checks, typical mistakes fail with a message that names the
+mistake, and the quizzes are well formed. (The notebooks' stub/None/solution runs are in test_exercises.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from torch import nn
+
+from convlab.exercises import Quiz, nb00, nb01
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_file_sha256_reference_passes_and_digest_bytes_fail():
+    assert nb00.FILE_SHA256.run(nb00.file_sha256_reference) is None
+
+    def raw_digest(path, chunk_size=1 << 20):
+        return hashlib.sha256(open(path, "rb").read()).digest().hex().upper()
+
+    def first_chunk_only(path, chunk_size=1 << 20):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(chunk_size)).hexdigest()
+
+    assert "lower-case" in nb00.FILE_SHA256.run(raw_digest)
+    assert "chunk_size" in nb00.FILE_SHA256.run(first_chunk_only)
+
+
+def test_count_parameters_reference_passes_and_weights_only_fails():
+    assert nb01.COUNT_PARAMETERS.run(nb01.count_parameters_reference) is None
+    assert "biases" in nb01.COUNT_PARAMETERS.run(lambda m: sum(p.numel() for n, p in m.named_parameters() if "weight" in n))
+    assert "every parameter tensor" in nb01.COUNT_PARAMETERS.run(lambda m: next(m.parameters()).numel() + 3)
+
+
+def test_load_weights_mistakes_are_named():
+    def train_mode(path):
+        return nb01.load_mobilenet_v2_reference(path).train()
+
+    assert "training mode" in nb01.LOAD_WEIGHTS.run(train_mode)
+    assert "not written yet" in nb01.LOAD_WEIGHTS.run(lambda path: (_ for _ in ()).throw(NotImplementedError()))
+
+
+@pytest.mark.slow
+def test_load_weights_reference_passes_and_random_weights_fail():
+    import torchvision
+
+    assert nb01.LOAD_WEIGHTS.run(nb01.load_mobilenet_v2_reference) is None
+    assert "randomly initialised" in nb01.LOAD_WEIGHTS.run(lambda path: torchvision.models.mobilenet_v2().eval())
+
+
+@pytest.mark.slow
+def test_new_head_reference_passes_and_rebuilding_fails():
+    import torchvision
+
+    assert nb01.NEW_HEAD.run(nb01.replace_classifier_reference) is None
+    rebuilt = nb01.NEW_HEAD.run(lambda net, n: torchvision.models.mobilenet_v2(num_classes=n))
+    assert "only the last layer should change" in rebuilt
+
+    def drop_dropout(net, n):
+        net.classifier = nn.Linear(1280, n)
+        return net
+
+    assert "keep the Dropout" in nb01.NEW_HEAD.run(drop_dropout)
+
+
+@pytest.mark.parametrize("quiz, answers", [
+    (nb00.QUIZ, {"q1": "c", "q2": "b", "q3": "a", "q4": 64}),
+    (nb01.QUIZ, {"q1": "b", "q2": 3843, "q3": "c", "q4": "a"}),
+], ids=["nb00", "nb01"])
+def test_quizzes_have_explanations_for_every_wrong_option(quiz: Quiz, answers, capsys):
+    assert len(quiz.questions) >= 3
+    for key, q in quiz.questions.items():
+        assert q.why
+        if q.options:
+            assert set(q.wrong) == set(q.options) - {q.answer}, f"{key}: explain every wrong option"
+    quiz.check(answers)
+    assert f"{len(answers)} of {len(answers)} right" in capsys.readouterr().out
+    assert nb01.QUIZ.questions["q2"].answer == nb01.count_parameters_reference(nn.Linear(1280, 3))
