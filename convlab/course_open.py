@@ -117,6 +117,10 @@ def run_open(args: argparse.Namespace) -> int:
     if settings is not None:
         _quiet_settings(settings)
     cmd = lab_command(root, args.port, not args.no_browser, args.lab_args, settings)
+    # Kernels inherit this environment: OpenMP threads that wait sleep instead of spinning (read when a kernel's
+    # OpenMP runtime starts, so it must be set here, not in a notebook); see convlab.threads. A teacher's own
+    # setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     print("starting JupyterLab (Ctrl-C to stop); next time just run: python -m convlab open", flush=True)
     os.chdir(root)
     os.execv(cmd[0], cmd)  # JupyterLab replaces this process: Ctrl-C and signals go straight to it

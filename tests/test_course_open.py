@@ -97,6 +97,9 @@ def test_open_serves_the_lab_page_on_loopback(tmp_path):
         notification = json.loads(urllib.request.urlopen(
             f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}", timeout=10).read())
         assert notification["settings"]["fetchNews"] == "false" and notification["settings"]["checkForUpdates"] is False
+        # the lab (execv'd in place of `convlab open`, same pid) hands its kernels sleeping OpenMP waits
+        lab_env = dict(kv.split("=", 1) for kv in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in kv)
+        assert lab_env.get("OMP_WAIT_POLICY") == "PASSIVE"
     finally:
         proc.terminate()
         try:
