@@ -37,9 +37,11 @@ COURSE: tuple[Lesson, ...] = (
     Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything from pretrained vs from scratch; the "
            "'more data, fewer frozen layers' rule measured", ("transfer", "engine"), cpu_s=130),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
-           "previews", ("augment", "widgets"), cpu_s=15),
-    Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews",
-           ("augment", "widgets"), cpu_s=16),
+           "previews; each one's own effect, trained from scratch over seeds", ("augment", "widgets", "augstudy"),
+           cpu_s=100),
+    Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews; "
+           "their effects and AlexNet's recipe, trained from scratch", ("augment", "widgets", "augstudy"),
+           cpu_s=65),
     Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
            "bug", ("loading", "profiler"), cpu_s=14),
     Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",

@@ -1,19 +1,18 @@
-"""The with/without augmentation study: re-splitting, augmented views, determinism, honest verdicts."""
+"""The per-transform augmentation study: re-splitting, on-the-fly augmentation, determinism, honest verdicts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.transforms import v2
 
-from convlab import augment as aug
-from convlab.augstudy import AugmentationStudy, SplitResult, augmentation_study, augmented_features, resplit
-from convlab.backbones import load_backbone
+from convlab import augstudy
+from convlab.augstudy import (COLOUR, GEOMETRY, TRANSFORMS, Run, StudyConfig, TransformStudy, make_augment, resplit,
+                              train_once, transform_study)
 from convlab.data import ImageSet, Splits, _stratified_split
-from convlab.transfer import Preprocess
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = StudyConfig(frame=(12, 20), size=(10, 16), width=4, epochs=2, batch_size=8, seeds=(0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +27,11 @@ def splits() -> Splits:
 def test_resplit_equals_splitting_the_pool_with_that_seed(splits):
     again = resplit(splits, 0)
     assert again.train.ids == splits.train.ids and again.test.ids == splits.test.ids
-    other = resplit(splits, 1)
-    assert sorted(other.train.ids + other.val.ids + other.test.ids) == [f"img{i:02d}" for i in range(15)]
-    assert other.train.ids != splits.train.ids
+    other = resplit(splits, 1, (0.6, 0.0, 0.4))
+    assert sorted(other.train.ids + other.test.ids) == [f"img{i:02d}" for i in range(15)] and len(other.val) == 0
     for s in (other.train, other.test):
-        for i, im, y in zip(s.ids, s.images, s.labels):
-            assert int(y) == int(i[3:]) % 3 and im.shape[-2] == 36
+        for i, y in zip(s.ids, s.labels):
+            assert int(y) == int(i[3:]) % 3
 
 
 def test_resplit_rejects_duplicate_ids(splits):
@@ -42,48 +40,72 @@ def test_resplit_rejects_duplicate_ids(splits):
         resplit(dup, 1)
 
 
-def test_augmented_views_are_seeded_and_differ_from_each_other(splits):
-    model = load_backbone("mobilenet_v2", num_classes=3)
-    prep = Preprocess(size=32, resize=36)
-    flip = aug.RandomResizedCrop(32, scale=(0.3, 1.0))
-    a = augmented_features(model, splits.train.images, flip, prep, copies=2, seed=0, device="cpu")
-    b = augmented_features(model, splits.train.images, flip, prep, copies=2, seed=0, device="cpu")
-    assert a.shape == (2, len(splits.train), 1280)
-    assert torch.equal(a, b)
-    assert not torch.allclose(a[0], a[1])
-    with pytest.raises(TypeError, match="uint8"):
-        augmented_features(model, splits.train.images, lambda x: x.float(), prep, device="cpu")
-    with pytest.raises(ValueError, match="smaller than"):
-        augmented_features(model, splits.train.images, aug.RandomCrop(16), prep, device="cpu")
+def test_every_listed_transform_is_registered_and_the_split_covers_all():
+    assert set(GEOMETRY) | set(COLOUR) == set(TRANSFORMS)
+    assert GEOMETRY[0] == COLOUR[0] == "none" and augstudy.RECOMMENDED in COLOUR
 
 
-def test_colour_only_views_keep_the_eval_view_geometry(splits):
-    model = load_backbone("mobilenet_v2", num_classes=3)
-    prep = Preprocess(size=32, resize=36)
-    same = augmented_features(model, splits.train.images[:4], v2.Identity(), prep, copies=1, device="cpu")[0]
-    from convlab.featcache import extract_features
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_augment_is_per_sample_seeded_and_returns_the_input_size(name):
+    frames = torch.randint(0, 256, (6, 3, 12, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    frames[3:] = frames[0]  # identical images must still get different draws
+    a = make_augment(name, torch.Generator().manual_seed(0), frames, (10, 16))
+    b = make_augment(name, torch.Generator().manual_seed(0), frames, (10, 16))
+    out = a(frames)
+    assert out.shape == (6, 3, 10, 16) and out.dtype == torch.uint8
+    assert torch.equal(out, b(frames))                       # the same seed, the same draws
+    if name == "none":
+        assert torch.equal(out, frames[..., 1:11, 2:18])     # the centre view
+        assert torch.equal(a(frames), out)
+    else:
+        second = a(frames)                                   # a fresh draw on the next call (next epoch)
+        assert not torch.equal(second, out) or name == "mirror"
+        if name != "mirror":
+            assert len({out[i].numpy().tobytes() for i in range(3, 6)}) > 1, "identical images, different draws"
 
-    clean = extract_features(model, ImageSet(splits.train.images[:4], [0] * 4, ("a",)), "all", prep, device="cpu")
-    torch.testing.assert_close(same, clean.features, atol=1e-4, rtol=1e-3)
+
+def test_unknown_transform_and_bad_names_are_refused(splits):
+    with pytest.raises(ValueError, match="expected one of"):
+        make_augment("jitter", torch.Generator(), torch.zeros(1, 3, 12, 20, dtype=torch.uint8), (10, 16))
+    with pytest.raises(ValueError, match="'none' first"):
+        transform_study(splits, ["mirror"], TINY, progress=False)
+    with pytest.raises(ValueError, match="unknown"):
+        transform_study(splits, ["none", "jitter"], TINY, progress=False)
+    with pytest.raises(ValueError, match="scale"):
+        transform_study(splits, ["none"], "huge", progress=False)
+    with pytest.raises(ValueError, match="frame"):
+        StudyConfig(frame=(8, 8), size=(10, 10))
 
 
-def test_study_runs_both_conditions_with_equal_steps(splits):
-    color = aug.RandomColorShift(0.1)
-    st = augmentation_study(splits, color, (0, 1), size=32, copies=2, epochs=2, device="cpu")
-    assert [r.split_seed for r in st.rows] == [0, 1]
-    assert st.epochs_without == 2 * (2 + 1) and st.forward_passes == 15 + 2 * len({i for s in (0, 1) for i in resplit(splits, s).train.ids})
-    for r in st.rows:
-        assert r.train_views_with == 3 * r.train_images and 0 <= r.acc_with <= 1 and r.gain == r.acc_with - r.acc_without
-    again = augmentation_study(splits, color, (0, 1), size=32, copies=2, epochs=2, device="cpu")
-    assert [r.acc_with for r in again.rows] == [r.acc_with for r in st.rows]
+def test_training_is_deterministic_per_seed(splits):
+    sp = resplit(splits, 0, (0.6, 0.0, 0.4))
+    tr = augstudy._frames(sp.train.images, TINY.frame)
+    te = augstudy._frames(sp.test.images, TINY.frame)
+    runs = [train_once("PCA colour", tr, sp.train.labels, te, sp.test.labels, 3, 0, TINY) for _ in range(2)]
+    assert runs[0] == runs[1] and 0.0 <= runs[0] <= 1.0
+
+
+def test_study_pairs_runs_per_seed(splits):
+    st = transform_study(splits, ["none", "mirror", "crop"], TINY, progress=False)
+    assert [(r.transform, r.seed) for r in st.runs] == [(n, s) for s in (0, 1) for n in ("none", "mirror", "crop")]
+    rows = st.rows()
+    assert [r.transform for r in rows] == ["none", "mirror", "crop"] and rows[0].verdict == "baseline"
+    assert rows[1].effect_mean == pytest.approx(sum(st.effects("mirror")) / 2)
+    assert st.train_images + st.test_images == 15
+    assert any("effect" in line for line in st.claims())
+    import matplotlib.pyplot as plt
+
+    plt.close(st.plot())
 
 
 def _study(pairs):
-    rows = [SplitResult(i, 100, 500, 50, a, b, b - a) for i, (a, b) in enumerate(pairs)]
-    return AugmentationStudy(rows, "x", "m", 32, 4, 1, 5, 0)
+    runs = [Run(n, s, a) for s, (x, y) in enumerate(pairs) for n, a in (("none", x), ("mirror", y))]
+    return TransformStudy(runs, StudyConfig(seeds=tuple(range(len(pairs)))), "small", 100, 50)
 
 
-def test_verdict_says_when_the_difference_is_noise():
-    assert "cannot tell" in _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).verdict()
-    assert "exceeds the spread" in _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).verdict()
-    assert "several" in _study([(0.8, 0.9)]).verdict()
+def test_verdict_says_when_the_effect_is_noise():
+    assert "within seed noise" in _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).rows()[1].verdict
+    assert "helps" in _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).rows()[1].verdict
+    assert "hurts" in _study([(0.80, 0.70), (0.81, 0.72), (0.79, 0.70)]).rows()[1].verdict
+    claims = _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).claims()
+    assert "No transform" in claims[-1] and "Smallest effect" in claims[-2]
