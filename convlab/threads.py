@@ -41,6 +41,7 @@ class ThreadPolicy:
     shared_kernels: int
     source: str           # "override" (CONVLAB_THREADS), "shared" (CONVLAB_SHARED_KERNELS) or "cpus"
     passive_wait: bool    # OMP_WAIT_POLICY=PASSIVE is set for this process
+    capped: bool = False  # the caller's max_threads lowered the choice (tiny models gain nothing from threads)
 
     def describe(self) -> str:
         """One line for a notebook's configuration cell."""
@@ -51,8 +52,9 @@ class ThreadPolicy:
             why = f"{cpus} shared by {self.shared_kernels} kernels ({SHARED_ENV})"
         else:
             why = f"{cpus}, one kernel (a shared server sets {SHARED_ENV})"
+        cap = "; capped by this notebook: its models are tiny" if self.capped else ""
         wait = "" if self.passive_wait else "; OpenMP threads spin while waiting (OMP_WAIT_POLICY unset)"
-        return f"torch threads: {self.threads} ({why}{wait})"
+        return f"torch threads: {self.threads} ({why}{cap}{wait})"
 
 
 def _cgroup_cpu_limit(root: Path) -> float | None:
@@ -95,9 +97,12 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
-def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = None) -> ThreadPolicy:
+def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = None,
+                  max_threads: int | None = None) -> ThreadPolicy:
     """Decide the number of torch threads from ``env`` (default ``os.environ``) and ``cpus`` (default
-    :func:`usable_cpus`). Pure: sets nothing."""
+    :func:`usable_cpus`), at most ``max_threads`` unless ``CONVLAB_THREADS`` says otherwise. Pure: sets nothing."""
+    if max_threads is not None and (not isinstance(max_threads, int) or max_threads < 1):
+        raise ValueError(f"max_threads: expected a positive integer or None, got {max_threads!r}")
     env = os.environ if env is None else env
     cpus = usable_cpus() if cpus is None else cpus
     if not cpus > 0:
@@ -108,18 +113,22 @@ def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = Non
     if override is not None:
         return ThreadPolicy(override, cpus, shared, "override", passive)
     threads = max(1, int(cpus // shared))
-    return ThreadPolicy(threads, cpus, shared, "shared" if shared > 1 else "cpus", passive)
+    capped = max_threads is not None and max_threads < threads
+    threads = min(threads, max_threads) if capped else threads
+    return ThreadPolicy(threads, cpus, shared, "shared" if shared > 1 else "cpus", passive, capped)
 
 
-def apply_thread_policy(env: Mapping[str, str] | None = None, verbose: bool = True) -> ThreadPolicy:
+def apply_thread_policy(env: Mapping[str, str] | None = None, verbose: bool = True,
+                        max_threads: int | None = None) -> ThreadPolicy:
     """Decide (:func:`thread_policy`) and set ``torch.set_num_threads``; print the decision if ``verbose``.
+    ``max_threads``: a cap for work that gains nothing from threads (tiny models).
 
     Call it once, in a notebook's configuration cell or at the start of a script. The inter-op pool is left alone
     (it can be set only before the first parallel work, and convlab does not use it).
     """
     import torch
 
-    policy = thread_policy(env)
+    policy = thread_policy(env, max_threads=max_threads)
     torch.set_num_threads(policy.threads)
     if verbose:
         print(policy.describe())

@@ -55,3 +55,12 @@ def test_apply_sets_torch_threads():
         assert policy.threads == torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_cap_for_tiny_models_is_said_and_an_override_still_wins():
+    capped = thread_policy({}, cpus=8, max_threads=1)
+    assert capped.threads == 1 and capped.capped and "capped" in capped.describe()
+    assert not thread_policy({}, cpus=1, max_threads=2).capped  # a cap above the choice changes nothing
+    assert thread_policy({THREADS_ENV: "4"}, cpus=8, max_threads=1).threads == 4
+    with pytest.raises(ValueError, match="max_threads: expected a positive integer or None, got 0"):
+        thread_policy({}, cpus=2, max_threads=0)
