@@ -149,15 +149,16 @@ def learning_table(rows: Sequence[Mapping], title: str = "") -> Table:
 
 
 def _cross(sizes, gap) -> float:
-    """Smallest n where ``gap`` (learner - baseline) becomes >= 0, log-linearly interpolated; nan if never;
-    the smallest size if it never was behind."""
-    if gap[0] >= 0:
+    """The size from which ``gap`` (learner - baseline) stays >= 0, log-linearly interpolated at the last sign
+    change from behind to ahead; the smallest size if it is never behind; nan if behind at the largest size."""
+    if gap[-1] < 0:
+        return float("nan")
+    last_behind = max((i for i, g in enumerate(gap) if g < 0), default=None)
+    if last_behind is None:
         return float(sizes[0])
-    for (n0, g0), (n1, g1) in zip(zip(sizes, gap), zip(sizes[1:], gap[1:])):
-        if g0 < 0 <= g1:
-            t = -g0 / (g1 - g0)
-            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
-    return float("nan")
+    (n0, g0), (n1, g1) = (sizes[last_behind], gap[last_behind]), (sizes[last_behind + 1], gap[last_behind + 1])
+    t = -g0 / (g1 - g0)
+    return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
 
 
 @dataclass(frozen=True)
@@ -169,22 +170,23 @@ class Crossover:
     sizes: tuple[int, ...]
     gap_mean: tuple[float, ...]      # learner - baseline at each size, mean over seeds
     gap_sd: tuple[float, ...]
-    at_mean: float                   # crossover of the mean curves (nan: not within the sizes)
+    at_mean: float                   # size from which the mean learner curve stays ahead (nan: behind at the end)
     per_seed: tuple[float, ...]      # crossover of each seed's curves
 
     def __str__(self) -> str:
         gaps = ", ".join(f"n={n}: {g:+.3f} ± {s:.3f}" for n, g, s in zip(self.sizes, self.gap_mean, self.gap_sd))
         head = f"{self.learner} minus {self.baseline}: {gaps}."
         crossed = [c for c in self.per_seed if not math.isnan(c)]
+        seeds = f"{len(crossed)} of {len(self.per_seed)} seeds ahead from some size on"
         if math.isnan(self.at_mean):
-            return (head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class "
-                    f"({'ahead' if self.gap_mean[-1] > 0 else 'behind'} at the largest size; "
-                    f"{len(crossed)} of {len(self.per_seed)} seeds crossed).")
-        if self.at_mean <= self.sizes[0] and all(g >= 0 for g in self.gap_mean):
-            return head + f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per class."
-        spread = (f"; per seed {min(crossed):.0f}-{max(crossed):.0f}" if crossed else "")
-        return (head + f" Crossover at about {self.at_mean:.0f} images per class (mean curves{spread}; "
-                f"{len(crossed)} of {len(self.per_seed)} seeds crossed within the sizes measured).")
+            trend = "closing" if self.gap_mean[-1] > self.gap_mean[0] else "not closing"
+            return (head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class: {self.learner} is "
+                    f"behind at the largest size (gap {trend} from the smallest size; {seeds}).")
+        if all(g >= 0 for g in self.gap_mean):
+            return head + f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per class ({seeds})."
+        spread = f"; per seed {min(crossed):.0f}-{max(crossed):.0f}" if crossed else ""
+        return (head + f" {self.learner} stays ahead from about {self.at_mean:.0f} images per class on (mean curves"
+                f"{spread}; {seeds}).")
 
 
 def crossover(rows: Sequence[Mapping], learner: str, baseline: str) -> Crossover:

@@ -135,9 +135,9 @@ def test_crossover_interpolates_in_log_size_and_reports_none_when_never():
                      {"method": "hog", "n_per_class": n, "seed": seed, "accuracy": b, "fit_s": 1.0}]
     c = verdicts.crossover(rows, "cnn", "hog")
     assert 10 < c.at_mean < 100 and math.isclose(c.at_mean, 10 ** (1 + 0.1 / 0.15), rel_tol=1e-6)
-    assert "Crossover at about" in str(c)
-    never = verdicts.crossover(rows, "hog", "cnn")
-    assert math.isnan(never.at_mean) is False or "No crossover" in str(never)
+    assert "stays ahead from about 46 images" in str(c)
+    never = verdicts.crossover(rows, "hog", "cnn")           # ahead at 10, behind from 100 on
+    assert math.isnan(never.at_mean) and "No crossover" in str(never)
     table = verdicts.learning_table(rows)
     assert table.rows[0]["n=10"] == "0.500 ± 0.000"
 
