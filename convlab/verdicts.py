@@ -213,7 +213,7 @@ def worker_lessons(named_rows: Mapping[str, Sequence[Mapping]]) -> Table:
         most, best = max(by), max(rows, key=lambda r: r["images_per_s"])
         s = by[most]["images_per_s"] / by[0]["images_per_s"]
         verdict = "workers paid off" if s > 1.1 else ("no real difference" if s > 0.9 else "workers slowed it down")
-        out.append({"setting": name, "fastest": f"{best['workers']} workers ({best['images_per_s']:.0f} img/s)",
+        out.append({"setting": name, "fastest": f"{best['workers']} worker{'' if best['workers'] == 1 else 's'} ({best['images_per_s']:.0f} img/s)",
                     f"{most} workers vs 0": f"{s:.2f}x", "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
                     "verdict": verdict})
     return Table(out, title="what the worker comparison says (steady state, this run)")
