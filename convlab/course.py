@@ -43,11 +43,11 @@ COURSE: tuple[Lesson, ...] = (
            "their effects and AlexNet's recipe, trained from scratch", ("augment", "widgets", "augstudy"),
            cpu_s=65),
     Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
-           "bug", ("loading", "profiler"), cpu_s=14),
+           "bug", ("loading", "profiler"), cpu_s=29),
     Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",
-           ("handfeatures",), cpu_s=27),
+           ("handfeatures",), cpu_s=122),
     Lesson("09_ensembles_and_multicrop", "winning benchmarks: ensembles and 10-crop, with their gain and cost",
-           ("tta", "ensemble"), cpu_s=28),
+           ("tta", "ensemble"), cpu_s=106),
 )
 
 

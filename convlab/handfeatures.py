@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from convlab.data import ImageSet, Splits
 
 __all__ = [
+    "as_rgb",
     "color_histogram",
     "hog_features",
     "hog_dim",
@@ -288,14 +289,16 @@ class SmallCNNClassifier:
 
     Images are squared to ``size + pad`` px once; training takes random ``size`` crops and horizontal flips of
     them, testing the centre crop. ``steps`` optimiser steps of ``batch_size`` whatever the training-set size, so
-    small sets are not under-trained (120 steps at 64 px: ~4 s on 2 idle CPU cores).
+    small sets are not under-trained (120 steps at 64 px: ~4 s on 2 idle CPU cores); ``min_epochs`` raises the
+    number of steps for large sets so they get at least that many passes over the data.
     """
 
     _MEAN, _STD = 0.5, 0.25
 
     def __init__(self, size: int = 64, pad: int = 8, steps: int = 120, batch_size: int = 32, lr: float = 3e-3,
-                 weight_decay: float = 5e-4, width: int = 16):
+                 weight_decay: float = 5e-4, width: int = 16, min_epochs: float = 0.0):
         self.size, self.pad, self.steps, self.batch_size = size, pad, steps, batch_size
+        self.min_epochs = min_epochs  # larger sets get more steps: at least this many passes over the data
         self.lr, self.weight_decay, self.width = lr, weight_decay, width
         self.name = f"small CNN from scratch ({size} px)"
         self._cache = _PerImageCache(lambda ims: _square(ims, size + pad).numpy())
@@ -315,10 +318,11 @@ class SmallCNNClassifier:
         model = SmallCNN(len(images.classes), self.width).to(memory_format=torch.channels_last)
         x, y = self._inputs(images.images), images.labels
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / self.steps)))
         model.train()
         s = self.size
-        for _ in range(self.steps):
+        steps = max(self.steps, math.ceil(self.min_epochs * len(y) / self.batch_size))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+        for _ in range(steps):
             idx = torch.randint(len(y), (min(self.batch_size, len(y)),), generator=g)
             tops = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
             lefts = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
@@ -402,6 +406,7 @@ def learning_curve(
     sizes_per_class: Sequence[int] = (5, 10, 20, 40),
     seeds: Sequence[int] = (0,),
     evaluate_on: str = "test",
+    progress: bool = False,
 ) -> list[dict]:
     """Test accuracy of each method trained on ``n`` images per class, for each ``n`` and seed.
 
@@ -413,6 +418,7 @@ def learning_curve(
         sizes_per_class: training images per class (classes with fewer images give all they have).
         seeds: each seed draws a different subset and initialisation.
         evaluate_on: ``"test"`` or ``"val"``.
+        progress: show a progress bar over the (seed, size, method) fits.
 
     Returns:
         rows ``{method, n_per_class, seed, n_train, accuracy, fit_s}`` (a :class:`convlab.display.Table` shows them).
@@ -427,16 +433,38 @@ def learning_curve(
         raise ValueError(f"sizes_per_class: expected ints >= 1, got {tuple(sizes_per_class)}")
     evaluation = getattr(splits, evaluate_on)
     rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seeds) * len(sizes_per_class) * len(named), desc="fits", leave=False)
     for seed in seeds:
         for n in sizes_per_class:
             train = splits.train.per_class(n, seed=seed)
             for name, method in named.items():
+                if bar is not None:
+                    bar.set_postfix_str(f"seed {seed}, n={n}, {name}")
+                    bar.update()
                 t = time.perf_counter()
                 method.fit(train, seed=seed)
                 fit_s = time.perf_counter() - t
                 rows.append({"method": name, "n_per_class": n, "seed": seed, "n_train": len(train),
                              "accuracy": method.score(evaluation), "fit_s": fit_s})
+    if bar is not None:
+        bar.close()
     return rows
+
+
+def as_rgb(splits: Splits) -> Splits:
+    """Grayscale splits (e.g. Fashion-MNIST's uint8 ``(N, 1, 28, 28)``) as 3-channel images (a broadcast view, no
+    copy), so the colour/HOG features and :class:`SmallCNN` take them unchanged."""
+    from convlab.data import ImageSet, Splits
+
+    def rgb(s: ImageSet) -> ImageSet:
+        images = s.images.expand(-1, 3, -1, -1) if isinstance(s.images, torch.Tensor) else [im.expand(3, -1, -1) for im in s.images]
+        return ImageSet(images, s.labels, s.classes, s.ids, s.transform)
+
+    return Splits(rgb(splits.train), rgb(splits.val), rgb(splits.test), splits.classes, splits.seed, dict(splits.info))
 
 
 def plot_learning_curves(rows: Sequence[dict], title: str = "") -> Figure:

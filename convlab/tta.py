@@ -30,6 +30,7 @@ __all__ = [
     "prepare_images",
     "average_views",
     "predict_views",
+    "dense_predict",
     "CPU_CHUNK_SIZE",
     "CUDA_CHUNK_SIZE",
     "default_chunk_size",
@@ -379,3 +380,94 @@ def predict_views(
         if convert:
             model.to(memory_format=torch.contiguous_format)
     return average_views(logits.view(len(source), len(views), -1), average)
+
+
+@torch.inference_mode()
+def dense_predict(
+    model: nn.Module,
+    images: Tensor | Sequence[Tensor],
+    resize: int | None = None,
+    *,
+    mirror: bool = True,
+    average: str = "softmax",
+    chunk_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: str | torch.device | None = None,
+    channels_last: bool | None = None,
+) -> Tensor:
+    """VGG's dense evaluation: the *whole* image (shorter side ``resize``), and its mirror, through ``model`` once.
+
+    Simonyan & Zisserman (2015, sec. 3.2) turn the fully connected layers into convolutions, run the net on the
+    uncropped test image, sum-pool the class score map and average with the mirrored image's: no crops, and no
+    recomputation where crops overlap. For a network that ends in global average pooling and a linear layer
+    (MobileNetV2, EfficientNet, ResNet) that is exactly ``model(whole image)``: the linear layer commutes with the
+    spatial mean. So the model must accept inputs of any size (global pooling before the classifier).
+
+    Args:
+        model: normalised float ``(n, C, H, W)`` of any ``H, W`` -> logits ``(n, K)``; ``.spec`` gives mean/std.
+        images: uint8 ``(B, C, H, W)`` or a list of uint8 ``(C, H, W)`` of any sizes.
+        resize: shorter side before evaluation (VGG's test scale ``Q``); ``None`` evaluates the images as given.
+        mirror: also evaluate the left-right mirrored image (2 views), as VGG did.
+        average: as in :func:`predict_views` (``"none"`` gives ``(B, 1 + mirror, K)``).
+        chunk_size: images (mirrors count) per forward pass; default :func:`default_chunk_size` of the device.
+            Images of different shapes run in separate passes.
+        mean, std, device, channels_last: as in :func:`predict_views`.
+
+    Cost: ``(1 + mirror) * H * W`` pixels per image against ``V * h * w`` for ``V`` crops of ``h x w``; for a
+    4:3 image at ``Q = h`` that is ``2 * 4/3 / 10 = 0.27`` of 10-crop's pixels.
+    """
+    if average not in ("softmax", "logits", "none"):
+        raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
+    if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
+        raise ValueError(f"resize: expected None or an int >= 1 (the shorter side), got {resize!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size: expected an int >= 1 (images per forward pass) or None, got {chunk_size!r}")
+    spec = getattr(model, "spec", None)
+    mean = mean if mean is not None else getattr(spec, "mean", None)
+    std = std if std is not None else getattr(spec, "std", None)
+    if mean is None or std is None:
+        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
+    device = _model_device(model) if device is None else torch.device(device)
+    source = _check_source(images)
+    source = list(source) if isinstance(source, Tensor) else source
+    C = source[0].shape[-3]
+    if len(mean) != C or len(std) != C:
+        raise ValueError(f"mean, std: expected {C} values each (one per channel), got {len(mean)} and {len(std)}")
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
+    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
+    convert = use_cl and not lazy and not _wants_channels_last(model)
+    fmt = torch.channels_last if use_cl else torch.contiguous_format
+    n_views = 2 if mirror else 1
+    per_pass = max(1, (chunk_size or default_chunk_size(device)) // n_views)
+    # group images by their shape after resizing, so each forward pass stacks images of one shape
+    resized = [(im.to(device) if resize is None else _resize(im.to(device), resize)) for im in source]
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(resized):
+        groups.setdefault(tuple(im.shape), []).append(i)
+
+    was_training = model.training
+    model.eval()
+    if convert:
+        model.to(memory_format=torch.channels_last)
+    try:
+        logits = None
+        for idx in groups.values():
+            for start in range(0, len(idx), per_pass):
+                part = idx[start:start + per_pass]
+                x = torch.stack([resized[i] for i in part])
+                if mirror:
+                    x = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1)  # image-major, then unmirrored/mirrored
+                x = x.float().contiguous(memory_format=fmt).mul_(scale).add_(shift)
+                out = model(x)
+                if logits is None:
+                    logits = torch.empty(len(source), n_views, out.shape[-1], dtype=out.dtype, device=out.device)
+                logits[part] = out.view(len(part), n_views, -1)
+    finally:
+        model.train(was_training)
+        if convert:
+            model.to(memory_format=torch.contiguous_format)
+    return average_views(logits, average)

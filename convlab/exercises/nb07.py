@@ -1,0 +1,198 @@
+"""Exercises and quiz of notebook 07 (parallel data loading).
+
+- :data:`SEEDED_LOADER` (main exercise): build a plain ``torch.utils.data.DataLoader`` whose workers draw
+  *different* augmentations, reproducibly from a seed. The check runs the learner's loader with 2 worker processes
+  over real food photos whose augmentation holds its own numpy RNG (the classic bug) and compares the draws.
+- :data:`IDLE_FRACTION` (kata): the share of a training loop spent waiting for data.
+- :data:`QUIZ`.
+
+Importing this module is cheap: photos are read on the first check (and memoised).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from convlab.exercises.core import Exercise, Question, Quiz, expect
+
+__all__ = ["SEEDED_LOADER", "IDLE_FRACTION", "QUIZ", "PhotoDraws", "reference_seeded_loader", "reference_idle_fraction",
+           "loader_draws"]
+
+_PHOTOS = 8     # real photos the check loads (2 workers x 2 batches of 2)
+_SIZE = 32      # side they are shrunk to: the check is about draws, not pixels
+
+
+@functools.lru_cache(maxsize=1)
+def _photo_paths() -> tuple:
+    from convlab.assets import fetch
+    from convlab.data import load_food
+
+    food = load_food()
+    root = fetch("food_photos")
+    return tuple(str(root / i) for i in food.train.ids[:_PHOTOS])
+
+
+class PhotoDraws(Dataset):
+    """Real photos read from disk, brightened by a random offset drawn from ``self.augment.rng``.
+
+    ``augment`` is a :class:`convlab.loading.NumpyBrightness` holding ``np.random.RandomState(0)`` made in *this*
+    process: every worker gets a copy of it, which is the bug the exercise fixes. Items are
+    ``(image uint8 (3, size, size), draw, worker id)`` (worker id -1 in the main process).
+    """
+
+    def __init__(self, paths, size: int = _SIZE, seed: int = 0):
+        from convlab.loading import naive_numpy_augment
+
+        self.paths, self.size = list(paths), size
+        self.augment = naive_numpy_augment(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from convlab.data import decode_image_file
+        from convlab.loading import fit_size
+
+        image = fit_size(decode_image_file(self.paths[index]), (self.size, self.size))
+        draw = self.augment.draw()
+        image = (image.to(torch.int16) + draw).clamp(0, 255).to(torch.uint8)
+        info = torch.utils.data.get_worker_info()
+        return image, draw, -1 if info is None else info.id
+
+
+def reference_seeded_loader(dataset: Dataset, seed: int, num_workers: int = 2, batch_size: int = 2) -> DataLoader:
+    """A plain DataLoader (no shuffle) whose workers re-seed their copy of ``dataset.augment.rng``.
+
+    In a worker, ``get_worker_info().seed`` is the loader's base seed (drawn from ``generator``) plus the worker's
+    id: different per worker, and the same on a rerun when ``generator`` is seeded with the same ``seed``.
+    """
+
+    def worker_init_fn(worker_id: int) -> None:
+        info = torch.utils.data.get_worker_info()
+        info.dataset.augment.rng = np.random.RandomState(info.seed % 2**32)
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      worker_init_fn=worker_init_fn, generator=generator)
+
+
+def loader_draws(loader) -> list[dict]:
+    """One epoch of a loader over :class:`PhotoDraws`: rows ``{index, worker, draw}`` in loading order."""
+    rows, index = [], 0
+    for _, draws, workers in loader:
+        for d, w in zip(draws.tolist(), workers.tolist()):
+            rows.append({"index": index, "worker": int(w), "draw": int(d)})
+            index += 1
+    return rows
+
+
+def _test_seeded_loader(make_loader) -> None:
+    paths = _photo_paths()
+    loader = make_loader(PhotoDraws(paths), 0, 2, 2)
+    expect(isinstance(loader, DataLoader), f"return a torch.utils.data.DataLoader, got {type(loader).__name__}")
+    expect(loader.num_workers == 2, f"use the num_workers you are given (2 here), got {loader.num_workers}")
+    first = loader_draws(loader)
+    expect(len(first) == len(paths), f"one epoch should give all {len(paths)} photos, got {len(first)} (shuffle=False)")
+    expect({r["worker"] for r in first} == {0, 1}, "the photos should be loaded by both worker processes (0 and 1)")
+    by_worker = {w: [r["draw"] for r in first if r["worker"] == w] for w in (0, 1)}
+    expect(by_worker[0] != by_worker[1],
+           f"both workers drew the same brightness offsets {by_worker[0]}: each still uses the copy of the parent's "
+           "RandomState; give each worker's copy of dataset.augment.rng its own seed in a worker_init_fn")
+    again = loader_draws(make_loader(PhotoDraws(paths), 0, 2, 2))
+    expect([r["draw"] for r in again] == [r["draw"] for r in first],
+           "a rerun with the same seed gave other draws: derive the workers' seeds from `seed` "
+           "(e.g. a torch.Generator seeded with it, passed as generator=...)")
+    other = loader_draws(make_loader(PhotoDraws(paths), 1, 2, 2))
+    expect([r["draw"] for r in other] != [r["draw"] for r in first],
+           "seed=1 gave the same draws as seed=0: the seed you are given must change the workers' seeds")
+
+
+SEEDED_LOADER = Exercise(
+    name="make_seeded_loader",
+    test=_test_seeded_loader,
+    reference=reference_seeded_loader,
+    hints=[
+        "Each worker process starts with a *copy* of the dataset, RNG object included. Give every worker's copy a "
+        "new RNG whose seed differs per worker and comes from `seed`, so a rerun repeats it.",
+        "Pass `worker_init_fn=...` and `generator=torch.Generator().manual_seed(seed)` to DataLoader. Inside "
+        "worker_init_fn, `torch.utils.data.get_worker_info()` gives `.seed` (base seed + worker id) and `.dataset` "
+        "(the worker's copy); set `info.dataset.augment.rng = np.random.RandomState(info.seed % 2**32)`.",
+    ],
+    skill="workers draw different augmentations, and the same seed reproduces them",
+    handle="nb07.SEEDED_LOADER",
+)
+
+
+def reference_idle_fraction(wait_s, compute_s) -> float:
+    """Share of the loop spent waiting for data: ``sum(wait) / (sum(wait) + sum(compute))``."""
+    wait, compute = float(np.sum(wait_s)), float(np.sum(compute_s))
+    return wait / (wait + compute)
+
+
+def _test_idle_fraction(idle_fraction) -> None:
+    got = idle_fraction([1.0, 1.0], [1.0, 1.0])
+    expect(isinstance(got, float), f"return a float, got {type(got).__name__}")
+    expect(abs(got - 0.5) < 1e-9, f"equal waits and computes should give 0.5, got {got}")
+    got = idle_fraction(np.array([0.0, 0.3]), np.array([0.6, 0.1]))
+    expect(abs(got - 0.3) < 1e-9, f"waits (0, 0.3) and computes (0.6, 0.1) should give 0.3, got {got}: sum each first")
+
+
+IDLE_FRACTION = Exercise(
+    name="idle_fraction",
+    test=_test_idle_fraction,
+    reference=reference_idle_fraction,
+    hints=["The loop's wall time is all the waiting plus all the computing; the idle fraction is the waiting's share.",
+           "`float(np.sum(wait_s))`, the same for compute_s, then divide; works for lists and arrays."],
+    skill="reading a loader profile",
+    handle="nb07.IDLE_FRACTION",
+)
+
+
+QUIZ = Quiz(
+    "Quiz: parallel data loading",
+    {
+        "q1": Question(
+            "An augmentation holds `np.random.RandomState(0)`, made before the DataLoader starts 2 workers "
+            "(no worker_init_fn, batch size 1, 8 samples, no shuffle). At most how many *distinct* offsets can "
+            "the 8 samples of the first epoch get?",
+            answer=4, tolerance=0,
+            why="Each worker draws from its own copy of the same state, so worker 1's 4 draws repeat worker 0's 4.",
+            wrong={"low": "Each worker draws a fresh number per sample from its copy.",
+                   "high": "The two copies start from the same state: the second worker repeats the first."},
+        ),
+        "q2": Question(
+            "Why must workers draw different random numbers?",
+            answer="b",
+            options={"a": "so each worker's process runs faster",
+                     "b": "otherwise samples loaded by different workers get the same 'random' augmentation, so "
+                          "the data are less varied than you think (and an epoch can repeat the last one)",
+                     "c": "PyTorch refuses to start workers with equal seeds"},
+            why="Identical streams mean correlated augmentations: less effective data, silently.",
+            wrong={"a": "Seeds do not change speed.", "c": "PyTorch starts them happily: that is why the bug is silent."},
+        ),
+        "q3": Question(
+            "A 2-core CPU machine trains a small CNN that keeps both cores busy; loading takes 10% of the loop. "
+            "What do 4 DataLoader workers most likely do?",
+            answer="c",
+            options={"a": "cut the step time by up to 4x", "b": "remove the 10% wait and nothing else",
+                     "c": "little or nothing, or slow it down: the workers compete with the trainer for the same 2 cores"},
+            why="Workers only help when a core would otherwise sit idle; measure the idle fraction first.",
+            wrong={"a": "Workers overlap loading, they do not speed up the trainer's compute.",
+                   "b": "Only if there were idle cores to run them on; here they take cores from the trainer."},
+        ),
+        "q4": Question(
+            "With non-persistent workers and the RandomState bug, what does epoch 2 look like?",
+            answer="a",
+            options={"a": "the same draws as epoch 1: every epoch's workers start from the same copied state",
+                     "b": "new draws, because the parent's RNG advanced",
+                     "c": "no augmentation at all"},
+            why="The parent never drew from its RandomState; fresh workers copy the same untouched state each epoch.",
+            wrong={"b": "The draws happened in the workers' copies; the parent's state never moved.",
+                   "c": "The augmentation still runs, with repeated offsets."},
+        ),
+    },
+)

@@ -1,0 +1,175 @@
+"""Exercises and quiz of notebook 09 (ensembles and multi-crop).
+
+- :data:`TEN_CROP` (main exercise): ``ten_crop_predict(model, images, size)``, the mean of the softmax over the
+  ten views (four corners, centre, and the same of the mirrored image).
+- :data:`ENSEMBLE` (main exercise): ``ensemble_predict(models, images)``, the mean of the members' softmax.
+- :data:`QUIZ`.
+
+Both checks run the learner's function on real food photos with the pretrained MobileNetV2 (and
+EfficientNet-Lite0 for the ensemble) and compare with the plain-PyTorch references below within float tolerance.
+Importing this module is cheap: photos and weights load on the first check (memoised).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor, nn
+
+from convlab.exercises.core import Exercise, Question, Quiz, expect
+
+__all__ = ["TEN_CROP", "ENSEMBLE", "QUIZ", "reference_ten_crop_predict", "reference_ensemble_predict", "check_photos"]
+
+_CROP, _RESIZE, _PHOTOS = 112, 128, 4
+
+
+def reference_ten_crop_predict(model: nn.Module, images: Tensor, size: int) -> Tensor:
+    """Mean softmax over torchvision's ten crops: normalised float ``(B, 3, H, W)`` -> ``(B, K)`` probabilities."""
+    from torchvision.transforms.v2 import functional as TF
+
+    with torch.no_grad():
+        probs = [model(view).softmax(dim=-1) for view in TF.ten_crop(images, [size, size])]
+    return torch.stack(probs).mean(dim=0)
+
+
+def reference_ensemble_predict(models, images: Tensor) -> Tensor:
+    """Mean softmax over the members: normalised float ``(B, 3, h, w)`` -> ``(B, K)`` probabilities."""
+    with torch.no_grad():
+        return torch.stack([m(images).softmax(dim=-1) for m in models]).mean(dim=0)
+
+
+@functools.lru_cache(maxsize=1)
+def check_photos() -> Tensor:
+    """Normalised float ``(4, 3, 128, 170)``: 4 food test photos (4:3 centre, shorter side 128), ImageNet stats."""
+    from convlab.cropstudy import prepare_photos
+    from convlab.data import load_food
+
+    food = load_food()
+    photos = prepare_photos(list(food.test.images[:_PHOTOS]), _RESIZE).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (photos - mean) / std
+
+
+@functools.lru_cache(maxsize=2)
+def _model(name: str) -> nn.Module:
+    from convlab.backbones import load_backbone
+
+    return load_backbone(name).eval()
+
+
+def _probs_ok(got, want: Tensor, what: str) -> None:
+    expect(isinstance(got, Tensor), f"{what} should return a tensor, got {type(got).__name__}")
+    expect(tuple(got.shape) == tuple(want.shape), f"{what} should return (B, K) = {tuple(want.shape)}, got {tuple(got.shape)}")
+    got = got.detach().float()
+    expect(torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4),
+           f"{what}: each row should be probabilities summing to 1 (softmax over the classes, dim -1, then the mean)")
+
+
+def _test_ten_crop(ten_crop_predict) -> None:
+    x, model = check_photos(), _model("mobilenet_v2")
+    want = reference_ten_crop_predict(model, x, _CROP)
+    got = ten_crop_predict(model, x.clone(), _CROP)
+    _probs_ok(got, want, "ten_crop_predict")
+    from torchvision.transforms.v2 import functional as TF
+
+    with torch.no_grad():
+        logit_mean = torch.stack([model(v) for v in TF.ten_crop(x, [_CROP, _CROP])]).mean(0).softmax(-1)
+        centre = model(TF.center_crop(x, [_CROP, _CROP])).softmax(-1)
+    expect(not torch.allclose(got.float(), logit_mean, atol=1e-5),
+           "that is the softmax of the mean logits: take each view's softmax first, then the mean over the ten")
+    expect(not torch.allclose(got.float(), centre, atol=1e-5), "that is the centre crop alone: average all ten views")
+    err = (got.float() - want).abs().max().item()
+    expect(err < 1e-4, f"differs from the reference by up to {err:.2g} on real photos: the ten views are the four "
+                       "corners and the centre of the image, then the same five of the mirrored image")
+
+
+def _test_ensemble(ensemble_predict) -> None:
+    x = check_photos()[..., :_CROP, :_CROP].contiguous()
+    models = [_model("mobilenet_v2"), _model("efficientnet_lite0")]
+    want = reference_ensemble_predict(models, x)
+    got = ensemble_predict(models, x.clone())
+    _probs_ok(got, want, "ensemble_predict")
+    with torch.no_grad():
+        logit_mean = torch.stack([m(x) for m in models]).mean(0).softmax(-1)
+    expect(not torch.allclose(got.float(), logit_mean, atol=1e-5),
+           "that is the softmax of the mean logits: take each member's softmax first, then the mean")
+    err = (got.float() - want).abs().max().item()
+    expect(err < 1e-4, f"differs from the reference by up to {err:.2g}: average every member's probabilities")
+    one = ensemble_predict(models[:1], x.clone())
+    expect(isinstance(one, Tensor) and torch.allclose(one.float(), reference_ensemble_predict(models[:1], x), atol=1e-4),
+           "an ensemble of one model should give that model's softmax")
+
+
+TEN_CROP = Exercise(
+    name="ten_crop_predict",
+    test=_test_ten_crop,
+    reference=reference_ten_crop_predict,
+    hints=[
+        "Cut the ten views (4 corners + centre, and the same of the left-right mirrored image), run the model on "
+        "each, turn each output into probabilities, and average the ten.",
+        "`torchvision.transforms.v2.functional.ten_crop(images, [size, size])` returns a tuple of ten (B, 3, size, "
+        "size) batches; `model(view).softmax(dim=-1)` per view; `torch.stack(...).mean(dim=0)`; wrap in torch.no_grad().",
+    ],
+    skill="10-crop test-time augmentation",
+    handle="nb09.TEN_CROP",
+)
+
+ENSEMBLE = Exercise(
+    name="ensemble_predict",
+    test=_test_ensemble,
+    reference=reference_ensemble_predict,
+    hints=[
+        "Run every member on the same batch, turn each member's logits into probabilities, average them.",
+        "`torch.stack([m(images).softmax(dim=-1) for m in models]).mean(dim=0)` inside torch.no_grad().",
+    ],
+    skill="averaging an ensemble's probabilities",
+    handle="nb09.ENSEMBLE",
+)
+
+
+QUIZ = Quiz(
+    "Quiz: ensembles and multi-crop",
+    {
+        "q1": Question(
+            "An ensemble of 5 models, each evaluated with 10-crop: how many forward passes per test photo?",
+            answer=50, tolerance=0,
+            why="Cost is models x views: every member sees every view (GoogLeNet: 7 x 144 = 1008).",
+            wrong={"low": "Every one of the 5 members runs on every one of the 10 views.",
+                   "high": "Count models x views, once each."},
+        ),
+        "q2": Question(
+            "When is 10-crop most likely to *lower* accuracy?",
+            answer="b",
+            options={"a": "when the test set is large",
+                     "b": "when the model was trained on centre crops only, so corner crops are views it never saw",
+                     "c": "when the model was trained with random crops and flips",
+                     "d": "when the softmax is averaged instead of the logits"},
+            why="Test-time views should come from the training distribution; random-crop training makes corners familiar.",
+            wrong={"a": "A larger test set measures the effect more precisely; it does not change its sign.",
+                   "c": "That is the setting where 10-crop is expected to help (AlexNet, GoogLeNet, ResNet).",
+                   "d": "Both averages usually behave alike; the mean of softmaxes is the classic choice."},
+        ),
+        "q3": Question(
+            "GoogLeNet (Table 3, top-5 error): 1 model 1 crop 10.07%, 1 model 10 crops 9.15%, 7 models 1 crop 8.09%. "
+            "Which bought more accuracy per forward pass there?",
+            answer="a",
+            options={"a": "the ensemble: 7 passes gave a larger drop than 10 crops' 10 passes",
+                     "b": "10 crops: views are cheaper than models",
+                     "c": "they were equal"},
+            why="At lower compute the 7 independently trained models beat 10 crops of one: diverse errors average out. "
+                "(Training 7 models cost 7 runs, though.)",
+            wrong={"b": "At test time a view costs one forward pass, just like a member.",
+                   "c": "10.07 -> 8.09 with 7 passes vs 10.07 -> 9.15 with 10."},
+        ),
+        "q4": Question(
+            "VGG's dense evaluation runs the whole image and its mirror once. For a 4:3 image whose shorter side equals "
+            "the crop size, what fraction of 10-crop's pixels is that? (2 decimals)",
+            answer=0.27, tolerance=0.01,
+            why="2 images x (4/3) crop^2 pixels against 10 x crop^2: 2 x 1.333 / 10 = 0.27; no overlapping crops.",
+            wrong={"low": "Count both the image and its mirror, each 4/3 of a crop.",
+                   "high": "10-crop runs ten crops; dense runs two (wider) images."},
+        ),
+    },
+)

@@ -1,0 +1,219 @@
+"""Turn a notebook's measurements into verdicts with their uncertainty: small dataclasses, not f-string cells.
+
+- :func:`paired_difference`: two configurations scored on the *same* photos (and seeds): the accuracy gain,
+  its spread over seeds and a bootstrap interval over photos, the photos fixed and broken, a sign test.
+- :func:`cost_ratio`: the time of one configuration over another's, from back-to-back repeats.
+- :func:`learning_table`, :func:`crossover`: learning curves over seeds, and the training-set size at which
+  one method overtakes another (notebook 08).
+- :func:`worker_lessons`: what a DataLoader worker comparison says (notebook 07).
+
+Every verdict says "within noise" when the interval includes zero: on ~100 test photos one photo is 1%.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from convlab.display import Table
+
+__all__ = ["mean_sd", "sign_test", "PairedDifference", "paired_difference", "CostRatio", "cost_ratio",
+           "learning_table", "Crossover", "crossover", "worker_lessons"]
+
+
+def mean_sd(values: Sequence[float], fmt: str = ".3f") -> str:
+    """``"m ± sd"`` over ``values`` (sample standard deviation; ``± 0`` for one value)."""
+    values = [float(v) for v in values]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{fmt}} ± {sd:{fmt}}"
+
+
+def sign_test(b: int, c: int) -> float:
+    """Two-sided exact sign test: p-value of ``b`` photos fixed vs ``c`` broken if each were a fair coin flip."""
+    n = b + c
+    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``new`` against ``base`` on the same photos: accuracies and the gain, with their uncertainty."""
+
+    base: str
+    new: str
+    base_acc: tuple[float, ...]      # per seed
+    new_acc: tuple[float, ...]       # per seed
+    gain: float                      # mean over seeds of new - base (fraction of photos)
+    gain_sd: float                   # sd of the per-seed gains
+    ci: tuple[float, float]          # 95% bootstrap interval over photos of the seed-averaged gain
+    fixed: float                     # photos new gets right and base wrong (mean over seeds)
+    broken: float                    # the reverse
+    p: float                         # sign test on the seed-averaged per-photo differences
+    n_photos: int
+
+    @property
+    def verdict(self) -> str:
+        if self.ci[0] > 0:
+            return "better"
+        if self.ci[1] < 0:
+            return "worse"
+        return "within noise"
+
+    def row(self) -> dict:
+        return {"config": self.new, "vs": self.base, "acc": mean_sd(self.new_acc), "base acc": mean_sd(self.base_acc),
+                "gain": f"{self.gain:+.3f} ± {self.gain_sd:.3f}", "95% CI (photos)": f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]",
+                "fixed": round(self.fixed, 1), "broken": round(self.broken, 1), "sign-test p": round(self.p, 3),
+                "verdict": self.verdict}
+
+    def __str__(self) -> str:
+        return (f"{self.new} vs {self.base}: {self.gain:+.1%} (± {self.gain_sd:.1%} over {len(self.new_acc)} seeds; "
+                f"95% CI over {self.n_photos} photos [{self.ci[0]:+.1%}, {self.ci[1]:+.1%}]; "
+                f"{self.fixed:.1f} photos fixed, {self.broken:.1f} broken, sign-test p = {self.p:.2f}) -> {self.verdict}")
+
+
+def paired_difference(base_correct, new_correct, base: str = "base", new: str = "new", *, n_boot: int = 2000,
+                      seed: int = 0) -> PairedDifference:
+    """Compare two configurations scored on the same photos.
+
+    Args:
+        base_correct, new_correct: bool ``(S, N)`` (seeds x photos) or ``(N,)``: was each photo right?
+        n_boot: bootstrap resamples of the photos for the 95% interval of the seed-averaged gain.
+    """
+    a = np.atleast_2d(np.asarray(base_correct, dtype=float))
+    b = np.atleast_2d(np.asarray(new_correct, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"new_correct: expected the shape of base_correct {a.shape}, got {b.shape}")
+    per_photo = (b - a).mean(0)                       # seed-averaged gain of each photo
+    rng = np.random.default_rng(seed)
+    boots = per_photo[rng.integers(0, len(per_photo), (n_boot, len(per_photo)))].mean(1)
+    gains = (b - a).mean(1)
+    fixed = float(((b == 1) & (a == 0)).sum(1).mean())
+    broken = float(((b == 0) & (a == 1)).sum(1).mean())
+    return PairedDifference(base, new, tuple(a.mean(1)), tuple(b.mean(1)), float(gains.mean()),
+                            float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
+                            (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))), fixed, broken,
+                            sign_test(int((per_photo > 0).sum()), int((per_photo < 0).sum())), a.shape[1])
+
+
+@dataclass(frozen=True)
+class CostRatio:
+    """Time of ``num`` over ``den``: the median of per-repeat ratios (each repeat ran both back to back)."""
+
+    num: str
+    den: str
+    ratio: float
+    low: float
+    high: float
+    repeats: int
+
+    def __str__(self) -> str:
+        return (f"{self.num} costs {self.ratio:.2f}x {self.den} (median of {self.repeats} back-to-back repeats; "
+                f"range {self.low:.2f}-{self.high:.2f})")
+
+
+def cost_ratio(rows: Sequence[Mapping], num: str, den: str) -> CostRatio:
+    """:class:`CostRatio` from :func:`convlab.cropstudy.time_configurations` rows (``config``, ``ms_each``)."""
+    by = {r["config"]: r for r in rows}
+    for name in (num, den):
+        if name not in by:
+            raise KeyError(f"no timing row {name!r}; have {sorted(by)}")
+    ratios = [x / y for x, y in zip(by[num]["ms_each"], by[den]["ms_each"])]
+    return CostRatio(num, den, statistics.median(ratios), min(ratios), max(ratios), len(ratios))
+
+
+# ----------------------------------------------------------------------------- learning curves (notebook 08)
+def _curve(rows, method) -> dict[int, dict[int, float]]:
+    """size -> seed -> accuracy."""
+    out: dict[int, dict[int, float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            out.setdefault(r["n_per_class"], {})[r["seed"]] = r["accuracy"]
+    return dict(sorted(out.items()))
+
+
+def learning_table(rows: Sequence[Mapping], title: str = "") -> Table:
+    """Mean ± sd over seeds of each method's accuracy at each size (rows from ``handfeatures.learning_curve``)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for m in methods:
+        curve = _curve(rows, m)
+        row = {"method": m, **{f"n={n}": mean_sd(list(by.values())) for n, by in curve.items()}}
+        fit = [r["fit_s"] for r in rows if r["method"] == m and r["n_per_class"] == max(curve)]
+        row["fit s (largest n)"] = round(statistics.fmean(fit), 2)
+        out.append(row)
+    seeds = sorted({r["seed"] for r in rows})
+    return Table(out, title=title or f"test accuracy, mean ± sd over seeds {seeds}")
+
+
+def _cross(sizes, gap) -> float:
+    """The size from which ``gap`` (learner - baseline) stays >= 0, log-linearly interpolated at the last sign
+    change from behind to ahead; the smallest size if it is never behind; nan if behind at the largest size."""
+    if gap[-1] < 0:
+        return float("nan")
+    last_behind = max((i for i, g in enumerate(gap) if g < 0), default=None)
+    if last_behind is None:
+        return float(sizes[0])
+    (n0, g0), (n1, g1) = (sizes[last_behind], gap[last_behind]), (sizes[last_behind + 1], gap[last_behind + 1])
+    t = -g0 / (g1 - g0)
+    return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where ``learner``'s curve overtakes ``baseline``'s (training images per class)."""
+
+    learner: str
+    baseline: str
+    sizes: tuple[int, ...]
+    gap_mean: tuple[float, ...]      # learner - baseline at each size, mean over seeds
+    gap_sd: tuple[float, ...]
+    at_mean: float                   # size from which the mean learner curve stays ahead (nan: behind at the end)
+    per_seed: tuple[float, ...]      # crossover of each seed's curves
+
+    def __str__(self) -> str:
+        gaps = ", ".join(f"n={n}: {g:+.3f} ± {s:.3f}" for n, g, s in zip(self.sizes, self.gap_mean, self.gap_sd))
+        head = f"{self.learner} minus {self.baseline}: {gaps}."
+        crossed = [c for c in self.per_seed if not math.isnan(c)]
+        seeds = f"{len(crossed)} of {len(self.per_seed)} seeds ahead from some size on"
+        if math.isnan(self.at_mean):
+            trend = "closing" if self.gap_mean[-1] > self.gap_mean[0] else "not closing"
+            return (head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class: {self.learner} is "
+                    f"behind at the largest size (gap {trend} from the smallest size; {seeds}).")
+        if all(g >= 0 for g in self.gap_mean):
+            return head + f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per class ({seeds})."
+        spread = f"; per seed {min(crossed):.0f}-{max(crossed):.0f}" if crossed else ""
+        return (head + f" {self.learner} stays ahead from about {self.at_mean:.0f} images per class on (mean curves"
+                f"{spread}; {seeds}).")
+
+
+def crossover(rows: Sequence[Mapping], learner: str, baseline: str) -> Crossover:
+    """The size at which ``learner`` overtakes ``baseline`` (rows from ``handfeatures.learning_curve``)."""
+    a, b = _curve(rows, learner), _curve(rows, baseline)
+    if not a or not b:
+        raise KeyError(f"no rows for {learner!r} or {baseline!r}")
+    sizes = [n for n in a if n in b]
+    seeds = sorted(set.intersection(*(set(a[n]) & set(b[n]) for n in sizes)))
+    gaps = np.array([[a[n][s] - b[n][s] for n in sizes] for s in seeds])   # (seeds, sizes)
+    mean = gaps.mean(0)
+    sd = gaps.std(0, ddof=1) if len(seeds) > 1 else np.zeros(len(sizes))
+    return Crossover(learner, baseline, tuple(sizes), tuple(float(g) for g in mean), tuple(float(s) for s in sd),
+                     _cross(sizes, list(mean)), tuple(_cross(sizes, list(g)) for g in gaps))
+
+
+# ----------------------------------------------------------------------------- data loading (notebook 07)
+def worker_lessons(named_rows: Mapping[str, Sequence[Mapping]]) -> Table:
+    """For each ``name -> profiler.compare_workers rows``: the fastest setting, the speed-up of the most workers
+    over 0, the idle fraction with 0 workers, and the verdict (>1.1x paid off, <0.9x slowed it down)."""
+    out = []
+    for name, rows in named_rows.items():
+        by = {r["workers"]: r for r in rows}
+        most, best = max(by), max(rows, key=lambda r: r["images_per_s"])
+        s = by[most]["images_per_s"] / by[0]["images_per_s"]
+        verdict = "workers paid off" if s > 1.1 else ("no real difference" if s > 0.9 else "workers slowed it down")
+        out.append({"setting": name, "fastest": f"{best['workers']} worker{'' if best['workers'] == 1 else 's'} ({best['images_per_s']:.0f} img/s)",
+                    f"{most} workers vs 0": f"{s:.2f}x", "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
+                    "verdict": verdict})
+    return Table(out, title="what the worker comparison says (steady state, this run)")
