@@ -63,11 +63,16 @@ class Budget:
         return self.epochs(n_train) * math.ceil(n_train / self.batch_size)
 
 
-def default_regimes() -> dict[str, Regime]:
-    """Head only (k = 7), freeze the first 5 stages (train stage5, conv_head and the head), fine-tune all (k = 0)."""
-    return {"head only": Regime.head_only(lr=3e-3),
-            "freeze first 5": Regime.freeze_first(5, lr=1e-3, backbone_lr_scale=0.3),
-            "fine-tune all": Regime.finetune(lr=1e-3, backbone_lr_scale=0.3)}
+def _nz(x: float) -> float:
+    return 0.0 if x != x else x  # a nan standard error (one seed) counts as zero
+
+
+def default_regimes(lr: float = 1e-3, backbone_lr_scale: float = 0.3, head_lr: float = 3e-3) -> dict[str, Regime]:
+    """Head only (k = 7, at ``head_lr``), freeze the first 5 stages (stage5, conv_head and the head train) and
+    fine-tune all (k = 0): the head at ``lr``, the trainable stages at ``lr * backbone_lr_scale``."""
+    return {"head only": Regime.head_only(lr=head_lr),
+            "freeze first 5": Regime.freeze_first(5, lr=lr, backbone_lr_scale=backbone_lr_scale),
+            "fine-tune all": Regime.finetune(lr=lr, backbone_lr_scale=backbone_lr_scale)}
 
 
 @dataclass(frozen=True)
@@ -142,35 +147,38 @@ class SizeAxis:
                             "s_per_run": round(statistics.fmean(r.seconds for r in runs), 1)})
         return out
 
-    def verdict(self, z: float = 2.0) -> SizeAxisVerdict:
-        """Best regime per size and the seminar's claims, each "held", "failed" or "within noise" (``z`` standard errors)."""
+    def verdict(self, z: float = 2.0, expect: dict[int, str] | None = None) -> SizeAxisVerdict:
+        """Best regime per size, and the seminar's claims, each "held", "failed" or "within noise" (``z`` standard errors).
+
+        ``expect`` maps a size to the regime the seminar recommends there; default: the most frozen regime at the
+        smallest size and, with more than one size, the least frozen at the largest. With more than one size the
+        claim "more data -> fewer frozen stages" is tested too (the best k never goes up as the size grows).
+        """
         best, tied = {}, {}
         for size in self.sizes:
             stats = {g: self.mean_sem(size, g) for g in self.ks if self._acc(size, g)}
             top = max(stats, key=lambda g: (stats[g][0], self.ks[g]))
             best[size] = top
-            tied[size] = [g for g, (m, s) in stats.items()
-                          if stats[top][0] - m <= z * math.hypot(s if s == s else 0.0, stats[top][1] if stats[top][1] == stats[top][1] else 0.0)]
-        claims = []
-        most_frozen = max(self.ks, key=self.ks.get)
-        least_frozen = min(self.ks, key=self.ks.get)
-        small, large = self.sizes[0], self.sizes[-1]
+            tied[size] = [g for g, (m, s) in stats.items() if stats[top][0] - m <= z * math.hypot(_nz(s), _nz(stats[top][1]))]
+        if expect is None:
+            expect = {self.sizes[0]: max(self.ks, key=self.ks.get)}
+            if len(self.sizes) > 1:
+                expect[self.sizes[-1]] = min(self.ks, key=self.ks.get)
 
         def claim(regime: str, size: int) -> str:
             m, _ = self.mean_sem(size, regime)
-            top, (tm, ts) = best[size], self.mean_sem(size, best[size])
+            top, (tm, _) = best[size], self.mean_sem(size, best[size])
             if regime == top:
-                runner = [g for g in self.ks if g != regime and self._acc(size, g)]
-                second = max(runner, key=lambda g: self.mean_sem(size, g)[0]) if runner else None
+                others = [g for g in self.ks if g != regime and self._acc(size, g)]
+                second = max(others, key=lambda g: self.mean_sem(size, g)[0]) if others else None
                 margin = f" ({m:.3f} vs {second} {self.mean_sem(size, second)[0]:.3f})" if second else ""
                 clear = second is None or second not in tied[size]
                 return ("held" if clear else "within noise (best, but not by two standard errors)") + margin
             if regime in tied[size]:
                 return f"within noise ({regime} {m:.3f}, best {top} {tm:.3f})"
-            return f"failed ({regime} {m:.3f} vs {top} {tm:.3f})"
+            return f"failed ({regime} {m:.3f} vs best {top} {tm:.3f})"
 
-        claims.append((f"little data ({small}/class): {most_frozen} is best", claim(most_frozen, small)))
-        claims.append((f"lots of data ({large}/class): {least_frozen} is best", claim(least_frozen, large)))
+        claims = [(f"{size}/class: {regime} is best", claim(regime, size)) for size, regime in sorted(expect.items())]
         if len(self.sizes) > 1:
             ks = [self.ks[best[s]] for s in self.sizes]
             trend = "held" if all(a >= b for a, b in zip(ks, ks[1:])) else "failed"

@@ -192,13 +192,13 @@ QUIZ = Quiz("Quiz: fine-tuning everything", {
     "q3": Question(
         "Kornblith et al. (2019), 'Do better ImageNet models transfer better?': across 16 architectures and 12 data "
         "sets, what did they find for *fine-tuning*?",
-        options={"a": "ImageNet accuracy and transfer accuracy were strongly correlated (but on small fine-grained "
-                      "sets pretraining's advantage over random initialisation shrank)",
+        options={"a": "ImageNet accuracy and transfer accuracy were strongly correlated (though on some fine-grained "
+                      "sets, such as cars and aircraft, pretraining gave little over training from scratch)",
                  "b": "no correlation at all", "c": "better ImageNet models always transferred worse"},
         answer="a",
-        why="They report a strong rank correlation for fine-tuning and for fixed features, and that on some small "
-            "fine-grained data sets ImageNet pretraining gave little benefit over training from scratch.",
-        wrong={"b": "the correlation was strong (r around 0.96 for fine-tuning).",
+        why="They report a strong correlation for fine-tuning and for fixed features, and that on some fine-grained "
+            "data sets ImageNet pretraining gave little benefit over training from scratch.",
+        wrong={"b": "the correlation was strong, for fine-tuning and for fixed features alike.",
                "c": "the opposite: better ImageNet models tended to transfer better."}),
     "q4": Question(
         "In this notebook's size-axis table, what differs between the rows of one regime?",
