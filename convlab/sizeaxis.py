@@ -213,6 +213,15 @@ class SizeAxis:
         fig.tight_layout()
         return fig
 
+    def merged(self, other: "SizeAxis") -> "SizeAxis":
+        """The rows of both (e.g. stored rows for some sizes and live rows for others); the regimes must agree."""
+        if self.ks != other.ks:
+            raise ValueError(f"other: expected the same regimes {self.ks}, got {other.ks}")
+        clash = {(r.size, r.regime, r.seed) for r in self.rows} & {(r.size, r.regime, r.seed) for r in other.rows}
+        if clash:
+            raise ValueError(f"other: runs present in both, e.g. {sorted(clash)[0]}")
+        return SizeAxis(self.rows + other.rows, dict(self.ks), {"parts": [self.meta, other.meta]})
+
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_text(json.dumps({"meta": self.meta, "ks": self.ks, "rows": [asdict(r) for r in self.rows]}, indent=1))

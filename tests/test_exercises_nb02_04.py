@@ -117,3 +117,22 @@ def test_stage_probe_late_gain_is_paired_and_signed():
     gain, se = p.late_gain
     assert p.best_stage == "b" and gain < 0 and se > 0
     assert "fourth case" in p.verdict()
+
+
+def test_merged_joins_sizes_and_refuses_duplicates():
+    a = _axis({(10, "head only", 7): 0.7, (10, "fine-tune all", 0): 0.5})
+    b = _axis({(100, "head only", 7): 0.8, (100, "fine-tune all", 0): 0.7})
+    assert a.merged(b).sizes == [10, 100]
+    with pytest.raises(ValueError, match="both"):
+        a.merged(a)
+
+
+def test_stored_small_rows_match_the_default_regimes():
+    from pathlib import Path
+
+    from convlab.sizeaxis import default_regimes
+
+    stored = SizeAxis.from_json(Path(__file__).resolve().parents[1] / "notebooks/results/size_axis_small_10_100.json")
+    assert stored.sizes == [10, 100] and stored.ks == {n: r.frozen for n, r in default_regimes().items()}
+    assert {"date", "device", "command"} <= set(stored.meta) and stored.meta["seeds"] == [0, 1, 2]
+    assert all(len(stored._acc(n, g)) == 3 for n in stored.sizes for g in stored.ks)
