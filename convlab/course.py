@@ -32,12 +32,13 @@ COURSE: tuple[Lesson, ...] = (
            cpu_s=9),
     Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone (your own training loop), "
            "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
-           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=28),
+           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=98),
     Lesson("03_transfer_freeze_first_layers", "more data: freeze the first k stages by hand, BatchNorm included; "
-           "the size axis at 100 per class, k against accuracy and time", ("transfer", "featcache", "sizeaxis"), cpu_s=54),
+           "the size axis at 100 per class, k against accuracy and time", ("transfer", "featcache", "sizeaxis"),
+           cpu_s=106),
     Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything with parameter groups; the size axis "
            "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
-           ("transfer", "sizeaxis"), cpu_s=130),
+           ("transfer", "sizeaxis"), cpu_s=151),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
            "previews", ("augment", "widgets"), cpu_s=15),
     Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews",
