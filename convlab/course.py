@@ -30,12 +30,15 @@ COURSE: tuple[Lesson, ...] = (
     Lesson("01_open_source_weights", "find, load and trust published code + weights: provenance, licence, sha256, "
            "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data"),
            cpu_s=9),
-    Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone, frozen activations "
-           "cached on disk, confusion matrix and worst mistakes", ("transfer", "featcache", "engine"), cpu_s=28),
-    Lesson("03_transfer_freeze_first_layers", "more data: freeze only the first k stages; accuracy and time per "
-           "epoch against k", ("transfer", "featcache", "engine"), cpu_s=54),
-    Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything from pretrained vs from scratch; the "
-           "'more data, fewer frozen layers' rule measured", ("transfer", "engine"), cpu_s=130),
+    Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone (your own training loop), "
+           "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
+           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=98),
+    Lesson("03_transfer_freeze_first_layers", "more data: freeze the first k stages by hand, BatchNorm included; "
+           "the size axis at 100 per class, k against accuracy and time", ("transfer", "featcache", "sizeaxis"),
+           cpu_s=106),
+    Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything with parameter groups; the size axis "
+           "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
+           ("transfer", "sizeaxis"), cpu_s=151),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
            "previews; each one's own effect, trained from scratch over seeds", ("augment", "widgets", "augstudy"),
            cpu_s=100),
