@@ -89,16 +89,24 @@ def add_open_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open the solutions in the repository's notebooks/ instead of your copies")
     parser.add_argument("--dir", type=Path, default=None,
                         help=f"your course folder (default: $CONVLAB_COURSE_DIR or {DEFAULT_COURSE_DIR})")
-    parser.add_argument("--port", type=int, default=None, help="JupyterLab's port (default: 8888 or the next free)")
+    parser.add_argument("--port", type=_port, default=None, help="JupyterLab's port (default: 8888 or the next free)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser; print the address")
     parser.add_argument("lab_args", nargs="*", metavar="-- JUPYTERLAB_OPTION",
                         help="options passed on to JupyterLab, after --")
 
 
+def _port(text: str) -> int:
+    """argparse type for --port: an integer 1..65535 (argparse turns the error into one line and exit status 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..65535, got {text!r}")
+    return port
+
+
 def run_open(args: argparse.Namespace) -> int:
-    if args.port is not None and not 0 < args.port < 65536:
-        print(f"python -m convlab open: error: --port: expected 1..65535, got {args.port}", file=sys.stderr)
-        return 2
     if args.teacher:
         root = course_notebooks()
         settings = None  # the teacher's own JupyterLab settings

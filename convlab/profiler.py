@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence, TYPE_CHECKING
+from typing import Any, Callable, Iterable, Mapping, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -304,7 +304,7 @@ def compare_workers(
     for w in workers:
         loader = make_loader(dataset, batch_size=batch_size, num_workers=w, persistent_workers=persistent_workers,
                              prefetch_factor=prefetch_factor, seed=seed)
-        profile = profile_loader(loader, step_fn, epochs=epochs, max_steps=max_steps, label=f"{w} workers",
+        profile = profile_loader(loader, step_fn, epochs=epochs, max_steps=max_steps, label=_workers_label(w),
                                  warmup_steps=warmup_steps)
         profile.info = {"workers": w}
         del loader  # shut persistent workers down before the next setting competes for the cores
@@ -354,22 +354,46 @@ def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: 
     return fig
 
 
-def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict], title: str = "") -> Figure:
-    """Bars of steady-state images/s per configuration, labelled with the idle share of the time; returns the figure."""
+def _workers_label(w: int) -> str:
+    return f"{w} worker{'' if w == 1 else 's'}"
+
+
+def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict] | Mapping[str, Sequence[LoaderProfile]],
+                    title: str = "steady-state throughput by number of loader workers") -> Figure:
+    """Bars of steady-state images/s per configuration, labelled with the idle share of the time; returns the figure.
+
+    ``profiles``: one sequence (one bar each), or ``{consumer name: profiles}`` to compare several consumers side by
+    side (grouped bars with a legend, one group per configuration).
+    """
     import matplotlib.pyplot as plt
 
-    rows = [p.row() if isinstance(p, LoaderProfile) else dict(p) for p in profiles]
-    if not rows:
+    groups = dict(profiles) if isinstance(profiles, Mapping) else {"": profiles}
+    tables = {name: [p.row() if isinstance(p, LoaderProfile) else dict(p) for p in ps] for name, ps in groups.items()}
+    if not any(tables.values()):
         raise ValueError("profiles: expected at least one profile or row, got none")
-    labels = [r.get("label") or f"{r['workers']} workers" for r in rows]
-    speed = np.array([r["images_per_s"] for r in rows])
-    idle = np.array([r["idle_fraction"] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 3))
-    ax.bar(labels, speed, color="tab:blue")
-    for x, (s, i) in enumerate(zip(speed, idle)):
-        ax.text(x, s, f"{s:.0f} img/s\nidle {i:.0%}", ha="center", va="bottom", fontsize=8)
+    labels: list[str] = []
+    for rows in tables.values():
+        for r in rows:
+            label = r.get("label") or _workers_label(int(r["workers"]))
+            if label not in labels:
+                labels.append(label)
+    width = 0.8 / len(tables)
+    fig, ax = plt.subplots(figsize=(2.0 + 1.4 * len(labels) * max(1, len(tables) * 0.8), 3.2))
+    top = 0.0
+    for g, (name, rows) in enumerate(tables.items()):
+        xs = [labels.index(r.get("label") or _workers_label(int(r["workers"]))) + (g - (len(tables) - 1) / 2) * width
+              for r in rows]
+        speed = [r["images_per_s"] for r in rows]
+        ax.bar(xs, speed, width=width * 0.95, label=name or None)
+        for x, row in zip(xs, rows):
+            ax.text(x, row["images_per_s"], f"{row['images_per_s']:.0f}/s\nidle {row['idle_fraction']:.0%}",
+                    ha="center", va="bottom", fontsize=7)
+        top = max([top, *speed])
+    ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("images / s (steady state)")
-    ax.set_ylim(0, speed.max() * 1.25 if speed.max() > 0 else 1)
+    ax.set_ylim(0, top * 1.35 if top > 0 else 1)  # room for the labels above the bars
+    if len(tables) > 1:
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from convlab.data import ImageSet
-from convlab.transfer import Preprocess, _stages
+from convlab.transfer import Preprocess, stages_of
 
 __all__ = ["stage_features", "fit_linear_probe", "StageProbe", "stage_probe"]
 
@@ -41,7 +41,7 @@ def stage_features(model: nn.Module, images: ImageSet | torch.Tensor, preprocess
 
     ``model`` is a convlab Backbone; it is run in eval mode (BatchNorm with ImageNet's statistics).
     """
-    stages = _stages(model)
+    stages = stages_of(model)
     was_training = model.training
     model.eval()
     data = images.images if isinstance(images, ImageSet) else images
@@ -148,7 +148,7 @@ def stage_probe(model: nn.Module, train: ImageSet, test: ImageSet, preprocess: P
     Features of ``train`` (the pool the draws come from) and ``test`` are extracted once; each draw (a seed in
     ``draws``) picks ``per_class`` images per class from ``train`` with :meth:`ImageSet.per_class`.
     """
-    names = tuple(stages or [n for n, _ in _stages(model).named_children()])
+    names = tuple(stages or [n for n, _ in stages_of(model).named_children()])
     ftrain = stage_features(model, train, preprocess)
     ftest = stage_features(model, test, preprocess)
     num_classes = len(train.classes)

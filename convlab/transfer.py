@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from convlab.data import Splits
 
 __all__ = [
+    "stages_of",
     "BN_POLICIES",
     "Preprocess",
     "freeze",
@@ -159,11 +160,15 @@ class _StayInEval:
         return nn.Module.train(self.module, False)
 
 
-def _stages(model: nn.Module) -> nn.Sequential:
+def stages_of(model: nn.Module) -> nn.Sequential:
+    """A convlab ``Backbone``'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error for other models."""
     stages = getattr(model, "stages", None)
     if not isinstance(stages, nn.Sequential) or not hasattr(model, "head"):
         raise TypeError(f"model: expected a convlab Backbone (with .stages and .head), got {type(model).__name__}")
     return stages
+
+
+_stages = stages_of  # the name used inside this module
 
 
 def _resolve_k(model: nn.Module, k: int | str) -> int:

@@ -50,6 +50,9 @@ WIDGET_NOTEBOOKS = _widget_notebooks()
 #: (notebook, preview index) -> the committed figure made from its screenshot
 FIGURES = {("05_augmentation_geometry", 3): "preview_rotation.jpg",
            ("06_augmentation_color_pca", 1): "preview_pca_explorer.jpg"}
+#: the notebook shown as slides in README (its slide metadata comes from ``convlab.slides``) and its figure
+SLIDES_NOTEBOOK = "02_transfer_small_data.ipynb"
+SLIDES_FIGURE = "slides_title.jpg"
 _REQUIRED = os.environ.get("CONVLAB_REQUIRE_BROWSER") == "1"
 pytestmark = [
     pytest.mark.browser,
@@ -63,8 +66,8 @@ def test_chromium_is_installed_where_required():
 
 
 def test_every_committed_figure_is_made_by_this_test():
-    made = set(FIGURES.values())
-    committed = {p.name for p in (ROOT / "notebooks" / "figures").glob("preview_*.jpg")}
+    made = set(FIGURES.values()) | {SLIDES_FIGURE}
+    committed = {p.name for p in (ROOT / "notebooks" / "figures").glob("*.jpg")}
     assert committed == made, f"figures without a screenshot source: {committed - made}; missing: {made - committed}"
 
 
@@ -311,8 +314,6 @@ def _shut_down_kernels(lab: str) -> None:
         urllib.request.urlopen(request, timeout=30).read()
 
 
-#: the notebook shown as slides in README (its slide metadata comes from ``convlab.slides``)
-SLIDES_NOTEBOOK = "02_transfer_small_data.ipynb"
 
 
 def test_notebook_presents_as_slides(lab, browser):
@@ -336,5 +337,5 @@ def test_notebook_presents_as_slides(lab, browser):
     assert shown == expected, f"{expected} slides expected (one per '## ' section and the title), got {shown}"
     page.screenshot(path=str(SHOTS / "slides.png"))
     if os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
-        page.screenshot(path=str(ROOT / "notebooks" / "figures" / "slides_title.jpg"), type="jpeg", quality=80)
+        page.screenshot(path=str(ROOT / "notebooks" / "figures" / SLIDES_FIGURE), type="jpeg", quality=80)
     assert not record.outside, f"the slides reached beyond the lab: {record.outside}"

@@ -34,10 +34,12 @@ def test_open_help_answers_without_loading_torch():
     assert loaded.stdout.strip() == "False", "the command line must not import torch before it needs it"
 
 
-def test_bad_port_is_one_line_and_status_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path), "--port", "70000"],
+@pytest.mark.parametrize("port", ["70000", "abc"])
+def test_bad_port_is_refused_with_status_2(tmp_path, port):
+    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path), "--port", port],
                             capture_output=True, text=True, env=_env(), timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().endswith("expected 1..65535, got 70000")
+    assert result.returncode == 2 and result.stderr.strip().endswith(f"expected an integer 1..65535, got '{port}'")
+    assert "Traceback" not in result.stderr and not (tmp_path / "00_start_here.ipynb").exists()
 
 
 def test_sync_writes_missing_copies_and_keeps_the_learners(tmp_path):

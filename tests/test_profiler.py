@@ -173,3 +173,16 @@ def test_bad_arguments_name_themselves():
         profile_loader([["not a tensor"]], work)
     with pytest.raises(TypeError, match="warmup_steps"):
         compare_workers(TensorDataset(torch.zeros(2, 1)), work, warmup_steps=None)
+
+
+def test_throughput_plot_groups_consumers_and_says_worker_in_the_singular():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = lambda k: [{"workers": w, "images_per_s": k * (w + 1), "idle_fraction": 0.1} for w in (0, 1, 2)]  # noqa: E731
+    fig = plot_throughput({"slow": rows(10.0), "fast": rows(100.0)}, title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0 workers", "1 worker", "2 workers"]
+    assert len(ax.patches) == 6 and ax.get_legend() is not None and ax.get_title() == "t"
+    assert ax.get_ylim()[1] > 300, "labels above the tallest bar stay inside the axes"
+    assert plot_throughput(rows(1.0)).axes[0].get_title(), "a default title"

@@ -25,7 +25,7 @@ def test_ci_runs_exactly_the_readme_commands():
     assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
     assert the_rest == 'python3 -m pytest -m "not browser"'
     ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines()
-          if l and not l.startswith(("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER="))]
+          if l and not l.startswith(("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER=", "export CONVLAB_REQUIRE_OFFLINE="))]
     assert one_thread == "OMP_NUM_THREADS=1 python3 -m pytest -m numeric"
     assert ci == ["bash .ci/install", offline_browser, the_rest, one_thread]
 

@@ -50,8 +50,8 @@ FILE_SHA256 = Exercise(
     hints=[
         "A hash object is fed bytes piece by piece and gives the same digest as hashing the whole file at once: "
         "open the file in binary mode and feed it chunk by chunk, so a 1 GB file never sits in memory.",
-        "`digest = hashlib.sha256()`; `with open(path, 'rb') as f:` then `for chunk in iter(lambda: "
-        "f.read(chunk_size), b''): digest.update(chunk)`; finally `return digest.hexdigest()`.",
+        "The API: hashlib.sha256() makes the hash object, its .update(bytes) feeds it and .hexdigest() gives the "
+        "64-character answer; a file opened with 'rb' returns b'' from .read(n) at its end.",
     ],
     skill="verifying a download against its published sha256",
     handle="nb00.FILE_SHA256",

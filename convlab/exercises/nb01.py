@@ -136,8 +136,9 @@ LOAD_WEIGHTS = Exercise(
     hints=[
         "Published weights are a *state dict*: parameter names -> tensors. Build the same architecture (random "
         "weights), read the file safely, copy the tensors in, and switch to evaluation mode.",
-        "`model = torchvision.models.mobilenet_v2()`; `state = torch.load(weights_path, map_location='cpu', "
-        "weights_only=True)`; `model.load_state_dict(state)`; `return model.eval()`.",
+        "The API: torchvision.models.mobilenet_v2() builds the architecture; torch.load(..., map_location='cpu', "
+        "weights_only=True) reads a state dict without running pickled code; Module.load_state_dict copies it in; "
+        "Module.eval() switches BatchNorm and Dropout to inference.",
     ],
     skill="loading published weights by hand, safely (weights_only=True), checked against an oracle",
     handle="nb01.LOAD_WEIGHTS",
@@ -150,7 +151,8 @@ NEW_HEAD = Exercise(
     hints=[
         "Print the model: its `classifier` is `Sequential(Dropout, Linear(1280, 1000))`. Only that Linear knows "
         "about ImageNet's 1000 classes; replace it, keep everything else.",
-        "`model.classifier[1] = torch.nn.Linear(model.classifier[1].in_features, num_classes)`; `return model`.",
+        "The API: a Sequential can be indexed and assigned like a list; a Linear layer's input width is its "
+        ".in_features; torch.nn.Linear(in_features, out_features) makes the new layer.",
     ],
     skill="turning an ImageNet classifier into a num_classes-way one (the first step of transfer learning)",
     handle="nb01.NEW_HEAD",
@@ -163,7 +165,7 @@ COUNT_PARAMETERS = Exercise(
     hints=[
         "Every learnable tensor of a module (and of its submodules) is in `module.parameters()`; add up their "
         "sizes.",
-        "`sum(p.numel() for p in module.parameters())`.",
+        "The API: Tensor.numel() is a tensor's number of elements.",
     ],
     skill="counting what a model would train",
     handle="nb01.COUNT_PARAMETERS",

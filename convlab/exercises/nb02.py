@@ -93,9 +93,9 @@ TRAIN_HEAD = Exercise(
     hints=[
         "The head is one nn.Linear(D, num_classes); train it like any model: for each epoch, shuffle, cut into "
         "mini-batches, compute the cross-entropy of the logits, backpropagate, step. The features never change.",
-        "torch.randperm(N) for the order; logits = head(features[idx]); loss = torch.nn.functional.cross_entropy("
-        "logits, labels[idx]); optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3); zero_grad, backward, "
-        "step. About 100 epochs of 4 batches are enough for 100 images.",
+        "The API: torch.randperm for a shuffled order (with a torch.Generator for repeatability); "
+        "torch.nn.functional.cross_entropy takes logits and integer labels; torch.optim.AdamW over the head's "
+        "parameters, with zero_grad, backward and step per batch. About 100 epochs of 4 batches suit 100 images.",
     ],
     skill="a softmax head trained on cached features with a plain PyTorch loop",
     handle="nb02.TRAIN_HEAD",

@@ -16,7 +16,7 @@ from torch import nn
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["FREEZE_FIRST_K", "QUIZ", "freeze_first_k_reference", "one_step_changes"]
+__all__ = ["FREEZE_FIRST_K", "QUIZ", "fashion_batch", "freeze_first_k_reference", "one_step_changes"]
 
 
 def freeze_first_k_reference(model: nn.Module, k: int) -> list[nn.Parameter]:
@@ -32,7 +32,8 @@ def freeze_first_k_reference(model: nn.Module, k: int) -> list[nn.Parameter]:
 
 
 @functools.lru_cache(maxsize=1)
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+def fashion_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight real Fashion-MNIST training images at 32 px, normalised for MobileNetV2, and their labels (cached)."""
     from convlab.backbones import BACKBONES
     from convlab.data import load_fashion_mnist
     from convlab.transfer import Preprocess
@@ -53,7 +54,7 @@ def one_step_changes(freeze_fn, k: int, lr: float = 0.5) -> dict:
            f"return the list of parameters to train (nn.Parameter objects), got {type(params).__name__}")
     before = {name: t.detach().clone() for name, t in model.state_dict().items()}
     opt = torch.optim.SGD(params, lr=lr)
-    x, y = _batch()
+    x, y = fashion_batch()
     loss = nn.functional.cross_entropy(model(x), y)
     opt.zero_grad()
     loss.backward()
@@ -101,8 +102,8 @@ FREEZE_FIRST_K = Exercise(
     hints=[
         "Two things freeze a stage: its parameters get no gradient (requires_grad False), and its BatchNorm layers "
         "stop updating running statistics (the stage in eval mode). Later stages and the head: the opposite.",
-        "for i, stage in enumerate(model.stages): for p in stage.parameters(): p.requires_grad_(i >= k); "
-        "stage.train(i >= k). Then return [p for p in model.parameters() if p.requires_grad].",
+        "The API: model.stages is a Sequential you can enumerate; Tensor.requires_grad_(flag) and Module.train(flag) "
+        "(False means eval mode) set the two switches; Module.parameters() lists what to return.",
     ],
     skill="freezing the first k stages by hand, BatchNorm statistics included",
     handle="nb03.FREEZE_FIRST_K",

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
+from convlab.exercises.nb03 import fashion_batch
 
 __all__ = ["PARAM_GROUPS", "CHOOSE_REGIME", "QUIZ", "Scenario", "SCENARIOS", "REGIMES",
            "make_param_groups_reference", "choose_regime_reference"]
@@ -31,13 +31,6 @@ def make_param_groups_reference(model: nn.Module, lr: float, backbone_lr_scale: 
             groups.append({"params": params, "lr": lr * backbone_lr_scale, "name": name})
     groups.append({"params": [p for p in model.head.parameters() if p.requires_grad], "lr": lr, "name": "head"})
     return groups
-
-
-@functools.lru_cache(maxsize=1)
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    from convlab.exercises.nb03 import _batch as batch03
-
-    return batch03()
 
 
 def _test_param_groups(make_param_groups) -> None:
@@ -66,7 +59,7 @@ def _test_param_groups(make_param_groups) -> None:
                                                          f"has lr {g['lr']}, expected {want:g}")
         opt = torch.optim.AdamW(groups, lr=lr)
         before = model.head[-1].weight.detach().clone()
-        x, y = _batch()
+        x, y = fashion_batch()
         model.train()
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -82,9 +75,8 @@ PARAM_GROUPS = Exercise(
     hints=[
         "Walk over model.stages: each stage with trainable parameters becomes one group at the lower rate; the head "
         "is its own group at the full rate. Leave out every parameter with requires_grad=False.",
-        "groups.append({'params': [p for p in stage.parameters() if p.requires_grad], 'lr': lr * backbone_lr_scale}) "
-        "for each stage with a non-empty list (model.stages.named_children()), then {'params': list(model.head."
-        "parameters()), 'lr': lr}; torch.optim.AdamW(groups) takes the list as it is.",
+        "The API: an optimizer takes a list of dicts, each {'params': [...], 'lr': ...}; p.requires_grad says "
+        "whether a parameter trains; model.stages and model.head hold the backbone and the new layer.",
     ],
     skill="discriminative learning rates with optimizer parameter groups",
     handle="nb04.PARAM_GROUPS",

@@ -84,9 +84,9 @@ MIRROR_CROP = Exercise(
     hints=[
         "Draw everything first, one value per image, in the order the text gives: a bool 'mirror?' per image, then a "
         "top and a left per image. Mirror the chosen images, then cut each image's own window and stack.",
-        "flip = torch.rand(B, generator=g) < p; top = torch.randint(0, H - h + 1, (B,), generator=g); the same for "
-        "left with W - w + 1. torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images) mirrors the chosen ones; "
-        "torch.stack([x[i, :, t:t + h, l:l + w] for ...]) crops.",
+        "The API: torch.rand and torch.randint both take generator=; Tensor.flip(-1) mirrors left-right; "
+        "torch.where with a (B, 1, 1, 1) mask picks per image; slicing x[i, :, top:top + h, left:left + w] and "
+        "torch.stack build the batch of windows.",
     ],
     skill="batched per-sample mirror + random crop, reproducible from a torch.Generator",
     handle="nb05.MIRROR_CROP",

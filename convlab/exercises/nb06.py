@@ -102,9 +102,9 @@ FIT_PCA = Exercise(
     hints=[
         "Treat every pixel of every training image as one 3-vector (R, G, B) in [0, 1]: stack them all into an "
         "(N, 3) matrix, centre it on its mean, form the 3 x 3 covariance, and eigen-decompose it.",
-        "px = torch.cat([im.reshape(3, -1).T for im in images]).double() / 255; cov = c.T @ c / (N - 1) with "
-        "c = px - px.mean(0); torch.linalg.eigh(cov) returns eigenvalues ASCENDING and eigenvectors as COLUMNS: "
-        "flip both (vals.flip(0), vecs.flip(1)).",
+        "The API: Tensor.reshape(3, -1).T gives an image's pixels as rows; torch.cat joins images; scale to [0, 1] "
+        "in float64; the covariance of centred rows c is c.T @ c / (N - 1). torch.linalg.eigh returns eigenvalues "
+        "in ASCENDING order and eigenvectors as COLUMNS: the task wants them largest first.",
     ],
     skill="AlexNet's PCA colour basis fitted on the training pixels",
     handle="nb06.FIT_PCA",
@@ -117,7 +117,8 @@ OFFSETS = Exercise(
     hints=[
         "Each image's offset is a weighted sum of the eigenvectors (columns), weight i = alpha_i * lambda_i. Do it "
         "for all rows of alpha at once.",
-        "For a batch of row vectors v (B, 3), M @ v per row is v @ M.T: (alpha * eigenvalues) @ eigenvectors.T.",
+        "Broadcasting: alpha (B, 3) times eigenvalues (3,) gives the weights per image; for a batch of row vectors "
+        "v, applying a matrix M to each row is one matrix product with M's transpose.",
     ],
     skill="AlexNet's per-image PCA colour offsets, batched",
     handle="nb06.OFFSETS",

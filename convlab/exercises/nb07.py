@@ -120,7 +120,8 @@ SEEDED_LOADER = Exercise(
         "new RNG whose seed differs per worker and comes from `seed`, so a rerun repeats it.",
         "Pass `worker_init_fn=...` and `generator=torch.Generator().manual_seed(seed)` to DataLoader. Inside "
         "worker_init_fn, `torch.utils.data.get_worker_info()` gives `.seed` (base seed + worker id) and `.dataset` "
-        "(the worker's copy); set `info.dataset.augment.rng = np.random.RandomState(info.seed % 2**32)`.",
+        "(the worker's copy): give that copy's augmentation a fresh NumPy RandomState seeded from `.seed` "
+        "(NumPy seeds must fit in 32 bits).",
     ],
     skill="workers draw different augmentations, and the same seed reproduces them",
     handle="nb07.SEEDED_LOADER",

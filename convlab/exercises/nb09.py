@@ -109,8 +109,9 @@ TEN_CROP = Exercise(
     hints=[
         "Cut the ten views (4 corners + centre, and the same of the left-right mirrored image), run the model on "
         "each, turn each output into probabilities, and average the ten.",
-        "`torchvision.transforms.v2.functional.ten_crop(images, [size, size])` returns a tuple of ten (B, 3, size, "
-        "size) batches; `model(view).softmax(dim=-1)` per view; `torch.stack(...).mean(dim=0)`; wrap in torch.no_grad().",
+        "The API: torchvision.transforms.v2.functional.ten_crop returns a tuple of ten (B, 3, size, size) batches; "
+        "Tensor.softmax(dim=-1) turns logits into probabilities; torch.stack and .mean(dim=0) average; "
+        "torch.no_grad() skips autograd.",
     ],
     skill="10-crop test-time augmentation",
     handle="nb09.TEN_CROP",
@@ -122,7 +123,8 @@ ENSEMBLE = Exercise(
     reference=reference_ensemble_predict,
     hints=[
         "Run every member on the same batch, turn each member's logits into probabilities, average them.",
-        "`torch.stack([m(images).softmax(dim=-1) for m in models]).mean(dim=0)` inside torch.no_grad().",
+        "The API: Tensor.softmax(dim=-1) per member's logits, torch.stack along a new first dimension, .mean(dim=0) "
+        "over it; torch.no_grad() around the forwards.",
     ],
     skill="averaging an ensemble's probabilities",
     handle="nb09.ENSEMBLE",
