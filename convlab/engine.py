@@ -292,7 +292,7 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "auto",
     channels_last: bool | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> History:
     """Train ``model`` on ``train`` for ``epochs`` epochs; evaluate on ``val`` after each. Returns a :class:`History`.
 
@@ -308,7 +308,8 @@ def fit(
         seed: seeds shuffling and dropout; the same seed gives the same history.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``; the model is moved there.
         channels_last: ``None`` = on the CPU only.
-        progress: show ``tqdm`` bars.
+        progress: show ``tqdm`` bars; ``"transient"``: one bar over all batches of all epochs, removed at the end (for a caller
+            that runs many fits under a bar of its own).
     """
     from tqdm.auto import tqdm
 
@@ -341,11 +342,15 @@ def fit(
 
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        epoch_bar = tqdm(range(epochs), desc="epochs", disable=not progress, leave=True)
+        transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
+        epoch_bar = tqdm(range(epochs), desc="epochs", disable=not progress or transient, leave=True)
+        run_bar = tqdm(total=epochs * (n_train_batches + n_val_batches), desc="training", disable=not transient,
+                       leave=False)
         for epoch in epoch_bar:
             t0 = time.perf_counter()
             model.train()
-            batch_bar = tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+            batch_bar = run_bar if transient else tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}",
+                                                        disable=not progress, leave=False)
             total, correct, seen = train_epoch(
                 model, train, torch.randperm(len(train), generator=generator), batch_size=batch_size, optimizer=opt,
                 loss_fn=loss_fn, device=dev, transform=transform, channels_last=cl, on_step=lambda: batch_bar.update(1))
@@ -359,7 +364,8 @@ def fit(
             else:
                 history.val_loss.append(float("nan"))
                 history.val_acc.append(float("nan"))
-            batch_bar.close()
+            if not transient:
+                batch_bar.close()
             value = getattr(history, monitor)[-1]
             min_delta = early_stopping.min_delta if early_stopping else 0.0
             if _improved(value, best, monitor, min_delta):
@@ -378,6 +384,7 @@ def fit(
                 history.stopped_early = True
                 break
         epoch_bar.close()
+        run_bar.close()
     if best_state is not None and history.best_epoch != len(history) - 1:
         model.load_state_dict(best_state)
         history.restored_best = True

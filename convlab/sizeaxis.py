@@ -280,7 +280,8 @@ def run_size_axis(
                 epochs = b.epochs(len(sub.train))
                 t = time.perf_counter()
                 r = run_regime(regime, sub, backbone, epochs=epochs, batch_size=b.batch_size, preprocess=prep,
-                               seed=seed, cache_dir=cache_dir, device=device, progress=False)
+                               seed=seed, cache_dir=cache_dir, device=device,
+                               progress="transient" if progress else False)  # a bar per run, gone when it ends
                 rows.append(SizeAxisRow(size, name, regime.frozen, seed, r.row.test_acc, r.history.train_acc[-1], epochs,
                                         b.steps(len(sub.train)), time.perf_counter() - t))
                 bar.set_postfix(size=size, regime=name, acc=f"{r.row.test_acc:.3f}")

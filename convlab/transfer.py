@@ -470,7 +470,7 @@ def run_regime(
     seed: int = 0,
     device: str | torch.device = "auto",
     cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> RegimeResult:
     """Train one regime on ``splits`` (train / val / test ImageSets) and evaluate it on the test set.
 
