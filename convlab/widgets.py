@@ -71,8 +71,8 @@ UNITS: dict[str, str] = {
     "strength": "largest shift, px", "smoothness": "control-point spacing, px",
     "magnitude": "largest shift / value range", "sigma": "std of AlexNet's alphas",
 }
-SLIDER_LAYOUT = {"width": "560px"}
-SLIDER_STYLE = {"description_width": "300px"}
+SLIDER_LAYOUT = {"width": "780px"}  # a long track: finer steps per pixel on a projector
+SLIDER_STYLE = {"description_width": "280px"}
 SIZES = (("160 px", 160), ("240 px", 240), ("320 px (projector)", 320))
 
 
