@@ -84,8 +84,8 @@ def run(settings: dict, n: int, photos: int, epochs: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kernels", type=int, default=4, help="processes sharing the machine (default 4)")
-    ap.add_argument("--photos", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--photos", type=int, default=96)
+    ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each contender; medians reported")
     ap.add_argument("--quick", action="store_true", help="a tiny run to check the script")
     args = ap.parse_args()

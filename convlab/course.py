@@ -26,31 +26,31 @@ class Lesson:
 
 
 COURSE: tuple[Lesson, ...] = (
-    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=5),
+    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=3),
     Lesson("01_open_source_weights", "find, load and trust published code + weights: provenance, licence, sha256, "
            "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data"),
-           cpu_s=9),
+           cpu_s=8),
     Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone (your own training loop), "
            "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
-           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=98),
+           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=86),
     Lesson("03_transfer_freeze_first_layers", "more data: freeze the first k stages by hand, BatchNorm included; "
            "the size axis at 100 per class, k against accuracy and time", ("transfer", "featcache", "sizeaxis"),
-           cpu_s=106),
+           cpu_s=78),
     Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything with parameter groups; the size axis "
            "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
-           ("transfer", "sizeaxis"), cpu_s=151),
+           ("transfer", "sizeaxis"), cpu_s=130),
     Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
            "previews; each one's own effect, trained from scratch over seeds", ("augment", "widgets", "augstudy"),
-           cpu_s=100),
+           cpu_s=84),
     Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews; "
            "their effects and AlexNet's recipe, trained from scratch", ("augment", "widgets", "augstudy"),
-           cpu_s=65),
+           cpu_s=58),
     Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
-           "bug", ("loading", "profiler"), cpu_s=29),
+           "bug", ("loading", "profiler"), cpu_s=21),
     Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",
-           ("handfeatures",), cpu_s=122),
+           ("handfeatures",), cpu_s=86),
     Lesson("09_ensembles_and_multicrop", "winning benchmarks: ensembles and 10-crop, with their gain and cost",
-           ("tta", "ensemble"), cpu_s=106),
+           ("tta", "ensemble"), cpu_s=73),
 )
 
 
@@ -99,4 +99,11 @@ def benchmark_summary(results: str | os.PathLike) -> list[dict]:
         acc = tta["acceptance"]
         rows.append({"benchmark": "multi-crop (bench_tta.py)", "measure": "building 10 crops vs PIL TenCrop (speed-up)",
                      "result": _ratio(acc["crops_vs_pil_tencrop"]["speedup"])})
+    shared = load("shared_cpu.json")
+    if shared is not None:
+        n, cpus = shared["kernels"], shared["machine"]["cpus"]
+        for name, what in (("policy", "convlab's thread policy"), ("default", "PyTorch's default threads")):
+            rows.append({"benchmark": "shared machine (bench_shared.py)",
+                         "measure": f"{n} kernels at once on {cpus} cores, time vs alone: {what}",
+                         "result": _ratio(shared["results"][name]["slowdown"])})
     return rows
