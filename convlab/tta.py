@@ -293,33 +293,6 @@ def default_chunk_size(device: str | torch.device) -> int:
 
 
 @torch.inference_mode()
-def _mean_std(spec, mean, std) -> tuple:
-    """The normalisation: the caller's, else the model spec's; an error that says what to pass when neither exists."""
-    mean = mean if mean is not None else getattr(spec, "mean", None)
-    std = std if std is not None else getattr(spec, "std", None)
-    if mean is None or std is None:
-        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
-    return mean, std
-
-
-def _scale_shift(mean, std, channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(C, 1, 1)`` scale and shift with x_norm = (x / 255 - mean) / std = x * scale + shift (applied in place)."""
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"mean, std: expected {channels} values each (one per channel), got {len(mean)} and {len(std)}")
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(channels, 1, 1)
-    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(channels, 1, 1) / std_t
-    return 1.0 / (255.0 * std_t), shift
-
-
-def _memory_format(model: nn.Module, device: torch.device, channels_last: bool | None):
-    """``(use channels_last, convert the model's weights for the call, the memory format)``; ``None`` = on the CPU.
-    A lazy module's weights do not exist before its first forward: those run in the format they have."""
-    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
-    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
-    convert = use_cl and not lazy and not _wants_channels_last(model)
-    return use_cl, convert, torch.channels_last if use_cl else torch.contiguous_format
-
-
 def predict_views(
     model: nn.Module,
     images: Tensor | Sequence[Tensor],
@@ -363,13 +336,26 @@ def predict_views(
         views = ViewSet.ten_crop(spec.input_size)
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
-    mean, std = _mean_std(spec, mean, std)
+    mean = mean if mean is not None else getattr(spec, "mean", None)
+    std = std if std is not None else getattr(spec, "std", None)
+    if mean is None or std is None:
+        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     device = _model_device(model) if device is None else torch.device(device)
     source = _check_source(images)
     source = source.to(device) if isinstance(source, Tensor) else [im.to(device) for im in source]
     C = source[0].shape[-3]
-    scale, shift = _scale_shift(mean, std, C, device)
-    use_cl, convert, fmt = _memory_format(model, device, channels_last)
+    if len(mean) != C or len(std) != C:
+        raise ValueError(f"mean, std: expected {C} values each (one per channel), got {len(mean)} and {len(std)}")
+
+    # x_norm = (x / 255 - mean) / std = x * scale + shift, applied in place on the float chunk.
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
+    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    # (a lazy module's weights do not exist before its first forward: those run in the format they have)
+    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
+    convert = use_cl and not lazy and not _wants_channels_last(model)
+    fmt = torch.channels_last if use_cl else torch.contiguous_format
     total = len(source) * len(views)
     n = min(chunk_size or default_chunk_size(device), total)
     buf = torch.empty(n, C, *views.size, device=device).contiguous(memory_format=fmt)
@@ -438,13 +424,23 @@ def dense_predict(
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected an int >= 1 (images per forward pass) or None, got {chunk_size!r}")
     spec = getattr(model, "spec", None)
-    mean, std = _mean_std(spec, mean, std)
+    mean = mean if mean is not None else getattr(spec, "mean", None)
+    std = std if std is not None else getattr(spec, "std", None)
+    if mean is None or std is None:
+        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     device = _model_device(model) if device is None else torch.device(device)
     source = _check_source(images)
     source = list(source) if isinstance(source, Tensor) else source
     C = source[0].shape[-3]
-    scale, shift = _scale_shift(mean, std, C, device)
-    use_cl, convert, fmt = _memory_format(model, device, channels_last)
+    if len(mean) != C or len(std) != C:
+        raise ValueError(f"mean, std: expected {C} values each (one per channel), got {len(mean)} and {len(std)}")
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
+    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
+    convert = use_cl and not lazy and not _wants_channels_last(model)
+    fmt = torch.channels_last if use_cl else torch.contiguous_format
     n_views = 2 if mirror else 1
     per_pass = max(1, (chunk_size or default_chunk_size(device)) // n_views)
     # group images by their shape after resizing, so each forward pass stacks images of one shape
