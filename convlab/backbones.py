@@ -15,14 +15,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from convlab.assets import ASSETS, asset_path, load_weights_file
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-__all__ = ["StageInfo", "BackboneSpec", "Backbone", "Prediction", "load_backbone", "BACKBONES", "imagenet_categories"]
+__all__ = [
+    "StageInfo",
+    "BackboneSpec",
+    "Backbone",
+    "Prediction",
+    "load_backbone",
+    "BACKBONES",
+    "imagenet_categories",
+    "stages_of",
+    "as_backbone",
+]
 
 
 @dataclass(frozen=True)
@@ -60,33 +71,34 @@ class BackboneSpec:
     def stage_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
 
-    def eval_transform(self) -> nn.Module:
-        """torchvision v2 eval preprocessing: resize shorter side, centre crop, float in [0, 1], normalise.
+    def eval_preprocess(self, size: int | None = None, crop: bool = True) -> Preprocess:
+        """The eval preprocessing (:class:`~convlab.preprocess.Preprocess`) at ``size`` (default ``input_size``)."""
+        return Preprocess.from_spec(self, size=size, crop=crop)
+
+    def eval_transform(self) -> Callable:
+        """The eval preprocessing as a torchvision v2 transform (for a ``Dataset``'s ``transform=``).
 
         Takes a uint8 ``(C, H, W)`` / ``(B, C, H, W)`` tensor or a PIL image; returns float ``(..., 3, S, S)``.
         """
         from torchvision.transforms import v2
 
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.Resize(self.resize_size, antialias=True),
-                v2.CenterCrop(self.input_size),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(self.mean, self.std),
-            ]
-        )
+        prep = self.eval_preprocess()
+
+        def apply(image: torch.Tensor) -> torch.Tensor:
+            out = prep(image.as_subclass(torch.Tensor))
+            return out if image.ndim == 4 else out[0]
+
+        return v2.Compose([v2.ToImage(), v2.Lambda(apply)])
 
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Preprocess uint8 images of any sizes: ``(3, H, W)`` each, or a ``(B, 3, H, W)`` batch -> ``(B, 3, S, S)``."""
-        transform = self.eval_transform()
         if isinstance(images, torch.Tensor):
             if images.ndim == 3:
                 images = images.unsqueeze(0)
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"images: expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
-            return transform(images)
-        return torch.stack([transform(_check_image(im, i)) for i, im in enumerate(images)])
+            return self.eval_preprocess()(images)
+        return self.eval_preprocess()([_check_image(im, i) for i, im in enumerate(images)])
 
 
 def _check_image(image: torch.Tensor, index: int) -> torch.Tensor:
@@ -132,6 +144,36 @@ class Backbone(nn.Module):
     def num_classes(self) -> int:
         return self.head[-1].out_features
 
+    # -- stage mechanics: k counts leading stages (0 .. len(stages)); a stage name means "up to and including it"
+    def resolve_k(self, k: int | str) -> int:
+        """How many leading stages ``k`` means: an int in ``[0, n]``, a stage name (that stage and all before it), or
+        ``"all"`` (``n``, every stage)."""
+        names = [name for name, _ in self.stages.named_children()]
+        if isinstance(k, str):
+            if k == "all":
+                return len(names)
+            if k not in names:
+                raise ValueError(f"k: expected a stage name {names}, 'all' or an int in [0, {len(names)}], got {k!r}")
+            return names.index(k) + 1
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(names):
+            raise ValueError(f"k: expected an int in [0, {len(names)}], a stage name or 'all', got {k!r}")
+        return k
+
+    def split_at(self, k: int | str) -> tuple[nn.Sequential, nn.Sequential]:
+        """``(front, rest)`` with ``rest(front(x)) == self(x)``; both share this model's modules.
+
+        ``front`` is the first ``k`` stages (:meth:`resolve_k`); when ``k`` covers every stage it also includes the
+        global pooling, so it returns ``(B, spec.feature_dim)`` feature vectors and ``rest`` is just the head.
+        Training ``rest`` trains this model.
+        """
+        k = self.resolve_k(k)
+        children = list(self.stages.named_children())
+        if k == len(children):
+            return nn.Sequential(self.stages, self.pool), nn.Sequential(self.head)
+        front = nn.Sequential(OrderedDict(children[:k])) if k else nn.Sequential()
+        back = nn.Sequential(OrderedDict(children[k:]))
+        return front, nn.Sequential(back, self.pool, self.head)
+
     def reset_classifier(self, num_classes: int, categories: Sequence[str] | None = None, dropout: float | None = None) -> nn.Linear:
         """Swap the 1000-way ImageNet classifier for a fresh ``num_classes``-way one (the softmax is in the loss).
 
@@ -174,6 +216,18 @@ class Backbone(nn.Module):
         ]
 
 
+def as_backbone(model: nn.Module) -> Backbone:
+    """``model`` itself if it is a convlab :class:`Backbone`; a clear error for other models."""
+    if not isinstance(model, Backbone):
+        raise TypeError(f"model: expected a convlab Backbone (with .stages and .head), got {type(model).__name__}")
+    return model
+
+
+def stages_of(model: nn.Module) -> nn.Sequential:
+    """A convlab :class:`Backbone`'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error for other models."""
+    return as_backbone(model).stages
+
+
 def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in the standard order (shipped with torchvision, no download)."""
     from torchvision.models import MobileNet_V2_Weights
@@ -182,8 +236,6 @@ def imagenet_categories() -> tuple[str, ...]:
 
 
 _STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32), ("conv_head", 32))
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
@@ -198,8 +250,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         feature_dim=1280,
         input_size=224,
         resize_size=256,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         imagenet_top1=71.878,
         top1_source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1.meta",
     ),

@@ -544,7 +544,7 @@ def _train(args, env, device, regime, out: Path) -> int:
     from tqdm.auto import tqdm
 
     from convlab import distributed as D
-    from convlab.engine import _make_optimizer, evaluate, load_checkpoint, save_checkpoint
+    from convlab.engine import evaluate, load_checkpoint, make_optimizer, save_checkpoint
     from convlab.featcache import FeatureCache
     from convlab.transfer import freeze, param_groups, param_summary, split_at
 
@@ -639,7 +639,7 @@ def _train(args, env, device, regime, out: Path) -> int:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     groups = param_groups(model, head_lr, regime.backbone_lr_scale)
-    optimizer = _make_optimizer("adamw", groups, head_lr, None, 0.9)
+    optimizer = make_optimizer("adamw", groups, head_lr, None, 0.9)
     loss_fn = nn.CrossEntropyLoss()
     if env.distributed:
         ddp = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

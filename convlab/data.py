@@ -40,6 +40,10 @@ __all__ = [
     "imagenet_samples",
     "sample_photos",
     "decode_image_file",
+    "IMAGE_SUFFIXES",
+    "class_folders",
+    "image_files",
+    "stratified_split",
 ]
 
 FOOD_GROUPS: dict[str, str] = {
@@ -69,7 +73,8 @@ FASHION_MNIST_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+#: File name endings read as images (lower case) by :func:`load_image_folder` and :func:`image_files`.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -222,7 +227,8 @@ def _to_uint8_array(im, channels: int) -> np.ndarray:
     return np.asarray(im.convert("RGB" if channels == 3 else "L"))
 
 
-def _stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """Sorted ``(train, val, test)`` index tensors holding ``fractions`` of every class (seeded with ``seed``)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions: expected three non-negative numbers summing to 1, got {tuple(fractions)}")
     g = torch.Generator().manual_seed(seed)
@@ -295,7 +301,7 @@ def load_food(
     full = ImageSet([images[i] for i in keep], [labels[i] for i in keep], classes, [paths[i].name for i in keep])
     if max_per_class is not None:
         full = full.per_class(max_per_class, seed=seed)
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, fractions, seed))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, fractions, seed))
     info = {"files": len(paths), "distinct": len(keep), "per_class": torch.bincount(full.labels, minlength=len(classes)).tolist()}
     return Splits(train, val, test, classes, seed, info)
 
@@ -386,13 +392,13 @@ def load_image_folder(
         val = _read_class_folders(root / "val", on_error, parts["train"]) if "val" in parts else train.subset([])
         return Splits(train, val, test, train.classes, seed, {"root": str(root), "layout": "given splits"})
     full = _read_class_folders(root, on_error, _class_folders(root))
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, fractions, seed))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, fractions, seed))
     return Splits(train, val, test, full.classes, seed, {"root": str(root), "layout": "split by convlab"})
 
 
 def _class_folders(root: Path) -> list[str]:
     """The class folder names under ``root`` (hidden ones left out), checked: at least two, no case-only twins."""
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = class_folders(root)
     if not found:
         raise ValueError(f"root: expected class sub-folders in {root} (root/<class>/<image>), found none")
     if len(found) < 2:
@@ -425,11 +431,25 @@ def _check_same_classes(root: Path, train: list[str], split: str, other: list[st
     raise ValueError(f"root: the splits in {root} must hold the same class folders: {'; '.join(what)}")
 
 
+def class_folders(root: Path) -> list[str]:
+    """The names of the visible sub-folders of ``root`` (one per class), sorted: the class order."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def image_files(folder: Path, hidden: bool = False) -> list[Path]:
+    """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder``, sorted; names starting with "." only if ``hidden``.
+
+    Hidden files are not images as a rule (macOS writes ``._photo.jpg`` resource files beside copied photos).
+    """
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and (hidden or not p.name.startswith(".")))
+
+
 def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> ImageSet:
     images, labels, ids, hidden = [], [], [], []
     for label, name in enumerate(classes):
         folder = root / name
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        files = image_files(folder, hidden=True)
         count = 0
         for path in files:
             if path.name.startswith("."):  # ._photo.jpg (macOS resource fork), .thumbnail.png, ...
@@ -447,7 +467,7 @@ def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> Im
             count += 1
         if count == 0:
             skipped = " (its files were unreadable or hidden)" if files else ""
-            raise ValueError(f"root: class folder {folder} has no images ({', '.join(_IMAGE_SUFFIXES)}){skipped}; "
+            raise ValueError(f"root: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
                              "add images or remove the folder")
     if hidden:
         warnings.warn(f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+from torch import nn
+
+__all__ = ["resolve_device", "model_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -22,3 +24,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     return resolved
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives: the device of its first parameter (or buffer); the CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

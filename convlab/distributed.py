@@ -40,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from convlab.engine import _batches, _prepare, train_epoch as engine_train_epoch
+from convlab.engine import eval_epoch
+from convlab.engine import train_epoch as engine_train_epoch
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Any
@@ -232,7 +233,6 @@ def train_epoch(
     return tuple(all_reduce_sums([float(v) for v in sums], device))
 
 
-@torch.inference_mode()
 def evaluate_shards(
     model: nn.Module,
     data: Dataset,
@@ -252,15 +252,12 @@ def evaluate_shards(
     was_training = model.training
     model.eval()
     try:
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in _batches(data, batch_size, shard_indices(len(data), env)):
-            logits = model(_prepare(x, transform, device, channels_last)).float()
-            y = y.to(device)
-            loss_sum += float(loss_fn(logits, y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+        loss_sum, preds, labels = eval_epoch(model, data, shard_indices(len(data), env), batch_size=batch_size,
+                                             loss_fn=loss_fn, device=device, transform=transform,
+                                             channels_last=channels_last)
     finally:
         model.train(was_training)
+    correct, seen = int((preds == labels).sum()), len(labels)
     loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], device)
     if seen == 0:
         return float("nan"), float("nan"), 0

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from convlab.device import resolve_device
+from convlab.display import markdown_table
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from torch.utils.data import Dataset
@@ -39,6 +40,8 @@ __all__ = [
     "Evaluation",
     "fit",
     "train_epoch",
+    "eval_epoch",
+    "make_optimizer",
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
@@ -85,8 +88,6 @@ class History:
         ]
 
     def to_markdown(self) -> str:
-        from convlab.transfer import markdown_table
-
         return markdown_table(self.rows(), floatfmt=".4g")
 
     def to_dict(self) -> dict:
@@ -178,19 +179,44 @@ def _use_channels_last(channels_last: bool | None, device: torch.device) -> bool
 
 # --------------------------------------------------------------------------------------------- evaluate
 @torch.inference_mode()
-def _run_eval(model, data, transform, batch_size, device, loss_fn, channels_last, bar=None):
-    total_loss, preds, labels = 0.0, [], []
-    for x, y in _batches(data, batch_size, torch.arange(len(data))):
+def eval_epoch(
+    model: nn.Module,
+    data: Dataset,
+    order: torch.Tensor,
+    *,
+    batch_size: int,
+    loss_fn: nn.Module,
+    device: torch.device,
+    transform: Callable | None = None,
+    channels_last: bool = False,
+    on_batch: Callable[[], None] | None = None,
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The evaluation loop: ``data[order]`` through ``model`` in batches; the model's mode is the caller's.
+
+    Returns ``(loss_sum, predictions, labels)``: the summed per-sample loss and the CPU tensors of predicted and
+    true classes, in ``order``. ``on_batch`` runs after every batch (progress bars).
+    """
+    loss_sum, preds, labels = 0.0, [], []
+    for x, y in _batches(data, batch_size, order):
         logits = model(_prepare(x, transform, device, channels_last))
         y = y.to(device)
-        total_loss += float(loss_fn(logits.float(), y)) * len(y)
+        loss_sum += float(loss_fn(logits.float(), y)) * len(y)
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
-        if bar is not None:
-            bar.update(1)
-    preds, labels = torch.cat(preds), torch.cat(labels)
+        if on_batch is not None:
+            on_batch()
+    if not labels:
+        empty = torch.zeros(0, dtype=torch.long)
+        return loss_sum, empty, empty
+    return loss_sum, torch.cat(preds), torch.cat(labels)
+
+
+def _evaluation(model, data, transform, batch_size, device, loss_fn, channels_last, on_batch=None) -> Evaluation:
+    loss_sum, preds, labels = eval_epoch(model, data, torch.arange(len(data)), batch_size=batch_size, loss_fn=loss_fn,
+                                         device=device, transform=transform, channels_last=channels_last,
+                                         on_batch=on_batch)
     n = len(labels)
-    return Evaluation(total_loss / n, float((preds == labels).float().mean()), n, preds, labels)
+    return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
 
 
 def evaluate(
@@ -213,13 +239,15 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        return _run_eval(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
+        return _evaluation(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
     finally:
         model.train(was_training)
 
 
 # --------------------------------------------------------------------------------------------- fit
-def _make_optimizer(name: str, groups, lr: float, weight_decay: float | None, momentum: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, groups, lr: float, weight_decay: float | None = None,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``"adamw"`` (weight decay 0.01 unless given) or ``"sgd"`` (with ``momentum``) over parameter ``groups``."""
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
     if name == "sgd":
@@ -331,7 +359,7 @@ def fit(
     groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     if not groups:
         raise ValueError("model: has no trainable parameters (everything is frozen)")
-    opt = _make_optimizer(optimizer, groups, lr, weight_decay, momentum)
+    opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     history = History(monitor=monitor)
     best, best_state, bad_epochs = None, None, 0
@@ -358,7 +386,7 @@ def fit(
             history.train_acc.append(correct / seen)
             if val is not None:
                 model.eval()
-                ev = _run_eval(model, val, transform, batch_size, dev, loss_fn, cl, batch_bar)
+                ev = _evaluation(model, val, transform, batch_size, dev, loss_fn, cl, lambda: batch_bar.update(1))
                 history.val_loss.append(ev.loss)
                 history.val_acc.append(ev.accuracy)
             else:

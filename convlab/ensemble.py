@@ -25,9 +25,11 @@ from typing import Mapping, Sequence, TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from convlab._checks import check_uint8_images
+from convlab.device import model_device
 from convlab.display import Table
 from convlab.memory import PeakMemory
-from convlab.tta import ViewSet, _check_source, _model_device, predict_views
+from convlab.tta import ViewSet, predict_views
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
@@ -278,11 +280,11 @@ def measure_inference(
     warm-up): call once before measuring when comparing times.
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
-    source = _check_source(images)
+    source = check_uint8_images(images)
     if labels.ndim != 1 or len(labels) != len(source):
         raise ValueError(f"labels: expected shape ({len(source)},), got {tuple(labels.shape)}")
     views = views if views is not None else ViewSet.center(model.spec.input_size)
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     with PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
@@ -337,7 +339,7 @@ def compare_configurations(
     if not configs:
         raise ValueError("configs: expected at least one (model, views) configuration, got none")
     rows = []
-    source = _check_source(images)
+    source = check_uint8_images(images)
     for name, (model, views) in configs.items():
         if warmup:
             predict_views(model, source[:2], views, chunk_size=chunk_size)

@@ -3,7 +3,7 @@
 With the first ``k`` stages frozen (BatchNorm policy ``"frozen"``), those stages compute the same function of each
 image in every epoch. :class:`FeatureCache` runs them once (eval mode, ``torch.inference_mode``, batched), stores
 their output under ``convlab_home()/features`` and serves it memory-mapped as a :class:`CachedFeatures` dataset;
-training then runs only ``split_at(model, k)[1]`` (the later stages and the head). ``k = 7`` caches the pooled
+training then runs only ``model.split_at(k)[1]`` (the later stages and the head). ``k = 7`` caches the pooled
 1280-d vectors ("head only").
 
 What makes this safe (fastai 0.7 keyed its cache by architecture and size only, and silently cached augmented
@@ -53,7 +53,8 @@ from torch import nn
 from convlab.assets import convlab_home, sha256_file
 from convlab.atomicio import atomic_write, file_lock
 from convlab.device import resolve_device
-from convlab.transfer import Preprocess, _resolve_k, _stages, split_at
+from convlab.backbones import as_backbone
+from convlab.preprocess import Preprocess
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Callable
@@ -194,11 +195,11 @@ def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: 
     """The key of the activations of the first ``stage`` stages of ``model`` on ``dataset`` after ``preprocess``."""
     import torchvision
 
-    k = _resolve_k(model, stage)
+    k = as_backbone(model).resolve_k(stage)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: expected torch.float32 or torch.float16, got {dtype!r}")
-    frozen, _ = split_at(model, k)
-    names = [n for n, _ in _stages(model).named_children()]
+    frozen, _ = model.split_at(k)
+    names = [n for n, _ in model.stages.named_children()]
     transform = getattr(dataset, "transform", None)
     spec = getattr(model, "spec", None)
     return CacheKey(
@@ -361,7 +362,7 @@ class CachedFeatures(torch.utils.data.Dataset):
 
 
 def _frozen_eval(model: nn.Module, k: int, device: torch.device, channels_last: bool) -> tuple[nn.Module, dict]:
-    frozen, _ = split_at(model, k)
+    frozen, _ = model.split_at(k)
     modes = {m: m.training for m in frozen.modules()}
     frozen.eval().to(device)
     if channels_last:
@@ -466,7 +467,7 @@ def extract_features(
     fold_batchnorm: bool = False,
 ) -> CachedFeatures:
     """The frozen part's activations in memory (no disk, no key); see :meth:`FeatureCache.get` for the arguments."""
-    k = _resolve_k(model, stage)
+    k = as_backbone(model).resolve_k(stage)
     preprocess = preprocess or Preprocess.from_spec(model.spec)
     check_deterministic(dataset, preprocess)
     dev = resolve_device(device)
@@ -638,7 +639,7 @@ class FeatureCache:
                 rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """
-        k = _resolve_k(model, stage)
+        k = as_backbone(model).resolve_k(stage)
         preprocess = preprocess or Preprocess.from_spec(model.spec)
         check_deterministic(dataset, preprocess)
         if len(dataset) == 0:

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convlab._checks import check_is_fitted
+
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
     from convlab.data import ImageSet, Splits
@@ -205,8 +207,7 @@ class _FeatureLinear:
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit(train_images) before predict/score")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
 
     def predict(self, images) -> np.ndarray:
         """Class index per image of an ImageSet."""
@@ -395,8 +396,7 @@ class FineTuneClassifier:
         """Accuracy on an ImageSet."""
         from convlab.engine import evaluate
 
-        if not hasattr(self, "model_"):
-            raise RuntimeError("FineTuneClassifier is not fitted: call fit(images) first")
+        check_is_fitted(self, "model_", "call fit(images) first")
         return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
 
 

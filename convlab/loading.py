@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from convlab.data import _IMAGE_SUFFIXES, decode_image_file
+from convlab._checks import check_size
+from convlab.data import IMAGE_SUFFIXES, class_folders, decode_image_file, image_files
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Iterable
@@ -166,14 +167,6 @@ def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return TF.center_crop(TF.resize(image, list(new), antialias=True), list(size))
 
 
-def _check_size(size) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
-        raise ValueError(f"size: expected a positive int or an (h, w) pair of positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
 class FileImageDataset(Dataset):
     """Photos read from disk on every access: decode to RGB, ``transform``, fit to ``size``.
 
@@ -214,7 +207,7 @@ class FileImageDataset(Dataset):
         self.classes = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(n_classes))
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise ValueError(f"labels: expected values in [0, {len(self.classes)}), got [{self.labels.min()}, {self.labels.max()}]")
-        self.size = _check_size(size)
+        self.size = check_size(size)
         self.transform = transform
         self.on_error = on_error
 
@@ -234,17 +227,16 @@ class FileImageDataset(Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"root: no such folder: {root}")
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = class_folders(root)
         paths, labels = [], []
         for label, name in enumerate(classes):
             # hidden files (macOS's ._photo.jpg resource files) are not images: decoding one in a worker would
             # stop the epoch, as load_image_folder explains
-            files = sorted(p for p in (root / name).iterdir()
-                           if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+            files = image_files(root / name)
             paths += files
             labels += [label] * len(files)
         if not paths:
-            raise ValueError(f"root: no images ({', '.join(_IMAGE_SUFFIXES)}) under {root}/<class>/")
+            raise ValueError(f"root: no images ({', '.join(IMAGE_SUFFIXES)}) under {root}/<class>/")
         return cls(paths, labels, size, classes, **kwargs)
 
     def __len__(self) -> int:

@@ -304,7 +304,7 @@ def pca_explorer(photo: Tensor, pca: PCAColor | None = None, train_images: Tenso
     photo = _check_photo(photo)
     if pca is None:
         pca = PCAColor().fit(train_images) if train_images is not None else PCAColor.imagenet()
-    pca._check_fitted()
+    pca.check_is_fitted()
     lam = pca.eigenvalues_.tolist()
     sliders = {f"alpha{i + 1}": W.FloatSlider(value=0.0, min=-max_alpha, max=max_alpha, step=PCA_STEP,
                                               description=f"alpha{i + 1} (PC{i + 1}, lambda={lam[i]:.3g})",

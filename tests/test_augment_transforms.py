@@ -129,7 +129,7 @@ def test_repr_is_readable_and_reproducing():
     (lambda: RandomRotation(15, p=1.5), r"`p` must be a probability in \[0, 1\], got 1.5"),
     (lambda: RandomRotation(200), r"`degrees` must lie in \[-180.0, 180.0\]"),
     (lambda: RandomRotation("x"), "`degrees` must be a number or a"),
-    (lambda: RandomCrop(0), "`size` must be a positive int"),
+    (lambda: RandomCrop(0), "size: expected a positive int"),
     (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "`scale` must lie in"),
     (lambda: RandomElasticWarp(strength=-1), "`strength` must be"),
     (lambda: RandomColorShift(2.0), r"`magnitude` must be in \[0, 1\]"),

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlab._checks import check_image, check_interpolation, flatten_batch, unflatten_batch
+
 __all__ = [
     "hflip",
     "crop",
@@ -40,41 +42,8 @@ __all__ = [
 
 Param = Union[float, int, Sequence[float], Tensor]
 
-_INTERPOLATIONS = ("bilinear", "nearest")
-
 
 # ----------------------------------------------------------------------------- checks and helpers
-def _check_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
-    if not isinstance(image, Tensor):
-        hint = ""
-        if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
-            hint = "; convert an (H, W, C) array with torch.from_numpy(a).permute(2, 0, 1) first"
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}{hint}")
-    if image.ndim < 3:
-        raise ValueError(f"`{name}` must have shape (..., C, H, W) (at least 3 dims), got shape {tuple(image.shape)}")
-    if not (image.dtype == torch.uint8 or image.is_floating_point()):
-        raise TypeError(f"`{name}` must be uint8 or floating point, got dtype {image.dtype}")
-    c, w = image.shape[-3], image.shape[-1]
-    if c > 4 and w in (1, 3, 4) and channels != c:
-        # (B, H, W, 3) would otherwise be read as C = H images of width 3: refuse instead of returning garbage
-        raise ValueError(f"`{name}` must be channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
-                         f"looks channels-last (..., H, W, C); "
-                         f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)")
-    if channels is not None and c != channels:
-        raise ValueError(f"`{name}` must have {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
-    return image.as_subclass(Tensor) if type(image) is not Tensor else image
-
-
-def _flatten(image: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """(..., C, H, W) -> (B, C, H, W) plus the leading shape to restore."""
-    lead = tuple(image.shape[:-3])
-    return image.reshape((-1,) + tuple(image.shape[-3:])), lead
-
-
-def _unflatten(x: Tensor, lead: tuple[int, ...]) -> Tensor:
-    return x.reshape(lead + tuple(x.shape[-3:]))
-
-
 def _per_sample(value: Param, n: int, name: str, device: torch.device, width: int | None = None,
                 dtype: torch.dtype = torch.float32) -> Tensor:
     """Broadcast a scalar / (B,) / (B, width) / (width,) parameter to (B,) or (B, width)."""
@@ -93,12 +62,6 @@ def _per_sample(value: Param, n: int, name: str, device: torch.device, width: in
 def _first_bad(t: Tensor) -> str:
     """The first non-finite value of ``t`` (nan, inf or -inf), for error messages."""
     return str(float(t[~torch.isfinite(t)].flatten()[0]))
-
-
-def _check_interpolation(interpolation: str) -> str:
-    if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"`interpolation` must be one of {_INTERPOLATIONS}, got {interpolation!r}")
-    return interpolation
 
 
 def _to_float(x: Tensor) -> Tensor:
@@ -122,16 +85,16 @@ def hflip(image: Tensor, mask: Param | None = None) -> Tensor:
     Returns:
         A new tensor of the same shape and dtype.
     """
-    image = _check_image(image)
+    image = check_image(image)
     if mask is None:
         return image.flip(-1)
-    x, lead = _flatten(image)
+    x, lead = flatten_batch(image)
     m = _per_sample(mask, x.shape[0], "mask", x.device, dtype=torch.bool)
     out = x.clone()
     idx = m.nonzero().flatten()
     if idx.numel():
         out[idx] = x[idx].flip(-1)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def _check_box(top: Tensor, left: Tensor, height: Tensor, width: Tensor, h: int, w: int) -> None:
@@ -156,22 +119,22 @@ def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Ten
     Returns:
         ``(..., C, height, width)``, same dtype.
     """
-    image = _check_image(image)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    x, lead = flatten_batch(image)
     n, _, h, w = x.shape
     t = _per_sample(top, n, "top", torch.device("cpu"), dtype=torch.long)
     l_ = _per_sample(left, n, "left", torch.device("cpu"), dtype=torch.long)
     if n == 0:  # an empty batch: nothing to cut (t[0] below would not exist)
         if not (1 <= height <= h and 1 <= width <= w):
             raise ValueError(f"crop `height`/`width` must lie in [1, {h}] / [1, {w}], got {height}, {width}")
-        return _unflatten(x[..., :height, :width].clone(), lead)
+        return unflatten_batch(x[..., :height, :width].clone(), lead)
     _check_box(t, l_, torch.tensor([height]), torch.tensor([width]), h, w)
     if bool((t == t[0]).all()) and bool((l_ == l_[0]).all()):  # one window for all: a single view
         out = x[..., int(t[0]):int(t[0]) + height, int(l_[0]):int(l_[0]) + width].clone()
     else:  # slicing a view per sample and stacking is the fastest on CPU (no gather index tensors)
         out = torch.stack([x[i, :, ti:ti + height, li:li + width]
                            for i, (ti, li) in enumerate(zip(t.tolist(), l_.tolist()))])
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, flip: Param | None = None,
@@ -193,8 +156,8 @@ def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, fli
     Returns:
         ``(..., C, h, w)``.
     """
-    image = _check_image(image)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if oh < 1 or ow < 1:
@@ -214,7 +177,7 @@ def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, fli
         r = F.interpolate(x[i:i + 1, :, t:t + bh, l_:l_ + bw], size=(oh, ow), mode="bilinear",
                           align_corners=False, antialias=antialias)
         out[i:i + 1].copy_(r.flip(-1) if fl[i] else r)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 # ----------------------------------------------------------------------------- rotation, shear, warps
@@ -272,9 +235,9 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     Returns:
         Same shape and dtype as ``image``.
     """
-    image = _check_image(image)
-    _check_interpolation(interpolation)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    check_interpolation(interpolation)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     dev = x.device
     ang = _per_sample(angle, n, "angle", dev)
@@ -287,7 +250,7 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
         return image.clone()
     theta = _affine_theta(ang, sh, tr, sc, h, w)
     grid = F.affine_grid(theta.to(torch.float32), [n, c, h, w], align_corners=False)
-    return _unflatten(_sample(x, grid, interpolation, fill), lead)
+    return unflatten_batch(_sample(x, grid, interpolation, fill), lead)
 
 
 def rotate(image: Tensor, angle: Param, *, interpolation: str = "bilinear",
@@ -296,8 +259,8 @@ def rotate(image: Tensor, angle: Param, *, interpolation: str = "bilinear",
 
     Args: ``image`` ``(..., C, H, W)``; ``angle`` number or ``(B,)``. Returns the same shape (corners filled).
     """
-    image = _check_image(image)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image)
+    n = flatten_batch(image)[0].shape[0]
     return affine(image, angle=-_per_sample(angle, n, "angle", image.device), interpolation=interpolation,
                   fill=fill)
 
@@ -308,8 +271,8 @@ def shear(image: Tensor, shear_x: Param, shear_y: Param = 0.0, *, interpolation:
 
     Args: ``image`` ``(..., C, H, W)``; ``shear_x``, ``shear_y`` numbers or ``(B,)``.
     """
-    image = _check_image(image)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image)
+    n = flatten_batch(image)[0].shape[0]
     dev = image.device
     sh = torch.stack([_per_sample(shear_x, n, "shear_x", dev), _per_sample(shear_y, n, "shear_y", dev)], dim=1)
     return affine(image, shear=sh, interpolation=interpolation, fill=fill)
@@ -345,9 +308,9 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
         displacement: ``(B, 2, H, W)`` in pixels: output pixel (y, x) reads input (y + dy, x + dx).
         interpolation, fill: as in :func:`affine`.
     """
-    image = _check_image(image)
-    _check_interpolation(interpolation)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    check_interpolation(interpolation)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     if not isinstance(displacement, Tensor) or tuple(displacement.shape) != (n, 2, h, w):
         got = tuple(displacement.shape) if isinstance(displacement, Tensor) else type(displacement).__name__
@@ -358,7 +321,7 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
     xs = (torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1
     d = displacement.to(x.device, torch.float32)
     grid = torch.stack([xs.view(1, 1, w) + d[:, 0] * (2.0 / w), ys.view(1, h, 1) + d[:, 1] * (2.0 / h)], dim=-1)
-    return _unflatten(_sample(x, grid, interpolation, fill), lead)
+    return unflatten_batch(_sample(x, grid, interpolation, fill), lead)
 
 
 # ----------------------------------------------------------------------------- colour
@@ -391,7 +354,7 @@ def _add_rgb_u8_int(x: Tensor, off255: Tensor) -> Tensor:
 
 
 def _add_rgb(image: Tensor, offset: Tensor, clamp: bool) -> Tensor:
-    x, lead = _flatten(image)
+    x, lead = flatten_batch(image)
     off = offset.to(x.device, torch.float32 if x.dtype == torch.uint8 else x.dtype).view(x.shape[0], 3, 1, 1)
     if x.dtype == torch.uint8:  # offsets are in [0, 1] units; uint8 saturates
         # the integer path's exactness check needs a host sync: CPU only (on a GPU the float path is cheap)
@@ -400,7 +363,7 @@ def _add_rgb(image: Tensor, offset: Tensor, clamp: bool) -> Tensor:
         out = x + off
         if clamp:
             out.clamp_(0.0, 1.0)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def color_shift(image: Tensor, shift: Param, *, clamp: bool = False) -> Tensor:
@@ -412,8 +375,8 @@ def color_shift(image: Tensor, shift: Param, *, clamp: bool = False) -> Tensor:
         clamp: clamp float results to [0, 1]. uint8 results always saturate at 0 and 255.
             The default (no clamp) keeps the op affine, so it fuses with normalisation.
     """
-    image = _check_image(image, channels=3)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image, channels=3)
+    n = flatten_batch(image)[0].shape[0]
     return _add_rgb(image, _per_sample(shift, n, "shift", image.device, width=3), clamp)
 
 
@@ -451,8 +414,8 @@ def pca_color(image: Tensor, alpha: Tensor, eigenvalues: Tensor, eigenvectors: T
         alpha: ``(B, 3)``; eigenvalues ``(3,)``; eigenvectors ``(3, 3)`` (columns), see :func:`pca_offset`.
         clamp: as in :func:`color_shift`.
     """
-    image = _check_image(image, channels=3)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image, channels=3)
+    n = flatten_batch(image)[0].shape[0]
     if isinstance(alpha, Tensor) and alpha.shape == (3,):
         alpha = alpha.expand(n, 3)
     off = pca_offset(alpha, eigenvalues, eigenvectors)

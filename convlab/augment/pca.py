@@ -21,8 +21,10 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
+from convlab._checks import check_image, check_is_fitted, fmt_arg
+
 from . import functional as K
-from .transforms import BatchRandomTransform, _fmt
+from .transforms import BatchRandomTransform
 
 __all__ = ["IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "fit_rgb_pca", "PCAColor"]
 
@@ -59,7 +61,7 @@ def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None
     ss = torch.zeros(3, 3, dtype=torch.float64)
     count = 0
     for b in batches:
-        b = K._check_image(b, "images", channels=3)
+        b = check_image(b, "images", channels=3)
         px = b.movedim(-3, -1).reshape(-1, 3).to(torch.float64)
         if b.dtype == torch.uint8:
             px = px / 255.0
@@ -120,18 +122,18 @@ class PCAColor(BatchRandomTransform):
         self._basis = "fitted"
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "eigenvectors_"):
-            raise RuntimeError("This PCAColor is not fitted yet: call `fit(train_images)` first, "
-                               "or use `PCAColor.imagenet()` for ImageNet's published basis")
+    def check_is_fitted(self) -> None:
+        """Raise :class:`~convlab._checks.NotFittedError` (a ``RuntimeError``) unless a basis is fitted or given."""
+        check_is_fitted(self, "eigenvectors_", "call `fit(train_images)` first, or use `PCAColor.imagenet()` for "
+                        "ImageNet's published basis")
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        self._check_fitted()
+        self.check_is_fitted()
         return {"alpha": torch.randn(n, 3, generator=generator) * self.sigma}
 
     def offsets(self, alpha: Tensor) -> Tensor:
         """``(B, 3)`` RGB offsets for given alphas (as drawn in ``last_params["alpha"]``)."""
-        self._check_fitted()
+        self.check_is_fitted()
         return K.pca_offset(alpha, self.eigenvalues_, self.eigenvectors_)
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
@@ -141,7 +143,7 @@ class PCAColor(BatchRandomTransform):
     def extra_repr(self) -> str:
         clamp = ", clamp=True" if self.clamp else ""
         fitted = {"imagenet": "", "fitted": ", fitted"}.get(getattr(self, "_basis", ""), ", unfitted")
-        return f"sigma={_fmt(self.sigma)}, p={_fmt(self.p)}{clamp}{fitted}"
+        return f"sigma={fmt_arg(self.sigma)}, p={fmt_arg(self.p)}{clamp}{fitted}"
 
     def __repr__(self) -> str:
         # With ImageNet's basis the repr is the code that builds the same transform.
