@@ -246,6 +246,15 @@ class Ensemble(nn.Module):
         """``(n, C, h, w)`` -> ``(n, K)`` weighted mean probabilities."""
         return self(x).exp()
 
+    def combine(self, member_probs: Tensor) -> Tensor:
+        """``(M, n, K)`` probabilities the members already gave (e.g. averaged over views) -> ``(n, K)``, their
+        weighted mean: what :meth:`predict_proba` computes, without running the members again."""
+        if member_probs.ndim != 3 or member_probs.shape[0] != len(self.members):
+            raise ValueError(f"member_probs: expected shape ({len(self.members)}, n, K), got "
+                             f"{tuple(member_probs.shape)}")
+        w = self.weights.to(device=member_probs.device, dtype=member_probs.dtype).view(-1, 1, 1)
+        return (member_probs * w).sum(0)
+
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={[round(w, 4) for w in self.weights.tolist()]}, strategy={self.strategy!r}"
 
