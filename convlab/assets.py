@@ -51,6 +51,7 @@ __all__ = [
     "sha256_file",
     "verify_file",
     "load_weights_file",
+    "load_asset_weights",
     "status_table",
 ]
 
@@ -601,6 +602,17 @@ def asset_path(asset: str | Asset, file: str | None = None) -> Path:
     if file not in names:
         raise ValueError(f"file: expected a file of asset {asset.name!r}, got {file!r}")
     return folder / file
+
+
+def load_asset_weights(asset: str | Asset) -> dict:
+    """The state dict of a one-file weights ``asset``, fetched if needed, loaded with ``weights_only=True``.
+
+    The file is hashed once per load: :func:`asset_path` verifies it (as it does on every call), and the verified
+    path is then read without a second hash.
+    """
+    import torch  # here, not at the top: the command line lists and fetches assets without importing torch
+
+    return torch.load(asset_path(asset), map_location="cpu", weights_only=True)
 
 
 def load_weights_file(path: str | os.PathLike, expected_sha256: str, what: str = "weights") -> dict:

@@ -39,7 +39,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from convlab.assets import convlab_home
+from convlab.assets import ASSETS, convlab_home
 from convlab.atomicio import atomic_write_bytes
 
 __all__ = [
@@ -65,7 +65,9 @@ __all__ = [
 REGIMES = ("head_only", "freeze_first", "finetune", "scratch")
 AUGMENTS = ("none", "light", "strong")
 BN_STATS = ("auto", "batch", "frozen", "sync")
-BACKBONE_NAMES = ("mobilenet_v2", "efficientnet_lite0")
+#: ``--backbone`` choices: every backbone of ``convlab.backbones.BACKBONES`` is the one entry whose weights are the
+#: asset of the same name, so the names come from the asset registry here, without importing torch.
+BACKBONE_NAMES = tuple(name for name, asset in ASSETS.items() if asset.kind == "weights")
 CHECKPOINT_FORMAT = "convlab.train/1"
 METRICS_FORMAT = "convlab.train.metrics/1"
 #: Settings that must not change when a run is resumed (``--epochs`` may grow; device and progress may differ).

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from convlab.device import eval_mode
 from convlab.engine import Sharding, evaluate_indices
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
@@ -237,11 +238,7 @@ def evaluate_shards(
     Pass the *unwrapped* model: ranks may run different numbers of batches here, and a DDP forward would wait for
     the others. The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return evaluate_indices(model, data, shard_indices(len(data), env), batch_size=batch_size, loss_fn=loss_fn,
                                 device=device, transform=transform, channels_last=channels_last,
                                 reduce=lambda values: all_reduce_sums(values, device))
-    finally:
-        model.train(was_training)

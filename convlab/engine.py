@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convlab.device import resolve_device
+from convlab.device import eval_mode, resolve_device
 from convlab.display import markdown_table
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
@@ -240,12 +240,8 @@ def evaluate(
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _evaluation(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------------------------- fit
@@ -491,14 +487,10 @@ def fit(
                 ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, lambda: batch_bar.update(1))
                 val_loss, val_acc = ev.loss, ev.accuracy
             else:
-                was_training = model.training
-                model.eval()
-                try:
+                with eval_mode(model):
                     val_loss, val_acc, _ = evaluate_indices(
                         model, val, sharding.eval_indices(len(val)), batch_size=batch_size, loss_fn=loss_fn,
                         device=dev, transform=val_transform, channels_last=cl, reduce=sharding.reduce)
-                finally:
-                    model.train(was_training)
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             if not transient:

@@ -3,8 +3,8 @@
 With the first ``k`` stages frozen (BatchNorm policy ``"frozen"``), those stages compute the same function of each
 image in every epoch. :class:`FeatureCache` runs them once (eval mode, ``torch.inference_mode``, batched), stores
 their output under ``convlab_home()/features`` and serves it memory-mapped as a :class:`CachedFeatures` dataset;
-training then runs only ``model.split_at(k)[1]`` (the later stages and the head). ``k = 7`` caches the pooled
-1280-d vectors ("head only").
+training then runs only ``model.split_at(k)[1]`` (the later stages and the head). ``k = "all"`` caches the pooled
+``spec.feature_dim`` vectors ("head only").
 
 What makes this safe (fastai 0.7 keyed its cache by architecture and size only, and silently cached augmented
 images):
@@ -626,8 +626,8 @@ class FeatureCache:
         """Activations of the first ``stage`` stages on ``dataset``: from disk if cached, else extracted and stored.
 
         Args:
-            stage: the freeze boundary ``k`` (0 .. 7, or a stage name); 7 / ``"all"`` gives pooled ``(N, 1280)``
-                vectors, smaller ``k`` gives ``(N, C, H, W)`` maps.
+            stage: the freeze boundary ``k`` (0 .. ``NUM_STAGES``, or a stage name); ``"all"`` gives pooled
+                ``(N, spec.feature_dim)`` vectors, smaller ``k`` gives ``(N, C, H, W)`` maps.
             preprocess: a deterministic transform from uint8 images to the network input (default: the backbone's
                 eval preprocessing, :meth:`Preprocess.from_spec`). Random ones raise :class:`RandomTransformError`.
             batch_size: images per forward pass (default 8 on a CPU, where small batches are faster, 64 on CUDA).

@@ -30,6 +30,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convlab._checks import check_is_fitted
+from convlab.augment import RandomHorizontalFlip
+from convlab.backbones import load_backbone
+from convlab.engine import evaluate, fit
+from convlab.loading import fit_size
+from convlab.preprocess import Preprocess
+from convlab.transfer import freeze, param_groups
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
@@ -121,7 +127,6 @@ def hog_dim(size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cel
 
 def _square(images, size: int) -> torch.Tensor:
     """Resize the shorter side to ``size`` and centre-crop: a float ``(B, 3, size, size)`` batch in [0, 1]."""
-    from convlab.loading import fit_size
 
     return torch.stack([fit_size(im, (size, size)) for im in images]).float() / 255
 
@@ -249,8 +254,6 @@ class FrozenBackboneClassifier(_FeatureLinear):
     @torch.inference_mode()
     def _extract(self, images: Sequence[torch.Tensor]) -> np.ndarray:
         if isinstance(self.backbone, str):
-            from convlab.backbones import load_backbone
-
             self.backbone = load_backbone(self.backbone, weights=self.weights)
         model = self.backbone.eval()
         device = next(model.parameters()).device
@@ -371,11 +374,6 @@ class FineTuneClassifier:
 
     def fit(self, images: ImageSet, seed: int = 0) -> "FineTuneClassifier":
         """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
-        from convlab.augment import RandomHorizontalFlip
-        from convlab.backbones import load_backbone
-        from convlab.engine import fit
-        from convlab.transfer import Preprocess, freeze, param_groups
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the new head's initialisation
             model = load_backbone(self.backbone, num_classes=len(images.classes), categories=images.classes)
@@ -394,7 +392,6 @@ class FineTuneClassifier:
 
     def score(self, images) -> float:
         """Accuracy on an ImageSet."""
-        from convlab.engine import evaluate
 
         check_is_fitted(self, "model_", "call fit(images) first")
         return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy

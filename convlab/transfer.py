@@ -1,10 +1,12 @@
 """Transfer learning: backbone preprocessing, freezing with an explicit BatchNorm policy, and three regimes.
 
-A :class:`~convlab.backbones.Backbone` is ``stages`` (seven named stages) -> ``pool`` -> ``head``. Here:
+A :class:`~convlab.backbones.Backbone` is ``stages`` (:data:`~convlab.backbones.NUM_STAGES` named stages) -> ``pool``
+-> ``head``. Here:
 
 - :class:`Preprocess` is the deterministic view the backbone sees (resize, centre crop, normalise); it is what a
   feature cache stores, so it is a frozen dataclass whose fields are part of the cache key.
-- :func:`freeze` freezes the first ``k`` stages (``k = 7``: only the head trains) and applies a BatchNorm policy.
+- :func:`freeze` freezes the first ``k`` stages (``k = "all"``: only the head trains) and applies a BatchNorm
+  policy.
   ``requires_grad=False`` alone does **not** freeze BatchNorm: in ``train()`` mode its running mean and variance
   still move with every batch. The default policy ``"frozen"`` keeps frozen stages in ``eval()`` even when the
   model is put in ``train()`` (running statistics fixed, drop-connect off: the frozen part is a fixed function,
@@ -84,8 +86,8 @@ def freeze(model: nn.Module, k: int | str = "all", bn: str = "frozen") -> nn.Mod
     """Freeze the first ``k`` stages of ``model`` (all later stages and the head become trainable); returns it.
 
     Args:
-        k: how many stages to freeze (0 .. 7), or the name of the last frozen stage (``"stage3"`` freezes ``stem``
-            to ``stage3``), or ``"all"`` (= 7: only the head trains).
+        k: how many stages to freeze (0 .. ``NUM_STAGES``), or the name of the last frozen stage (``"stage3"``
+            freezes ``stem`` to ``stage3``), or ``"all"`` (every stage: only the head trains).
         bn: BatchNorm policy of the frozen stages. ``"frozen"`` (default): they stay in eval mode even in
             ``model.train()``, so running statistics (and drop-connect) never change. ``"train"``: they follow the
             model's mode, so their running statistics adapt to your data while weights stay fixed.
@@ -229,7 +231,7 @@ class Regime:
 
     Attributes:
         name: label in tables.
-        frozen: stages frozen (0 .. 7; 7 = head only).
+        frozen: stages frozen (0 .. ``NUM_STAGES``; ``NUM_STAGES`` = head only).
         weights: ``"imagenet"`` or ``None`` (random initialisation).
         bn: BatchNorm policy of frozen stages (see :func:`freeze`); only ``"frozen"`` can use the feature cache.
         lr: learning rate of the head (``None``: the one given to :func:`compare`).
@@ -255,7 +257,7 @@ class Regime:
 
     @classmethod
     def head_only(cls, lr: float | None = 3e-3) -> "Regime":
-        """Pretrained backbone frozen entirely; a new linear head on its 1280-d features."""
+        """Pretrained backbone frozen entirely; a new linear head on its ``spec.feature_dim`` pooled features."""
         return cls("head only", frozen=7, lr=lr)
 
     @classmethod
@@ -358,9 +360,7 @@ def run_regime(
     with PeakMemory(dev) as mem:
         start = time.perf_counter()
         model = load_backbone(backbone, weights=regime.weights, device=dev)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.reset_classifier(len(splits.classes), splits.classes)
+        model.reset_classifier(len(splits.classes), splits.classes, seed=seed)
         model.to(dev)
         freeze(model, regime.frozen, bn=regime.bn)
         prep = preprocess or Preprocess.from_spec(model.spec, size=input_size)

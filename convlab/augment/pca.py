@@ -8,9 +8,8 @@ brightness, then a blue-yellow and a red-green axis), imitating changes of illum
 
 Not to be confused with Albumentations' ``FancyPCA``, which computes a PCA *per image* (of that
 image's own pixels) and so perturbs each image along its own colour axes; it costs an eigen-
-decomposition per image (``benchmarks/bench_augment.py``, batch 64 at 224 px: 315 img/s against 9,514 for
-this module's uint8 path and 3,886 for its float path). AlexNet's version, implemented here, has one fixed
-basis and costs one addition per pixel.
+decomposition per image (``benchmarks/bench_augment.py`` measures both). AlexNet's version, implemented
+here, has one fixed basis and costs one addition per pixel.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from convlab._checks import check_image
 from convlab._checks import check_p as _check_p
 from convlab._checks import check_range as _check_range
 from convlab._checks import check_size as _check_size
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 from . import functional as K
 from .pca import PCAColor
@@ -45,8 +46,6 @@ from .transforms import sample_resized_crop_boxes
 
 __all__ = ["FusedTrainPipeline", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _METHODS = ("auto", "loop", "matmul")
 
