@@ -24,6 +24,7 @@ from convlab.cli import (
     check_writable_folder,
 )
 from convlab.course_open import add_open_arguments, run_open
+from convlab.display import Table
 from convlab.exercises.copies import write_learner_copies
 
 __all__ = ["main"]
@@ -38,12 +39,8 @@ def _print_table(names: list[str], failed: frozenset[str] = frozenset()) -> None
     def ok(r) -> str:
         return "FAILED" if r.name in failed else "yes" if r.present else "NO"
 
-    table = [header] + [(r.name, r.kind, f"{r.size_mb:.1f}", r.licence, ok(r), r.source, r.path) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    cells = [(r.name, r.kind, f"{r.size_mb:.1f}", r.licence, ok(r), r.source, r.path) for r in rows]
+    print(Table([dict(zip(header, row)) for row in cells], columns=header))
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -133,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
-    p.add_argument("--force", action="store_true", help="replace cached files that fail their sha256 check (keeps the good ones)")
+    p.add_argument("--force", action="store_true",
+                   help="replace cached files that fail their sha256 check (keeps the good ones)")
     p.add_argument("--offline", action="store_true", help="never try online sources")
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
@@ -145,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_learner_copies)
     p = sub.add_parser("open", help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
                        description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
-                       "notebooks are written there), or the solutions with --teacher. Options after -- go to JupyterLab.")
+                       "notebooks are written there), or the solutions with --teacher. Options after -- go to "
+                       "JupyterLab.")
     add_open_arguments(p)
     p.set_defaults(func=run_open)
     p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",

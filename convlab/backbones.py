@@ -14,8 +14,8 @@ the computation is the original one (tests check the logits against the unmodifi
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ __all__ = [
     "imagenet_categories",
     "stages_of",
     "as_backbone",
+    "NUM_STAGES",
 ]
 
 
@@ -247,7 +248,7 @@ def as_backbone(model: nn.Module) -> Backbone:
 
 
 def stages_of(model: nn.Module) -> nn.Sequential:
-    """A convlab :class:`Backbone`'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error for other models."""
+    """A convlab :class:`Backbone`'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error otherwise."""
     return as_backbone(model).stages
 
 
@@ -256,7 +257,10 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32), ("conv_head", 32))
+_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32),
+                 ("conv_head", 32))
+#: How many stages every backbone has (``k`` in "freeze the first k stages" runs from 0 to this).
+NUM_STAGES = len(_STAGE_LAYOUT)
 
 def _mobilenet_v2(state: dict | None) -> tuple[list[nn.Module], nn.Sequential]:
     model = mobilenet_v2(weights=None)

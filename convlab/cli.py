@@ -48,6 +48,7 @@ __all__ = [
     "AUGMENTS",
     "BN_STATS",
     "BACKBONE_NAMES",
+    "NUM_STAGES",
     "CHECKPOINT_FORMAT",
     "METRICS_FORMAT",
     "RESUME_KEYS",
@@ -70,6 +71,9 @@ BN_STATS = ("auto", "batch", "frozen", "sync")
 BACKBONE_NAMES = tuple(name for name, asset in ASSETS.items() if asset.kind == "weights")
 CHECKPOINT_FORMAT = "convlab.train/1"
 METRICS_FORMAT = "convlab.train.metrics/1"
+#: ``convlab.backbones.NUM_STAGES``, written out so that the options are checked without torch (a test keeps them
+#: equal): ``--freeze-k`` runs from 0 to this, and ``head_only`` freezes them all.
+NUM_STAGES = 7
 #: Settings that must not change when a run is resumed (``--epochs`` may grow; device and progress may differ).
 RESUME_KEYS = ("regime", "freeze_k", "backbone", "data", "max_per_class", "augment", "batch_size", "lr",
                "input_size", "seed", "dropout", "bn_stats", "cache")
@@ -137,7 +141,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for metrics and checkpoints")
     p.add_argument("--regime", choices=REGIMES, default="head_only", help="what trains (default: head_only)")
     p.add_argument("--freeze-k", type=_int_at_least(0), metavar="K",
-                   help="with --regime freeze_first: freeze the first K of the 7 stages (0..7)")
+                   help=f"with --regime freeze_first: freeze the first K of the {NUM_STAGES} stages (0..{NUM_STAGES})")
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default="mobilenet_v2")
     p.add_argument("--data", type=_data_source, default="food", metavar="{food,fashion_mnist,PATH}",
                    help="a course data set, or a folder PATH/<class>/<image> (default: food)")
@@ -225,7 +229,8 @@ def check_checkpoint_file(option: str, path: Path, fix: str) -> None:
     """``path`` is a complete ``torch.save`` file. torch.save writes a zip archive with a CRC per member, so a
     truncated or damaged file is found here without torch (and without loading the weights)."""
     if not path.is_file():
-        raise UsageError(f"{option} {path}: expected a checkpoint file, got {'a folder' if path.is_dir() else 'nothing'}")
+        got = "a folder" if path.is_dir() else "nothing"
+        raise UsageError(f"{option} {path}: expected a checkpoint file, got {got}")
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -237,7 +242,7 @@ def check_checkpoint_file(option: str, path: Path, fix: str) -> None:
 
 def uses_cache(args: argparse.Namespace) -> bool:
     """Whether ``train`` will cache frozen activations (mirrors ``Regime.uses_cache``, without importing torch)."""
-    frozen = {"head_only": 7, "freeze_first": args.freeze_k or 0}.get(args.regime, 0)
+    frozen = {"head_only": NUM_STAGES, "freeze_first": args.freeze_k or 0}.get(args.regime, 0)
     return args.cache and args.augment == "none" and frozen > 0
 
 
@@ -257,8 +262,9 @@ def check_train_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
                          f"of processes ({world})")
     if args.regime == "freeze_first":
-        if args.freeze_k is None or not 0 <= args.freeze_k <= 7:
-            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..7, got {args.freeze_k}")
+        if args.freeze_k is None or not 0 <= args.freeze_k <= NUM_STAGES:
+            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..{NUM_STAGES}, "
+                             f"got {args.freeze_k}")
     elif args.freeze_k is not None:
         raise UsageError(f"--freeze-k applies to --regime freeze_first only (got --regime {args.regime})")
     out = check_writable_folder("--out", args.out, "choose a folder you can write to")

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from convlab import distributed as D
+from convlab.atomicio import atomic_write_bytes
 from convlab.augment import FusedTrainPipeline, PCAColor
 from convlab.backbones import load_backbone
 from convlab.cli import (
@@ -31,7 +32,6 @@ from convlab.cli import (
     write_json,
 )
 from convlab.data import Splits, load_fashion_mnist, load_food, load_image_folder
-from convlab.atomicio import atomic_write_bytes
 from convlab.device import resolve_device
 from convlab.engine import EpochEnd, History, evaluate, fit, load_checkpoint, make_optimizer, save_checkpoint
 from convlab.featcache import FeatureCache
@@ -145,7 +145,7 @@ class _Augment:
 
 
 def _augmentation(preset: str, spec, prep: Preprocess, generator: torch.Generator, device: torch.device) -> _Augment:
-    common = dict(size=prep.size, mean=prep.mean, std=prep.std, generator=generator)
+    common = {"size": prep.size, "mean": prep.mean, "std": prep.std, "generator": generator}
     if preset == "light":
         pipe = FusedTrainPipeline(scale=(0.5, 1.0), flip_p=0.5, color_shift=0.05, **common)
     else:
@@ -155,12 +155,9 @@ def _augmentation(preset: str, spec, prep: Preprocess, generator: torch.Generato
 
 
 def _regime(name: str, k: int | None, lr: float | None) -> Regime:
+    """The :class:`Regime` of ``--regime`` (``--freeze-k`` was checked by :func:`convlab.cli.check_train_args`)."""
     if name == "freeze_first":
-        if k is None or not 0 <= k <= 7:
-            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..7, got {k}")
         return Regime.freeze_first(k) if lr is None else Regime.freeze_first(k, lr=lr)
-    if k is not None:
-        raise UsageError(f"--freeze-k applies to --regime freeze_first only (got --regime {name})")
     build = {"head_only": Regime.head_only, "finetune": Regime.finetune, "scratch": Regime.scratch}[name]
     return build() if lr is None else build(lr=lr)
 

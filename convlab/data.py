@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -100,10 +101,12 @@ class ImageSet(torch.utils.data.Dataset):
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels: expected shape ({len(images)},), got {tuple(labels.shape)}")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"labels: expected values in [0, {len(classes)}), got range [{labels.min()}, {labels.max()}]")
+            raise ValueError(f"labels: expected values in [0, {len(classes)}), "
+                             f"got range [{labels.min()}, {labels.max()}]")
         for i in range(min(len(images), 1)):
             if images[i].dtype != torch.uint8 or images[i].ndim != 3:
-                raise TypeError(f"images: expected uint8 (C, H, W) images, got {images[i].dtype} {tuple(images[i].shape)}")
+                raise TypeError(f"images: expected uint8 (C, H, W) images, "
+                                f"got {images[i].dtype} {tuple(images[i].shape)}")
         self.images = images
         self.labels = labels
         self.classes = tuple(classes)
@@ -125,7 +128,7 @@ class ImageSet(torch.utils.data.Dataset):
         counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
         return f"ImageSet({len(self)} images, classes={dict(zip(self.classes, counts))})"
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageSet":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         """A new ImageSet with the chosen images (same classes and transform)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         if isinstance(self.images, torch.Tensor):
@@ -134,11 +137,11 @@ class ImageSet(torch.utils.data.Dataset):
             images = [self.images[i] for i in idx.tolist()]
         return ImageSet(images, self.labels[idx], self.classes, [self.ids[i] for i in idx.tolist()], self.transform)
 
-    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> "ImageSet":
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> ImageSet:
         """The same images and labels with another transform (the data are shared, not copied)."""
         return ImageSet(self.images, self.labels, self.classes, self.ids, transform)
 
-    def per_class(self, n: int, seed: int = 0) -> "ImageSet":
+    def per_class(self, n: int, seed: int = 0) -> ImageSet:
         """At most ``n`` images of each class, drawn with ``seed`` (for learning curves over set size)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n: expected an int >= 1, got {n!r}")
@@ -185,7 +188,8 @@ class Splits:
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, classes={self.classes}, seed={self.seed})"
+        return (f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+                f"classes={self.classes}, seed={self.seed})")
 
 
 def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
-
 from torch import nn
 
 __all__ = ["resolve_device", "model_device", "eval_mode"]

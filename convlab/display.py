@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, is_dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["Table", "markdown_table"]
 
@@ -73,7 +74,7 @@ class Table:
         lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)))
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     __repr__ = __str__
 

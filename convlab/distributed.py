@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from convlab.engine import Sharding, evaluate_indices
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Any
+
     from torch.utils.data import Dataset
 
 __all__ = [

@@ -9,24 +9,27 @@
 - ``device="auto"`` uses CUDA when present. On the CPU, 4-D inputs and the model use ``channels_last`` (faster
   convolutions with oneDNN; see ``benchmarks/bench_transfer.py``).
 - :class:`EarlyStopping` stops after ``patience`` epochs without improvement and restores the best weights.
-- ``checkpoint=path`` saves the best epoch so far atomically (a temporary file renamed over the old one, so a crash
-  never leaves half a checkpoint); :func:`load_checkpoint` reads it back with ``weights_only=True``.
+- ``checkpoint=path`` saves the best epoch so far atomically (:func:`convlab.atomicio.atomic_write`: a temporary
+  file renamed over the old one, so a crash never leaves half a checkpoint); :func:`load_checkpoint` reads it back
+  with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from convlab.atomicio import atomic_write
 from convlab.device import eval_mode, resolve_device
 from convlab.display import markdown_table
 
@@ -34,7 +37,6 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from torch.utils.data import Dataset
 
 __all__ = [
-    "atomic_write",
     "History",
     "EpochRow",
     "EarlyStopping",
@@ -98,7 +100,7 @@ class History:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(**d)
 
 
@@ -163,7 +165,8 @@ def _prepare(x, transform, device: torch.device, channels_last: bool) -> torch.T
             "to turn them into one batch tensor"
         )
     if x.dtype == torch.uint8:
-        raise TypeError("inputs: got uint8 images; pass transform= (e.g. Preprocess.from_spec(model.spec)) to normalise them")
+        raise TypeError("inputs: expected float tensors, got uint8 images; pass transform= "
+                        "(e.g. Preprocess.from_spec(model.spec)) to normalise them")
     x = x.to(device, non_blocking=True)
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -475,7 +478,7 @@ def fit(
                 order = torch.randperm(len(train))
             total, correct, seen = train_epoch(
                 train_net, train, order, batch_size=batch_size, optimizer=opt, loss_fn=loss_fn, device=dev,
-                transform=transform, channels_last=cl, on_step=lambda: batch_bar.update(1))
+                transform=transform, channels_last=cl, on_step=partial(batch_bar.update, 1))
             if sharding is not None:
                 total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
             history.train_loss.append(total / seen)
@@ -484,7 +487,7 @@ def fit(
                 val_loss = val_acc = float("nan")
             elif sharding is None:
                 model.eval()
-                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, lambda: batch_bar.update(1))
+                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, partial(batch_bar.update, 1))
                 val_loss, val_acc = ev.loss, ev.accuracy
             else:
                 with eval_mode(model):
@@ -540,26 +543,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a partial one; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def load_checkpoint(
     path: str | os.PathLike,
     model: nn.Module | None = None,
@@ -572,6 +555,6 @@ def load_checkpoint(
         model.load_state_dict(state["model"])
     if optimizer is not None:
         if "optimizer" not in state:
-            raise KeyError(f"{path}: the checkpoint holds no optimizer state")
+            raise ValueError(f"optimizer: expected a checkpoint with optimizer state, got {path} without one")
         optimizer.load_state_dict(state["optimizer"])
     return state

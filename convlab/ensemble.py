@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -136,7 +137,8 @@ class Ensemble(nn.Module):
             return torch.full((M,), 1.0 / M)
         w = torch.as_tensor(weights, dtype=torch.float64).flatten()
         if len(w) != M or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights: expected {M} finite non-negative numbers with a positive sum, got {list(weights)!r}")
+            raise ValueError(f"weights: expected {M} finite non-negative numbers with a positive sum, "
+                             f"got {list(weights)!r}")
         return (w / w.sum()).float()
 
     def _make_spec(self) -> tuple[EnsembleSpec | None, list]:
@@ -200,7 +202,7 @@ class Ensemble(nn.Module):
                 continue
             base, params, buffers = self._stack(idx)
 
-            def call(p, b, inp):
+            def call(p, b, inp, base=base):
                 return functional_call(base, (p, b), (inp,))
 
             logits = torch.vmap(call, in_dims=(0, 0, None))(params, buffers, xi)

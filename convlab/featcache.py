@@ -42,9 +42,10 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,13 +53,15 @@ from torch import nn
 
 from convlab.assets import convlab_home, sha256_file
 from convlab.atomicio import atomic_write, file_lock
-from convlab.device import resolve_device
 from convlab.backbones import as_backbone
+from convlab.device import resolve_device
 from convlab.preprocess import Preprocess
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from typing import Callable
+    from collections.abc import Callable
+
     from torch.utils.data import Dataset
+
     from convlab.data import Splits
 
 __all__ = [
@@ -234,9 +237,7 @@ def _random_parts(transform, seen=None) -> list[str]:
     seen.add(id(transform))
     name = type(transform).__name__
     found = []
-    if getattr(transform, "random", False) is True or name.startswith("Random") or name in _RANDOM_NAMES:
-        found.append(name)
-    elif isinstance(transform, v2.Transform) and (
+    if getattr(transform, "random", False) is True or name.startswith("Random") or name in _RANDOM_NAMES or isinstance(transform, v2.Transform) and (
         type(transform).make_params is not v2.Transform.make_params or isinstance(transform, _RandomApplyTransform)
     ):
         found.append(name)
@@ -351,7 +352,7 @@ class CachedFeatures(torch.utils.data.Dataset):
         rows = self._rows(torch.as_tensor(idx, dtype=torch.long))
         return self._features[rows].float(), self._labels[rows]
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "CachedFeatures":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> CachedFeatures:
         """The chosen rows (no copy of the features)."""
         idx = self._rows(torch.as_tensor(indices, dtype=torch.long))
         return CachedFeatures(self._features, self._labels, self.classes, self.key, self.path, self.report, idx)
@@ -565,7 +566,8 @@ class FeatureCache:
         try:
             return self._open(folder, key, classes, ExtractionReport(hit=True)), None
         except _Corrupt as exc:
-            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=stacklevel)
+            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning,
+                          stacklevel=stacklevel)
             self._discard_complete(folder)
             return None, str(exc)
 
@@ -785,7 +787,7 @@ class _Union(torch.utils.data.Dataset):
         self._fingerprint = fingerprint
 
     @classmethod
-    def of(cls, sets) -> "_Union | None":
+    def of(cls, sets) -> _Union | None:
         if not all(hasattr(s, "images") and hasattr(s, "labels") for s in sets):
             return None
         transforms = {json.dumps(describe_transform(s.transform, "dataset.transform"), sort_keys=True)

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Mapping, Sequence, TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from convlab.transfer import freeze, param_groups
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
+
     from convlab.data import ImageSet, Splits
 
 __all__ = [
@@ -121,7 +123,8 @@ def hog_dim(size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cel
     ``blocks = size // pixels_per_cell - cells_per_block + 1`` (1764 for the defaults)."""
     blocks = size // pixels_per_cell - cells_per_block + 1
     if blocks < 1:
-        raise ValueError(f"size: {size} px gives no full {cells_per_block}x{cells_per_block} block of {pixels_per_cell} px cells")
+        raise ValueError(f"size: expected room for a {cells_per_block}x{cells_per_block} block of "
+                         f"{pixels_per_cell} px cells, got {size} px")
     return blocks**2 * cells_per_block**2 * orientations
 
 
@@ -194,7 +197,8 @@ def _logistic(C: float, seed: int):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the linear classifiers need scikit-learn: install convlab[dev] or scikit-learn>=1.4") from exc
+        raise ImportError("the linear classifiers need scikit-learn: install convlab[dev] or "
+                          "scikit-learn>=1.4") from exc
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
 
@@ -310,7 +314,7 @@ class SmallCNNClassifier:
     def _inputs(self, images) -> torch.Tensor:
         return (torch.from_numpy(self._cache(list(images))) - self._MEAN) / self._STD
 
-    def fit(self, images: ImageSet, seed: int = 0) -> "SmallCNNClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> SmallCNNClassifier:
         """Train from a fresh initialisation drawn with ``seed`` on an ImageSet; returns ``self``."""
         # Initialisation and dropout draw from the global generator: seed it here and restore it afterwards.
         with torch.random.fork_rng(devices=[]):
@@ -332,7 +336,7 @@ class SmallCNNClassifier:
             lefts = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
             flips = (torch.rand(len(idx), generator=g) < 0.5).tolist()
             batch = torch.stack([
-                (im.flip(-1) if f else im)[:, t:t + s, l:l + s] for im, t, l, f in zip(x[idx], tops, lefts, flips)
+                (im.flip(-1) if f else im)[:, t:t + s, le:le + s] for im, t, le, f in zip(x[idx], tops, lefts, flips)
             ]).contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
             loss = F.cross_entropy(model(batch), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -372,7 +376,7 @@ class FineTuneClassifier:
         what = "fine-tuned" if frozen == 0 else f"first {frozen} stages frozen"
         self.name = f"{backbone} {what} ({size} px)"
 
-    def fit(self, images: ImageSet, seed: int = 0) -> "FineTuneClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> FineTuneClassifier:
         """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the new head's initialisation

@@ -27,9 +27,10 @@ import contextlib
 import random
 import traceback
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ from convlab._checks import check_size
 from convlab.data import IMAGE_SUFFIXES, class_folders, decode_image_file, image_files
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from typing import Iterable
+    from collections.abc import Iterable
+
     from convlab.data import ImageSet
 
 __all__ = [
@@ -206,13 +208,14 @@ class FileImageDataset(Dataset):
         n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.classes = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(n_classes))
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(f"labels: expected values in [0, {len(self.classes)}), got [{self.labels.min()}, {self.labels.max()}]")
+            raise ValueError(f"labels: expected values in [0, {len(self.classes)}), "
+                             f"got [{self.labels.min()}, {self.labels.max()}]")
         self.size = check_size(size)
         self.transform = transform
         self.on_error = on_error
 
     @classmethod
-    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
+    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> FileImageDataset:
         """The files behind an in-memory ImageSet whose ``ids`` are paths relative to ``root``.
 
         ``FileImageDataset.from_image_set(splits.train, fetch("food_photos"), size=128)`` for the food photos;
@@ -222,7 +225,7 @@ class FileImageDataset(Dataset):
         return cls([root / i for i in image_set.ids], image_set.labels.tolist(), size, image_set.classes, **kwargs)
 
     @classmethod
-    def from_folder(cls, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
+    def from_folder(cls, root: str | Path, size: int | tuple[int, int], **kwargs) -> FileImageDataset:
         """Every image file under ``root/<class name>/`` (classes sorted by name); nothing is decoded yet."""
         root = Path(root)
         if not root.is_dir():
@@ -256,7 +259,8 @@ class FileImageDataset(Dataset):
         return fit_size(image, self.size), int(self.labels[index])
 
     def __repr__(self) -> str:
-        return f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, transform={self.transform!r})"
+        return (f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, "
+                f"transform={self.transform!r})")
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -286,7 +290,7 @@ class _SeededSamples(Dataset):
         try:
             with seeded_rngs(sample_seed(self.seed, epoch, index)):
                 return self.dataset[index]
-        except Exception as exc:  # noqa: BLE001 - re-raised in the main process by SeededLoader
+        except Exception as exc:
             describe = getattr(self.dataset, "describe", None)
             where = describe(index) if describe is not None else f"index {index}"
             unreadable = isinstance(exc, UnreadableImageError)
@@ -471,7 +475,8 @@ class NumpyBrightness:
         return (image.to(torch.int16) + self.draw()).clamp(0, 255).to(torch.uint8)
 
     def __repr__(self) -> str:
-        return f"NumpyBrightness(max_delta={self.max_delta}, rng={'global np.random' if self.rng is None else type(self.rng).__name__})"
+        rng = "global np.random" if self.rng is None else type(self.rng).__name__
+        return f"NumpyBrightness(max_delta={self.max_delta}, rng={rng})"
 
 
 def naive_numpy_augment(seed: int = 0, max_delta: int = 40) -> NumpyBrightness:

@@ -12,8 +12,9 @@ A backbone's spec says which statistics and sizes apply (``BackboneSpec.mean``, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -76,7 +77,7 @@ class Preprocess:
             raise ValueError(f"std: expected positive values, got {self.std!r}")
 
     @classmethod
-    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> "Preprocess":
+    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> Preprocess:
         """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
 
         ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.

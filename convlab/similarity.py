@@ -22,8 +22,8 @@ through), and the probes are fitted full-batch with L-BFGS, so a probe costs wel
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

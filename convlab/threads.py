@@ -22,9 +22,9 @@ so it cannot be changed from inside a running kernel; ``python -m convlab open``
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 __all__ = ["ThreadPolicy", "usable_cpus", "thread_policy", "apply_thread_policy"]
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from convlab.backbones import as_backbone, load_backbone, stages_of
+from convlab.backbones import NUM_STAGES, as_backbone, load_backbone, stages_of
 from convlab.device import resolve_device
 from convlab.display import markdown_table
 from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
@@ -227,7 +228,7 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) ->
 # --------------------------------------------------------------------------------------------- regimes
 @dataclass(frozen=True)
 class Regime:
-    """A transfer-learning recipe. Build one with :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune`, :meth:`scratch`.
+    """A transfer-learning recipe: :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune` or :meth:`scratch`.
 
     Attributes:
         name: label in tables.
@@ -240,7 +241,7 @@ class Regime:
     """
 
     name: str
-    frozen: int = 7
+    frozen: int = NUM_STAGES
     weights: str | None = "imagenet"
     bn: str = "frozen"
     lr: float | None = None
@@ -248,30 +249,30 @@ class Regime:
     cache: bool = True
 
     def __post_init__(self):
-        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= 7:
-            raise ValueError(f"frozen: expected an int in [0, 7], got {self.frozen!r}")
+        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= NUM_STAGES:
+            raise ValueError(f"frozen: expected an int in [0, {NUM_STAGES}], got {self.frozen!r}")
         if self.weights not in ("imagenet", None):
             raise ValueError(f"weights: expected 'imagenet' or None, got {self.weights!r}")
         if self.bn not in BN_POLICIES:
             raise ValueError(f"bn: expected one of {BN_POLICIES}, got {self.bn!r}")
 
     @classmethod
-    def head_only(cls, lr: float | None = 3e-3) -> "Regime":
+    def head_only(cls, lr: float | None = 3e-3) -> Regime:
         """Pretrained backbone frozen entirely; a new linear head on its ``spec.feature_dim`` pooled features."""
-        return cls("head only", frozen=7, lr=lr)
+        return cls("head only", frozen=NUM_STAGES, lr=lr)
 
     @classmethod
-    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> "Regime":
+    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> Regime:
         """Pretrained; the first ``k`` stages frozen, the rest fine-tuned at ``lr * backbone_lr_scale``."""
         return cls(f"freeze first {k}", frozen=k, lr=lr, backbone_lr_scale=backbone_lr_scale, bn=bn)
 
     @classmethod
-    def finetune(cls, lr: float | None = 1e-3, backbone_lr_scale: float = 0.1) -> "Regime":
+    def finetune(cls, lr: float | None = 1e-3, backbone_lr_scale: float = 0.1) -> Regime:
         """Pretrained; everything trains, stages at a lower learning rate than the head."""
         return cls("fine-tune all", frozen=0, lr=lr, backbone_lr_scale=backbone_lr_scale)
 
     @classmethod
-    def scratch(cls, lr: float | None = 1e-3) -> "Regime":
+    def scratch(cls, lr: float | None = 1e-3) -> Regime:
         """Random initialisation, everything trains (the no-transfer baseline)."""
         return cls("from scratch", frozen=0, weights=None, lr=lr, cache=False)
 
@@ -414,6 +415,7 @@ def compare(
     ``results`` (models, histories) and ``to_markdown()``.
     """
     if isinstance(regimes, Regime) or not regimes:
-        raise ValueError("regimes: expected a non-empty list of Regime objects, e.g. [Regime.head_only(), Regime.finetune()]")
+        raise ValueError("regimes: expected a non-empty list of Regime objects, "
+                         "e.g. [Regime.head_only(), Regime.finetune()]")
     results = [run_regime(r, splits, backbone, epochs=epochs, **kwargs) for r in regimes]
     return Comparison([r.row for r in results], results)

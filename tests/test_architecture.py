@@ -180,7 +180,8 @@ def test_no_private_name_crosses_a_module_line():
 
 def test_the_checker_finds_what_it_should(tmp_path):
     """The checker itself: a cycle, a function-local import, a private import and a private attribute are caught."""
-    code = "def f():\n    from convlab.engine import _hidden\n    from convlab import transfer\n    return transfer._x\n"
+    code = ("def f():\n    from convlab.engine import _hidden\n    from convlab import transfer\n"
+            "    return transfer._x\n")
     path = tmp_path / "probe.py"
     path.write_text(code)
     probe = Imports("convlab.probe", path)

@@ -112,10 +112,12 @@ def test_seeded_head_initialisation_leaves_the_global_generator_alone():
 
 def test_one_registry_entry_per_backbone():
     """Each spec carries its builder and names its weights asset (no copied hash); the CLI offers exactly these."""
+    from convlab import cli
     from convlab.assets import ASSETS
-    from convlab.cli import BACKBONE_NAMES
+    from convlab.backbones import NUM_STAGES
 
-    assert set(BACKBONE_NAMES) == set(BACKBONES) == set(NAMES)
+    assert set(cli.BACKBONE_NAMES) == set(BACKBONES) == set(NAMES)
+    assert cli.NUM_STAGES == NUM_STAGES == len(BACKBONES["mobilenet_v2"].stages)
     for name, spec in BACKBONES.items():
         assert spec.name == spec.weights_asset == name and callable(spec.build)
         assert spec.weights is ASSETS[name] and spec.weights_sha256 == ASSETS[name].sha256

@@ -18,7 +18,7 @@ torchvision does, so both give bit-identical results.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ __all__ = [
     "pca_color",
 ]
 
-Param = Union[float, int, Sequence[float], Tensor]
+Param = float | int | Sequence[float] | Tensor
 
 
 # ----------------------------------------------------------------------------- checks and helpers
@@ -50,12 +50,12 @@ def _per_sample(value: Param, n: int, name: str, device: torch.device, width: in
     t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, Tensor) else value.to(device, dtype)
     want = (n,) if width is None else (n, width)
     if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"`{name}` must be finite, got {_first_bad(t)}")
+        raise ValueError(f"{name}: expected finite values, got {_first_bad(t)}")
     if t.ndim == 0 or tuple(t.shape) == want or (width is not None and tuple(t.shape) == (width,)):
         return t.expand(want)
     if width is None and t.numel() == n:
         return t.reshape(n)
-    raise ValueError(f"`{name}` must be a number or a tensor of shape {want} (one value per sample), "
+    raise ValueError(f"{name}: expected a number or a tensor of shape {want} (one value per sample), "
                      f"got shape {tuple(t.shape)}")
 
 
@@ -99,11 +99,11 @@ def hflip(image: Tensor, mask: Param | None = None) -> Tensor:
 
 def _check_box(top: Tensor, left: Tensor, height: Tensor, width: Tensor, h: int, w: int) -> None:
     if bool((height < 1).any()) or bool((width < 1).any()):
-        raise ValueError("crop `height`/`width` must be >= 1, "
+        raise ValueError("height, width: expected crop sizes >= 1, "
                          f"got min height {int(height.min())}, min width {int(width.min())}")
     if bool((top < 0).any()) or bool((left < 0).any()) or bool((top + height > h).any()) \
             or bool((left + width > w).any()):
-        raise ValueError(f"crop boxes must lie inside the {h}x{w} image: got top in "
+        raise ValueError(f"boxes: expected crops inside the {h}x{w} image, got top in "
                          f"[{int(top.min())}, {int(top.max())}], left in [{int(left.min())}, {int(left.max())}], "
                          f"bottom up to {int((top + height).max())}, right up to {int((left + width).max())}")
 
@@ -126,7 +126,7 @@ def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Ten
     l_ = _per_sample(left, n, "left", torch.device("cpu"), dtype=torch.long)
     if n == 0:  # an empty batch: nothing to cut (t[0] below would not exist)
         if not (1 <= height <= h and 1 <= width <= w):
-            raise ValueError(f"crop `height`/`width` must lie in [1, {h}] / [1, {w}], got {height}, {width}")
+            raise ValueError(f"height, width: expected crop sizes in [1, {h}] / [1, {w}], got {height}, {width}")
         return unflatten_batch(x[..., :height, :width].clone(), lead)
     _check_box(t, l_, torch.tensor([height]), torch.tensor([width]), h, w)
     if bool((t == t[0]).all()) and bool((l_ == l_[0]).all()):  # one window for all: a single view
@@ -161,17 +161,17 @@ def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, fli
     n, c, h, w = x.shape
     oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if oh < 1 or ow < 1:
-        raise ValueError(f"`size` must be positive, got {size}")
+        raise ValueError(f"size: expected positive values, got {size}")
     boxes = torch.as_tensor(boxes).to("cpu", torch.long)
     if boxes.shape != (n, 4):
-        raise ValueError(f"`boxes` must have shape ({n}, 4) = (top, left, height, width) per sample, "
+        raise ValueError(f"boxes: expected shape ({n}, 4) = (top, left, height, width) per sample, "
                          f"got {tuple(boxes.shape)}")
     _check_box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], h, w)
     fl = [False] * n if flip is None else _per_sample(flip, n, "flip", torch.device("cpu"), dtype=torch.bool).tolist()
     if out is None:
         out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     elif out.shape != (n, c, oh, ow) or out.dtype != x.dtype:
-        raise ValueError(f"`out` must be a {x.dtype} tensor of shape {(n, c, oh, ow)}, "
+        raise ValueError(f"out: expected a {x.dtype} tensor of shape {(n, c, oh, ow)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     for i, (t, l_, bh, bw) in enumerate(boxes.tolist()):
         r = F.interpolate(x[i:i + 1, :, t:t + bh, l_:l_ + bw], size=(oh, ow), mode="bilinear",
@@ -245,7 +245,7 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     sc = _per_sample(scale, n, "scale", dev)
     sh = _per_sample(shear, n, "shear", dev, width=2)
     if bool((sc <= 0).any()):
-        raise ValueError(f"`scale` must be > 0, got min {float(sc.min())}")
+        raise ValueError(f"scale: expected values > 0, got min {float(sc.min())}")
     if n == 0:  # affine_grid refuses an empty batch; an empty batch maps to an empty batch
         return image.clone()
     theta = _affine_theta(ang, sh, tr, sc, h, w)
@@ -295,7 +295,7 @@ def elastic_field(noise: Tensor, size: Sequence[int]) -> Tensor:
     """
     if not isinstance(noise, Tensor) or noise.ndim != 4 or noise.shape[1] != 2 or min(noise.shape[2:]) < 2:
         got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-        raise ValueError(f"`noise` must be a float tensor of shape (B, 2, gh, gw) with gh, gw >= 2, got {got}")
+        raise ValueError(f"noise: expected a float tensor of shape (B, 2, gh, gw) with gh, gw >= 2, got {got}")
     return F.interpolate(noise.float(), size=tuple(int(s) for s in size), mode="bicubic", align_corners=True)
 
 
@@ -314,9 +314,9 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
     n, c, h, w = x.shape
     if not isinstance(displacement, Tensor) or tuple(displacement.shape) != (n, 2, h, w):
         got = tuple(displacement.shape) if isinstance(displacement, Tensor) else type(displacement).__name__
-        raise ValueError(f"`displacement` must have shape {(n, 2, h, w)}, got {got}")
+        raise ValueError(f"displacement: expected shape {(n, 2, h, w)}, got {got}")
     if displacement.numel() and not bool(torch.isfinite(displacement).all()):
-        raise ValueError(f"`displacement` must be finite, got {_first_bad(displacement)}")
+        raise ValueError(f"displacement: expected finite values, got {_first_bad(displacement)}")
     ys = (torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1
     d = displacement.to(x.device, torch.float32)
@@ -393,15 +393,15 @@ def pca_offset(alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor) -> Tens
     """
     if not isinstance(alpha, Tensor) or alpha.ndim != 2 or alpha.shape[1] != 3:
         got = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
-        raise ValueError(f"`alpha` must be a tensor of shape (B, 3), got {got}")
+        raise ValueError(f"alpha: expected a tensor of shape (B, 3), got {got}")
     lam = torch.as_tensor(eigenvalues, dtype=torch.float32, device=alpha.device)
     vec = torch.as_tensor(eigenvectors, dtype=torch.float32, device=alpha.device)
     if lam.shape != (3,) or vec.shape != (3, 3):
-        raise ValueError(f"`eigenvalues` must have shape (3,) and `eigenvectors` (3, 3), "
+        raise ValueError(f"eigenvalues, eigenvectors: expected shapes (3,) and (3, 3), "
                          f"got {tuple(lam.shape)} and {tuple(vec.shape)}")
     for arg, t in (("alpha", alpha), ("eigenvalues", lam), ("eigenvectors", vec)):
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"`{arg}` must be finite, got {_first_bad(t)}")
+            raise ValueError(f"{arg}: expected finite values, got {_first_bad(t)}")
     return (alpha.float() * lam) @ vec.T
 
 
@@ -420,5 +420,5 @@ def pca_color(image: Tensor, alpha: Tensor, eigenvalues: Tensor, eigenvectors: T
         alpha = alpha.expand(n, 3)
     off = pca_offset(alpha, eigenvalues, eigenvectors)
     if off.shape[0] != n:
-        raise ValueError(f"`alpha` must have one row per sample ({n}), got {off.shape[0]}")
+        raise ValueError(f"alpha: expected one row per sample ({n}), got {off.shape[0]}")
     return _add_rgb(image, off, clamp)

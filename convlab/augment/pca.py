@@ -15,7 +15,7 @@ here, has one fixed basis and costs one addition per pixel.
 from __future__ import annotations
 
 import numbers
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None
     """
     batches = [images] if isinstance(images, Tensor) else list(images)
     if not batches:
-        raise ValueError("`images` is empty: need at least one (..., 3, H, W) image")
+        raise ValueError("images: expected at least one (..., 3, H, W) image, got none (empty)")
     s = torch.zeros(3, dtype=torch.float64)
     ss = torch.zeros(3, 3, dtype=torch.float64)
     count = 0
@@ -70,7 +70,7 @@ def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None
         ss += px.T @ px
         count += px.shape[0]
     if count < 2:
-        raise ValueError(f"`images` must contain at least 2 pixels, got {count}")
+        raise ValueError(f"images: expected at least 2 pixels, got {count}")
     mean = s / count
     cov = (ss - count * torch.outer(mean, mean)) / (count - 1)
     vals, vecs = torch.linalg.eigh(cov)  # ascending
@@ -101,13 +101,13 @@ class PCAColor(BatchRandomTransform):
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(sigma, numbers.Real) or not 0 <= sigma < float("inf"):  # NaN fails both comparisons
-            raise ValueError(f"`sigma` must be a finite standard deviation >= 0, got {sigma!r}")
+            raise ValueError(f"sigma: expected a finite standard deviation >= 0, got {sigma!r}")
         self.sigma = float(sigma)
         self.clamp = bool(clamp)
 
     @classmethod
     def imagenet(cls, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False,
-                 generator: torch.Generator | None = None) -> "PCAColor":
+                 generator: torch.Generator | None = None) -> PCAColor:
         """A transform using ImageNet's published PCA (no fitting needed)."""
         t = cls(sigma, p, clamp=clamp, generator=generator)
         t.eigenvalues_ = IMAGENET_EIGENVALUES.clone()
@@ -115,7 +115,7 @@ class PCAColor(BatchRandomTransform):
         t._basis = "imagenet"
         return t
 
-    def fit(self, images: Tensor | Iterable[Tensor], max_pixels: int | None = None) -> "PCAColor":
+    def fit(self, images: Tensor | Iterable[Tensor], max_pixels: int | None = None) -> PCAColor:
         """Learn the RGB basis from training images (a tensor or an iterable of tensors); returns self."""
         self.eigenvalues_, self.eigenvectors_ = fit_rgb_pca(images, max_pixels, self.generator)
         self._basis = "fitted"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import PIL.Image
 import torch
@@ -167,7 +168,7 @@ class RandomCrop(BatchRandomTransform):
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         ch, cw = self.size
         if ch > h or cw > w:
-            raise ValueError(f"`size` {self.size} is larger than the input ({h}, {w})")
+            raise ValueError(f"size: expected at most the input's ({h}, {w}), got {self.size}, larger than the input")
         top = torch.randint(0, h - ch + 1, (n,), generator=generator)
         left = torch.randint(0, w - cw + 1, (n,), generator=generator)
         return {"top": top, "left": left}
@@ -243,9 +244,9 @@ class _FillMixin:
 
     def _set_fill(self, fill: float, interpolation: str) -> None:
         if not isinstance(fill, numbers.Real):
-            raise TypeError(f"`fill` must be a number (in the image's units), got {fill!r}")
+            raise TypeError(f"fill: expected a number (in the image's units), got {fill!r}")
         if not math.isfinite(fill):
-            raise ValueError(f"`fill` must be a finite number (in the image's units), got {fill!r}")
+            raise ValueError(f"fill: expected a finite number (in the image's units), got {fill!r}")
         self.fill = float(fill)
         self.interpolation = check_interpolation(interpolation)
 
@@ -303,9 +304,9 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
                  interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(strength, numbers.Real) or not 0 <= strength < math.inf:
-            raise ValueError(f"`strength` must be a number of pixels >= 0, got {strength!r}")
+            raise ValueError(f"strength: expected a number of pixels >= 0, got {strength!r}")
         if not isinstance(smoothness, numbers.Real) or not 1 <= smoothness < math.inf:
-            raise ValueError(f"`smoothness` must be a grid spacing in pixels >= 1, got {smoothness!r}")
+            raise ValueError(f"smoothness: expected a grid spacing in pixels >= 1, got {smoothness!r}")
         self.strength = float(strength)
         self.smoothness = float(smoothness)
         self._set_fill(fill, interpolation)
@@ -334,7 +335,7 @@ class RandomColorShift(BatchRandomTransform):
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(magnitude, numbers.Real) or not 0.0 <= magnitude <= 1.0:
-            raise ValueError(f"`magnitude` must be in [0, 1] (fraction of the value range), got {magnitude!r}")
+            raise ValueError(f"magnitude: expected a value in [0, 1] (fraction of the value range), got {magnitude!r}")
         self.magnitude = float(magnitude)
         self.clamp = bool(clamp)
 
