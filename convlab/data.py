@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from convlab.assets import fetch
+from convlab.backbones import imagenet_categories
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from torch.utils.data import Dataset
@@ -499,8 +500,6 @@ def torchvision_dataset(name: str, root: str | Path, split: str = "train", downl
 
 def imagenet_samples() -> ImageSet:
     """The 20 labelled ImageNet validation photos (label = ImageNet class index), as one ImageSet."""
-    from convlab.backbones import imagenet_categories
-
     folder = fetch("imagenet_samples")
     paths = sorted(folder.glob("imagenet_*.jpg"))
     labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]

@@ -385,8 +385,8 @@ def _fold_batchnorm(frozen: nn.Module, probe: torch.Tensor) -> nn.Module:
     """A copy of the (eval-mode) frozen part with each BatchNorm that directly follows a convolution folded into it.
 
     In eval mode ``bn(conv(x))`` is one affine map per channel after the convolution, so it folds into the conv's
-    weight and bias: one pass over the activations instead of two (mobilenet_v2 extraction ~1.8x faster on a
-    CPU). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is* the conv's output tensor),
+    weight and bias: one pass over the activations instead of two (faster extraction on a CPU; see
+    ``benchmarks/bench_transfer.py``). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is* the conv's output tensor),
     which works for any module structure; the folded copy is used only if it reproduces the original output on
     ``probe`` (to float rounding), else the original is kept. The model itself is never changed.
     """
@@ -636,8 +636,8 @@ class FeatureCache:
             shard_size: images per shard file, the unit an interrupted extraction resumes from (default: 64, or
                 ``len(dataset) / 64`` for large sets, so there are at most ~64 shards).
             dtype: storage dtype (``torch.float16`` halves the disk size; batches come back as float32).
-            fold_batchnorm: fold each BatchNorm into the convolution before it for the extraction (~1.3-1.8x faster
-                for mobilenet_v2 on a CPU). The features then differ from the model's own output by float
+            fold_batchnorm: fold each BatchNorm into the convolution before it for the extraction (faster on a
+                CPU, see ``benchmarks/bench_transfer.py``). The features then differ from the model's own output by float
                 rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """

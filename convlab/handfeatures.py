@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from convlab._checks import check_is_fitted
 from convlab.augment import RandomHorizontalFlip
 from convlab.backbones import load_backbone
+from convlab.data import ImageSet, Splits
 from convlab.engine import evaluate, fit
 from convlab.loading import fit_size
 from convlab.preprocess import Preprocess
@@ -40,8 +41,6 @@ from convlab.transfer import freeze, param_groups
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
-
-    from convlab.data import ImageSet, Splits
 
 __all__ = [
     "as_rgb",
@@ -459,8 +458,6 @@ def learning_curve(
 def as_rgb(splits: Splits) -> Splits:
     """Grayscale splits (e.g. Fashion-MNIST's uint8 ``(N, 1, 28, 28)``) as 3-channel images (a broadcast view, no
     copy), so the colour/HOG features and :class:`SmallCNN` take them unchanged."""
-    from convlab.data import ImageSet, Splits
-
     def rgb(s: ImageSet) -> ImageSet:
         images = s.images.expand(-1, 3, -1, -1) if isinstance(s.images, torch.Tensor) else [im.expand(3, -1, -1) for im in s.images]
         return ImageSet(images, s.labels, s.classes, s.ids, s.transform)

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from convlab._checks import check_size
 from convlab.data import IMAGE_SUFFIXES, class_folders, decode_image_file, image_files
+from convlab.device import resolve_device
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from collections.abc import Iterable
@@ -420,8 +421,6 @@ class DeviceAugmentedLoader:
     """
 
     def __init__(self, loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None):
-        from convlab.device import resolve_device
-
         if not callable(augment):
             raise TypeError(f"augment: expected a callable on (B, C, H, W) tensors, got {type(augment).__name__}")
         self.loader, self.augment, self.device, self.seed = loader, augment, resolve_device(device), seed

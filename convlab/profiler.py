@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from convlab.loading import make_loader
+
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
     from torch.utils.data import Dataset
@@ -300,8 +302,6 @@ def compare_workers(
         images}`` for :class:`convlab.display.Table`; with ``return_profiles=True``, ``(rows, profiles)`` for
         the plots.
     """
-    from convlab.loading import make_loader
-
     _check_int(warmup_steps, "warmup_steps", 0)
     rows, profiles = [], []
     for w in workers:
