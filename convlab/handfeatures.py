@@ -347,8 +347,7 @@ class SmallCNNClassifier:
     @torch.inference_mode()
     def predict(self, images: ImageSet) -> np.ndarray:
         """Class index per image of an ImageSet (centre crops)."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("SmallCNNClassifier: call fit(train_images) before predict/score")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
         p = self.pad // 2
         x = self._inputs(images.images)[:, :, p:p + self.size, p:p + self.size]
         return self.model_(x).argmax(1).numpy()
@@ -396,7 +395,7 @@ class FineTuneClassifier:
     def score(self, images) -> float:
         """Accuracy on an ImageSet."""
 
-        check_is_fitted(self, "model_", "call fit(images) first")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
         return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
 
 
