@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from convlab.cli import CHECKPOINT_FORMAT, UsageError, write_json
 from convlab.cli_train import build_model, eval_preprocess, load_splits
 from convlab.device import resolve_device
-from convlab.engine import load_checkpoint
+from convlab.engine import eval_epoch, load_checkpoint
 from convlab.ensemble import Ensemble
 from convlab.preprocess import crop_resize
 from convlab.tta import ViewSet, predict_views, prepare_images
@@ -91,16 +92,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         photos = prepare_images([im.expand(3, -1, -1) if im.shape[0] == 1 else im for im in data.images], resize)
         views = ViewSet.ten_crop(size)
     member_probs = []
-    with torch.inference_mode():
-        for model in models:
-            if views is not None:
+    for model in models:
+        if views is not None:
+            with torch.inference_mode():
                 probs = predict_views(model, photos, views)  # the measured default chunk for the device
-            else:
-                fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-                probs = torch.cat([
-                    model(prep(list(data.images[i:i + args.batch_size])).to(device, memory_format=fmt)).softmax(1)
-                    for i in range(0, len(data), args.batch_size)])
-            member_probs.append(probs.float().cpu())
+        else:  # the engine's evaluation loop, keeping each batch's class probabilities
+            parts = []
+            eval_epoch(model, data, torch.arange(len(data)), batch_size=args.batch_size, loss_fn=nn.CrossEntropyLoss(),
+                       device=device, transform=prep, channels_last=device.type == "cpu",
+                       on_batch=lambda logits, labels, keep=parts.append: keep(logits.softmax(1)))
+            probs = torch.cat(parts)
+        member_probs.append(probs.float().cpu())
     # The ensemble's probabilities come from the member outputs above (Ensemble.combine: its weighted mean),
     # instead of running every member a second time.
     named = list(zip(args.checkpoint, member_probs))

@@ -196,12 +196,13 @@ def eval_epoch(
     device: torch.device,
     transform: Callable | None = None,
     channels_last: bool = False,
-    on_batch: Callable[[], None] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """The evaluation loop: ``data[order]`` through ``model`` in batches; the model's mode is the caller's.
 
     Returns ``(loss_sum, predictions, labels)``: the summed per-sample loss and the CPU tensors of predicted and
-    true classes, in ``order``. ``on_batch`` runs after every batch (progress bars).
+    true classes, in ``order``. ``on_batch(logits, labels)`` runs after every batch (progress bars, or to keep
+    the outputs, e.g. class probabilities).
     """
     loss_sum, preds, labels = 0.0, [], []
     for x, y in _batches(data, batch_size, order):
@@ -211,11 +212,16 @@ def eval_epoch(
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
         if on_batch is not None:
-            on_batch()
+            on_batch(logits, y)
     if not labels:
         empty = torch.zeros(0, dtype=torch.long)
         return loss_sum, empty, empty
     return loss_sum, torch.cat(preds), torch.cat(labels)
+
+
+def _ticker(bar) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """An ``on_batch`` that advances a progress bar by one batch."""
+    return lambda logits, labels: bar.update(1)
 
 
 def _evaluation(model, data, transform, batch_size, device, loss_fn, channels_last, on_batch=None) -> Evaluation:
@@ -487,7 +493,7 @@ def fit(
                 val_loss = val_acc = float("nan")
             elif sharding is None:
                 model.eval()
-                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, partial(batch_bar.update, 1))
+                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, _ticker(batch_bar))
                 val_loss, val_acc = ev.loss, ev.accuracy
             else:
                 with eval_mode(model):

@@ -165,6 +165,18 @@ def test_evaluate_ten_crop_ensemble(runs, tmp_path):
     assert results[2]["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
 
 
+def test_evaluate_centre_view_agrees_with_the_training_run(runs, tmp_path):
+    """Without --ten-crop, evaluate's numbers are those train reported for the same checkpoint and split."""
+    report = tmp_path / "centre.json"
+    code, _ = _main(["evaluate", "--checkpoint", str(runs["whole"] / "best.pt"), "--json", str(report)])
+    assert code == 0
+    (result,) = json.loads(report.read_text())["results"]
+    trained = json.loads((runs["whole"] / "metrics.json").read_text())["test"]
+    assert result["views"] == "centre" and result["num_samples"] == trained["num_samples"]
+    assert result["accuracy"] == trained["accuracy"]
+    assert result["loss"] == pytest.approx(trained["loss"], rel=1e-4)
+
+
 def test_evaluate_refuses_different_class_orders(runs, tmp_path, capsys):
     state = torch.load(runs["whole"] / "best.pt", weights_only=True)
     state["classes"] = state["classes"][::-1]
