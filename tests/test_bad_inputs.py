@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import copy_food_photos
 from convlab.__main__ import main
 from convlab.data import decode_image_file, load_image_folder
+
+from conftest import copy_food_photos
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("fruits", "marine_fish", "other_vegetables")

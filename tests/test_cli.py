@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_food_photos
 import torch
 
 from convlab.__main__ import main
+
+from conftest import copy_food_photos
 
 REPO = Path(__file__).resolve().parents[1]
 
