@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convlab.data import ImageSet, Splits, _stratified_split
+from convlab.data import ImageSet, Splits, stratified_split as _stratified_split
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -92,7 +92,8 @@ def benchmark_summary(results: str | os.PathLike) -> list[dict]:
                      "measure": f"head only, {tr['head_only']['epochs']} epochs: cache vs recomputing (speed-up)",
                      "result": _ratio(tr["head_only"]["speedup_cold"])})
         rows.append({"benchmark": "feature cache (bench_transfer.py)",
-                     "measure": f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none (speed-up)",
+                     "measure": f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none "
+                                "(speed-up)",
                      "result": _ratio(tr["partial"]["speedup_cold"])})
     tta = load("tta_cpu.json")
     if tta is not None:

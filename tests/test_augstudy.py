@@ -8,7 +8,7 @@ import torch
 from convlab import augstudy
 from convlab.augstudy import (COLOUR, GEOMETRY, TRANSFORMS, Run, StudyConfig, TransformStudy, make_augment, resplit,
                               train_once, transform_study)
-from convlab.data import ImageSet, Splits, _stratified_split
+from convlab.data import ImageSet, Splits, stratified_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,7 +20,7 @@ def splits() -> Splits:
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 36, 44 + i % 2), dtype=torch.uint8, generator=g) for i in range(15)]
     full = ImageSet(images, [i % 3 for i in range(15)], ("a", "b", "c"), [f"img{i:02d}" for i in range(15)])
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, (0.6, 0.2, 0.2), 0))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, (0.6, 0.2, 0.2), 0))
     return Splits(train, val, test, full.classes, 0)
 
 
