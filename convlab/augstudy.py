@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convlab.data import ImageSet, Splits, stratified_split as _stratified_split
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -179,8 +180,8 @@ def small_cnn(num_classes: int, width: int = 12) -> nn.Sequential:
     )
 
 
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
