@@ -47,19 +47,21 @@ def _workload(settings: dict, barrier, queue, photos: int, epochs: int) -> None:
     barrier.wait(timeout=600)
     t0 = time.perf_counter()
     with torch.no_grad():
-        feats = torch.cat([model.forward_features(images[i:i + 8]) for i in range(0, len(images), 8)])
+        feats = torch.cat([model.forward_features(images[i : i + 8]) for i in range(0, len(images), 8)])
     t_extract = time.perf_counter() - t0
     torch.manual_seed(0)
     head = torch.nn.Linear(feats.shape[1], len(food.classes))
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
     for _ in range(epochs):
         for i in range(0, len(feats), 16):
-            loss = torch.nn.functional.cross_entropy(head(feats[i:i + 16]), labels[i:i + 16])
+            loss = torch.nn.functional.cross_entropy(head(feats[i : i + 16]), labels[i : i + 16])
             opt.zero_grad()
             loss.backward()
             opt.step()
     total = time.perf_counter() - t0
-    queue.put({"threads": torch.get_num_threads(), "extract_s": t_extract, "train_s": total - t_extract, "total_s": total})
+    queue.put(
+        {"threads": torch.get_num_threads(), "extract_s": t_extract, "train_s": total - t_extract, "total_s": total}
+    )
 
 
 def run(settings: dict, n: int, photos: int, epochs: int) -> list[dict]:
@@ -106,23 +108,47 @@ def main() -> None:
             shared.append(statistics.median(r["total_s"] for r in runs))
             threads = runs[0]["threads"]
         s, m = statistics.median(solo), statistics.median(shared)
-        results[name] = {"settings": settings, "threads_per_process": threads, "solo_s": s, "shared_median_s": m,
-                         "slowdown": m / s, "solo_runs_s": solo, "shared_runs_s": shared}
-        print(f"{name}: {threads} thread(s) each; solo {s:.2f} s, {args.kernels} at once {m:.2f} s each: {m / s:.2f}x",
-              flush=True)
+        results[name] = {
+            "settings": settings,
+            "threads_per_process": threads,
+            "solo_s": s,
+            "shared_median_s": m,
+            "slowdown": m / s,
+            "solo_runs_s": solo,
+            "shared_runs_s": shared,
+        }
+        print(
+            f"{name}: {threads} thread(s) each; solo {s:.2f} s, {args.kernels} at once {m:.2f} s each: {m / s:.2f}x",
+            flush=True,
+        )
     out = {
-        "machine": {"python": platform.python_version(), "cpus": cpus, "processor": platform.processor(),
-                    "load_avg_at_start": load_start, "load_avg_at_end": os.getloadavg()},
-        "kernels": args.kernels, "photos": args.photos, "epochs": args.epochs, "repeats": args.repeats,
-        "quick": args.quick, "fair_share_slowdown": args.kernels / cpus, "results": results,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": cpus,
+            "processor": platform.processor(),
+            "load_avg_at_start": load_start,
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "kernels": args.kernels,
+        "photos": args.photos,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "fair_share_slowdown": args.kernels / cpus,
+        "results": results,
     }
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "shared_cpu.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(f"\n| contender | threads each | solo s | {args.kernels} at once, s each | slowdown (fair share "
-          f"{args.kernels / cpus:.1f}x) |\n|---|---|---|---|---|")
+    print(
+        f"\n| contender | threads each | solo s | {args.kernels} at once, s each | slowdown (fair share "
+        f"{args.kernels / cpus:.1f}x) |\n|---|---|---|---|---|"
+    )
     for name, r in results.items():
-        print(f"| {name} | {r['threads_per_process']} | {r['solo_s']:.2f} | {r['shared_median_s']:.2f} | {r['slowdown']:.2f}x |")
+        print(
+            f"| {name} | {r['threads_per_process']} | {r['solo_s']:.2f} | {r['shared_median_s']:.2f} | "
+            f"{r['slowdown']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

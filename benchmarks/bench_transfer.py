@@ -58,8 +58,18 @@ def bench_cache(splits, backbone, k, epochs, device, batch_size, lr, backbone_lr
     def uncached():
         model = _fresh(backbone, splits.classes, k, device)
         groups = param_groups(model, lr, backbone_lr_scale)
-        return fit(model, splits.train, splits.val, epochs=epochs, lr=lr, param_groups=groups, batch_size=batch_size,
-                   transform=prep, device=device, progress=False)
+        return fit(
+            model,
+            splits.train,
+            splits.val,
+            epochs=epochs,
+            lr=lr,
+            param_groups=groups,
+            batch_size=batch_size,
+            transform=prep,
+            device=device,
+            progress=False,
+        )
 
     def cached(root, epochs=epochs):
         model = _fresh(backbone, splits.classes, k, device)
@@ -71,8 +81,17 @@ def bench_cache(splits, backbone, k, epochs, device, batch_size, lr, backbone_lr
         train = cache.get(model, splits.train, k, prep, batch_size=batch_size, device=device, progress=False)
         val = cache.get(model, splits.val, k, prep, batch_size=batch_size, device=device, progress=False)
         extract = time.perf_counter() - t0
-        history = fit(split_at(model, k)[1], train, val, epochs=epochs, lr=lr, param_groups=groups,
-                      batch_size=batch_size, device=device, progress=False)
+        history = fit(
+            split_at(model, k)[1],
+            train,
+            val,
+            epochs=epochs,
+            lr=lr,
+            param_groups=groups,
+            batch_size=batch_size,
+            device=device,
+            progress=False,
+        )
         return extract, history, train
 
     with tempfile.TemporaryDirectory() as warmup:
@@ -116,7 +135,7 @@ def bench_channels_last(backbone, device, batch: int, repeats: int) -> dict:
             xx = x.contiguous(memory_format=fmt)
             model.eval()
             with torch.inference_mode():
-                t, _ = _timed(lambda: model(xx))
+                t, _ = _timed(lambda xx=xx: model(xx))  # called at once: binding this round's tensor changes nothing
             times["inference"][cl].append(t)
             model.train()
             t0 = time.perf_counter()
@@ -142,7 +161,7 @@ def bench_extraction_batch(splits, backbone, device, sizes, rounds: int) -> dict
     extract_features(model, images.subset(range(4)), 7, batch_size=4, device=device)  # warm-up
     for _ in range(rounds):
         for b in sizes:
-            t, _ = _timed(lambda: extract_features(model, images, 7, batch_size=b, device=device))
+            t, _ = _timed(lambda b=b: extract_features(model, images, 7, batch_size=b, device=device))
             times[b].append(t / len(images) * 1000)
     return {"images": len(images), "ms_per_image": {str(b): min(v) for b, v in times.items()}}
 
@@ -153,14 +172,29 @@ def bench_five_splits(backbone, epochs, device, seeds, per_class=None) -> dict:
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         for seed in seeds:
-            t, splits = _timed(lambda: load_food(seed=seed, max_per_class=per_class))
-            result = run_regime(Regime.head_only(), splits, backbone, epochs=epochs, seed=seed, device=device,
-                                cache_dir=root, progress=False)
+            t, splits = _timed(lambda seed=seed: load_food(seed=seed, max_per_class=per_class))
+            result = run_regime(
+                Regime.head_only(),
+                splits,
+                backbone,
+                epochs=epochs,
+                seed=seed,
+                device=device,
+                cache_dir=root,
+                progress=False,
+            )
             accs.append(result.row.test_acc)
             times.append({"seed": seed, "load_s": t, "extract_s": result.row.extract_s, "train_s": result.row.train_s})
         total = time.perf_counter() - t0
-    return {"seeds": list(seeds), "test_acc": accs, "mean_test_acc": statistics.mean(accs),
-            "std_test_acc": statistics.pstdev(accs), "epochs": epochs, "total_s": total, "per_seed": times}
+    return {
+        "seeds": list(seeds),
+        "test_acc": accs,
+        "mean_test_acc": statistics.mean(accs),
+        "std_test_acc": statistics.pstdev(accs),
+        "epochs": epochs,
+        "total_s": total,
+        "per_seed": times,
+    }
 
 
 def _fmt(value, spec, suffix=""):
@@ -187,23 +221,33 @@ def main(argv=None) -> int:
 
     splits = load_food(seed=0, max_per_class=per_class)
     results = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpus": os.cpu_count(), "device": str(device),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "load_avg_at_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "device": str(device),
+            "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "load_avg_at_start": os.getloadavg(),
+        },
         "backbone": args.backbone,
         "quick": quick,
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
     }
     print(f"(c) channels_last on {device} ...", file=sys.stderr)
-    results["channels_last"] = bench_channels_last(args.backbone, device, batch=8 if quick else 32, repeats=1 if quick else 3)
+    results["channels_last"] = bench_channels_last(
+        args.backbone, device, batch=8 if quick else 32, repeats=1 if quick else 3
+    )
     print(f"(a) head only, {epochs_a} epochs ...", file=sys.stderr)
     results["head_only"] = bench_cache(splits, args.backbone, 7, epochs_a, device, batch_size=16, lr=3e-3)
     print(f"(b) first {args.freeze} stages frozen, {epochs_b} epochs ...", file=sys.stderr)
-    results["partial"] = bench_cache(splits, args.backbone, args.freeze, epochs_b, device, batch_size=16, lr=1e-3,
-                                     backbone_lr_scale=0.3, warm=False)
+    results["partial"] = bench_cache(
+        splits, args.backbone, args.freeze, epochs_b, device, batch_size=16, lr=1e-3, backbone_lr_scale=0.3, warm=False
+    )
     print("(e) extraction batch size ...", file=sys.stderr)
-    results["extraction_batch"] = bench_extraction_batch(splits, args.backbone, device, (4, 8, 16, 64), 1 if quick else 2)
+    results["extraction_batch"] = bench_extraction_batch(
+        splits, args.backbone, device, (4, 8, 16, 64), 1 if quick else 2
+    )
     print("(d) head only on 5 splits ...", file=sys.stderr)
     results["five_splits"] = bench_five_splits(args.backbone, args.epochs, device, range(2 if quick else 5), per_class)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
@@ -214,20 +258,34 @@ def main(argv=None) -> int:
 
     a, b, c, d = results["head_only"], results["partial"], results["channels_last"], results["five_splits"]
     e = results["extraction_batch"]
-    print(f"\n{args.backbone} on {device}, {results['data']['train']} train + {results['data']['val']} val food photos, "
-          f"load average {results['machine']['load_avg_at_start'][0]:.1f} at start\n")
-    print("| what | epochs | uncached s | cached (cold) s | of which extraction s | cached (warm) s | speed-up cold | speed-up warm |")
+    print(
+        f"\n{args.backbone} on {device}, {results['data']['train']} train + {results['data']['val']} val food photos, "
+        f"load average {results['machine']['load_avg_at_start'][0]:.1f} at start\n"
+    )
+    print(
+        "| what | epochs | uncached s | cached (cold) s | of which extraction s | cached (warm) s | "
+        "speed-up cold | speed-up warm |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in (("(a) head only", a), (f"(b) first {args.freeze} stages frozen", b)):
-        print(f"| {name} | {r['epochs']} | {r['uncached_s']:.1f} | {r['cached_cold_s']:.1f} | {r['cached_extract_s']:.1f} | "
-              f"{_fmt(r['cached_warm_s'], '.2f')} | {r['speedup_cold']:.2f}x | {_fmt(r['speedup_warm'], '.1f', 'x')} |")
-    print(f"\n(c) channels_last speed-up, batch {c['batch']}: inference {c['inference']['speedup']:.2f}x, "
-          f"training step {c['train_step']['speedup']:.2f}x")
-    print(f"(e) extraction ms/image by forward batch size ({e['images']} photos): "
-          + ", ".join(f"{b}: {v:.1f}" for b, v in e["ms_per_image"].items()))
-    print(f"(d) head only, {d['epochs']} epochs, seeds {d['seeds']}: test accuracy "
-          + ", ".join(f"{x:.3f}" for x in d["test_acc"])
-          + f"; mean {d['mean_test_acc']:.3f} (sd {d['std_test_acc']:.3f}); all splits end to end {d['total_s']:.1f} s")
+        print(
+            f"| {name} | {r['epochs']} | {r['uncached_s']:.1f} | {r['cached_cold_s']:.1f} | "
+            f"{r['cached_extract_s']:.1f} | "
+            f"{_fmt(r['cached_warm_s'], '.2f')} | {r['speedup_cold']:.2f}x | {_fmt(r['speedup_warm'], '.1f', 'x')} |"
+        )
+    print(
+        f"\n(c) channels_last speed-up, batch {c['batch']}: inference {c['inference']['speedup']:.2f}x, "
+        f"training step {c['train_step']['speedup']:.2f}x"
+    )
+    print(
+        f"(e) extraction ms/image by forward batch size ({e['images']} photos): "
+        + ", ".join(f"{b}: {v:.1f}" for b, v in e["ms_per_image"].items())
+    )
+    print(
+        f"(d) head only, {d['epochs']} epochs, seeds {d['seeds']}: test accuracy "
+        + ", ".join(f"{x:.3f}" for x in d["test_acc"])
+        + f"; mean {d['mean_test_acc']:.3f} (sd {d['std_test_acc']:.3f}); all splits end to end {d['total_s']:.1f} s"
+    )
     print(f"\nwrote {out}")
     return 0
 

@@ -29,19 +29,28 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout, too
 
-from convlab.augment import FusedTrainPipeline  # noqa: E402
-from convlab.backbones import load_backbone  # noqa: E402
-from convlab.data import ImageSet  # noqa: E402
-from convlab.device import resolve_device  # noqa: E402
-from convlab.engine import fit  # noqa: E402
-from convlab.featcache import FeatureCache  # noqa: E402
-from convlab.transfer import Preprocess, freeze, param_groups  # noqa: E402
-from convlab.tta import ViewSet, default_chunk_size, predict_views  # noqa: E402
+from convlab.augment import FusedTrainPipeline
+from convlab.backbones import load_backbone
+from convlab.data import ImageSet
+from convlab.device import resolve_device
+from convlab.engine import fit
+from convlab.featcache import FeatureCache
+from convlab.transfer import Preprocess, freeze, param_groups
+from convlab.tta import ViewSet, default_chunk_size, predict_views
 
 RESULTS = Path(__file__).parent / "results"
 
-FULL = dict(images=1024, side=256, size=224, batch=128, steps=20, warmup=5, head_epochs=20, tta_images=256)
-QUICK = dict(images=16, side=72, size=64, batch=4, steps=2, warmup=1, head_epochs=2, tta_images=4)
+FULL = {
+    "images": 1024,
+    "side": 256,
+    "size": 224,
+    "batch": 128,
+    "steps": 20,
+    "warmup": 5,
+    "head_epochs": 20,
+    "tta_images": 256,
+}
+QUICK = {"images": 16, "side": 72, "size": 64, "batch": 4, "steps": 2, "warmup": 1, "head_epochs": 2, "tta_images": 4}
 
 
 def _sync(device: torch.device) -> None:
@@ -85,8 +94,9 @@ def bench_head_cached(cfg: dict, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as root:
         _sync(device)
         t = time.perf_counter()
-        feats = FeatureCache(root, verify="size").get(model, data, 7, prep, device=device, progress=False,
-                                                      batch_size=cfg["batch"])
+        feats = FeatureCache(root, verify="size").get(
+            model, data, 7, prep, device=device, progress=False, batch_size=cfg["batch"]
+        )
         _sync(device)
         extract_s = time.perf_counter() - t
         head = model.head
@@ -94,9 +104,14 @@ def bench_head_cached(cfg: dict, device: torch.device) -> dict:
         fit(head, feats, epochs=cfg["head_epochs"], batch_size=cfg["batch"], device=device, progress=False)
         _sync(device)
         head_s = time.perf_counter() - t
-    return {"images": len(data), "input": cfg["size"], "extract_images_per_s": len(data) / extract_s,
-            "head_epochs": cfg["head_epochs"], "head_train_images_per_s": len(data) * cfg["head_epochs"] / head_s,
-            "note": "extraction includes hashing and writing the cache files"}
+    return {
+        "images": len(data),
+        "input": cfg["size"],
+        "extract_images_per_s": len(data) / extract_s,
+        "head_epochs": cfg["head_epochs"],
+        "head_train_images_per_s": len(data) * cfg["head_epochs"] / head_s,
+        "note": "extraction includes hashing and writing the cache files",
+    }
 
 
 def _train_step_rate(k: int, cfg: dict, device: torch.device, amp: bool) -> float:
@@ -134,8 +149,13 @@ def bench_augment(cfg: dict, device: torch.device) -> dict:
     pipe = FusedTrainPipeline(size=cfg["size"], generator=torch.Generator().manual_seed(0))
     out = torch.empty(len(batch), 3, cfg["size"], cfg["size"], device=device)
     rate = len(batch) / _timed(lambda: pipe(batch, out=out), device, cfg["steps"] * 5, cfg["warmup"])
-    return {"batch": len(batch), "source": cfg["side"], "output": cfg["size"], "method": pipe._resolve(device),
-            "images_per_s": rate}
+    return {
+        "batch": len(batch),
+        "source": cfg["side"],
+        "output": cfg["size"],
+        "method": pipe._resolve(device),
+        "images_per_s": rate,
+    }
 
 
 def bench_ten_crop(cfg: dict, device: torch.device) -> dict:
@@ -148,13 +168,22 @@ def bench_ten_crop(cfg: dict, device: torch.device) -> dict:
     sweep = {}
     for chunk in sorted({4, 16, 64, 256, 1024, default_chunk_size(device)}):
         if chunk <= len(photos) * len(views):
-            sec = _timed(lambda c=chunk: predict_views(model, photos, views, chunk_size=c), device, steps, cfg["warmup"])
+            sec = _timed(
+                lambda c=chunk: predict_views(model, photos, views, chunk_size=c), device, steps, cfg["warmup"]
+            )
             sweep[str(chunk)] = len(photos) * len(views) / sec
     default = default_chunk_size(device)
     crops_per_s = sweep[str(default)] if str(default) in sweep else max(sweep.values())
-    return {"images": len(photos), "crops_per_image": len(views), "input": cfg["size"], "default_chunk": default,
-            "images_per_s": crops_per_s / len(views), "crops_per_s": crops_per_s,
-            "crops_per_s_by_chunk": sweep, "fastest_chunk": int(max(sweep, key=sweep.get))}
+    return {
+        "images": len(photos),
+        "crops_per_image": len(views),
+        "input": cfg["size"],
+        "default_chunk": default,
+        "images_per_s": crops_per_s / len(views),
+        "crops_per_s": crops_per_s,
+        "crops_per_s_by_chunk": sweep,
+        "fastest_chunk": int(max(sweep, key=sweep.get)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,18 +202,33 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     t0 = time.perf_counter()
     results = {}
-    for name, fn in (("head_only_cached", bench_head_cached), ("fine_tune", bench_train),
-                     ("fused_augment", bench_augment), ("ten_crop", bench_ten_crop)):
+    for name, fn in (
+        ("head_only_cached", bench_head_cached),
+        ("fine_tune", bench_train),
+        ("fused_augment", bench_augment),
+        ("ten_crop", bench_ten_crop),
+    ):
         t = time.perf_counter()
         results[name] = fn(cfg, device)
         results[name]["seconds"] = time.perf_counter() - t
-        print(f"{name}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in results[name].items()), flush=True)
+        print(
+            f"{name}: "
+            + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in results[name].items()),
+            flush=True,
+        )
     report = {
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({platform.processor() or platform.machine()})"),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "quick": args.quick, "config": cfg,
-        "cpu_threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - t0, "results": results,
+        "device": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"cpu ({platform.processor() or platform.machine()})"
+        ),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "quick": args.quick,
+        "config": cfg,
+        "cpu_threads": torch.get_num_threads(),
+        "total_seconds": time.perf_counter() - t0,
+        "results": results,
         "model": "mobilenet_v2, random init (weights do not change the speed)",
         "tf32": device.type == "cuda",
     }

@@ -29,8 +29,15 @@ _SUBMODULES = ("augment", "engine", "ensemble", "featcache", "handfeatures", "lo
 _EXPORTS = {
     "convlab.assets": ("ASSETS", "AssetNotFoundError", "IntegrityError", "fetch", "load_weights_file", "verify_file"),
     "convlab.backbones": ("BACKBONES", "Backbone", "BackboneSpec", "load_backbone"),
-    "convlab.data": ("ImageSet", "Splits", "imagenet_samples", "load_fashion_mnist", "load_food", "load_image_folder",
-                     "sample_photos"),
+    "convlab.data": (
+        "ImageSet",
+        "Splits",
+        "imagenet_samples",
+        "load_fashion_mnist",
+        "load_food",
+        "load_image_folder",
+        "sample_photos",
+    ),
     "convlab.device": ("resolve_device",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -130,30 +130,42 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
-    p.add_argument("--force", action="store_true",
-                   help="replace cached files that fail their sha256 check (keeps the good ones)")
+    p.add_argument(
+        "--force", action="store_true", help="replace cached files that fail their sha256 check (keeps the good ones)"
+    )
     p.add_argument("--offline", action="store_true", help="never try online sources")
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("learner-copies", help="write the notebooks with exercise solutions replaced by stubs")
-    p.add_argument("--src", help="folder of the course notebooks (default: the repository's notebooks/, found "
-                                 "from the package's location)")
+    p.add_argument(
+        "--src",
+        help="folder of the course notebooks (default: the repository's notebooks/, found from the package's location)",
+    )
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
     p.set_defaults(func=_cmd_learner_copies)
-    p = sub.add_parser("open", help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
-                       description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
-                       "notebooks are written there), or the solutions with --teacher. Options after -- go to "
-                       "JupyterLab.")
+    p = sub.add_parser(
+        "open",
+        help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
+        description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
+        "notebooks are written there), or the solutions with --teacher. Options after -- go to "
+        "JupyterLab.",
+    )
     add_open_arguments(p)
     p.set_defaults(func=run_open)
-    p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",
-                       description="Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.")
+    p = sub.add_parser(
+        "train",
+        help="train one transfer-learning regime headless (also under torchrun)",
+        description="Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.",
+    )
     p.one_line = True
     add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("evaluate", help="accuracy of saved checkpoints, optionally 10-crop and as an ensemble",
-                       description="Evaluate train checkpoints on their test split; several make an ensemble.")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy of saved checkpoints, optionally 10-crop and as an ensemble",
+        description="Evaluate train checkpoints on their test split; several make an ensemble.",
+    )
     p.one_line = True
     add_evaluate_arguments(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -62,9 +62,11 @@ def check_image(image: object, name: str = "image", channels: int | None = None)
     c, w = image.shape[-3], image.shape[-1]
     if c > 4 and w in (1, 3, 4) and channels != c:
         # (B, H, W, 3) would otherwise be read as C = H images of width 3: refuse instead of returning garbage
-        raise ValueError(f"{name}: expected channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
-                         f"looks channels-last (..., H, W, C); "
-                         f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)")
+        raise ValueError(
+            f"{name}: expected channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
+            f"looks channels-last (..., H, W, C); "
+            f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)"
+        )
     if channels is not None and c != channels:
         raise ValueError(f"{name}: expected {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
     return image.as_subclass(Tensor) if type(image) is not Tensor else image
@@ -110,6 +112,7 @@ def check_range(value: Any, name: str, lo: float, hi: float, symmetric: bool = T
 
 def check_size(size: Any, name: str = "size") -> tuple[int, int]:
     """An int ``s`` (meaning ``(s, s)``) or an ``(h, w)`` pair of positive ints -> ``(h, w)``."""
+
     def ok(s: Any) -> bool:
         return isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
 
@@ -156,8 +159,9 @@ def check_uint8_images(images: Tensor | Sequence[Tensor], name: str = "images") 
             raise TypeError(f"{name}: expected uint8 pixels in [0, 255], got {images.dtype}")
         return images
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        raise TypeError(f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, "
-                        f"got {type(images).__name__}")
+        raise TypeError(
+            f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}"
+        )
     out = list(images)
     if not out:
         raise ValueError(f"{name}: expected at least one image, got none")

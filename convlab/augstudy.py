@@ -25,22 +25,39 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convlab.data import ImageSet, Splits, stratified_split as _stratified_split
+from convlab.data import ImageSet, Splits
+from convlab.data import stratified_split as _stratified_split
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["StudyConfig", "CONFIGS", "TRANSFORMS", "GEOMETRY", "COLOUR", "RECOMMENDED", "resplit", "small_cnn",
-           "make_augment", "train_once", "Run", "TransformRow", "TransformStudy", "transform_study", "LITERATURE"]
+__all__ = [
+    "StudyConfig",
+    "CONFIGS",
+    "TRANSFORMS",
+    "GEOMETRY",
+    "COLOUR",
+    "RECOMMENDED",
+    "resplit",
+    "small_cnn",
+    "make_augment",
+    "train_once",
+    "Run",
+    "TransformRow",
+    "TransformStudy",
+    "transform_study",
+    "LITERATURE",
+]
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -102,7 +119,7 @@ def _frames(images: Sequence[torch.Tensor], frame: tuple[int, int]) -> torch.Ten
 
 def _centre(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
-    return x[..., top:top + size[0], left:left + size[1]]
+    return x[..., top : top + size[0], left : left + size[1]]
 
 
 # ----------------------------------------------------------------------------------------------- transforms
@@ -120,19 +137,25 @@ TRANSFORMS: dict[str, tuple[str, Callable]] = {}
 def _register() -> None:
     from convlab import augment as aug
 
-    TRANSFORMS.update({
-        "none": ("centre view only", lambda g, tr: None),
-        "mirror": ("RandomHorizontalFlip(p=0.5)", lambda g, tr: aug.RandomHorizontalFlip(generator=g)),
-        "crop": ("RandomCrop: window at a random position of the frame", lambda g, tr: None),
-        "rotation": ("RandomRotation(10, fill=255)", lambda g, tr: aug.RandomRotation(10, fill=255, generator=g)),
-        "shear": ("RandomShear(10, fill=255)", lambda g, tr: aug.RandomShear(10, fill=255, generator=g)),
-        "local warp": ("RandomElasticWarp(2, 8, fill=255)",
-                       lambda g, tr: aug.RandomElasticWarp(2.0, 8.0, fill=255, generator=g)),
-        "colour shift": ("RandomColorShift(0.1)", lambda g, tr: aug.RandomColorShift(0.1, generator=g)),
-        "PCA colour": ("PCAColor(0.1) fitted on the training frames", lambda g, tr: _pca(g, tr)),
-        "mirror + crop + PCA colour": ("AlexNet's recipe",
-                                       lambda g, tr: _compose(aug.RandomHorizontalFlip(generator=g), _pca(g, tr))),
-    })
+    TRANSFORMS.update(
+        {
+            "none": ("centre view only", lambda g, tr: None),
+            "mirror": ("RandomHorizontalFlip(p=0.5)", lambda g, tr: aug.RandomHorizontalFlip(generator=g)),
+            "crop": ("RandomCrop: window at a random position of the frame", lambda g, tr: None),
+            "rotation": ("RandomRotation(10, fill=255)", lambda g, tr: aug.RandomRotation(10, fill=255, generator=g)),
+            "shear": ("RandomShear(10, fill=255)", lambda g, tr: aug.RandomShear(10, fill=255, generator=g)),
+            "local warp": (
+                "RandomElasticWarp(2, 8, fill=255)",
+                lambda g, tr: aug.RandomElasticWarp(2.0, 8.0, fill=255, generator=g),
+            ),
+            "colour shift": ("RandomColorShift(0.1)", lambda g, tr: aug.RandomColorShift(0.1, generator=g)),
+            "PCA colour": ("PCAColor(0.1) fitted on the training frames", lambda g, tr: _pca(g, tr)),
+            "mirror + crop + PCA colour": (
+                "AlexNet's recipe",
+                lambda g, tr: _compose(aug.RandomHorizontalFlip(generator=g), _pca(g, tr)),
+            ),
+        }
+    )
 
 
 def _compose(*ts):
@@ -147,8 +170,9 @@ COLOUR = ("none", "colour shift", "PCA colour", "mirror + crop + PCA colour")
 RECOMMENDED = "mirror + crop + PCA colour"
 
 
-def make_augment(name: str, generator: torch.Generator, train_frames: torch.Tensor,
-                 size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_augment(
+    name: str, generator: torch.Generator, train_frames: torch.Tensor, size: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 frames ``(B, 3, H, W)`` -> uint8 network inputs ``(B, 3, *size)``: transform ``name``, then the window.
 
     The window is random (drawn from ``generator``) for names containing ``"crop"``, else the centre one.
@@ -173,10 +197,20 @@ def small_cnn(num_classes: int, width: int = 12) -> nn.Sequential:
     """Three conv-BN-ReLU blocks (``width``, 2x, 4x channels; max-pooling between), global average pool, linear."""
     w = width
     return nn.Sequential(
-        nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes),
+        nn.Conv2d(3, w, 3, padding=1),
+        nn.BatchNorm2d(w),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(w, 2 * w, 3, padding=1),
+        nn.BatchNorm2d(2 * w),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+        nn.BatchNorm2d(4 * w),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, num_classes),
     )
 
 
@@ -188,9 +222,17 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255 - _MEAN) / _STD
 
 
-def train_once(name: str, train_frames: torch.Tensor, train_labels: torch.Tensor, test_frames: torch.Tensor,
-               test_labels: torch.Tensor, num_classes: int, seed: int, config: StudyConfig,
-               device: str | torch.device = "cpu") -> float:
+def train_once(
+    name: str,
+    train_frames: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_frames: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    config: StudyConfig,
+    device: str | torch.device = "cpu",
+) -> float:
     """Train :func:`small_cnn` from scratch with augmentation ``name`` on the fly; test accuracy on centre views.
 
     ``seed`` fixes the initial weights and the batch order (the same for every ``name``) and, through a separate
@@ -212,7 +254,7 @@ def train_once(name: str, train_frames: torch.Tensor, train_labels: torch.Tensor
     for _ in range(config.epochs):
         perm = torch.randperm(n, generator=order_g)
         for start in range(0, n, bs):
-            idx = perm[start:start + bs]
+            idx = perm[start : start + bs]
             x = _normalise(augment(train_frames[idx])).to(dev)
             loss = F.cross_entropy(model(x), train_labels[idx].to(dev))
             opt.zero_grad(set_to_none=True)
@@ -287,34 +329,58 @@ class TransformStudy:
     def transforms(self) -> list[str]:
         return list(dict.fromkeys(r.transform for r in self.runs))
 
-    def select(self, names: Sequence[str]) -> "TransformStudy":
+    def select(self, names: Sequence[str]) -> TransformStudy:
         """The same study restricted to the transforms ``names`` (``"none"`` first, the paired baseline)."""
         names = list(names)
         missing = [n for n in names if n not in self.transforms]
         if not names or names[0] != "none" or missing:
-            raise ValueError(f"names: expected 'none' first and only measured transforms {self.transforms}, "
-                             f"got {names}")
+            raise ValueError(
+                f"names: expected 'none' first and only measured transforms {self.transforms}, got {names}"
+            )
         runs = sorted((r for r in self.runs if r.transform in names), key=lambda r: (r.seed, names.index(r.transform)))
         per_run = {n: t for n, t in self.per_run_seconds.items() if n in names}
-        return TransformStudy(runs, self.config, self.scale, self.train_images, self.test_images,
-                              sum(per_run.values()) * len(self.config.seeds), per_run, dict(self.meta))
+        return TransformStudy(
+            runs,
+            self.config,
+            self.scale,
+            self.train_images,
+            self.test_images,
+            sum(per_run.values()) * len(self.config.seeds),
+            per_run,
+            dict(self.meta),
+        )
 
     def to_json(self, path: str | Path, **meta: object) -> Path:
         """Write every run, the config and ``meta`` (say when, where and with what command it ran) to ``path``."""
         path = Path(path)
-        record = {"meta": {**self.meta, **meta}, "scale": self.scale, "config": asdict(self.config),
-                  "train_images": self.train_images, "test_images": self.test_images, "seconds": self.seconds,
-                  "per_run_seconds": self.per_run_seconds, "runs": [asdict(r) for r in self.runs]}
+        record = {
+            "meta": {**self.meta, **meta},
+            "scale": self.scale,
+            "config": asdict(self.config),
+            "train_images": self.train_images,
+            "test_images": self.test_images,
+            "seconds": self.seconds,
+            "per_run_seconds": self.per_run_seconds,
+            "runs": [asdict(r) for r in self.runs],
+        }
         path.write_text(json.dumps(record, indent=1))
         return path
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TransformStudy":
+    def from_json(cls, path: str | Path) -> TransformStudy:
         """A study written by :meth:`to_json` (a stored run: its ``meta`` says when, where and how it ran)."""
         d = json.loads(Path(path).read_text())
         cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()}
-        return cls([Run(**r) for r in d["runs"]], StudyConfig(**cfg), d["scale"], d["train_images"],
-                   d["test_images"], d["seconds"], d["per_run_seconds"], d.get("meta", {}))
+        return cls(
+            [Run(**r) for r in d["runs"]],
+            StudyConfig(**cfg),
+            d["scale"],
+            d["train_images"],
+            d["test_images"],
+            d["seconds"],
+            d["per_run_seconds"],
+            d.get("meta", {}),
+        )
 
     def accs(self, name: str) -> list[float]:
         """Test accuracies of ``name`` in seed order."""
@@ -335,8 +401,11 @@ class TransformStudy:
                 em = statistics.fmean(eff)
                 es = statistics.stdev(eff) if len(eff) > 1 else float("nan")
                 verdict = _verdict(em, es, len(eff))
-            out.append(TransformRow(name, TRANSFORMS.get(name, ("", None))[0], len(acc), statistics.fmean(acc), sd,
-                                    em, es, verdict))
+            out.append(
+                TransformRow(
+                    name, TRANSFORMS.get(name, ("", None))[0], len(acc), statistics.fmean(acc), sd, em, es, verdict
+                )
+            )
         return out
 
     def one_image(self) -> float:
@@ -347,12 +416,17 @@ class TransformStudy:
         """Sentences built from the measurements, with their uncertainty."""
         rows = self.rows()
         base = rows[0] if rows and rows[0].transform == "none" else None
-        lines = [f"{self.scale} scale: small CNN from scratch, {self.train_images} training / {self.test_images} "
-                 f"test photos at {self.config.size[0]}x{self.config.size[1]} px, {self.config.epochs} epochs, "
-                 f"{len(self.config.seeds)} seeds; one test photo = {self.one_image():.3f} accuracy."]
+        lines = [
+            f"{self.scale} scale: small CNN from scratch, {self.train_images} training / {self.test_images} "
+            f"test photos at {self.config.size[0]}x{self.config.size[1]} px, {self.config.epochs} epochs, "
+            f"{len(self.config.seeds)} seeds; one test photo = {self.one_image():.3f} accuracy."
+        ]
         if "date" in self.meta:
-            lines.insert(0, f"STORED run, not computed now: {self.meta['date']} on {self.meta.get('device', '?')}, "
-                            f"command: {self.meta.get('command', '?')}")
+            lines.insert(
+                0,
+                f"STORED run, not computed now: {self.meta['date']} on {self.meta.get('device', '?')}, "
+                f"command: {self.meta.get('command', '?')}",
+            )
         if base is not None:
             lines.append(f"Without augmentation: {base.acc_mean:.3f} ± {base.acc_sd:.3f} (mean ± sd over seeds).")
         real = [r for r in rows if r.transform != "none" and ("helps" in r.verdict or "hurts" in r.verdict)]
@@ -360,18 +434,22 @@ class TransformStudy:
             lines.append(f"{r.transform}: effect {r.effect_mean:+.3f} ± {r.effect_sd:.3f} -> {r.verdict}.")
         sds = [r.effect_sd for r in rows[1:] if not math.isnan(r.effect_sd)]
         if sds:
-            lines.append(f"Smallest effect this run can tell from noise (2 x the median sd of the paired effects): "
-                         f"{2 * statistics.median(sds):.3f}, i.e. {2 * statistics.median(sds) * self.test_images:.1f} "
-                         f"test photos.")
+            lines.append(
+                f"Smallest effect this run can tell from noise (2 x the median sd of the paired effects): "
+                f"{2 * statistics.median(sds):.3f}, i.e. {2 * statistics.median(sds) * self.test_images:.1f} "
+                f"test photos."
+            )
         if not real:
-            lines.append("No transform's effect exceeds 2 sd here: the effects are smaller than what "
-                         f"{len(self.config.seeds)} seeds of {self.test_images} test photos can resolve (AlexNet's "
-                         "1 % from PCA colour would be one photo).")
+            lines.append(
+                "No transform's effect exceeds 2 sd here: the effects are smaller than what "
+                f"{len(self.config.seeds)} seeds of {self.test_images} test photos can resolve (AlexNet's "
+                "1 % from PCA colour would be one photo)."
+            )
             if self.scale != "full":
                 lines.append("SCALE = 'full' (5 seeds, twice the epochs, more pixels) estimates the spread better.")
         return lines
 
-    def plot(self, title: str = "") -> "Figure":
+    def plot(self, title: str = "") -> Figure:
         """Effect against ``none`` per transform: mean ± sd (bars) and each seed (dots); the shaded band is ± 2 sd."""
         import matplotlib.pyplot as plt
 
@@ -379,8 +457,9 @@ class TransformStudy:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
-            ax.fill_betweenx([y - 0.3, y + 0.3], r.effect_mean - 2 * r.effect_sd, r.effect_mean + 2 * r.effect_sd,
-                             color="0.88")
+            ax.fill_betweenx(
+                [y - 0.3, y + 0.3], r.effect_mean - 2 * r.effect_sd, r.effect_mean + 2 * r.effect_sd, color="0.88"
+            )
             ax.errorbar(r.effect_mean, y, xerr=r.effect_sd, fmt="o", color="C0", capsize=4)
             ax.scatter(self.effects(r.transform), [y] * len(self.effects(r.transform)), s=12, color="C1", zorder=3)
         ax.axvline(0, color="k", lw=0.8)
@@ -391,8 +470,14 @@ class TransformStudy:
         return fig
 
 
-def transform_study(splits: Splits, names: Sequence[str], scale: str | StudyConfig = "small", *,
-                    device: str | torch.device = "auto", progress: bool = True) -> TransformStudy:
+def transform_study(
+    splits: Splits,
+    names: Sequence[str],
+    scale: str | StudyConfig = "small",
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> TransformStudy:
     """Train once per transform in ``names`` and seed of the scale's config; one :class:`Run` each.
 
     ``names`` must start with ``"none"`` (the baseline of the paired effects). The images of ``splits`` are re-split
@@ -412,7 +497,7 @@ def transform_study(splits: Splits, names: Sequence[str], scale: str | StudyConf
         raise ValueError(f"names: unknown transforms {unknown}; expected some of {list(TRANSFORMS)}")
     t0 = time.perf_counter()
     runs: list[Run] = []
-    spent = {n: 0.0 for n in names}
+    spent = dict.fromkeys(names, 0.0)
     bar = tqdm(total=len(names) * len(config.seeds), desc="training runs", disable=not progress)
     fractions = (1 - config.test_fraction, 0.0, config.test_fraction)
     n_train = n_test = 0
@@ -429,5 +514,6 @@ def transform_study(splits: Splits, names: Sequence[str], scale: str | StudyConf
             bar.update(1)
     bar.close()
     per_run = {n: s / len(config.seeds) for n, s in spent.items()}
-    return TransformStudy(runs, config, scale if isinstance(scale, str) else "custom", n_train, n_test,
-                          time.perf_counter() - t0, per_run)
+    return TransformStudy(
+        runs, config, scale if isinstance(scale, str) else "custom", n_train, n_test, time.perf_counter() - t0, per_run
+    )

@@ -69,7 +69,8 @@ class BackboneSpec:
     categories: tuple[str, ...] = field(default=(), repr=False)
     #: ``build(state_dict or None) -> (stage modules, head)``: the network, with ImageNet weights when given.
     build: Callable[[dict | None], tuple[list[nn.Module], nn.Sequential]] | None = field(
-        default=None, repr=False, compare=False)
+        default=None, repr=False, compare=False
+    )
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -193,8 +194,13 @@ class Backbone(nn.Module):
         back = nn.Sequential(OrderedDict(children[k:]))
         return front, nn.Sequential(back, self.pool, self.head)
 
-    def reset_classifier(self, num_classes: int, categories: Sequence[str] | None = None,
-                         dropout: float | None = None, seed: int | None = None) -> nn.Linear:
+    def reset_classifier(
+        self,
+        num_classes: int,
+        categories: Sequence[str] | None = None,
+        dropout: float | None = None,
+        seed: int | None = None,
+    ) -> nn.Linear:
         """Swap the 1000-way ImageNet classifier for a fresh ``num_classes``-way one (the softmax is in the loss).
 
         ``seed`` draws the new weights from ``torch.manual_seed(seed)`` without touching the global random state;
@@ -213,7 +219,9 @@ class Backbone(nn.Module):
         p = self.head[0].p if dropout is None else dropout
         device = self.head[-1].weight.device
         self.head = nn.Sequential(nn.Dropout(p), linear).to(device)
-        self.categories = tuple(categories) if categories is not None else tuple(f"class_{i}" for i in range(num_classes))
+        self.categories = (
+            tuple(categories) if categories is not None else tuple(f"class_{i}" for i in range(num_classes))
+        )
         self.spec = replace(self.spec, categories=self.categories)
         return linear
 
@@ -221,8 +229,22 @@ class Backbone(nn.Module):
         """Per stage and for the head: name, parameters, output channels, reduction (a list of dict rows)."""
         rows = []
         for info, (name, module) in zip(self.spec.stages, self.stages.named_children()):
-            rows.append({"stage": name, "params": sum(p.numel() for p in module.parameters()), "out_channels": info.num_chs, "reduction": info.reduction})
-        rows.append({"stage": "head", "params": sum(p.numel() for p in self.head.parameters()), "out_channels": self.num_classes, "reduction": None})
+            rows.append(
+                {
+                    "stage": name,
+                    "params": sum(p.numel() for p in module.parameters()),
+                    "out_channels": info.num_chs,
+                    "reduction": info.reduction,
+                }
+            )
+        rows.append(
+            {
+                "stage": "head",
+                "params": sum(p.numel() for p in self.head.parameters()),
+                "out_channels": self.num_classes,
+                "reduction": None,
+            }
+        )
         return rows
 
     @torch.inference_mode()
@@ -257,10 +279,18 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32),
-                 ("conv_head", 32))
+_STAGE_LAYOUT = (
+    ("stem", 2),
+    ("stage1", 2),
+    ("stage2", 4),
+    ("stage3", 8),
+    ("stage4", 16),
+    ("stage5", 32),
+    ("conv_head", 32),
+)
 #: How many stages every backbone has (``k`` in "freeze the first k stages" runs from 0 to this).
 NUM_STAGES = len(_STAGE_LAYOUT)
+
 
 def _mobilenet_v2(state: dict | None) -> tuple[list[nn.Module], nn.Sequential]:
     model = mobilenet_v2(weights=None)
@@ -302,7 +332,15 @@ def _efficientnet_lite0(state: dict | None) -> tuple[list[nn.Module], nn.Sequent
     act = model._swish  # ReLU6 for the Lite family
     stem = nn.Sequential(OrderedDict(conv=model._conv_stem, bn=model._bn0, act=act))
     conv_head = nn.Sequential(OrderedDict(conv=model._conv_head, bn=model._bn1, act=nn.ReLU6()))
-    groups = [stem, blocks[0], nn.Sequential(*blocks[1:3]), nn.Sequential(*blocks[3:5]), nn.Sequential(*blocks[5:11]), nn.Sequential(*blocks[11:16]), conv_head]
+    groups = [
+        stem,
+        blocks[0],
+        nn.Sequential(*blocks[1:3]),
+        nn.Sequential(*blocks[3:5]),
+        nn.Sequential(*blocks[5:11]),
+        nn.Sequential(*blocks[11:16]),
+        conv_head,
+    ]
     head = nn.Sequential(model._dropout, model._fc)
     return groups, head
 
@@ -341,8 +379,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_efficientnet_lite0,
     ),
 }
-
-
 
 
 def load_backbone(

@@ -75,8 +75,21 @@ METRICS_FORMAT = "convlab.train.metrics/1"
 #: equal): ``--freeze-k`` runs from 0 to this, and ``head_only`` freezes them all.
 NUM_STAGES = 7
 #: Settings that must not change when a run is resumed (``--epochs`` may grow; device and progress may differ).
-RESUME_KEYS = ("regime", "freeze_k", "backbone", "data", "max_per_class", "augment", "batch_size", "lr",
-               "input_size", "seed", "dropout", "bn_stats", "cache")
+RESUME_KEYS = (
+    "regime",
+    "freeze_k",
+    "backbone",
+    "data",
+    "max_per_class",
+    "augment",
+    "batch_size",
+    "lr",
+    "input_size",
+    "seed",
+    "dropout",
+    "bn_stats",
+    "cache",
+)
 
 
 class UsageError(Exception):
@@ -140,48 +153,89 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` subcommand's options (see ``python -m convlab train --help``)."""
     p.add_argument("--out", required=True, metavar="DIR", help="folder for metrics and checkpoints")
     p.add_argument("--regime", choices=REGIMES, default="head_only", help="what trains (default: head_only)")
-    p.add_argument("--freeze-k", type=_int_at_least(0), metavar="K",
-                   help=f"with --regime freeze_first: freeze the first K of the {NUM_STAGES} stages (0..{NUM_STAGES})")
+    p.add_argument(
+        "--freeze-k",
+        type=_int_at_least(0),
+        metavar="K",
+        help=f"with --regime freeze_first: freeze the first K of the {NUM_STAGES} stages (0..{NUM_STAGES})",
+    )
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default="mobilenet_v2")
-    p.add_argument("--data", type=_data_source, default="food", metavar="{food,fashion_mnist,PATH}",
-                   help="a course data set, or a folder PATH/<class>/<image> (default: food)")
-    p.add_argument("--max-per-class", type=_int_at_least(1), metavar="N",
-                   help="fewer images for quick runs: food: N photos per class before splitting; fashion_mnist: "
-                        "N train, min(N, 500) val and min(N, 1000) test images per class; a folder: at most N "
-                        "per class in each split")
-    p.add_argument("--augment", choices=AUGMENTS, default="none",
-                   help="training augmentation (convlab.augment.FusedTrainPipeline): light = crops of 50-100%% "
-                        "of the image, mirror, small colour shift; strong = crops of 8-100%%, mirror, colour "
-                        "shift, AlexNet PCA colour. Any augmentation trains without the feature cache")
+    p.add_argument(
+        "--data",
+        type=_data_source,
+        default="food",
+        metavar="{food,fashion_mnist,PATH}",
+        help="a course data set, or a folder PATH/<class>/<image> (default: food)",
+    )
+    p.add_argument(
+        "--max-per-class",
+        type=_int_at_least(1),
+        metavar="N",
+        help="fewer images for quick runs: food: N photos per class before splitting; fashion_mnist: "
+        "N train, min(N, 500) val and min(N, 1000) test images per class; a folder: at most N "
+        "per class in each split",
+    )
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default="none",
+        help="training augmentation (convlab.augment.FusedTrainPipeline): light = crops of 50-100%% "
+        "of the image, mirror, small colour shift; strong = crops of 8-100%%, mirror, colour "
+        "shift, AlexNet PCA colour. Any augmentation trains without the feature cache",
+    )
     p.add_argument("--epochs", type=_int_at_least(1), default=5)
-    p.add_argument("--batch-size", type=_int_at_least(1), default=32,
-                   help="GLOBAL batch: under torchrun each of N processes takes batch-size / N (default: 32)")
+    p.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=32,
+        help="GLOBAL batch: under torchrun each of N processes takes batch-size / N (default: 32)",
+    )
     p.add_argument("--lr", type=_positive_float, help="head learning rate (default: the regime's own, see Regime)")
-    p.add_argument("--input-size", type=_int_at_least(32), default=224, metavar="PX",
-                   help="network input side; images are resized to 256/224 of it and centre-cropped (default: 224)")
+    p.add_argument(
+        "--input-size",
+        type=_int_at_least(32),
+        default=224,
+        metavar="PX",
+        help="network input side; images are resized to 256/224 of it and centre-cropped (default: 224)",
+    )
     p.add_argument("--dropout", type=_probability, help="dropout before the new classifier (default: the backbone's)")
-    p.add_argument("--bn-stats", choices=BN_STATS, default="auto",
-                   help="BatchNorm in TRAINABLE stages: batch = batch statistics (per process under torchrun); "
-                        "frozen = running statistics, affine weights still train; sync = SyncBatchNorm over the "
-                        "global batch (CUDA); auto = sync on CUDA under torchrun, else batch. Frozen stages always "
-                        "keep their statistics")
-    p.add_argument("--no-cache", dest="cache", action="store_false",
-                   help="never train on cached activations of the frozen stages")
+    p.add_argument(
+        "--bn-stats",
+        choices=BN_STATS,
+        default="auto",
+        help="BatchNorm in TRAINABLE stages: batch = batch statistics (per process under torchrun); "
+        "frozen = running statistics, affine weights still train; sync = SyncBatchNorm over the "
+        "global batch (CUDA); auto = sync on CUDA under torchrun, else batch. Frozen stages always "
+        "keep their statistics",
+    )
+    p.add_argument(
+        "--no-cache", dest="cache", action="store_false", help="never train on cached activations of the frozen stages"
+    )
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: CONVLAB_HOME/features)")
     p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}")
-    p.add_argument("--seed", type=_int_at_least(0), default=0,
-                   help="data split, initialisation, shuffling (default: 0)")
+    p.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="data split, initialisation, shuffling (default: 0)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (starts afresh if there is none)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     """The ``evaluate`` subcommand's options."""
-    p.add_argument("--checkpoint", action="append", required=True, metavar="FILE",
-                   help="a checkpoint written by train (best.pt or last.pt); repeat for an ensemble")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a checkpoint written by train (best.pt or last.pt); repeat for an ensemble",
+    )
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of torchvision's TenCrop")
-    p.add_argument("--data", type=_data_source, metavar="{food,fashion_mnist,PATH}",
-                   help="default: the data the (first) checkpoint was trained on, with its seed and size")
+    p.add_argument(
+        "--data",
+        type=_data_source,
+        metavar="{food,fashion_mnist,PATH}",
+        help="default: the data the (first) checkpoint was trained on, with its seed and size",
+    )
     p.add_argument("--max-per-class", type=_int_at_least(1), metavar="N", help="default: the checkpoint's")
     p.add_argument("--seed", type=_int_at_least(0), help="data split seed (default: the checkpoint's)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
@@ -249,8 +303,10 @@ def uses_cache(args: argparse.Namespace) -> bool:
 def _check_home() -> Path:
     home = convlab_home()
     if home.exists() and not home.is_dir():
-        raise UsageError(f"CONVLAB_HOME {home}: expected a folder for the asset and feature caches, got a file; "
-                         "point CONVLAB_HOME at a folder or unset it")
+        raise UsageError(
+            f"CONVLAB_HOME {home}: expected a folder for the asset and feature caches, got a file; "
+            "point CONVLAB_HOME at a folder or unset it"
+        )
     return home
 
 
@@ -259,27 +315,30 @@ def check_train_args(args: argparse.Namespace) -> None:
     CONVLAB_HOME, and the checkpoint that --resume would continue. Raises :class:`UsageError`."""
     world = os.environ.get("WORLD_SIZE", "1") or "1"
     if world.isdigit() and int(world) > 0 and args.batch_size % int(world):
-        raise UsageError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
-                         f"of processes ({world})")
+        raise UsageError(
+            f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
+            f"of processes ({world})"
+        )
     if args.regime == "freeze_first":
         if args.freeze_k is None or not 0 <= args.freeze_k <= NUM_STAGES:
-            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..{NUM_STAGES}, "
-                             f"got {args.freeze_k}")
+            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..{NUM_STAGES}, got {args.freeze_k}")
     elif args.freeze_k is not None:
         raise UsageError(f"--freeze-k applies to --regime freeze_first only (got --regime {args.regime})")
     out = check_writable_folder("--out", args.out, "choose a folder you can write to")
     last = out / "last.pt"
     if last.exists() and not args.resume:
-        raise UsageError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose "
-                         "another --out")
+        raise UsageError(
+            f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out"
+        )
     if args.resume and last.exists():
         check_checkpoint_file("--resume:", last, f"delete {out} (or choose another --out) to start afresh")
     home = _check_home()
     if args.cache_dir is not None:
         check_writable_folder("--cache-dir", args.cache_dir, "choose a folder you can write to, or pass --no-cache")
     elif uses_cache(args):
-        check_writable_folder("CONVLAB_HOME", home / "features",
-                              "pass --cache-dir DIR (a folder you can write to) or --no-cache")
+        check_writable_folder(
+            "CONVLAB_HOME", home / "features", "pass --cache-dir DIR (a folder you can write to) or --no-cache"
+        )
 
 
 def check_evaluate_args(args: argparse.Namespace) -> None:
@@ -294,11 +353,12 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--json {target}: expected a file name, got a folder")
         probe = _nearest_existing(target.parent)
         if not probe.is_dir():
-            raise UsageError(f"--json {target}: {probe} is a file, so no report can be written under it; "
-                             "choose a file in a folder you can write to")
+            raise UsageError(
+                f"--json {target}: {probe} is a file, so no report can be written under it; "
+                "choose a file in a folder you can write to"
+            )
         check_writable_folder("--json", target.parent, "choose a file in a folder you can write to")
     _check_home()
-
 
 
 # ============================================================================================ files
@@ -311,7 +371,6 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
-
 
 
 def write_json(path: Path, obj) -> None:

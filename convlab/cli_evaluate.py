@@ -71,11 +71,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--split {args.split}: no images in that split of {source}")
     for (model, _), path in zip(loaded, args.checkpoint):
         if tuple(model.categories) != tuple(splits.classes):
-            raise UsageError(f"--checkpoint {path}: its classes {list(model.categories)} differ from the data's "
-                             f"{list(splits.classes)} (same classes in the same order are needed)")
+            raise UsageError(
+                f"--checkpoint {path}: its classes {list(model.categories)} differ from the data's "
+                f"{list(splits.classes)} (same classes in the same order are needed)"
+            )
     if any((c["data"], c["seed"]) != (source, seed) for c in configs):
-        print(f"note: a checkpoint was trained on other data or another split seed than --data {source} --seed "
-              f"{seed}; its {args.split} images may include its training images", file=sys.stderr)
+        print(
+            f"note: a checkpoint was trained on other data or another split seed than --data {source} --seed "
+            f"{seed}; its {args.split} images may include its training images",
+            file=sys.stderr,
+        )
 
     models = [m for m, _ in loaded]
     ensemble = None
@@ -98,9 +103,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 probs = predict_views(model, photos, views)  # the measured default chunk for the device
         else:  # the engine's evaluation loop, keeping each batch's class probabilities
             parts = []
-            eval_epoch(model, data, torch.arange(len(data)), batch_size=args.batch_size, loss_fn=nn.CrossEntropyLoss(),
-                       device=device, transform=prep, channels_last=device.type == "cpu",
-                       on_batch=lambda logits, labels, keep=parts.append: keep(logits.softmax(1)))
+            eval_epoch(
+                model,
+                data,
+                torch.arange(len(data)),
+                batch_size=args.batch_size,
+                loss_fn=nn.CrossEntropyLoss(),
+                device=device,
+                transform=prep,
+                channels_last=device.type == "cpu",
+                on_batch=lambda logits, labels, keep=parts.append: keep(logits.softmax(1)),
+            )
             probs = torch.cat(parts)
         member_probs.append(probs.float().cpu())
     # The ensemble's probabilities come from the member outputs above (Ensemble.combine: its weighted mean),
@@ -111,10 +124,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     labels = data.labels
     results = []
     for name, probs in named:
-        results.append({"model": str(name), "views": "10-crop" if views is not None else "centre",
-                        "accuracy": float((probs.argmax(1) == labels).float().mean()),
-                        "loss": float(-probs.clamp_min(1e-12).log().gather(1, labels[:, None]).mean()),
-                        "num_samples": len(data)})
+        results.append(
+            {
+                "model": str(name),
+                "views": "10-crop" if views is not None else "centre",
+                "accuracy": float((probs.argmax(1) == labels).float().mean()),
+                "loss": float(-probs.clamp_min(1e-12).log().gather(1, labels[:, None]).mean()),
+                "num_samples": len(data),
+            }
+        )
     width = max(len(r["model"]) for r in results)
     print(f"{'model'.ljust(width)}  views    accuracy  loss    ({args.split} split of {source}, {len(data)} images)")
     for r in results:

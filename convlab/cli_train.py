@@ -64,8 +64,12 @@ def load_splits(source: str, seed: int, max_per_class: int | None, log=None) -> 
         return load_food(seed=seed, max_per_class=max_per_class)
     if source == "fashion_mnist":
         n = max_per_class
-        return load_fashion_mnist(train_per_class=n, test_per_class=None if n is None else min(n, 1000),
-                                  val_per_class=500 if n is None else min(n, 500), seed=seed)
+        return load_fashion_mnist(
+            train_per_class=n,
+            test_per_class=None if n is None else min(n, 1000),
+            val_per_class=500 if n is None else min(n, 500),
+            seed=seed,
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -93,8 +97,9 @@ def _read_resume_checkpoint(path: Path) -> dict:
         ckpt = load_checkpoint(path)
     except Exception as exc:  # truncated, damaged or foreign: say which, without a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: {first}); {fix}") \
-            from None
+        raise UsageError(
+            f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: {first}); {fix}"
+        ) from None
     found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
     if found != CHECKPOINT_FORMAT or not {"model", "optimizer", "epoch", "history"} <= set(ckpt):
         raise UsageError(f"--resume: {path} was not written by 'python -m convlab train' (format {found!r}); {fix}")
@@ -106,17 +111,19 @@ def _check_resume_data(ckpt: dict, path: Path, splits, fingerprint: dict, log) -
     fix = "train into another --out, or restore the data"
     old = list(ckpt.get("classes", []))
     if old != list(splits.classes):
-        raise UsageError(f"--resume: the classes of --data changed since {path} was written ({old} -> "
-                         f"{list(splits.classes)}); {fix}")
+        raise UsageError(
+            f"--resume: the classes of --data changed since {path} was written ({old} -> {list(splits.classes)}); {fix}"
+        )
     saved = ckpt.get("data_fingerprint")
     if saved is None:
         log(f"note: --resume: {path} predates data fingerprints; cannot check that the images are unchanged")
         return
     changed = [name for name in ("train", "val", "test") if saved.get(name) != fingerprint[name]]
     if changed:
-        raise UsageError(f"--resume: the images of the {'/'.join(changed)} split changed since {path} was "
-                         f"written (same classes, other files); {fix}")
-
+        raise UsageError(
+            f"--resume: the images of the {'/'.join(changed)} split changed since {path} was "
+            f"written (same classes, other files); {fix}"
+        )
 
 
 def eval_preprocess(spec, source: str, size: int) -> Preprocess:
@@ -195,9 +202,15 @@ def _set_rng_state(state: dict, device: torch.device, aug_generator: torch.Gener
 
 def _history_from_rows(rows: list[dict], monitor: str, best_epoch: int | None) -> History:
     """The engine's :class:`History` of a checkpoint's per-epoch records (the metrics file's rows)."""
-    return History(train_loss=[r["train_loss"] for r in rows], train_acc=[r["train_acc"] for r in rows],
-                   val_loss=[r["val_loss"] for r in rows], val_acc=[r["val_acc"] for r in rows],
-                   epoch_time=[r["seconds"] for r in rows], monitor=monitor, best_epoch=best_epoch)
+    return History(
+        train_loss=[r["train_loss"] for r in rows],
+        train_acc=[r["train_acc"] for r in rows],
+        val_loss=[r["val_loss"] for r in rows],
+        val_acc=[r["val_acc"] for r in rows],
+        epoch_time=[r["seconds"] for r in rows],
+        monitor=monitor,
+        best_epoch=best_epoch,
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -205,8 +218,10 @@ def run_train(args: argparse.Namespace) -> int:
     :func:`convlab.cli.check_train_args` (``python -m convlab`` checks them before importing this module)."""
     env = D.detect()
     if args.batch_size % env.world_size:
-        raise UsageError(f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
-                         f"of processes ({env.world_size})")
+        raise UsageError(
+            f"--batch-size {args.batch_size} is the global batch and must be divisible by the number "
+            f"of processes ({env.world_size})"
+        )
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -252,18 +267,33 @@ def _train(args, env, device, regime, out: Path) -> int:
     trainable_stages = list(model.stages)[k:]
     head_lr = regime.lr if regime.lr is not None else 1e-3
     config = {
-        "regime": args.regime, "freeze_k": args.freeze_k, "backbone": args.backbone, "data": args.data,
-        "max_per_class": args.max_per_class, "augment": args.augment, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": head_lr, "input_size": args.input_size, "seed": args.seed,
-        "dropout": model.head[0].p, "bn_stats": args.bn_stats, "cache": args.cache,
+        "regime": args.regime,
+        "freeze_k": args.freeze_k,
+        "backbone": args.backbone,
+        "data": args.data,
+        "max_per_class": args.max_per_class,
+        "augment": args.augment,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": head_lr,
+        "input_size": args.input_size,
+        "seed": args.seed,
+        "dropout": model.head[0].p,
+        "bn_stats": args.bn_stats,
+        "cache": args.cache,
     }
     if ckpt is not None:
         old = ckpt.get("config", {})
-        changed = [f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS
-                   if old.get(key) != config[key]]
+        changed = [
+            f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}"
+            for key in RESUME_KEYS
+            if old.get(key) != config[key]
+        ]
         if changed:
-            raise UsageError(f"--resume: {out / 'last.pt'} was made with other settings ({'; '.join(changed)}); "
-                             "use the same settings, or another --out for a new run")
+            raise UsageError(
+                f"--resume: {out / 'last.pt'} was made with other settings ({'; '.join(changed)}); "
+                "use the same settings, or another --out for a new run"
+            )
 
     # --- what the optimizer sees: cached activations of the frozen part, or images through the whole model
     use_cache = args.cache and regime.uses_cache and args.augment == "none"
@@ -273,7 +303,8 @@ def _train(args, env, device, regime, out: Path) -> int:
     if use_cache:
         with D.main_first(env):
             train, val, test = FeatureCache(args.cache_dir).get_splits(
-                model, splits, k, prep, device=device, progress=args.progress and env.local_rank == 0)
+                model, splits, k, prep, device=device, progress=args.progress and env.local_rank == 0
+            )
         net = split_at(model, k)[1]
         train_tf = eval_tf = None
     else:
@@ -294,9 +325,11 @@ def _train(args, env, device, regime, out: Path) -> int:
     if bn_stats == "sync" and device.type != "cuda" and env.distributed:
         raise UsageError("--bn-stats sync: PyTorch's SyncBatchNorm runs on CUDA only; use --bn-stats frozen on the CPU")
     if env.distributed and trainable_bns and bn_stats == "batch":
-        log(f"note: {len(trainable_bns)} trainable BatchNorm layers use per-process batch statistics "
+        log(
+            f"note: {len(trainable_bns)} trainable BatchNorm layers use per-process batch statistics "
             f"({args.batch_size // env.world_size} images); results depend on the number of processes. "
-            "--bn-stats frozen (or sync on CUDA) makes them match a single process")
+            "--bn-stats frozen (or sync on CUDA) makes them match a single process"
+        )
     if bn_stats == "sync" and env.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
 
@@ -330,56 +363,104 @@ def _train(args, env, device, regime, out: Path) -> int:
         _set_rng_state(rng[env.rank], device, aug_gen)
     else:
         if rng is not None:
-            log(f"note: the checkpoint was written by {len(rng)} processes, now {env.world_size}: "
-                "dropout and augmentation draw new random streams from here on")
+            log(
+                f"note: the checkpoint was written by {len(rng)} processes, now {env.world_size}: "
+                "dropout and augmentation draw new random streams from here on"
+            )
         torch.manual_seed(D.rank_seed(args.seed, env.rank, "torch") + start_epoch)
         if aug_gen is not None:
             aug_gen.manual_seed(D.rank_seed(args.seed, env.rank, "augment") + start_epoch)
 
-    sampler = torch.utils.data.DistributedSampler(train, num_replicas=env.world_size, rank=env.rank,
-                                                  shuffle=True, seed=args.seed, drop_last=False)
+    sampler = torch.utils.data.DistributedSampler(
+        train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=args.seed, drop_last=False
+    )
     per_rank = args.batch_size // env.world_size
     summary = param_summary(model)
     metrics = {
-        "format": METRICS_FORMAT, "config": config, "classes": list(splits.classes),
+        "format": METRICS_FORMAT,
+        "config": config,
+        "classes": list(splits.classes),
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        "world_size": env.world_size, "per_process_batch": per_rank, "device": device.type,
-        "cached": use_cache, "bn_stats": bn_stats, "trainable_params": summary.trainable,
-        "monitor": monitor, "best_epoch": None, "epochs": [], "resumed_at": [], "test": None, "finished": False,
+        "world_size": env.world_size,
+        "per_process_batch": per_rank,
+        "device": device.type,
+        "cached": use_cache,
+        "bn_stats": bn_stats,
+        "trainable_params": summary.trainable,
+        "monitor": monitor,
+        "best_epoch": None,
+        "epochs": [],
+        "resumed_at": [],
+        "test": None,
+        "finished": False,
     }
-    log(f"{args.regime} {args.backbone} on {args.data}: {len(splits.train)} train / {len(splits.val)} val / "
+    log(
+        f"{args.regime} {args.backbone} on {args.data}: {len(splits.train)} train / {len(splits.val)} val / "
         f"{len(splits.test)} test images, {len(splits.classes)} classes; {summary.trainable:,} trainable parameters; "
         f"{env.world_size} process(es) x {per_rank} = batch {args.batch_size}; {device}"
-        + (", cached" if use_cache else ""))
+        + (", cached" if use_cache else "")
+    )
 
     def on_epoch_end(end: EpochEnd) -> None:
         """Files after every epoch: every rank hands in its RNG state, rank 0 writes last.pt, best.pt, metrics."""
         h = end.history
-        rows.append({"epoch": end.epoch, "train_loss": h.train_loss[-1], "train_acc": h.train_acc[-1],
-                     "val_loss": h.val_loss[-1], "val_acc": h.val_acc[-1], "lr": head_lr,
-                     "seconds": h.epoch_time[-1]})
+        rows.append(
+            {
+                "epoch": end.epoch,
+                "train_loss": h.train_loss[-1],
+                "train_acc": h.train_acc[-1],
+                "val_loss": h.val_loss[-1],
+                "val_acc": h.val_acc[-1],
+                "lr": head_lr,
+                "seconds": h.epoch_time[-1],
+            }
+        )
         history = {"epochs": rows, "monitor": monitor, "best_epoch": h.best_epoch}
         states = D.gather_objects(_rng_state(device, aug_gen))  # every rank takes part; rank 0 saves them
         if main:
-            extra = {"format": CHECKPOINT_FORMAT, "config": config, "classes": list(splits.classes),
-                     "data_fingerprint": data_fingerprint, "epoch": end.epoch,
-                     "history": history, "rng": states, "resumed_at": resumed_at, "world_size": env.world_size}
+            extra = {
+                "format": CHECKPOINT_FORMAT,
+                "config": config,
+                "classes": list(splits.classes),
+                "data_fingerprint": data_fingerprint,
+                "epoch": end.epoch,
+                "history": history,
+                "rng": states,
+                "resumed_at": resumed_at,
+                "world_size": env.world_size,
+            }
             if end.improved:
                 save_checkpoint(out / "best.pt", model, None, **extra)
             save_checkpoint(out / "last.pt", model, end.optimizer, **extra)
             metrics.update(epochs=rows, best_epoch=h.best_epoch, resumed_at=resumed_at)
             _write_metrics(out, metrics)
         row = rows[-1]
-        log(f"epoch {end.epoch + 1}/{args.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}, "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)")
+        log(
+            f"epoch {end.epoch + 1}/{args.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}, "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
+        )
 
     if start_epoch < args.epochs:
         # the one training loop; seed=None: the random streams set above (or restored) are used as they are
-        best_epoch = fit(net, train, val if len(val) else None, epochs=args.epochs, batch_size=per_rank, optimizer=optimizer,
-            transform=train_tf, val_transform=eval_tf, seed=None, device=device, channels_last=channels_last,
-            progress=args.progress and main, start_epoch=start_epoch,
-            history=_history_from_rows(rows, monitor, best_epoch), on_epoch_end=on_epoch_end,
-            after_train_mode=hold_bn_stats, sharding=D.sharding(env, sampler, device, train_module=ddp)).best_epoch
+        best_epoch = fit(
+            net,
+            train,
+            val if len(val) else None,
+            epochs=args.epochs,
+            batch_size=per_rank,
+            optimizer=optimizer,
+            transform=train_tf,
+            val_transform=eval_tf,
+            seed=None,
+            device=device,
+            channels_last=channels_last,
+            progress=args.progress and main,
+            start_epoch=start_epoch,
+            history=_history_from_rows(rows, monitor, best_epoch),
+            on_epoch_end=on_epoch_end,
+            after_train_mode=hold_bn_stats,
+            sharding=D.sharding(env, sampler, device, train_module=ddp),
+        ).best_epoch
 
     # --- the best epoch on the test split, by rank 0 alone (small, and no other rank needs the answer)
     if main:
@@ -389,8 +470,13 @@ def _train(args, env, device, regime, out: Path) -> int:
         model.load_state_dict(best_state["model"])
         if len(test):
             ev = evaluate(net, test, transform=eval_tf, device=device, batch_size=per_rank)
-            metrics["test"] = {"loss": ev.loss, "accuracy": ev.accuracy, "num_samples": ev.num_samples,
-                               "checkpoint": "best.pt", "epoch": best_state["epoch"]}
+            metrics["test"] = {
+                "loss": ev.loss,
+                "accuracy": ev.accuracy,
+                "num_samples": ev.num_samples,
+                "checkpoint": "best.pt",
+                "epoch": best_state["epoch"],
+            }
             log(f"test (best epoch {best_state['epoch'] + 1}): loss {ev.loss:.4f} accuracy {ev.accuracy:.3f}")
         metrics.update(epochs=rows, best_epoch=best_epoch, resumed_at=resumed_at, finished=True)
         _write_metrics(out, metrics)

@@ -20,8 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_COURSE_DIR", "course_notebooks", "sync_learner_folder", "lab_command", "add_open_arguments",
-           "run_open", "main"]
+__all__ = [
+    "DEFAULT_COURSE_DIR",
+    "course_notebooks",
+    "sync_learner_folder",
+    "lab_command",
+    "add_open_arguments",
+    "run_open",
+    "main",
+]
 
 DEFAULT_COURSE_DIR = Path("~/convlab-course")
 _SUPPORT_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "*.ipynb", "__pycache__")
@@ -55,8 +62,13 @@ def sync_learner_folder(dest: str | os.PathLike, src: str | os.PathLike | None =
     written = write_learner_copies(src, dest, overwrite=False)
     for item in src.iterdir():  # support files, missing ones only (never over a learner's file)
         if item.is_dir() and item.name not in (".ipynb_checkpoints", "__pycache__"):
-            shutil.copytree(item, dest / item.name, ignore=_SUPPORT_IGNORE, dirs_exist_ok=True,
-                            copy_function=lambda s, d: None if Path(d).exists() else shutil.copy2(s, d))
+            shutil.copytree(
+                item,
+                dest / item.name,
+                ignore=_SUPPORT_IGNORE,
+                dirs_exist_ok=True,
+                copy_function=lambda s, d: None if Path(d).exists() else shutil.copy2(s, d),
+            )
     return SyncReport(dest, written, [dest / n for n in sorted(existing)])
 
 
@@ -68,11 +80,24 @@ def _quiet_settings(settings_dir: Path) -> None:
         notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}, indent=2) + "\n")
 
 
-def lab_command(root: Path, port: int | None, browser: bool, extra: Sequence[str], settings_dir: Path | None,
-                python: str = sys.executable) -> list[str]:
+def lab_command(
+    root: Path,
+    port: int | None,
+    browser: bool,
+    extra: Sequence[str],
+    settings_dir: Path | None,
+    python: str = sys.executable,
+) -> list[str]:
     """The JupyterLab command line: loopback only, news and update checks off, ``extra`` options last."""
-    cmd = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
-           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        python,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.ip=127.0.0.1",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if settings_dir is not None:
         cmd.append(f"--LabApp.user_settings_dir={settings_dir}")
     if port is not None:
@@ -85,14 +110,22 @@ def lab_command(root: Path, port: int | None, browser: bool, extra: Sequence[str
 
 
 def add_open_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", action="store_true",
-                        help="open the solutions in the repository's notebooks/ instead of your copies")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help=f"your course folder (default: $CONVLAB_COURSE_DIR or {DEFAULT_COURSE_DIR})")
+    parser.add_argument(
+        "--teacher",
+        action="store_true",
+        help="open the solutions in the repository's notebooks/ instead of your copies",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"your course folder (default: $CONVLAB_COURSE_DIR or {DEFAULT_COURSE_DIR})",
+    )
     parser.add_argument("--port", type=_port, default=None, help="JupyterLab's port (default: 8888 or the next free)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser; print the address")
-    parser.add_argument("lab_args", nargs="*", metavar="-- JUPYTERLAB_OPTION",
-                        help="options passed on to JupyterLab, after --")
+    parser.add_argument(
+        "lab_args", nargs="*", metavar="-- JUPYTERLAB_OPTION", help="options passed on to JupyterLab, after --"
+    )
 
 
 def _port(text: str) -> int:
@@ -120,8 +153,10 @@ def run_open(args: argparse.Namespace) -> int:
             return 2
         root = report.folder
         settings = root / ".jupyter" / "lab" / "user-settings"
-        print(f"your course folder: {root}\n  new copies: {len(report.written)}; kept as you left them: "
-              f"{len(report.kept)} (delete one to get a fresh copy)")
+        print(
+            f"your course folder: {root}\n  new copies: {len(report.written)}; kept as you left them: "
+            f"{len(report.kept)} (delete one to get a fresh copy)"
+        )
     if settings is not None:
         _quiet_settings(settings)
     cmd = lab_command(root, args.port, not args.no_browser, args.lab_args, settings)

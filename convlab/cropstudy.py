@@ -16,16 +16,30 @@ import copy
 import math
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from convlab.tta import ViewSet, dense_predict, predict_views
 
-__all__ = ["center_aspect", "prepare_photos", "random_crop_batch", "crop_features", "view_features", "dense_features",
-           "train_head", "Member", "train_members", "member_logits", "member_models", "time_configurations", "PUBLISHED", "plot_accuracy_cost"]
+__all__ = [
+    "center_aspect",
+    "prepare_photos",
+    "random_crop_batch",
+    "crop_features",
+    "view_features",
+    "dense_features",
+    "train_head",
+    "Member",
+    "train_members",
+    "member_logits",
+    "member_models",
+    "time_configurations",
+    "PUBLISHED",
+    "plot_accuracy_cost",
+]
 
 
 def center_aspect(image: Tensor, ratio: float = 4 / 3) -> Tensor:
@@ -33,7 +47,7 @@ def center_aspect(image: Tensor, ratio: float = 4 / 3) -> Tensor:
     H, W = image.shape[-2:]
     w = min(W, int(round(H * ratio)))
     left = (W - w) // 2
-    return image[..., :, left:left + w]
+    return image[..., :, left : left + w]
 
 
 def prepare_photos(images: Sequence[Tensor], resize: int, ratio: float = 4 / 3) -> Tensor:
@@ -60,7 +74,7 @@ def random_crop_batch(photos: Tensor, crop: int, n_crops: int, generator: torch.
             side = int(torch.randint(crop, min(H, W) + 1, (1,), generator=generator))
             top = int(torch.randint(H - side + 1, (1,), generator=generator))
             left = int(torch.randint(W - side + 1, (1,), generator=generator))
-            x = photos[b, :, top:top + side, left:left + side]
+            x = photos[b, :, top : top + side, left : left + side]
             if side != crop:
                 x = TF.resize(x, [crop, crop], antialias=True)
             if bool(torch.rand((), generator=generator) < 0.5):
@@ -91,36 +105,61 @@ def _progress(it, total: int, desc: str, progress: bool):
 def _batched(fn, x: Tensor, batch: int, desc: str, progress: bool) -> Tensor:
     """``fn`` on ``x`` in chunks of ``batch`` along dim 0 (a progress bar if asked), the results concatenated."""
     starts = range(0, len(x), batch)
-    return torch.cat([fn(x[i:i + batch]) for i in _progress(starts, math.ceil(len(x) / batch), desc, progress)])
+    return torch.cat([fn(x[i : i + batch]) for i in _progress(starts, math.ceil(len(x) / batch), desc, progress)])
 
 
-def view_features(backbone: nn.Module, photos: Tensor, views: ViewSet, *, batch: int = 8, progress: bool = False,
-                  desc: str = "view features") -> Tensor:
+def view_features(
+    backbone: nn.Module,
+    photos: Tensor,
+    views: ViewSet,
+    *,
+    batch: int = 8,
+    progress: bool = False,
+    desc: str = "view features",
+) -> Tensor:
     """Pooled features of every view of every photo: uint8 ``(B, C, H, W)`` -> ``(B, V, D)``."""
     pooled = _Pooled(backbone)
     return _batched(lambda p: predict_views(pooled, p, views, average="none"), photos, batch, desc, progress)
 
 
-def crop_features(backbone: nn.Module, crops: Tensor, *, batch: int = 8, progress: bool = False,
-                  desc: str = "training-crop features") -> Tensor:
+def crop_features(
+    backbone: nn.Module, crops: Tensor, *, batch: int = 8, progress: bool = False, desc: str = "training-crop features"
+) -> Tensor:
     """Pooled features of ready-made crops: uint8 ``(B, R, C, h, w)`` -> ``(B, R, D)``."""
     B, R = crops.shape[:2]
     pooled = _Pooled(backbone)
     views = ViewSet.center(tuple(crops.shape[-2:]))
-    flat = _batched(lambda c: predict_views(pooled, c, views, average="none")[:, 0], crops.flatten(0, 1), batch, desc,
-                    progress)
+    flat = _batched(
+        lambda c: predict_views(pooled, c, views, average="none")[:, 0], crops.flatten(0, 1), batch, desc, progress
+    )
     return flat.view(B, R, -1)
 
 
-def dense_features(backbone: nn.Module, photos: Tensor, resize: int, *, batch: int = 8, progress: bool = False,
-                   desc: str = "dense features") -> Tensor:
+def dense_features(
+    backbone: nn.Module,
+    photos: Tensor,
+    resize: int,
+    *,
+    batch: int = 8,
+    progress: bool = False,
+    desc: str = "dense features",
+) -> Tensor:
     """Features of the whole photo at shorter side ``resize`` and of its mirror: ``(B, 2, D)``."""
     pooled = _Pooled(backbone)
     return _batched(lambda p: dense_predict(pooled, p, resize, average="none"), photos, batch, desc, progress)
 
 
-def train_head(features: Tensor, labels: Tensor, num_classes: int, *, epochs: int = 30, lr: float = 3e-3,
-               weight_decay: float = 1e-3, batch_size: int = 64, seed: int = 0) -> nn.Linear:
+def train_head(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    epochs: int = 30,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Linear:
     """A linear head on fixed features ``(n, D)`` -> ``nn.Linear(D, num_classes)`` (AdamW, cross-entropy)."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -130,7 +169,7 @@ def train_head(features: Tensor, labels: Tensor, num_classes: int, *, epochs: in
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=g)
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             loss = nn.functional.cross_entropy(head(features[idx]), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,8 +191,15 @@ class Member:
         return f"{self.arch} seed {self.seed}"
 
 
-def train_members(plan: Sequence[tuple[str, int]], train_feats: Mapping[str, Tensor], labels: Tensor,
-                  num_classes: int, *, crops_per_member: int | None = None, epochs: int = 30) -> list[Member]:
+def train_members(
+    plan: Sequence[tuple[str, int]],
+    train_feats: Mapping[str, Tensor],
+    labels: Tensor,
+    num_classes: int,
+    *,
+    crops_per_member: int | None = None,
+    epochs: int = 30,
+) -> list[Member]:
     """Train a head per ``(arch, seed)`` of ``plan`` on ``train_feats[arch]`` ``(N, R, D)``.
 
     Each member uses ``crops_per_member`` of the ``R`` random crops of every photo (chosen with its seed; default
@@ -166,8 +212,9 @@ def train_members(plan: Sequence[tuple[str, int]], train_feats: Mapping[str, Ten
         k = R if crops_per_member is None else min(crops_per_member, R)
         pick = torch.randperm(R, generator=torch.Generator().manual_seed(1000 + seed))[:k]
         t = time.perf_counter()
-        head = train_head(feats[:, pick].reshape(N * k, D), labels.repeat_interleave(k), num_classes,
-                          epochs=epochs, seed=seed)
+        head = train_head(
+            feats[:, pick].reshape(N * k, D), labels.repeat_interleave(k), num_classes, epochs=epochs, seed=seed
+        )
         members.append(Member(arch, seed, head, time.perf_counter() - t))
     return members
 
@@ -189,8 +236,9 @@ def member_models(members: Sequence[Member], backbones: Mapping[str, nn.Module])
     return models
 
 
-def time_configurations(configs: Mapping[str, Callable[[Tensor], Tensor]], photos: Tensor, *, repeats: int = 5,
-                        progress: bool = False) -> list[dict]:
+def time_configurations(
+    configs: Mapping[str, Callable[[Tensor], Tensor]], photos: Tensor, *, repeats: int = 5, progress: bool = False
+) -> list[dict]:
     """Median wall time per photo of each ``name -> fn(photos)`` over ``repeats`` interleaved runs.
 
     Each repeat runs every configuration once, in a rotated order, so a burst of load on a shared machine hits
@@ -203,27 +251,61 @@ def time_configurations(configs: Mapping[str, Callable[[Tensor], Tensor]], photo
         configs[name](photos[:2])
     times = {n: [] for n in names}
     for r in _progress(range(repeats), repeats, "timing repeats", progress):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t = time.perf_counter()
             configs[name](photos)
             times[name].append(1000 * (time.perf_counter() - t) / len(photos))
-    return [{"config": n, "ms_per_image": statistics.median(times[n]), "ms_min": min(times[n]),
-             "ms_max": max(times[n]), "repeats": repeats, "ms_each": times[n]} for n in names]
+    return [
+        {
+            "config": n,
+            "ms_per_image": statistics.median(times[n]),
+            "ms_min": min(times[n]),
+            "ms_max": max(times[n]),
+            "repeats": repeats,
+            "ms_each": times[n],
+        }
+        for n in names
+    ]
 
 
 #: Published results this notebook's measurements are compared with (ImageNet; error rates in %).
 PUBLISHED = (
-    {"source": "He et al. 2016, ResNet-50 (authors' model README)", "setting": "1 crop -> 10 crops", "metric": "top-1 error",
-     "before": 24.7, "after": 22.9},
-    {"source": "Szegedy et al. 2015, GoogLeNet Table 3", "setting": "1 model: 1 crop -> 10 crops", "metric": "top-5 error",
-     "before": 10.07, "after": 9.15},
-    {"source": "Szegedy et al. 2015, GoogLeNet Table 3", "setting": "1 crop: 1 model -> 7 models", "metric": "top-5 error",
-     "before": 10.07, "after": 8.09},
-    {"source": "Krizhevsky et al. 2012, AlexNet", "setting": "1 CNN -> 5 CNNs", "metric": "top-5 error",
-     "before": 18.2, "after": 16.4},
-    {"source": "Simonyan & Zisserman 2015, VGG sec. 4.3 / Table 5", "setting": "dense -> 150 crops (multi-crop slightly "
-     "better, about 0.2 points top-1; dense + crops best)", "metric": "top-1 error", "before": None, "after": None},
+    {
+        "source": "He et al. 2016, ResNet-50 (authors' model README)",
+        "setting": "1 crop -> 10 crops",
+        "metric": "top-1 error",
+        "before": 24.7,
+        "after": 22.9,
+    },
+    {
+        "source": "Szegedy et al. 2015, GoogLeNet Table 3",
+        "setting": "1 model: 1 crop -> 10 crops",
+        "metric": "top-5 error",
+        "before": 10.07,
+        "after": 9.15,
+    },
+    {
+        "source": "Szegedy et al. 2015, GoogLeNet Table 3",
+        "setting": "1 crop: 1 model -> 7 models",
+        "metric": "top-5 error",
+        "before": 10.07,
+        "after": 8.09,
+    },
+    {
+        "source": "Krizhevsky et al. 2012, AlexNet",
+        "setting": "1 CNN -> 5 CNNs",
+        "metric": "top-5 error",
+        "before": 18.2,
+        "after": 16.4,
+    },
+    {
+        "source": "Simonyan & Zisserman 2015, VGG sec. 4.3 / Table 5",
+        "setting": "dense -> 150 crops (multi-crop slightly better, about 0.2 points top-1; dense + crops best)",
+        "metric": "top-1 error",
+        "before": None,
+        "after": None,
+    },
 )
 
 
@@ -235,7 +317,9 @@ def plot_accuracy_cost(rows: Sequence[Mapping], title: str = "accuracy vs measur
     for r in rows:
         kind = "o" if "model" in r["config"] and "x 1 crop" in r["config"] else ("s" if "dense" in r["config"] else "^")
         ax.errorbar(r["ms_per_image"], 100 * r["acc_mean"], yerr=100 * r["acc_sd"], fmt=kind, capsize=3)
-        ax.annotate(r["config"], (r["ms_per_image"], 100 * r["acc_mean"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.annotate(
+            r["config"], (r["ms_per_image"], 100 * r["acc_mean"]), textcoords="offset points", xytext=(5, 3), fontsize=7
+        )
     ax.set_xscale("log")
     ax.set_xlabel("median time per photo (ms, 1 thread)")
     ax.set_ylabel("top-1 accuracy (%), mean ± sd over seeds")

@@ -72,7 +72,16 @@ FOOD_GROUPS: dict[str, str] = {
 }
 
 FASHION_MNIST_CLASSES = (
-    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 
 #: File name endings read as images (lower case) by :func:`load_image_folder` and :func:`image_files`.
@@ -102,12 +111,14 @@ class ImageSet(torch.utils.data.Dataset):
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels: expected shape ({len(images)},), got {tuple(labels.shape)}")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"labels: expected values in [0, {len(classes)}), "
-                             f"got range [{labels.min()}, {labels.max()}]")
+            raise ValueError(
+                f"labels: expected values in [0, {len(classes)}), got range [{labels.min()}, {labels.max()}]"
+            )
         for i in range(min(len(images), 1)):
             if images[i].dtype != torch.uint8 or images[i].ndim != 3:
-                raise TypeError(f"images: expected uint8 (C, H, W) images, "
-                                f"got {images[i].dtype} {tuple(images[i].shape)}")
+                raise TypeError(
+                    f"images: expected uint8 (C, H, W) images, got {images[i].dtype} {tuple(images[i].shape)}"
+                )
         self.images = images
         self.labels = labels
         self.classes = tuple(classes)
@@ -189,8 +200,10 @@ class Splits:
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return (f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
-                f"classes={self.classes}, seed={self.seed})")
+        return (
+            f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+            f"classes={self.classes}, seed={self.seed})"
+        )
 
 
 def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -244,8 +257,8 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
         n_train = round(fractions[0] * len(idx))
         n_val = round(fractions[1] * len(idx))
         parts[0].append(idx[:n_train])
-        parts[1].append(idx[n_train:n_train + n_val])
-        parts[2].append(idx[n_train + n_val:])
+        parts[1].append(idx[n_train : n_train + n_val])
+        parts[2].append(idx[n_train + n_val :])
     return [torch.cat(p).sort().values for p in parts]
 
 
@@ -255,7 +268,9 @@ def _near_duplicate_groups(images: Sequence[torch.Tensor], threshold: float = 0.
     On the food photos the nearest distinct pair is 0.078 apart and duplicates are <= 0.001, so the threshold
     sits well inside the gap.
     """
-    thumbs = torch.stack([F.interpolate(im[None].float(), size=(32, 32), mode="area")[0] for im in images]).flatten(1) / 255
+    thumbs = (
+        torch.stack([F.interpolate(im[None].float(), size=(32, 32), mode="area")[0] for im in images]).flatten(1) / 255
+    )
     close = (torch.cdist(thumbs, thumbs) / thumbs.shape[1] ** 0.5) <= threshold
     parent = list(range(len(images)))
 
@@ -307,7 +322,11 @@ def load_food(
     if max_per_class is not None:
         full = full.per_class(max_per_class, seed=seed)
     train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, fractions, seed))
-    info = {"files": len(paths), "distinct": len(keep), "per_class": torch.bincount(full.labels, minlength=len(classes)).tolist()}
+    info = {
+        "files": len(paths),
+        "distinct": len(keep),
+        "per_class": torch.bincount(full.labels, minlength=len(classes)).tolist(),
+    }
     return Splits(train, val, test, classes, seed, info)
 
 
@@ -334,8 +353,10 @@ def load_fashion_mnist(
     """
     if not isinstance(val_per_class, int) or isinstance(val_per_class, bool) or not 0 < val_per_class < 6000:
         raise ValueError(f"val_per_class: expected an int in [1, 5999], got {val_per_class!r}")
-    for arg, value, most in (("train_per_class", train_per_class, 6000 - val_per_class),
-                             ("test_per_class", test_per_class, 1000)):
+    for arg, value, most in (
+        ("train_per_class", train_per_class, 6000 - val_per_class),
+        ("test_per_class", test_per_class, 1000),
+    ):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= most):
             raise ValueError(f"{arg}: expected None or an int in [1, {most}], got {value!r}")
     folder = fetch("fashion_mnist")
@@ -407,15 +428,19 @@ def _class_folders(root: Path) -> list[str]:
     if not found:
         raise ValueError(f"root: expected class sub-folders in {root} (root/<class>/<image>), found none")
     if len(found) < 2:
-        raise ValueError(f"root: expected at least 2 class folders in {root} (a classifier with one class is "
-                         f"always right), found only {found[0]!r}")
+        raise ValueError(
+            f"root: expected at least 2 class folders in {root} (a classifier with one class is "
+            f"always right), found only {found[0]!r}"
+        )
     by_lower: dict[str, list[str]] = {}
     for name in found:
         by_lower.setdefault(name.lower(), []).append(name)
     twins = [names for names in by_lower.values() if len(names) > 1]
     if twins:
-        raise ValueError(f"root: class folders in {root} differ only in case ({', '.join(map(repr, twins[0]))}); "
-                         "rename them to one spelling (they are one class on other file systems)")
+        raise ValueError(
+            f"root: class folders in {root} differ only in case ({', '.join(map(repr, twins[0]))}); "
+            "rename them to one spelling (they are one class on other file systems)"
+        )
     return found
 
 
@@ -426,8 +451,10 @@ def _check_same_classes(root: Path, train: list[str], split: str, other: list[st
     lower = {c.lower(): c for c in train}
     case = [f"{split}/{c} vs train/{lower[c.lower()]}" for c in extra if c.lower() in lower]
     if case:
-        raise ValueError(f"root: class folders in {root} differ only in case ({', '.join(case)}); "
-                         "use the same spelling in every split")
+        raise ValueError(
+            f"root: class folders in {root} differ only in case ({', '.join(case)}); "
+            "use the same spelling in every split"
+        )
     what = []
     if extra:
         what.append(f"{split}/ has {extra} that train/ lacks (its images could never be predicted)")
@@ -446,8 +473,11 @@ def image_files(folder: Path, hidden: bool = False) -> list[Path]:
 
     Hidden files are not images as a rule (macOS writes ``._photo.jpg`` resource files beside copied photos).
     """
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and (hidden or not p.name.startswith(".")))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and (hidden or not p.name.startswith("."))
+    )
 
 
 def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> ImageSet:
@@ -472,12 +502,16 @@ def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> Im
             count += 1
         if count == 0:
             skipped = " (its files were unreadable or hidden)" if files else ""
-            raise ValueError(f"root: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
-                             "add images or remove the folder")
+            raise ValueError(
+                f"root: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
+                "add images or remove the folder"
+            )
     if hidden:
-        warnings.warn(f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "
-                      f"{hidden[0].relative_to(root)}; macOS writes '._' resource files beside copied photos)",
-                      stacklevel=3)
+        warnings.warn(
+            f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "
+            f"{hidden[0].relative_to(root)}; macOS writes '._' resource files beside copied photos)",
+            stacklevel=3,
+        )
     return ImageSet(images, labels, classes, ids)
 
 
@@ -494,7 +528,9 @@ def torchvision_dataset(name: str, root: str | Path, split: str = "train", downl
     if name == "Food101":
         return datasets.Food101(str(root), split=split, transform=to_tensor, download=download)
     if name == "OxfordIIITPet":
-        return datasets.OxfordIIITPet(str(root), split="trainval" if split == "train" else "test", transform=to_tensor, download=download)
+        return datasets.OxfordIIITPet(
+            str(root), split="trainval" if split == "train" else "test", transform=to_tensor, download=download
+        )
     raise ValueError(f"name: expected 'Food101' or 'OxfordIIITPet', got {name!r}")
 
 
@@ -511,4 +547,6 @@ def sample_photos() -> dict[str, torch.Tensor]:
     from skimage import data as skdata
 
     names = ("chelsea", "coffee", "astronaut", "rocket")
-    return {n: torch.from_numpy(np.ascontiguousarray(getattr(skdata, n)())).permute(2, 0, 1).contiguous() for n in names}
+    return {
+        n: torch.from_numpy(np.ascontiguousarray(getattr(skdata, n)())).permute(2, 0, 1).contiguous() for n in names
+    }

@@ -115,8 +115,10 @@ def process_group(env: DistEnv, device: torch.device) -> Iterator[torch.device]:
     """
     if device.type == "cuda":
         if env.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK={env.local_rank}, but this machine has {torch.cuda.device_count()} CUDA "
-                             "device(s): start at most that many processes per node (--nproc_per_node)")
+            raise ValueError(
+                f"LOCAL_RANK={env.local_rank}, but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s): start at most that many processes per node (--nproc_per_node)"
+            )
         device = torch.device("cuda", env.local_rank if env.distributed else (device.index or 0))
         torch.cuda.set_device(device)
     joined = False
@@ -208,8 +210,12 @@ def shard_indices(n: int, env: DistEnv) -> torch.Tensor:
     return torch.arange(env.rank, n, env.world_size)
 
 
-def sharding(env: DistEnv, sampler: torch.utils.data.DistributedSampler, device: torch.device,
-             train_module: nn.Module | None = None) -> Sharding:
+def sharding(
+    env: DistEnv,
+    sampler: torch.utils.data.DistributedSampler,
+    device: torch.device,
+    train_module: nn.Module | None = None,
+) -> Sharding:
     """How :func:`convlab.engine.fit` shares each epoch over the ranks of ``env``.
 
     Training takes :func:`epoch_order` of ``sampler`` (this rank's share, reshuffled per epoch) through
@@ -218,10 +224,12 @@ def sharding(env: DistEnv, sampler: torch.utils.data.DistributedSampler, device:
     Evaluation takes :func:`shard_indices`; loss sums and counts are added over ranks (:func:`all_reduce_sums`),
     so every rank sees the metrics of the whole set, exactly those of one process.
     """
-    return Sharding(order=lambda epoch: epoch_order(sampler, epoch),
-                    eval_indices=lambda n: shard_indices(n, env),
-                    reduce=lambda values: all_reduce_sums(values, device),
-                    train_module=train_module)
+    return Sharding(
+        order=lambda epoch: epoch_order(sampler, epoch),
+        eval_indices=lambda n: shard_indices(n, env),
+        reduce=lambda values: all_reduce_sums(values, device),
+        train_module=train_module,
+    )
 
 
 def evaluate_shards(
@@ -241,6 +249,14 @@ def evaluate_shards(
     the others. The model's train/eval mode is restored afterwards.
     """
     with eval_mode(model):
-        return evaluate_indices(model, data, shard_indices(len(data), env), batch_size=batch_size, loss_fn=loss_fn,
-                                device=device, transform=transform, channels_last=channels_last,
-                                reduce=lambda values: all_reduce_sums(values, device))
+        return evaluate_indices(
+            model,
+            data,
+            shard_indices(len(data), env),
+            batch_size=batch_size,
+            loss_fn=loss_fn,
+            device=device,
+            transform=transform,
+            channels_last=channels_last,
+            reduce=lambda values: all_reduce_sums(values, device),
+        )

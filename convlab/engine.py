@@ -165,8 +165,10 @@ def _prepare(x, transform, device: torch.device, channels_last: bool) -> torch.T
             "to turn them into one batch tensor"
         )
     if x.dtype == torch.uint8:
-        raise TypeError("inputs: expected float tensors, got uint8 images; pass transform= "
-                        "(e.g. Preprocess.from_spec(model.spec)) to normalise them")
+        raise TypeError(
+            "inputs: expected float tensors, got uint8 images; pass transform= "
+            "(e.g. Preprocess.from_spec(model.spec)) to normalise them"
+        )
     x = x.to(device, non_blocking=True)
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -225,9 +227,17 @@ def _ticker(bar) -> Callable[[torch.Tensor, torch.Tensor], None]:
 
 
 def _evaluation(model, data, transform, batch_size, device, loss_fn, channels_last, on_batch=None) -> Evaluation:
-    loss_sum, preds, labels = eval_epoch(model, data, torch.arange(len(data)), batch_size=batch_size, loss_fn=loss_fn,
-                                         device=device, transform=transform, channels_last=channels_last,
-                                         on_batch=on_batch)
+    loss_sum, preds, labels = eval_epoch(
+        model,
+        data,
+        torch.arange(len(data)),
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        device=device,
+        transform=transform,
+        channels_last=channels_last,
+        on_batch=on_batch,
+    )
     n = len(labels)
     return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
 
@@ -254,13 +264,16 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------- fit
-def make_optimizer(name: str, groups, lr: float, weight_decay: float | None = None,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, groups, lr: float, weight_decay: float | None = None, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     """``"adamw"`` (weight decay 0.01 unless given) or ``"sgd"`` (with ``momentum``) over parameter ``groups``."""
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=0.0 if weight_decay is None else weight_decay)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, weight_decay=0.0 if weight_decay is None else weight_decay
+        )
     raise ValueError(f"optimizer: expected 'adamw' or 'sgd', got {name!r}")
 
 
@@ -354,8 +367,16 @@ def evaluate_indices(
     ``reduce`` adds the sums of every process (each evaluating its own ``indices``), so the result is that of the
     whole set. ``(nan, nan, 0)`` for no items at all.
     """
-    loss_sum, preds, labels = eval_epoch(model, data, indices, batch_size=batch_size, loss_fn=loss_fn, device=device,
-                                         transform=transform, channels_last=channels_last)
+    loss_sum, preds, labels = eval_epoch(
+        model,
+        data,
+        indices,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        device=device,
+        transform=transform,
+        channels_last=channels_last,
+    )
     sums = [loss_sum, int((preds == labels).sum()), len(labels)]
     loss_sum, correct, seen = reduce(sums) if reduce is not None else sums
     if seen == 0:
@@ -431,8 +452,10 @@ def fit(
     if history is None:
         history = History(monitor=monitor)
     elif len(history) != start_epoch or history.monitor != monitor:
-        raise ValueError(f"history: expected the {start_epoch} epochs before start_epoch, monitoring {monitor!r}; "
-                         f"got {len(history)} epochs monitoring {history.monitor!r}")
+        raise ValueError(
+            f"history: expected the {start_epoch} epochs before start_epoch, monitoring {monitor!r}; "
+            f"got {len(history)} epochs monitoring {history.monitor!r}"
+        )
     dev = resolve_device(device)
     cl = _use_channels_last(channels_last, dev)
     if sharding is None:
@@ -465,17 +488,32 @@ def fit(
         if seed is not None:
             torch.manual_seed(seed)
         transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
-        epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress or transient, leave=True,
-                         initial=start_epoch, total=epochs)
-        run_bar = tqdm(total=(epochs - start_epoch) * (n_train_batches + n_val_batches), desc="training",
-                       disable=not transient, leave=False)
+        epoch_bar = tqdm(
+            range(start_epoch, epochs),
+            desc="epochs",
+            disable=not progress or transient,
+            leave=True,
+            initial=start_epoch,
+            total=epochs,
+        )
+        run_bar = tqdm(
+            total=(epochs - start_epoch) * (n_train_batches + n_val_batches),
+            desc="training",
+            disable=not transient,
+            leave=False,
+        )
         for epoch in epoch_bar:
             t0 = time.perf_counter()
             train_net.train()
             if after_train_mode is not None:
                 after_train_mode()
-            batch_bar = run_bar if transient else tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}",
-                                                        disable=not progress, leave=False)
+            batch_bar = (
+                run_bar
+                if transient
+                else tqdm(
+                    total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False
+                )
+            )
             if sharding is not None:
                 order = sharding.order(epoch)
             elif generator is not None:
@@ -483,8 +521,17 @@ def fit(
             else:
                 order = torch.randperm(len(train))
             total, correct, seen = train_epoch(
-                train_net, train, order, batch_size=batch_size, optimizer=opt, loss_fn=loss_fn, device=dev,
-                transform=transform, channels_last=cl, on_step=partial(batch_bar.update, 1))
+                train_net,
+                train,
+                order,
+                batch_size=batch_size,
+                optimizer=opt,
+                loss_fn=loss_fn,
+                device=dev,
+                transform=transform,
+                channels_last=cl,
+                on_step=partial(batch_bar.update, 1),
+            )
             if sharding is not None:
                 total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
             history.train_loss.append(total / seen)
@@ -498,8 +545,16 @@ def fit(
             else:
                 with eval_mode(model):
                     val_loss, val_acc, _ = evaluate_indices(
-                        model, val, sharding.eval_indices(len(val)), batch_size=batch_size, loss_fn=loss_fn,
-                        device=dev, transform=val_transform, channels_last=cl, reduce=sharding.reduce)
+                        model,
+                        val,
+                        sharding.eval_indices(len(val)),
+                        batch_size=batch_size,
+                        loss_fn=loss_fn,
+                        device=dev,
+                        transform=val_transform,
+                        channels_last=cl,
+                        reduce=sharding.reduce,
+                    )
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             if not transient:
@@ -533,7 +588,9 @@ def fit(
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra
+) -> Path:
     """Write ``{"model": state_dict, "optimizer": ..., **extra}`` to ``path`` atomically.
 
     The data go to a temporary file in the same folder, are flushed to disk, then ``os.replace`` renames it over

@@ -69,9 +69,12 @@ def _name_of(model: nn.Module, index: int) -> str:
 
 def _signature(model: nn.Module) -> tuple:
     """Members with equal signatures compute the same function of (parameters, buffers, input): vmap-able together."""
-    return (type(model), repr(model),
-            tuple((k, tuple(v.shape), v.dtype) for k, v in model.named_parameters()),
-            tuple((k, tuple(v.shape), v.dtype) for k, v in model.named_buffers()))
+    return (
+        type(model),
+        repr(model),
+        tuple((k, tuple(v.shape), v.dtype) for k, v in model.named_parameters()),
+        tuple((k, tuple(v.shape), v.dtype) for k, v in model.named_buffers()),
+    )
 
 
 class Ensemble(nn.Module):
@@ -100,8 +103,10 @@ class Ensemble(nn.Module):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"members[{i}]: expected an nn.Module, got {type(m).__name__}")
             if getattr(m, "categories", None) is None:
-                raise TypeError(f"members[{i}]: has no .categories (its class names in output order); set it so "
-                                "the ensemble can check that all members agree")
+                raise TypeError(
+                    f"members[{i}]: has no .categories (its class names in output order); set it so "
+                    "the ensemble can check that all members agree"
+                )
         self.members = nn.ModuleList(members)
         self.names = tuple(_name_of(m, i) for i, m in enumerate(members))
         self.categories = self._check_categories()
@@ -137,8 +142,9 @@ class Ensemble(nn.Module):
             return torch.full((M,), 1.0 / M)
         w = torch.as_tensor(weights, dtype=torch.float64).flatten()
         if len(w) != M or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights: expected {M} finite non-negative numbers with a positive sum, "
-                             f"got {list(weights)!r}")
+            raise ValueError(
+                f"weights: expected {M} finite non-negative numbers with a positive sum, got {list(weights)!r}"
+            )
         return (w / w.sum()).float()
 
     def _make_spec(self) -> tuple[EnsembleSpec | None, list]:
@@ -168,7 +174,10 @@ class Ensemble(nn.Module):
         groups: dict = {}
         for i, m in enumerate(self.members):
             aff = self._affine[i]
-            key = (_signature(m), None if aff is None else tuple(torch.cat([aff[0].flatten(), aff[1].flatten()]).tolist()))
+            key = (
+                _signature(m),
+                None if aff is None else tuple(torch.cat([aff[0].flatten(), aff[1].flatten()]).tolist()),
+            )
             groups.setdefault(key, []).append(i)
         return list(groups.values())
 
@@ -179,7 +188,11 @@ class Ensemble(nn.Module):
         """Stacked parameters of members ``idx``, cached until any of them changes (tensor version counters)."""
         tensors = [t for i in idx for t in (*self.members[i].parameters(), *self.members[i].buffers())]
         # Inference-mode copies cannot be used where autograd records, so the mode is part of the key.
-        key = (tuple(idx), torch.is_inference_mode_enabled(), tuple((t.data_ptr(), t._version, t.device) for t in tensors))
+        key = (
+            tuple(idx),
+            torch.is_inference_mode_enabled(),
+            tuple((t.data_ptr(), t._version, t.device) for t in tensors),
+        )
         hit = self._stacked.get(tuple(idx))
         if hit is None or hit[0] != key:
             from torch.func import stack_module_state
@@ -252,8 +265,9 @@ class Ensemble(nn.Module):
         """``(M, n, K)`` probabilities the members already gave (e.g. averaged over views) -> ``(n, K)``, their
         weighted mean: what :meth:`predict_proba` computes, without running the members again."""
         if member_probs.ndim != 3 or member_probs.shape[0] != len(self.members):
-            raise ValueError(f"member_probs: expected shape ({len(self.members)}, n, K), got "
-                             f"{tuple(member_probs.shape)}")
+            raise ValueError(
+                f"member_probs: expected shape ({len(self.members)}, n, K), got {tuple(member_probs.shape)}"
+            )
         w = self.weights.to(device=member_probs.device, dtype=member_probs.dtype).view(-1, 1, 1)
         return (member_probs * w).sum(0)
 
@@ -316,8 +330,9 @@ def measure_inference(
     }
 
 
-def standard_configurations(models: Sequence[nn.Module], crops: Sequence[ViewSet] | None = None,
-                            strategy: str = "auto") -> dict[str, tuple[nn.Module, ViewSet]]:
+def standard_configurations(
+    models: Sequence[nn.Module], crops: Sequence[ViewSet] | None = None, strategy: str = "auto"
+) -> dict[str, tuple[nn.Module, ViewSet]]:
     """GoogLeNet's grid: the first model alone, then ensembles of the first 2, 3, .., M, each with every view set.
 
     ``crops`` defaults to ``(ViewSet.center(S), ViewSet.ten_crop(S))`` with ``S`` the first model's input size.
@@ -373,10 +388,17 @@ def plot_accuracy_vs_cost(rows: Table | Sequence[Mapping], cost: str = "ms_per_i
         sel = sorted((r for r in rows if r["crops"] == crops), key=lambda r: r[cost])
         ax.plot([r[cost] for r in sel], [100 * r["top1"] for r in sel], "o-", label=f"{crops} crop{'s' * (crops > 1)}")
         for r in sel:
-            ax.annotate(f"{r['models']}m", (r[cost], 100 * r["top1"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(
+                f"{r['models']}m", (r[cost], 100 * r["top1"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
     ax.set_xscale("log" if max(r[cost] for r in rows) > 10 * max(min(r[cost] for r in rows), 1e-9) else "linear")
-    ax.set_xlabel({"ms_per_image": "time per image (ms)", "forwards_per_image": "forward passes per image",
-                   "peak_mem_mb": "peak memory (MB)"}.get(cost, cost))
+    ax.set_xlabel(
+        {
+            "ms_per_image": "time per image (ms)",
+            "forwards_per_image": "forward passes per image",
+            "peak_mem_mb": "peak memory (MB)",
+        }.get(cost, cost)
+    )
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Ensembles and multi-crop: accuracy vs cost")
     ax.grid(alpha=0.3)

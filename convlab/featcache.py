@@ -150,8 +150,10 @@ def describe_transform(transform, argument: str = "preprocess") -> dict:
         try:
             json.dumps(key, sort_keys=True)
         except (TypeError, ValueError):
-            raise TypeError(f"{argument}: expected {kind}.cache_key() to return a JSON-serialisable description "
-                            f"(str, number, list or dict), got {type(key).__name__}") from None
+            raise TypeError(
+                f"{argument}: expected {kind}.cache_key() to return a JSON-serialisable description "
+                f"(str, number, list or dict), got {type(key).__name__}"
+            ) from None
         return {"callable": kind, "cache_key": key}
     text = repr(transform)
     untrusted = _untrusted_parts(transform)
@@ -193,8 +195,14 @@ class CacheKey:
         return f"{self.backbone}-{self.stage_name}-{self.digest[:20]}"
 
 
-def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: Preprocess | Callable | None, dtype: torch.dtype = torch.float32,
-              fold_batchnorm: bool = False) -> CacheKey:
+def cache_key(
+    model: nn.Module,
+    dataset: Dataset,
+    stage: int | str,
+    preprocess: Preprocess | Callable | None,
+    dtype: torch.dtype = torch.float32,
+    fold_batchnorm: bool = False,
+) -> CacheKey:
     """The key of the activations of the first ``stage`` stages of ``model`` on ``dataset`` after ``preprocess``."""
     import torchvision
 
@@ -212,8 +220,9 @@ def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: 
         stage_name=names[k - 1] + ("+pool" if k == len(names) else "") if k else "input",
         preprocess=json.dumps(describe_transform(preprocess, "preprocess"), sort_keys=True),
         dataset=dataset_fingerprint(dataset),
-        dataset_transform="" if transform is None else json.dumps(describe_transform(transform, "dataset.transform"),
-                                                                    sort_keys=True),
+        dataset_transform=""
+        if transform is None
+        else json.dumps(describe_transform(transform, "dataset.transform"), sort_keys=True),
         dtype=_DTYPES[dtype],
         fold_batchnorm=bool(fold_batchnorm),
         torch=torch.__version__,
@@ -222,8 +231,20 @@ def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: 
 
 
 # --------------------------------------------------------------------------------------------- randomness
-_RANDOM_NAMES = {"AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "GaussianNoise", "ColorJitter",
-                 "ElasticTransform", "GaussianBlur", "JPEG", "CutMix", "MixUp", "ScaleJitter"}
+_RANDOM_NAMES = {
+    "AutoAugment",
+    "RandAugment",
+    "TrivialAugmentWide",
+    "AugMix",
+    "GaussianNoise",
+    "ColorJitter",
+    "ElasticTransform",
+    "GaussianBlur",
+    "JPEG",
+    "CutMix",
+    "MixUp",
+    "ScaleJitter",
+}
 
 
 def _random_parts(transform, seen=None) -> list[str]:
@@ -237,8 +258,14 @@ def _random_parts(transform, seen=None) -> list[str]:
     seen.add(id(transform))
     name = type(transform).__name__
     found = []
-    if getattr(transform, "random", False) is True or name.startswith("Random") or name in _RANDOM_NAMES or isinstance(transform, v2.Transform) and (
-        type(transform).make_params is not v2.Transform.make_params or isinstance(transform, _RandomApplyTransform)
+    if (
+        getattr(transform, "random", False) is True
+        or name.startswith("Random")
+        or name in _RANDOM_NAMES
+        or isinstance(transform, v2.Transform)
+        and (
+            type(transform).make_params is not v2.Transform.make_params or isinstance(transform, _RandomApplyTransform)
+        )
     ):
         found.append(name)
     children = list(getattr(transform, "transforms", []) or [])
@@ -319,8 +346,16 @@ class CachedFeatures(torch.utils.data.Dataset):
     ``get_batch`` gathers a whole batch at once (the engine uses it).
     """
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: Sequence[str] = (), key: CacheKey | None = None,
-                 path: Path | None = None, report: ExtractionReport | None = None, index: torch.Tensor | None = None):
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        classes: Sequence[str] = (),
+        key: CacheKey | None = None,
+        path: Path | None = None,
+        report: ExtractionReport | None = None,
+        index: torch.Tensor | None = None,
+    ):
         self._features = features
         self._labels = labels
         self._index = index
@@ -386,9 +421,10 @@ def _fold_batchnorm(frozen: nn.Module, probe: torch.Tensor) -> nn.Module:
 
     In eval mode ``bn(conv(x))`` is one affine map per channel after the convolution, so it folds into the conv's
     weight and bias: one pass over the activations instead of two (faster extraction on a CPU; see
-    ``benchmarks/bench_transfer.py``). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is* the conv's output tensor),
-    which works for any module structure; the folded copy is used only if it reproduces the original output on
-    ``probe`` (to float rounding), else the original is kept. The model itself is never changed.
+    ``benchmarks/bench_transfer.py``). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is*
+    the conv's output tensor), which works for any module structure; the folded copy is used only if it reproduces
+    the original output on ``probe`` (to float rounding), else the original is kept. The model itself is never
+    changed.
     """
     folded = copy.deepcopy(frozen).eval()
     convs, pairs, handles = {}, [], []
@@ -476,7 +512,9 @@ def extract_features(
     cl = dev.type == "cpu" if channels_last is None else channels_last
     frozen, modes = _frozen_eval(model, k, dev, cl)
     try:
-        parts = list(_outputs(frozen, dataset, preprocess, [(0, 0, len(dataset))], batch_size, dev, cl, dtype, fold_batchnorm))
+        parts = list(
+            _outputs(frozen, dataset, preprocess, [(0, 0, len(dataset))], batch_size, dev, cl, dtype, fold_batchnorm)
+        )
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -493,8 +531,13 @@ class _Corrupt(Exception):
 def _shard_ok(shard: Path, rec) -> bool:
     """Whether ``shard`` holds what its progress record says (size, then sha256; any damaged record: no)."""
     try:
-        return (shard.is_file() and shard.stat().st_size == rec["size"] and sha256_file(shard) == rec["sha256"]
-                and isinstance(rec["labels"], list) and isinstance(rec["shape"], list))
+        return (
+            shard.is_file()
+            and shard.stat().st_size == rec["size"]
+            and sha256_file(shard) == rec["sha256"]
+            and isinstance(rec["labels"], list)
+            and isinstance(rec["shape"], list)
+        )
     except (KeyError, TypeError):
         return False
 
@@ -555,7 +598,9 @@ class FeatureCache:
             found, _ = self._open_or_discard(folder, key, classes, stacklevel=3)
         return found
 
-    def _open_or_discard(self, folder: Path, key: CacheKey, classes, stacklevel: int) -> tuple[CachedFeatures | None, str | None]:
+    def _open_or_discard(
+        self, folder: Path, key: CacheKey, classes, stacklevel: int
+    ) -> tuple[CachedFeatures | None, str | None]:
         """Under the entry's lock: the complete entry, or ``(None, why)`` after deleting a damaged one.
 
         Looking again under the lock matters: what looked damaged may have been an entry that another process was
@@ -566,12 +611,15 @@ class FeatureCache:
         try:
             return self._open(folder, key, classes, ExtractionReport(hit=True)), None
         except _Corrupt as exc:
-            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning,
-                          stacklevel=stacklevel)
+            warnings.warn(
+                f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=stacklevel
+            )
             self._discard_complete(folder)
             return None, str(exc)
 
-    def _open(self, folder: Path, key: CacheKey, classes, report: ExtractionReport, verify: bool = True) -> CachedFeatures:
+    def _open(
+        self, folder: Path, key: CacheKey, classes, report: ExtractionReport, verify: bool = True
+    ) -> CachedFeatures:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
@@ -579,8 +627,10 @@ class FeatureCache:
         if not isinstance(manifest, dict) or manifest.get("digest") != key.digest or manifest.get("format") != FORMAT:
             raise _Corrupt("the manifest belongs to another key or format")
         try:
-            wanted = {name: (int(manifest["files"][name]["size"]), str(manifest["files"][name]["sha256"]))
-                      for name in ("features.npy", "labels.npy")}
+            wanted = {
+                name: (int(manifest["files"][name]["size"]), str(manifest["files"][name]["sha256"]))
+                for name in ("features.npy", "labels.npy")
+            }
             want_shape = list(manifest["shape"])
         except (KeyError, TypeError, ValueError):
             raise _Corrupt("the manifest lacks the files' sizes, hashes or shape") from None
@@ -601,8 +651,9 @@ class FeatureCache:
         feats, labels = arrays["features.npy"], arrays["labels.npy"]
         if list(feats.shape) != want_shape or len(labels) != feats.shape[0]:
             raise _Corrupt(f"shape {feats.shape} does not match the manifest {want_shape}")
-        return CachedFeatures(torch.from_numpy(feats), torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-                              classes, key, folder, report)
+        return CachedFeatures(
+            torch.from_numpy(feats), torch.from_numpy(np.asarray(labels, dtype=np.int64)), classes, key, folder, report
+        )
 
     @staticmethod
     def _discard_complete(folder: Path) -> None:
@@ -637,8 +688,8 @@ class FeatureCache:
                 ``len(dataset) / 64`` for large sets, so there are at most ~64 shards).
             dtype: storage dtype (``torch.float16`` halves the disk size; batches come back as float32).
             fold_batchnorm: fold each BatchNorm into the convolution before it for the extraction (faster on a
-                CPU, see ``benchmarks/bench_transfer.py``). The features then differ from the model's own output by float
-                rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
+                CPU, see ``benchmarks/bench_transfer.py``). The features then differ from the model's own output by
+                float rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """
         k = as_backbone(model).resolve_k(stage)
@@ -664,12 +715,41 @@ class FeatureCache:
             found, rebuilt = self._open_or_discard(folder, key, classes, stacklevel=3)
             if found is not None:
                 return found
-            return self._extract(model, dataset, k, preprocess, key, classes, rebuilt, batch_size=batch_size,
-                                 shard_size=shard_size, dtype=dtype, device=dev, channels_last=channels_last,
-                                 fold_batchnorm=fold_batchnorm, progress=progress)
+            return self._extract(
+                model,
+                dataset,
+                k,
+                preprocess,
+                key,
+                classes,
+                rebuilt,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                dtype=dtype,
+                device=dev,
+                channels_last=channels_last,
+                fold_batchnorm=fold_batchnorm,
+                progress=progress,
+            )
 
-    def _extract(self, model, dataset, k, preprocess, key, classes, rebuilt, *, batch_size, shard_size, dtype, device,
-                 channels_last, fold_batchnorm, progress) -> CachedFeatures:
+    def _extract(
+        self,
+        model,
+        dataset,
+        k,
+        preprocess,
+        key,
+        classes,
+        rebuilt,
+        *,
+        batch_size,
+        shard_size,
+        dtype,
+        device,
+        channels_last,
+        fold_batchnorm,
+        progress,
+    ) -> CachedFeatures:
         """Compute the missing shards (resuming from those that check out) and assemble them (under the lock)."""
         from tqdm.auto import tqdm
 
@@ -682,8 +762,12 @@ class FeatureCache:
         if progress_file.is_file():
             try:
                 old = json.loads(progress_file.read_text())
-                if (isinstance(old, dict) and isinstance(old.get("shards"), dict) and old.get("digest") == key.digest
-                        and old.get("shard_size") == shard_size):
+                if (
+                    isinstance(old, dict)
+                    and isinstance(old.get("shards"), dict)
+                    and old.get("digest") == key.digest
+                    and old.get("shard_size") == shard_size
+                ):
                     state = old
             except (OSError, ValueError):
                 pass  # unreadable: start over
@@ -702,12 +786,20 @@ class FeatureCache:
         cl = dev.type == "cpu" if channels_last is None else channels_last
         frozen, modes = _frozen_eval(model, k, dev, cl)
         try:
-            bar = tqdm(total=len(starts), initial=reused, desc=f"features {key.stage_name}", disable=not progress, leave=False)
-            for b, array, labels in _outputs(frozen, dataset, preprocess, todo, batch_size, dev, cl, dtype, fold_batchnorm):
+            bar = tqdm(
+                total=len(starts), initial=reused, desc=f"features {key.stage_name}", disable=not progress, leave=False
+            )
+            for b, array, labels in _outputs(
+                frozen, dataset, preprocess, todo, batch_size, dev, cl, dtype, fold_batchnorm
+            ):
                 shard = partial / f"shard_{b:05d}.npy"
                 _write_npy(shard, array, fsync=False)
-                state["shards"][str(b)] = {"size": shard.stat().st_size, "sha256": sha256_file(shard),
-                                           "labels": labels, "shape": list(array.shape)}
+                state["shards"][str(b)] = {
+                    "size": shard.stat().st_size,
+                    "sha256": sha256_file(shard),
+                    "labels": labels,
+                    "shape": list(array.shape),
+                }
                 _write_json(progress_file, state, fsync=False)
                 bar.update(1)
             bar.close()
@@ -727,21 +819,40 @@ class FeatureCache:
         np_dtype = np.dtype(key.dtype)
 
         def write_features(f):
-            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np_dtype),
-                                                      "fortran_order": False, "shape": tuple(shape)})
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np_dtype), "fortran_order": False, "shape": tuple(shape)}
+            )
             for b in range(num_shards):
                 f.write(np.ascontiguousarray(np.load(partial / f"shard_{b:05d}.npy", allow_pickle=False)).tobytes())
 
         atomic_write(folder / "features.npy", write_features)
         _write_npy(folder / "labels.npy", labels)
-        files = {name: {"size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
-                 for name in ("features.npy", "labels.npy")}
-        _write_json(folder / "manifest.json", {"format": FORMAT, "digest": key.digest, "key": asdict(key), "shape": shape,
-                                               "files": files, "extract_seconds": seconds, "created": time.time()})
+        files = {
+            name: {"size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+            for name in ("features.npy", "labels.npy")
+        }
+        _write_json(
+            folder / "manifest.json",
+            {
+                "format": FORMAT,
+                "digest": key.digest,
+                "key": asdict(key),
+                "shape": shape,
+                "files": files,
+                "extract_seconds": seconds,
+                "created": time.time(),
+            },
+        )
         shutil.rmtree(partial, ignore_errors=True)
 
-    def get_splits(self, model: nn.Module, splits: Splits, stage: int | str,
-                   preprocess: Preprocess | Callable | None = None, **kwargs: Any) -> tuple[CachedFeatures, ...]:
+    def get_splits(
+        self,
+        model: nn.Module,
+        splits: Splits,
+        stage: int | str,
+        preprocess: Preprocess | Callable | None = None,
+        **kwargs: Any,
+    ) -> tuple[CachedFeatures, ...]:
         """``(train, val, test)`` activations of ``splits``, extracted as ONE entry for the union of the images.
 
         The union is ordered by image content, so every split of the same images (``load_food(seed=0..4)``)
@@ -762,7 +873,17 @@ class FeatureCache:
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
             try:
                 m = json.loads((folder / "manifest.json").read_text())
-                out.append(CacheEntry(folder, m["key"]["backbone"], m["key"]["stage_name"], m["shape"][0], tuple(m["shape"][1:]), size, True))
+                out.append(
+                    CacheEntry(
+                        folder,
+                        m["key"]["backbone"],
+                        m["key"]["stage_name"],
+                        m["shape"][0],
+                        tuple(m["shape"][1:]),
+                        size,
+                        True,
+                    )
+                )
             except (OSError, ValueError, KeyError):
                 out.append(CacheEntry(folder, "?", "?", 0, (), size, False))
         return out
@@ -790,8 +911,12 @@ class _Union(torch.utils.data.Dataset):
     def of(cls, sets) -> _Union | None:
         if not all(hasattr(s, "images") and hasattr(s, "labels") for s in sets):
             return None
-        transforms = {json.dumps(describe_transform(s.transform, "dataset.transform"), sort_keys=True)
-                      if getattr(s, "transform", None) is not None else "" for s in sets}
+        transforms = {
+            json.dumps(describe_transform(s.transform, "dataset.transform"), sort_keys=True)
+            if getattr(s, "transform", None) is not None
+            else ""
+            for s in sets
+        }
         classes = {tuple(getattr(s, "classes", ())) for s in sets}
         if len(transforms) != 1 or len(classes) != 1:
             return None

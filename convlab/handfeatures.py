@@ -122,8 +122,10 @@ def hog_dim(size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cel
     ``blocks = size // pixels_per_cell - cells_per_block + 1`` (1764 for the defaults)."""
     blocks = size // pixels_per_cell - cells_per_block + 1
     if blocks < 1:
-        raise ValueError(f"size: expected room for a {cells_per_block}x{cells_per_block} block of "
-                         f"{pixels_per_cell} px cells, got {size} px")
+        raise ValueError(
+            f"size: expected room for a {cells_per_block}x{cells_per_block} block of "
+            f"{pixels_per_cell} px cells, got {size} px"
+        )
     return blocks**2 * cells_per_block**2 * orientations
 
 
@@ -133,7 +135,13 @@ def _square(images, size: int) -> torch.Tensor:
     return torch.stack([fit_size(im, (size, size)) for im in images]).float() / 255
 
 
-def hog_features(images: torch.Tensor | Sequence[torch.Tensor], size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2) -> torch.Tensor:
+def hog_features(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    size: int = 64,
+    orientations: int = 9,
+    pixels_per_cell: int = 8,
+    cells_per_block: int = 2,
+) -> torch.Tensor:
     """HOG of each image on a grayscale ``size x size`` square (shorter side resized, centre-cropped).
 
     Returns float32 ``(hog_dim(...),)`` for one image or ``(B, hog_dim(...))``; L2-Hys block normalisation.
@@ -143,17 +151,30 @@ def hog_features(images: torch.Tensor | Sequence[torch.Tensor], size: int = 64, 
     dim = hog_dim(size, orientations, pixels_per_cell, cells_per_block)
     images, single = _as_batch(images)
     gray = (_square(images, size) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).numpy()
-    out = np.stack([
-        hog(g, orientations=orientations, pixels_per_cell=(pixels_per_cell,) * 2,
-            cells_per_block=(cells_per_block,) * 2, block_norm="L2-Hys", feature_vector=True)
-        for g in gray
-    ]).astype(np.float32)
+    out = np.stack(
+        [
+            hog(
+                g,
+                orientations=orientations,
+                pixels_per_cell=(pixels_per_cell,) * 2,
+                cells_per_block=(cells_per_block,) * 2,
+                block_norm="L2-Hys",
+                feature_vector=True,
+            )
+            for g in gray
+        ]
+    ).astype(np.float32)
     assert out.shape[1] == dim  # our formula and skimage agree
     out = torch.from_numpy(out)
     return out[0] if single else out
 
 
-def hand_features(images: torch.Tensor | Sequence[torch.Tensor], kinds: Sequence[str] = ("color", "hog"), bins: int = 8, size: int = 64) -> torch.Tensor:
+def hand_features(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    kinds: Sequence[str] = ("color", "hog"),
+    bins: int = 8,
+    size: int = 64,
+) -> torch.Tensor:
     """Concatenated features per image, ``(B, D)``: ``"color"`` (joint RGB, ``bins**3``), ``"hsv"`` (``3*bins``),
     ``"hog"`` (``hog_dim(size)``), in the order given."""
     known = {"color", "hsv", "hog"}
@@ -196,8 +217,9 @@ def _logistic(C: float, seed: int):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the linear classifiers need scikit-learn: install convlab[dev] or "
-                          "scikit-learn>=1.4") from exc
+        raise ImportError(
+            "the linear classifiers need scikit-learn: install convlab[dev] or scikit-learn>=1.4"
+        ) from exc
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
 
@@ -249,7 +271,13 @@ class FrozenBackboneClassifier(_FeatureLinear):
     passed through it once per object, so a learning curve pays for feature extraction only once.
     """
 
-    def __init__(self, backbone: str | nn.Module = "mobilenet_v2", weights: str | None = "imagenet", C: float = 0.1, batch_size: int = 32):
+    def __init__(
+        self,
+        backbone: str | nn.Module = "mobilenet_v2",
+        weights: str | None = "imagenet",
+        C: float = 0.1,
+        batch_size: int = 32,
+    ):
         self.backbone, self.weights, self.C, self.batch_size = backbone, weights, C, batch_size
         self.name = f"frozen {backbone if isinstance(backbone, str) else type(backbone).__name__} + linear"
         self._cache = _PerImageCache(self._extract)
@@ -262,7 +290,7 @@ class FrozenBackboneClassifier(_FeatureLinear):
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = model.spec.preprocess(list(images[start:start + self.batch_size])).to(device)
+            x = model.spec.preprocess(list(images[start : start + self.batch_size])).to(device)
             out.append(model.forward_features(x).float().cpu())
         return torch.cat(out).numpy()
 
@@ -281,11 +309,17 @@ class SmallCNN(nn.Module):
         chans = [3, width, 2 * width, 4 * width, 8 * width]
         layers = []
         for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(chans[-1], num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(chans[-1], num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -302,8 +336,17 @@ class SmallCNNClassifier:
 
     _MEAN, _STD = 0.5, 0.25
 
-    def __init__(self, size: int = 64, pad: int = 8, steps: int = 120, batch_size: int = 32, lr: float = 3e-3,
-                 weight_decay: float = 5e-4, width: int = 16, min_epochs: float = 0.0):
+    def __init__(
+        self,
+        size: int = 64,
+        pad: int = 8,
+        steps: int = 120,
+        batch_size: int = 32,
+        lr: float = 3e-3,
+        weight_decay: float = 5e-4,
+        width: int = 16,
+        min_epochs: float = 0.0,
+    ):
         self.size, self.pad, self.steps, self.batch_size = size, pad, steps, batch_size
         self.min_epochs = min_epochs  # larger sets get more steps: at least this many passes over the data
         self.lr, self.weight_decay, self.width = lr, weight_decay, width
@@ -334,9 +377,12 @@ class SmallCNNClassifier:
             tops = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
             lefts = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
             flips = (torch.rand(len(idx), generator=g) < 0.5).tolist()
-            batch = torch.stack([
-                (im.flip(-1) if f else im)[:, t:t + s, le:le + s] for im, t, le, f in zip(x[idx], tops, lefts, flips)
-            ]).contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
+            batch = torch.stack(
+                [
+                    (im.flip(-1) if f else im)[:, t : t + s, le : le + s]
+                    for im, t, le, f in zip(x[idx], tops, lefts, flips)
+                ]
+            ).contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
             loss = F.cross_entropy(model(batch), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -349,7 +395,7 @@ class SmallCNNClassifier:
         """Class index per image of an ImageSet (centre crops)."""
         check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
         p = self.pad // 2
-        x = self._inputs(images.images)[:, :, p:p + self.size, p:p + self.size]
+        x = self._inputs(images.images)[:, :, p : p + self.size, p : p + self.size]
         return self.model_(x).argmax(1).numpy()
 
     def score(self, images) -> float:
@@ -365,8 +411,17 @@ class FineTuneClassifier:
     size, at ``size`` px, so tiny sets are not under-trained and large ones stay affordable on a CPU.
     """
 
-    def __init__(self, backbone: str = "mobilenet_v2", frozen: int = 0, size: int = 112, steps: int = 40,
-                 batch_size: int = 16, lr: float = 1e-3, backbone_lr_scale: float = 0.1, device: str = "auto"):
+    def __init__(
+        self,
+        backbone: str = "mobilenet_v2",
+        frozen: int = 0,
+        size: int = 112,
+        steps: int = 40,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        backbone_lr_scale: float = 0.1,
+        device: str = "auto",
+    ):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
         self.backbone, self.frozen, self.size, self.steps = backbone, frozen, size, steps
@@ -387,8 +442,17 @@ class FineTuneClassifier:
         epochs = max(1, math.ceil(self.steps * self.batch_size / len(images)))
         flip = RandomHorizontalFlip(0.5)
         groups = param_groups(model, self.lr, self.backbone_lr_scale)
-        fit(model, data, epochs=epochs, batch_size=self.batch_size, param_groups=groups, transform=flip, seed=seed,
-            device=self.device, progress=False)
+        fit(
+            model,
+            data,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            param_groups=groups,
+            transform=flip,
+            seed=seed,
+            device=self.device,
+            progress=False,
+        )
         self.model_ = model
         return self
 
@@ -424,7 +488,9 @@ def learning_curve(
     """
     if evaluate_on not in ("test", "val"):
         raise ValueError(f"evaluate_on: expected 'test' or 'val', got {evaluate_on!r}")
-    named = dict(methods) if isinstance(methods, Mapping) else {getattr(m, "name", type(m).__name__): m for m in methods}
+    named = (
+        dict(methods) if isinstance(methods, Mapping) else {getattr(m, "name", type(m).__name__): m for m in methods}
+    )
     for name, m in named.items():
         if not (callable(getattr(m, "fit", None)) and callable(getattr(m, "score", None))):
             raise TypeError(f"methods[{name!r}]: expected an object with fit(images, seed) and score(images)")
@@ -447,8 +513,16 @@ def learning_curve(
                 t = time.perf_counter()
                 method.fit(train, seed=seed)
                 fit_s = time.perf_counter() - t
-                rows.append({"method": name, "n_per_class": n, "seed": seed, "n_train": len(train),
-                             "accuracy": method.score(evaluation), "fit_s": fit_s})
+                rows.append(
+                    {
+                        "method": name,
+                        "n_per_class": n,
+                        "seed": seed,
+                        "n_train": len(train),
+                        "accuracy": method.score(evaluation),
+                        "fit_s": fit_s,
+                    }
+                )
     if bar is not None:
         bar.close()
     return rows
@@ -457,8 +531,13 @@ def learning_curve(
 def as_rgb(splits: Splits) -> Splits:
     """Grayscale splits (e.g. Fashion-MNIST's uint8 ``(N, 1, 28, 28)``) as 3-channel images (a broadcast view, no
     copy), so the colour/HOG features and :class:`SmallCNN` take them unchanged."""
+
     def rgb(s: ImageSet) -> ImageSet:
-        images = s.images.expand(-1, 3, -1, -1) if isinstance(s.images, torch.Tensor) else [im.expand(3, -1, -1) for im in s.images]
+        images = (
+            s.images.expand(-1, 3, -1, -1)
+            if isinstance(s.images, torch.Tensor)
+            else [im.expand(3, -1, -1) for im in s.images]
+        )
         return ImageSet(images, s.labels, s.classes, s.ids, s.transform)
 
     return Splits(rgb(splits.train), rgb(splits.val), rgb(splits.test), splits.classes, splits.seed, dict(splits.info))

@@ -86,7 +86,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 def _order_seed(seed: int, epoch: int) -> int:
     # A separate stream (spawn_key 1) so the shuffle never shares a seed with a sample.
-    return int(np.random.SeedSequence([int(seed), int(epoch)], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(seed), int(epoch)], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> np.uint64(1)
+    )
 
 
 @contextlib.contextmanager
@@ -209,14 +211,17 @@ class FileImageDataset(Dataset):
         n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.classes = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(n_classes))
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(f"labels: expected values in [0, {len(self.classes)}), "
-                             f"got [{self.labels.min()}, {self.labels.max()}]")
+            raise ValueError(
+                f"labels: expected values in [0, {len(self.classes)}), got [{self.labels.min()}, {self.labels.max()}]"
+            )
         self.size = check_size(size)
         self.transform = transform
         self.on_error = on_error
 
     @classmethod
-    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> FileImageDataset:
+    def from_image_set(
+        cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs
+    ) -> FileImageDataset:
         """The files behind an in-memory ImageSet whose ``ids`` are paths relative to ``root``.
 
         ``FileImageDataset.from_image_set(splits.train, fetch("food_photos"), size=128)`` for the food photos;
@@ -260,8 +265,10 @@ class FileImageDataset(Dataset):
         return fit_size(image, self.size), int(self.labels[index])
 
     def __repr__(self) -> str:
-        return (f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, "
-                f"transform={self.transform!r})")
+        return (
+            f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, "
+            f"transform={self.transform!r})"
+        )
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -373,8 +380,10 @@ def make_loader(
     seed = int(seed)
     if prefetch_factor is not None:
         if isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, (int, np.integer)):
-            raise TypeError(f"prefetch_factor: expected None or an int >= 1, got {type(prefetch_factor).__name__} "
-                            f"{prefetch_factor!r}")
+            raise TypeError(
+                f"prefetch_factor: expected None or an int >= 1, got {type(prefetch_factor).__name__} "
+                f"{prefetch_factor!r}"
+            )
         if prefetch_factor < 1:
             raise ValueError(f"prefetch_factor: expected None or an int >= 1, got {prefetch_factor!r}")
         prefetch_factor = int(prefetch_factor)
@@ -393,7 +402,11 @@ def make_loader(
         generator = torch.Generator().manual_seed(seed)
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers, "worker_init_fn": seed_worker}
+        extra = {
+            "prefetch_factor": prefetch_factor,
+            "persistent_workers": persistent_workers,
+            "worker_init_fn": seed_worker,
+        }
     loader = SeededLoader(
         _SeededSamples(dataset, seed),
         batch_size=batch_size,
@@ -420,7 +433,9 @@ class DeviceAugmentedLoader:
     ``device`` are restored afterwards).
     """
 
-    def __init__(self, loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None):
+    def __init__(
+        self, loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None
+    ):
         if not callable(augment):
             raise TypeError(f"augment: expected a callable on (B, C, H, W) tensors, got {type(augment).__name__}")
         self.loader, self.augment, self.device, self.seed = loader, augment, resolve_device(device), seed
@@ -445,7 +460,9 @@ class DeviceAugmentedLoader:
             yield out, labels
 
 
-def augment_on_device(loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None) -> DeviceAugmentedLoader:
+def augment_on_device(
+    loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None
+) -> DeviceAugmentedLoader:
     """``loader`` (uint8 batches, decode + resize only) followed by batched ``augment`` on ``device``."""
     return DeviceAugmentedLoader(loader, augment, device, seed)
 

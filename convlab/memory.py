@@ -1,8 +1,8 @@
 """Peak memory of a block of code, on the CPU or a CUDA device, with a sentence saying what was measured.
 
-    with PeakMemory(torch.device("cpu")) as mem:
-        model(x)
-    mem.mb, mem.method        # e.g. 153.1, "cpu: peak RSS above start RSS (VmHWM)"
+with PeakMemory(torch.device("cpu")) as mem:
+    model(x)
+mem.mb, mem.method        # e.g. 153.1, "cpu: peak RSS above start RSS (VmHWM)"
 """
 
 from __future__ import annotations

@@ -18,7 +18,16 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
 
     from convlab.engine import History
 
-__all__ = ["image_grid", "show_predictions", "stage_bars", "to_hwc", "heatmap", "confusion_matrix", "history_curves", "metrics_vs"]
+__all__ = [
+    "image_grid",
+    "show_predictions",
+    "stage_bars",
+    "to_hwc",
+    "heatmap",
+    "confusion_matrix",
+    "history_curves",
+    "metrics_vs",
+]
 
 
 def to_hwc(image: torch.Tensor) -> np.ndarray:
@@ -32,8 +41,9 @@ def to_hwc(image: torch.Tensor) -> np.ndarray:
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
-def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 5,
-               size: float = 2.4) -> Figure:
+def image_grid(
+    images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 5, size: float = 2.4
+) -> Figure:
     """A grid of images with optional titles."""
     import matplotlib.pyplot as plt
 
@@ -53,8 +63,9 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = No
     return fig
 
 
-def show_predictions(images: Sequence[torch.Tensor], predictions: Sequence,
-                     truths: Sequence[str] | None = None) -> Figure:
+def show_predictions(
+    images: Sequence[torch.Tensor], predictions: Sequence, truths: Sequence[str] | None = None
+) -> Figure:
     """Each image beside a bar chart of its top-k classes (``predictions`` from ``Backbone.predict``)."""
     import matplotlib.pyplot as plt
 
@@ -94,10 +105,21 @@ def stage_bars(rows: Sequence[dict], value: str = "params", title: str = "", log
     return fig
 
 
-def heatmap(values: torch.Tensor | Sequence[Sequence[float]], row_labels: Sequence, col_labels: Sequence, *,
-            title: str = "", xlabel: str = "", ylabel: str = "",
-            fmt: str = "{:.2f}", cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
-            highlight: Sequence[tuple[int, int]] = (), texts: Sequence[Sequence[str]] | None = None) -> Figure:
+def heatmap(
+    values: torch.Tensor | Sequence[Sequence[float]],
+    row_labels: Sequence,
+    col_labels: Sequence,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    highlight: Sequence[tuple[int, int]] = (),
+    texts: Sequence[Sequence[str]] | None = None,
+) -> Figure:
     """A ``(rows, cols)`` array as coloured cells with each value written in it; ``highlight`` boxes chosen cells.
 
     ``values`` is anything ``torch.as_tensor`` accepts (a tensor, nested lists); ``nan`` cells are left blank.
@@ -108,8 +130,9 @@ def heatmap(values: torch.Tensor | Sequence[Sequence[float]], row_labels: Sequen
 
     array = np.asarray(torch.as_tensor(values, dtype=torch.float64))
     if array.ndim != 2 or array.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"values: expected shape ({len(row_labels)}, {len(col_labels)}) to match the labels, "
-                         f"got {array.shape}")
+        raise ValueError(
+            f"values: expected shape ({len(row_labels)}, {len(col_labels)}) to match the labels, got {array.shape}"
+        )
     fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.2, 0.55 * len(row_labels) + 1.6))
     image = ax.imshow(array, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels], fontsize=8)
@@ -133,7 +156,9 @@ def heatmap(values: torch.Tensor | Sequence[Sequence[float]], row_labels: Sequen
     return fig
 
 
-def confusion_matrix(counts: torch.Tensor | Sequence[Sequence[int]], classes: Sequence[str], title: str = "confusion matrix") -> Figure:
+def confusion_matrix(
+    counts: torch.Tensor | Sequence[Sequence[int]], classes: Sequence[str], title: str = "confusion matrix"
+) -> Figure:
     """``counts[i, j]`` = samples of true class ``i`` predicted as ``j``; cells show the count and the row share."""
     import numpy as np
 
@@ -142,8 +167,18 @@ def confusion_matrix(counts: torch.Tensor | Sequence[Sequence[int]], classes: Se
         raise ValueError(f"counts: expected shape ({len(classes)}, {len(classes)}), got {counts.shape}")
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     texts = [[f"{int(n)}\n{s:.0%}" for n, s in zip(row_n, row_s)] for row_n, row_s in zip(counts, share)]
-    return heatmap(share, classes, classes, title=title, xlabel="predicted", ylabel="true (row shares sum to 100%)",
-                   cmap="Blues", vmin=0, vmax=1, texts=texts)
+    return heatmap(
+        share,
+        classes,
+        classes,
+        title=title,
+        xlabel="predicted",
+        ylabel="true (row shares sum to 100%)",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        texts=texts,
+    )
 
 
 def history_curves(histories: Mapping[str, History], metric: str = "val_acc", title: str = "") -> Figure:
@@ -168,8 +203,14 @@ def history_curves(histories: Mapping[str, History], metric: str = "val_acc", ti
     return fig
 
 
-def metrics_vs(rows: Sequence[dict], x: str, ys: Sequence[str], title: str = "", labels: Sequence[str] | None = None,
-               log: Sequence[str] = ()) -> Figure:
+def metrics_vs(
+    rows: Sequence[dict],
+    x: str,
+    ys: Sequence[str],
+    title: str = "",
+    labels: Sequence[str] | None = None,
+    log: Sequence[str] = (),
+) -> Figure:
     """One panel per column in ``ys`` against column ``x`` of ``rows`` (dicts, e.g. ``Table.rows``).
 
     ``labels`` names the y axes (default: the column names); columns listed in ``log`` get a logarithmic y axis.

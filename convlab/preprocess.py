@@ -89,8 +89,13 @@ class Preprocess:
     def key(self) -> dict:
         """What determines the output (part of a feature cache key)."""
         # "kind" names the module this class was first defined in: changing it would orphan every cached feature.
-        return {"kind": "convlab.transfer.Preprocess", "version": 1, **asdict(self), "antialias": True,
-                "interpolation": "bilinear"}
+        return {
+            "kind": "convlab.transfer.Preprocess",
+            "version": 1,
+            **asdict(self),
+            "antialias": True,
+            "interpolation": "bilinear",
+        }
 
     def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         if isinstance(images, torch.Tensor):

@@ -100,7 +100,7 @@ class LoaderProfile:
 
     @property
     def steady_compute_s(self) -> float:
-        return float(self.compute_s[self.warmup_steps:].sum())
+        return float(self.compute_s[self.warmup_steps :].sum())
 
     @property
     def steady_wait_s(self) -> float:
@@ -109,7 +109,7 @@ class LoaderProfile:
 
     @property
     def steady_images(self) -> int:
-        return int(self.images[self.warmup_steps:].sum())
+        return int(self.images[self.warmup_steps :].sum())
 
     @property
     def idle_fraction(self) -> float:
@@ -156,8 +156,10 @@ class LoaderProfile:
 
     def __repr__(self) -> str:
         warm = f", after {self.warmup_steps} warm-up steps ({self.warmup_s:.2f} s)" if self.warmup_steps else ""
-        return (f"LoaderProfile({self.label!r}: {self.steps} steps, {self.images_per_s:.1f} img/s, "
-                f"idle {self.idle_fraction:.0%} of {self.steady_wall_s:.2f} s{warm})")
+        return (
+            f"LoaderProfile({self.label!r}: {self.steps} steps, {self.images_per_s:.1f} img/s, "
+            f"idle {self.idle_fraction:.0%} of {self.steady_wall_s:.2f} s{warm})"
+        )
 
 
 def _batch_size(batch: Any) -> int:
@@ -261,8 +263,10 @@ def profile_loader(
         if len(waits) == steps_before:  # an empty pass: repeating it would never reach max_steps
             break
     if warmup_steps and len(waits) <= warmup_steps:
-        raise ValueError(f"loader: expected more than warmup_steps={warmup_steps} batches, got {len(waits)} "
-                         f"in {epoch} epoch(s); use more epochs or fewer warm-up steps")
+        raise ValueError(
+            f"loader: expected more than warmup_steps={warmup_steps} batches, got {len(waits)} "
+            f"in {epoch} epoch(s); use more epochs or fewer warm-up steps"
+        )
     return LoaderProfile(
         label=label,
         start_s=np.asarray(starts, dtype=np.float64),
@@ -305,21 +309,43 @@ def compare_workers(
     _check_int(warmup_steps, "warmup_steps", 0)
     rows, profiles = [], []
     for w in workers:
-        loader = make_loader(dataset, batch_size=batch_size, num_workers=w, persistent_workers=persistent_workers,
-                             prefetch_factor=prefetch_factor, seed=seed)
-        profile = profile_loader(loader, step_fn, epochs=epochs, max_steps=max_steps, label=_workers_label(w),
-                                 warmup_steps=warmup_steps)
+        loader = make_loader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=w,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            seed=seed,
+        )
+        profile = profile_loader(
+            loader, step_fn, epochs=epochs, max_steps=max_steps, label=_workers_label(w), warmup_steps=warmup_steps
+        )
         profile.info = {"workers": w}
         del loader  # shut persistent workers down before the next setting competes for the cores
         profiles.append(profile)
         r = profile.row()
-        rows.append({k: r[k] for k in ("workers", "images_per_s", "idle_fraction", "wait_s", "compute_s", "wall_s",
-                                       "warmup_s", "steps", "images")})
+        rows.append(
+            {
+                k: r[k]
+                for k in (
+                    "workers",
+                    "images_per_s",
+                    "idle_fraction",
+                    "wait_s",
+                    "compute_s",
+                    "wall_s",
+                    "warmup_s",
+                    "steps",
+                    "images",
+                )
+            }
+        )
     return (rows, profiles) if return_profiles else rows
 
 
-def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: int | None = None,
-                  title: str = "") -> Figure:
+def plot_timeline(
+    profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: int | None = None, title: str = ""
+) -> Figure:
     """One lane per profile: loader wait (orange) and trainer compute (blue) for each step, on a time axis.
 
     Warm-up steps are drawn hatched and pale, with a dashed mark where the steady state starts; the lane's label
@@ -340,18 +366,28 @@ def plot_timeline(profiles: LoaderProfile | Sequence[LoaderProfile], max_steps: 
             style = {"alpha": 0.45, "hatch": "///"} if warm else {}
             start, wait, compute = p.start_s[part], p.wait_s[part], p.compute_s[part]
             ax.broken_barh(list(zip(start, wait)), y, facecolors="tab:orange", **style)
-            ax.broken_barh(list(zip(start + wait, compute)), y, facecolors="tab:blue", edgecolor="white",
-                           linewidth=0.3, **style)
+            ax.broken_barh(
+                list(zip(start + wait, compute)), y, facecolors="tab:blue", edgecolor="white", linewidth=0.3, **style
+            )
         if p.warmup_steps and p.steady_steps and p.warmup_steps < n:
             ax.plot([p.warmup_s] * 2, [y[0] - 0.1, y[0] + y[1] + 0.1], color="black", linestyle="--", linewidth=1)
-    ax.set_yticks([len(profiles) - 1 - i + 0.4 for i in range(len(profiles))],
-                  [f"{p.label}\n{p.images_per_s:.0f} img/s, idle {p.idle_fraction:.0%}" for p in profiles], fontsize=8)
+    ax.set_yticks(
+        [len(profiles) - 1 - i + 0.4 for i in range(len(profiles))],
+        [f"{p.label}\n{p.images_per_s:.0f} img/s, idle {p.idle_fraction:.0%}" for p in profiles],
+        fontsize=8,
+    )
     ax.set_xlabel("time (s)")
     handles = [Patch(color="tab:orange", label="waiting for data"), Patch(color="tab:blue", label="computing")]
     if any(p.warmup_steps for p in profiles):
         handles.append(Patch(facecolor="lightgrey", hatch="///", label="warm-up (left out of img/s and idle)"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2),
-              ncol=len(handles), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2),
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -361,8 +397,10 @@ def _workers_label(w: int) -> str:
     return f"{w} worker{'' if w == 1 else 's'}"
 
 
-def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict] | Mapping[str, Sequence[LoaderProfile]],
-                    title: str = "steady-state throughput by number of loader workers") -> Figure:
+def plot_throughput(
+    profiles: Sequence[LoaderProfile] | Sequence[dict] | Mapping[str, Sequence[LoaderProfile]],
+    title: str = "steady-state throughput by number of loader workers",
+) -> Figure:
     """Bars of steady-state images/s per configuration, labelled with the idle share of the time; returns the figure.
 
     ``profiles``: one sequence (one bar each), or ``{consumer name: profiles}`` to compare several consumers side by
@@ -384,13 +422,21 @@ def plot_throughput(profiles: Sequence[LoaderProfile] | Sequence[dict] | Mapping
     fig, ax = plt.subplots(figsize=(2.0 + 1.4 * len(labels) * max(1, len(tables) * 0.8), 3.2))
     top = 0.0
     for g, (name, rows) in enumerate(tables.items()):
-        xs = [labels.index(r.get("label") or _workers_label(int(r["workers"]))) + (g - (len(tables) - 1) / 2) * width
-              for r in rows]
+        xs = [
+            labels.index(r.get("label") or _workers_label(int(r["workers"]))) + (g - (len(tables) - 1) / 2) * width
+            for r in rows
+        ]
         speed = [r["images_per_s"] for r in rows]
         ax.bar(xs, speed, width=width * 0.95, label=name or None)
         for x, row in zip(xs, rows):
-            ax.text(x, row["images_per_s"], f"{row['images_per_s']:.0f}/s\nidle {row['idle_fraction']:.0%}",
-                    ha="center", va="bottom", fontsize=7)
+            ax.text(
+                x,
+                row["images_per_s"],
+                f"{row['images_per_s']:.0f}/s\nidle {row['idle_fraction']:.0%}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
         top = max([top, *speed])
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("images / s (steady state)")

@@ -37,8 +37,9 @@ __all__ = ["stage_features", "fit_linear_probe", "StageProbe", "stage_probe"]
 
 
 @torch.no_grad()
-def stage_features(model: nn.Module, images: ImageSet | torch.Tensor, preprocess: Preprocess,
-                   batch_size: int = 256) -> dict[str, torch.Tensor]:
+def stage_features(
+    model: nn.Module, images: ImageSet | torch.Tensor, preprocess: Preprocess, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
     """``{stage name: (N, C_stage) float32}``: the global-average-pooled output of every stage, in one pass.
 
     ``model`` is a convlab Backbone; it is run in eval mode (BatchNorm with ImageNet's statistics).
@@ -49,7 +50,7 @@ def stage_features(model: nn.Module, images: ImageSet | torch.Tensor, preprocess
     dev = next(model.parameters()).device
     with eval_mode(model):
         for start in range(0, len(data), batch_size):
-            chunk = data[start:start + batch_size]
+            chunk = data[start : start + batch_size]
             x = preprocess(chunk).to(dev)
             for name, stage in stages.named_children():
                 x = stage(x)
@@ -57,8 +58,9 @@ def stage_features(model: nn.Module, images: ImageSet | torch.Tensor, preprocess
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 
-def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, weight_decay: float = 1e-2,
-                     max_iter: int = 100) -> nn.Module:
+def fit_linear_probe(
+    train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, weight_decay: float = 1e-2, max_iter: int = 100
+) -> nn.Module:
     """Multinomial logistic regression on standardised features (L-BFGS, full batch, L2 ``weight_decay``).
 
     Returns a module mapping raw ``(N, D)`` features to ``(N, num_classes)`` logits (the standardisation, learned
@@ -69,7 +71,9 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: 
     nn.init.zeros_(linear.weight)
     nn.init.zeros_(linear.bias)
     z = (train_x - mean) / std
-    opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        linear.parameters(), lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -121,28 +125,50 @@ class StageProbe:
 
     @property
     def rows(self) -> list[dict]:
-        return [{"data": self.name, "stage": s, "probe_acc": round(self.mean(s), 4), "sem": round(self.sem(s), 4),
-                 "draws": len(self.acc[s])} for s in self.stages]
+        return [
+            {
+                "data": self.name,
+                "stage": s,
+                "probe_acc": round(self.mean(s), 4),
+                "sem": round(self.sem(s), 4),
+                "draws": len(self.acc[s]),
+            }
+            for s in self.stages
+        ]
 
     def verdict(self) -> str:
         """One sentence computed from the numbers, with the noise taken into account (two standard errors)."""
         gain, se = self.late_gain
         last, best = self.stages[-1], self.best_stage
-        where = (f"the last stage ({last}) is best" if best == last
-                 else f"the best stage is {best} ({self.mean(best):.3f}), not the last ({self.mean(last):.3f})")
+        where = (
+            f"the last stage ({last}) is best"
+            if best == last
+            else f"the best stage is {best} ({self.mean(best):.3f}), not the last ({self.mean(last):.3f})"
+        )
         if gain > 2 * se:
             kind = "the late, ImageNet-specific features help: close to ImageNet"
         elif gain < -2 * se:
             kind = "an earlier stage beats the last one beyond noise: far from ImageNet (CS231n's fourth case)"
         else:
             kind = "the last stage is no better than an earlier one (within two standard errors): far-ish from ImageNet"
-        return (f"{self.name}, {self.per_class}/class, {self.input_size} px: {where}; late gain "
-                f"{gain:+.3f} ± {se:.3f} -> {kind}")
+        return (
+            f"{self.name}, {self.per_class}/class, {self.input_size} px: {where}; late gain "
+            f"{gain:+.3f} ± {se:.3f} -> {kind}"
+        )
 
 
-def stage_probe(model: nn.Module, train: ImageSet, test: ImageSet, preprocess: Preprocess, *, per_class: int,
-                draws: Sequence[int] = (0, 1, 2), stages: Sequence[str] | None = None, name: str = "",
-                weight_decay: float = 1e-2) -> StageProbe:
+def stage_probe(
+    model: nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    preprocess: Preprocess,
+    *,
+    per_class: int,
+    draws: Sequence[int] = (0, 1, 2),
+    stages: Sequence[str] | None = None,
+    name: str = "",
+    weight_decay: float = 1e-2,
+) -> StageProbe:
     """Fit a linear probe on each stage's pooled features, for several draws of ``per_class`` training images.
 
     Features of ``train`` (the pool the draws come from) and ``test`` are extracted once; each draw (a seed in

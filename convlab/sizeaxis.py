@@ -27,21 +27,35 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from convlab.data import Splits
 from convlab.transfer import Preprocess, Regime, run_regime
 
-__all__ = ["Budget", "HEAD_BUDGET", "SizeAxisRow", "SizeAxisVerdict", "SizeAxis", "default_regimes", "run_size_axis", "SCALES"]
+__all__ = [
+    "Budget",
+    "HEAD_BUDGET",
+    "SizeAxisRow",
+    "SizeAxisVerdict",
+    "SizeAxis",
+    "default_regimes",
+    "run_size_axis",
+    "SCALES",
+]
 
 #: Configurations: ``small`` runs on a 2-core CPU within a notebook's budget; ``full`` is the real curve (a GPU, or
 #: a patient CPU: about an hour per seed for the 5,000-per-class fine-tunes).
 SCALES = {
     "small": {"input_size": 32, "test_per_class": 50, "seeds": (0, 1, 2), "min_epochs": 2},
-    "full": {"input_size": 64, "test_per_class": 500, "seeds": (0, 1, 2, 3, 4),
-             "sizes": (10, 30, 100, 300, 1000, 3000, 5000), "min_epochs": 5},
+    "full": {
+        "input_size": 64,
+        "test_per_class": 500,
+        "seeds": (0, 1, 2, 3, 4),
+        "sizes": (10, 30, 100, 300, 1000, 3000, 5000),
+        "min_epochs": 5,
+    },
 }
 
 
@@ -78,9 +92,11 @@ def _nz(x: float) -> float:
 def default_regimes(lr: float = 1e-3, backbone_lr_scale: float = 0.3, head_lr: float = 3e-3) -> dict[str, Regime]:
     """Head only (k = 7, at ``head_lr``), freeze the first 5 stages (stage5, conv_head and the head train) and
     fine-tune all (k = 0): the head at ``lr``, the trainable stages at ``lr * backbone_lr_scale``."""
-    return {"head only": Regime.head_only(lr=head_lr),
-            "freeze first 5": Regime.freeze_first(5, lr=lr, backbone_lr_scale=backbone_lr_scale),
-            "fine-tune all": Regime.finetune(lr=lr, backbone_lr_scale=backbone_lr_scale)}
+    return {
+        "head only": Regime.head_only(lr=head_lr),
+        "freeze first 5": Regime.freeze_first(5, lr=lr, backbone_lr_scale=backbone_lr_scale),
+        "fine-tune all": Regime.finetune(lr=lr, backbone_lr_scale=backbone_lr_scale),
+    }
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,10 @@ class SizeAxisVerdict:
 
     @property
     def lines(self) -> list[str]:
-        out = [f"{size:>5}/class: best {self.best[size]}; within noise of it: {', '.join(self.tied[size])}" for size in self.best]
+        out = [
+            f"{size:>5}/class: best {self.best[size]}; within noise of it: {', '.join(self.tied[size])}"
+            for size in self.best
+        ]
         return out + [f"{claim}: {result}" for claim, result in self.claims]
 
     def __str__(self) -> str:
@@ -148,15 +167,26 @@ class SizeAxis:
                     continue
                 acc = [r.test_acc for r in runs]
                 sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")
-                out.append({"per_class": size, "regime": regime, "k": self.ks[regime], "test_acc": round(statistics.fmean(acc), 4),
-                            "sd": round(sd, 4), "sem": round(sd / len(acc) ** 0.5, 4), "seeds": len(acc),
-                            "train_acc": round(statistics.fmean(r.train_acc for r in runs), 3),
-                            "epochs": runs[0].epochs, "steps": runs[0].steps,
-                            "s_per_run": round(statistics.fmean(r.seconds for r in runs), 1)})
+                out.append(
+                    {
+                        "per_class": size,
+                        "regime": regime,
+                        "k": self.ks[regime],
+                        "test_acc": round(statistics.fmean(acc), 4),
+                        "sd": round(sd, 4),
+                        "sem": round(sd / len(acc) ** 0.5, 4),
+                        "seeds": len(acc),
+                        "train_acc": round(statistics.fmean(r.train_acc for r in runs), 3),
+                        "epochs": runs[0].epochs,
+                        "steps": runs[0].steps,
+                        "s_per_run": round(statistics.fmean(r.seconds for r in runs), 1),
+                    }
+                )
         return out
 
     def verdict(self, z: float = 2.0, expect: dict[int, str] | None = None) -> SizeAxisVerdict:
-        """Best regime per size, and the seminar's claims, each "held", "failed" or "within noise" (``z`` standard errors).
+        """Best regime per size, and the seminar's claims, each "held", "failed" or "within noise" (``z`` standard
+        errors).
 
         ``expect`` maps a size to the regime the seminar recommends there; default: the most frozen regime at the
         smallest size and, with more than one size, the least frozen at the largest. With more than one size the
@@ -167,7 +197,9 @@ class SizeAxis:
             stats = {g: self.mean_sem(size, g) for g in self.ks if self._acc(size, g)}
             top = max(stats, key=lambda g: (stats[g][0], self.ks[g]))
             best[size] = top
-            tied[size] = [g for g, (m, s) in stats.items() if stats[top][0] - m <= z * math.hypot(_nz(s), _nz(stats[top][1]))]
+            tied[size] = [
+                g for g, (m, s) in stats.items() if stats[top][0] - m <= z * math.hypot(_nz(s), _nz(stats[top][1]))
+            ]
         if expect is None:
             expect = {self.sizes[0]: max(self.ks, key=self.ks.get)}
             if len(self.sizes) > 1:
@@ -203,7 +235,9 @@ class SizeAxis:
         for regime, k in self.ks.items():
             pts = [(s, *self.mean_sem(s, regime)) for s in self.sizes if self._acc(s, regime)]
             xs, ms, ss = zip(*pts)
-            ax.errorbar(xs, ms, yerr=[2 * (s if s == s else 0.0) for s in ss], marker="o", capsize=3, label=f"{regime} (k={k})")
+            ax.errorbar(
+                xs, ms, yerr=[2 * (s if s == s else 0.0) for s in ss], marker="o", capsize=3, label=f"{regime} (k={k})"
+            )
         ax.set_xscale("log")
         ax.set_xlabel("training images per class")
         ax.set_ylabel("test accuracy (mean ± 2 sem over seeds)")
@@ -213,7 +247,7 @@ class SizeAxis:
         fig.tight_layout()
         return fig
 
-    def merged(self, other: "SizeAxis") -> "SizeAxis":
+    def merged(self, other: SizeAxis) -> SizeAxis:
         """The rows of both (e.g. stored rows for some sizes and live rows for others); the regimes must agree."""
         if self.ks != other.ks:
             raise ValueError(f"other: expected the same regimes {self.ks}, got {other.ks}")
@@ -224,11 +258,13 @@ class SizeAxis:
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps({"meta": self.meta, "ks": self.ks, "rows": [asdict(r) for r in self.rows]}, indent=1))
+        path.write_text(
+            json.dumps({"meta": self.meta, "ks": self.ks, "rows": [asdict(r) for r in self.rows]}, indent=1)
+        )
         return path
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "SizeAxis":
+    def from_json(cls, path: str | Path) -> SizeAxis:
         d = json.loads(Path(path).read_text())
         return cls([SizeAxisRow(**r) for r in d["rows"]], d["ks"], d.get("meta", {}))
 
@@ -258,14 +294,18 @@ def run_size_axis(
     """
     from tqdm.auto import tqdm
 
-    from convlab.data import load_fashion_mnist
     from convlab.backbones import BACKBONES
+    from convlab.data import load_fashion_mnist
 
     regimes = regimes or default_regimes()
     sizes = sorted(sizes)
     if load is None:
+
         def load(seed, n):
-            return load_fashion_mnist(train_per_class=n, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed)
+            return load_fashion_mnist(
+                train_per_class=n, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed
+            )
+
     prep = Preprocess.from_spec(BACKBONES[backbone], size=input_size, crop=False)  # small centred images: no crop
     rows = []
     bar = tqdm(total=len(seeds) * len(sizes) * len(regimes), desc="size axis runs", disable=not progress)
@@ -279,15 +319,40 @@ def run_size_axis(
                 b = head_budget if regime.frozen == 7 else budget
                 epochs = b.epochs(len(sub.train))
                 t = time.perf_counter()
-                r = run_regime(regime, sub, backbone, epochs=epochs, batch_size=b.batch_size, preprocess=prep,
-                               seed=seed, cache_dir=cache_dir, device=device,
-                               progress="transient" if progress else False)  # a bar per run, gone when it ends
-                rows.append(SizeAxisRow(size, name, regime.frozen, seed, r.row.test_acc, r.history.train_acc[-1], epochs,
-                                        b.steps(len(sub.train)), time.perf_counter() - t))
+                r = run_regime(
+                    regime,
+                    sub,
+                    backbone,
+                    epochs=epochs,
+                    batch_size=b.batch_size,
+                    preprocess=prep,
+                    seed=seed,
+                    cache_dir=cache_dir,
+                    device=device,
+                    progress="transient" if progress else False,
+                )  # a bar per run, gone when it ends
+                rows.append(
+                    SizeAxisRow(
+                        size,
+                        name,
+                        regime.frozen,
+                        seed,
+                        r.row.test_acc,
+                        r.history.train_acc[-1],
+                        epochs,
+                        b.steps(len(sub.train)),
+                        time.perf_counter() - t,
+                    )
+                )
                 bar.set_postfix(size=size, regime=name, acc=f"{r.row.test_acc:.3f}")
                 bar.update(1)
     bar.close()
-    meta = {"backbone": backbone, "input_size": input_size, "test_per_class": test_per_class, "budget": asdict(budget),
-            "head_budget": asdict(head_budget),
-            "seeds": list(seeds)}
+    meta = {
+        "backbone": backbone,
+        "input_size": input_size,
+        "test_per_class": test_per_class,
+        "budget": asdict(budget),
+        "head_budget": asdict(head_budget),
+        "seeds": list(seeds),
+    }
     return SizeAxis(rows, {n: r.frozen for n, r in regimes.items()}, meta)

@@ -39,8 +39,8 @@ class ThreadPolicy:
     threads: int
     usable_cpus: float
     shared_kernels: int
-    source: str           # "override" (CONVLAB_THREADS), "shared" (CONVLAB_SHARED_KERNELS) or "cpus"
-    passive_wait: bool    # OMP_WAIT_POLICY=PASSIVE is set for this process
+    source: str  # "override" (CONVLAB_THREADS), "shared" (CONVLAB_SHARED_KERNELS) or "cpus"
+    passive_wait: bool  # OMP_WAIT_POLICY=PASSIVE is set for this process
     capped: bool = False  # the caller's max_threads lowered the choice (tiny models gain nothing from threads)
 
     def describe(self) -> str:
@@ -97,8 +97,9 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
-def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = None,
-                  max_threads: int | None = None) -> ThreadPolicy:
+def thread_policy(
+    env: Mapping[str, str] | None = None, cpus: float | None = None, max_threads: int | None = None
+) -> ThreadPolicy:
     """Decide the number of torch threads from ``env`` (default ``os.environ``) and ``cpus`` (default
     :func:`usable_cpus`), at most ``max_threads`` unless ``CONVLAB_THREADS`` says otherwise. Pure: sets nothing."""
     if max_threads is not None and (not isinstance(max_threads, int) or max_threads < 1):
@@ -118,8 +119,9 @@ def thread_policy(env: Mapping[str, str] | None = None, cpus: float | None = Non
     return ThreadPolicy(threads, cpus, shared, "shared" if shared > 1 else "cpus", passive, capped)
 
 
-def apply_thread_policy(env: Mapping[str, str] | None = None, verbose: bool = True,
-                        max_threads: int | None = None) -> ThreadPolicy:
+def apply_thread_policy(
+    env: Mapping[str, str] | None = None, verbose: bool = True, max_threads: int | None = None
+) -> ThreadPolicy:
     """Decide (:func:`thread_policy`) and set ``torch.set_num_threads``; print the decision if ``verbose``.
     ``max_threads``: a cap for work that gains nothing from threads (tiny models).
 

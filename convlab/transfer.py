@@ -134,7 +134,11 @@ def bn_policy(model: nn.Module) -> str | None:
     k = frozen_stages(model)
     if k == 0:
         return None
-    return "frozen" if all(isinstance(s.__dict__.get("train"), _StayInEval) for s in list(stages_of(model))[:k]) else "train"
+    return (
+        "frozen"
+        if all(isinstance(s.__dict__.get("train"), _StayInEval) for s in list(stages_of(model))[:k])
+        else "train"
+    )
 
 
 def split_at(model: nn.Module, k: int | str) -> tuple[nn.Sequential, nn.Sequential]:
@@ -262,7 +266,9 @@ class Regime:
         return cls("head only", frozen=NUM_STAGES, lr=lr)
 
     @classmethod
-    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> Regime:
+    def freeze_first(
+        cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen"
+    ) -> Regime:
         """Pretrained; the first ``k`` stages frozen, the rest fine-tuned at ``lr * backbone_lr_scale``."""
         return cls(f"freeze first {k}", frozen=k, lr=lr, backbone_lr_scale=backbone_lr_scale, bn=bn)
 
@@ -379,8 +385,18 @@ def run_regime(
         else:
             train, val, test, net, transform = splits.train, splits.val, splits.test, model, prep
         history = fit(
-            net, train, val, epochs=epochs, lr=head_lr, param_groups=groups, batch_size=batch_size,
-            transform=transform, early_stopping=early_stopping, seed=seed, device=dev, progress=progress,
+            net,
+            train,
+            val,
+            epochs=epochs,
+            lr=head_lr,
+            param_groups=groups,
+            batch_size=batch_size,
+            transform=transform,
+            early_stopping=early_stopping,
+            seed=seed,
+            device=dev,
+            progress=progress,
         )
         test_eval = evaluate(net, test, transform=transform, device=dev)
         train_s = time.perf_counter() - start
@@ -415,7 +431,8 @@ def compare(
     ``results`` (models, histories) and ``to_markdown()``.
     """
     if isinstance(regimes, Regime) or not regimes:
-        raise ValueError("regimes: expected a non-empty list of Regime objects, "
-                         "e.g. [Regime.head_only(), Regime.finetune()]")
+        raise ValueError(
+            "regimes: expected a non-empty list of Regime objects, e.g. [Regime.head_only(), Regime.finetune()]"
+        )
     results = [run_regime(r, splits, backbone, epochs=epochs, **kwargs) for r in regimes]
     return Comparison([r.row for r in results], results)

@@ -21,8 +21,18 @@ import numpy as np
 
 from convlab.display import Table
 
-__all__ = ["mean_sd", "sign_test", "PairedDifference", "paired_difference", "CostRatio", "cost_ratio",
-           "learning_table", "Crossover", "crossover", "worker_lessons"]
+__all__ = [
+    "mean_sd",
+    "sign_test",
+    "PairedDifference",
+    "paired_difference",
+    "CostRatio",
+    "cost_ratio",
+    "learning_table",
+    "Crossover",
+    "crossover",
+    "worker_lessons",
+]
 
 
 def mean_sd(values: Sequence[float], fmt: str = ".3f") -> str:
@@ -44,14 +54,14 @@ class PairedDifference:
 
     base: str
     new: str
-    base_acc: tuple[float, ...]      # per seed
-    new_acc: tuple[float, ...]       # per seed
-    gain: float                      # mean over seeds of new - base (fraction of photos)
-    gain_sd: float                   # sd of the per-seed gains
-    ci: tuple[float, float]          # 95% bootstrap interval over photos of the seed-averaged gain
-    fixed: float                     # photos new gets right and base wrong (mean over seeds)
-    broken: float                    # the reverse
-    p: float                         # sign test on the seed-averaged per-photo differences
+    base_acc: tuple[float, ...]  # per seed
+    new_acc: tuple[float, ...]  # per seed
+    gain: float  # mean over seeds of new - base (fraction of photos)
+    gain_sd: float  # sd of the per-seed gains
+    ci: tuple[float, float]  # 95% bootstrap interval over photos of the seed-averaged gain
+    fixed: float  # photos new gets right and base wrong (mean over seeds)
+    broken: float  # the reverse
+    p: float  # sign test on the seed-averaged per-photo differences
     n_photos: int
 
     @property
@@ -63,19 +73,30 @@ class PairedDifference:
         return "within noise"
 
     def row(self) -> dict:
-        return {"config": self.new, "vs": self.base, "acc": mean_sd(self.new_acc), "base acc": mean_sd(self.base_acc),
-                "gain": f"{self.gain:+.3f} ± {self.gain_sd:.3f}", "95% CI (photos)": f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]",
-                "fixed": round(self.fixed, 1), "broken": round(self.broken, 1), "sign-test p": round(self.p, 3),
-                "verdict": self.verdict}
+        return {
+            "config": self.new,
+            "vs": self.base,
+            "acc": mean_sd(self.new_acc),
+            "base acc": mean_sd(self.base_acc),
+            "gain": f"{self.gain:+.3f} ± {self.gain_sd:.3f}",
+            "95% CI (photos)": f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]",
+            "fixed": round(self.fixed, 1),
+            "broken": round(self.broken, 1),
+            "sign-test p": round(self.p, 3),
+            "verdict": self.verdict,
+        }
 
     def __str__(self) -> str:
-        return (f"{self.new} vs {self.base}: {self.gain:+.1%} (± {self.gain_sd:.1%} over {len(self.new_acc)} seeds; "
-                f"95% CI over {self.n_photos} photos [{self.ci[0]:+.1%}, {self.ci[1]:+.1%}]; "
-                f"{self.fixed:.1f} photos fixed, {self.broken:.1f} broken, sign-test p = {self.p:.2f}) -> {self.verdict}")
+        return (
+            f"{self.new} vs {self.base}: {self.gain:+.1%} (± {self.gain_sd:.1%} over {len(self.new_acc)} seeds; "
+            f"95% CI over {self.n_photos} photos [{self.ci[0]:+.1%}, {self.ci[1]:+.1%}]; "
+            f"{self.fixed:.1f} photos fixed, {self.broken:.1f} broken, sign-test p = {self.p:.2f}) -> {self.verdict}"
+        )
 
 
-def paired_difference(base_correct, new_correct, base: str = "base", new: str = "new", *, n_boot: int = 2000,
-                      seed: int = 0) -> PairedDifference:
+def paired_difference(
+    base_correct, new_correct, base: str = "base", new: str = "new", *, n_boot: int = 2000, seed: int = 0
+) -> PairedDifference:
     """Compare two configurations scored on the same photos.
 
     Args:
@@ -86,16 +107,25 @@ def paired_difference(base_correct, new_correct, base: str = "base", new: str = 
     b = np.atleast_2d(np.asarray(new_correct, dtype=float))
     if a.shape != b.shape:
         raise ValueError(f"new_correct: expected the shape of base_correct {a.shape}, got {b.shape}")
-    per_photo = (b - a).mean(0)                       # seed-averaged gain of each photo
+    per_photo = (b - a).mean(0)  # seed-averaged gain of each photo
     rng = np.random.default_rng(seed)
     boots = per_photo[rng.integers(0, len(per_photo), (n_boot, len(per_photo)))].mean(1)
     gains = (b - a).mean(1)
     fixed = float(((b == 1) & (a == 0)).sum(1).mean())
     broken = float(((b == 0) & (a == 1)).sum(1).mean())
-    return PairedDifference(base, new, tuple(a.mean(1)), tuple(b.mean(1)), float(gains.mean()),
-                            float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
-                            (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))), fixed, broken,
-                            sign_test(int((per_photo > 0).sum()), int((per_photo < 0).sum())), a.shape[1])
+    return PairedDifference(
+        base,
+        new,
+        tuple(a.mean(1)),
+        tuple(b.mean(1)),
+        float(gains.mean()),
+        float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
+        (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
+        fixed,
+        broken,
+        sign_test(int((per_photo > 0).sum()), int((per_photo < 0).sum())),
+        a.shape[1],
+    )
 
 
 @dataclass(frozen=True)
@@ -110,8 +140,10 @@ class CostRatio:
     repeats: int
 
     def __str__(self) -> str:
-        return (f"{self.num} costs {self.ratio:.2f}x {self.den} (median of {self.repeats} back-to-back repeats; "
-                f"range {self.low:.2f}-{self.high:.2f})")
+        return (
+            f"{self.num} costs {self.ratio:.2f}x {self.den} (median of {self.repeats} back-to-back repeats; "
+            f"range {self.low:.2f}-{self.high:.2f})"
+        )
 
 
 def cost_ratio(rows: Sequence[Mapping], num: str, den: str) -> CostRatio:
@@ -168,10 +200,10 @@ class Crossover:
     learner: str
     baseline: str
     sizes: tuple[int, ...]
-    gap_mean: tuple[float, ...]      # learner - baseline at each size, mean over seeds
+    gap_mean: tuple[float, ...]  # learner - baseline at each size, mean over seeds
     gap_sd: tuple[float, ...]
-    at_mean: float                   # size from which the mean learner curve stays ahead (nan: behind at the end)
-    per_seed: tuple[float, ...]      # crossover of each seed's curves
+    at_mean: float  # size from which the mean learner curve stays ahead (nan: behind at the end)
+    per_seed: tuple[float, ...]  # crossover of each seed's curves
 
     def __str__(self) -> str:
         gaps = ", ".join(f"n={n}: {g:+.3f} ± {s:.3f}" for n, g, s in zip(self.sizes, self.gap_mean, self.gap_sd))
@@ -180,14 +212,19 @@ class Crossover:
         seeds = f"{len(crossed)} of {len(self.per_seed)} seeds ahead from some size on"
         if math.isnan(self.at_mean):
             trend = "closing" if self.gap_mean[-1] > self.gap_mean[0] else "not closing"
-            return (head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class: {self.learner} is "
-                    f"behind at the largest size (gap {trend} from the smallest size; {seeds}).")
+            return (
+                head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class: {self.learner} is "
+                f"behind at the largest size (gap {trend} from the smallest size; {seeds})."
+            )
         if all(g >= 0 for g in self.gap_mean):
-            return head + (f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per "
-                           f"class ({seeds}).")
+            return head + (
+                f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per class ({seeds})."
+            )
         spread = f"; per seed {min(crossed):.0f}-{max(crossed):.0f}" if crossed else ""
-        return (head + f" {self.learner} stays ahead from about {self.at_mean:.0f} images per class on (mean curves"
-                f"{spread}; {seeds}).")
+        return (
+            head + f" {self.learner} stays ahead from about {self.at_mean:.0f} images per class on (mean curves"
+            f"{spread}; {seeds})."
+        )
 
 
 def crossover(rows: Sequence[Mapping], learner: str, baseline: str) -> Crossover:
@@ -197,11 +234,18 @@ def crossover(rows: Sequence[Mapping], learner: str, baseline: str) -> Crossover
         raise KeyError(f"learner, baseline: expected methods with rows, got {learner!r} and {baseline!r}")
     sizes = [n for n in a if n in b]
     seeds = sorted(set.intersection(*(set(a[n]) & set(b[n]) for n in sizes)))
-    gaps = np.array([[a[n][s] - b[n][s] for n in sizes] for s in seeds])   # (seeds, sizes)
+    gaps = np.array([[a[n][s] - b[n][s] for n in sizes] for s in seeds])  # (seeds, sizes)
     mean = gaps.mean(0)
     sd = gaps.std(0, ddof=1) if len(seeds) > 1 else np.zeros(len(sizes))
-    return Crossover(learner, baseline, tuple(sizes), tuple(float(g) for g in mean), tuple(float(s) for s in sd),
-                     _cross(sizes, list(mean)), tuple(_cross(sizes, list(g)) for g in gaps))
+    return Crossover(
+        learner,
+        baseline,
+        tuple(sizes),
+        tuple(float(g) for g in mean),
+        tuple(float(s) for s in sd),
+        _cross(sizes, list(mean)),
+        tuple(_cross(sizes, list(g)) for g in gaps),
+    )
 
 
 # ----------------------------------------------------------------------------- data loading (notebook 07)
@@ -214,7 +258,14 @@ def worker_lessons(named_rows: Mapping[str, Sequence[Mapping]]) -> Table:
         most, best = max(by), max(rows, key=lambda r: r["images_per_s"])
         s = by[most]["images_per_s"] / by[0]["images_per_s"]
         verdict = "workers paid off" if s > 1.1 else ("no real difference" if s > 0.9 else "workers slowed it down")
-        out.append({"setting": name, "fastest": f"{best['workers']} worker{'' if best['workers'] == 1 else 's'} ({best['images_per_s']:.0f} img/s)",
-                    f"{most} workers vs 0": f"{s:.2f}x", "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
-                    "verdict": verdict})
+        out.append(
+            {
+                "setting": name,
+                "fastest": f"{best['workers']} worker{'' if best['workers'] == 1 else 's'} "
+                f"({best['images_per_s']:.0f} img/s)",
+                f"{most} workers vs 0": f"{s:.2f}x",
+                "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
+                "verdict": verdict,
+            }
+        )
     return Table(out, title="what the worker comparison says (steady state, this run)")

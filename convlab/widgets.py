@@ -39,38 +39,63 @@ from .augment.transforms import BatchRandomTransform
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
 
-__all__ = ["AUGMENTATIONS", "AugmentationPreview", "augmentation_preview", "static_grid", "pca_explorer",
-           "PCAExplorer", "png_bytes"]
+__all__ = [
+    "AUGMENTATIONS",
+    "AugmentationPreview",
+    "augmentation_preview",
+    "static_grid",
+    "pca_explorer",
+    "PCAExplorer",
+    "png_bytes",
+]
 
 # name -> (factory(size, **slider values), {param: (min, max, step, default)})
 Slider = tuple[float, float, float, float]
 AUGMENTATIONS: dict[str, tuple[Callable[..., BatchRandomTransform], dict[str, Slider]]] = {
     "RandomHorizontalFlip": (lambda s, **k: RandomHorizontalFlip(**k), {"p": (0.0, 1.0, 0.05, 0.5)}),
-    "RandomCrop": (lambda s, frac, **k: RandomCrop(max(1, int(round(frac * s))), **k),
-                   {"frac": (0.3, 1.0, 0.05, 0.75)}),
-    "RandomResizedCrop": (lambda s, min_scale, **k: RandomResizedCrop(s, scale=(min_scale, 1.0), **k),
-                          {"min_scale": (0.05, 1.0, 0.05, 0.08)}),
-    "RandomRotation": (lambda s, **k: RandomRotation(**k), {"degrees": (0.0, 180.0, 1.0, 15.0),
-                                                            "p": (0.0, 1.0, 0.05, 1.0)}),
-    "RandomShear": (lambda s, **k: RandomShear(**k), {"shear_x": (0.0, 45.0, 1.0, 10.0),
-                                                      "shear_y": (0.0, 45.0, 1.0, 0.0),
-                                                      "p": (0.0, 1.0, 0.05, 1.0)}),
-    "RandomElasticWarp": (lambda s, **k: RandomElasticWarp(**k), {"strength": (0.0, 30.0, 0.5, 8.0),
-                                                                  "smoothness": (4.0, 96.0, 1.0, 32.0),
-                                                                  "p": (0.0, 1.0, 0.05, 1.0)}),
-    "RandomColorShift": (lambda s, **k: RandomColorShift(clamp=True, **k), {"magnitude": (0.0, 0.5, 0.01, 0.1),
-                                                                            "p": (0.0, 1.0, 0.05, 1.0)}),
-    "PCAColor": (lambda s, **k: PCAColor.imagenet(clamp=True, **k), {"sigma": (0.0, 1.0, 0.01, 0.1),
-                                                                      "p": (0.0, 1.0, 0.05, 1.0)}),
+    "RandomCrop": (
+        lambda s, frac, **k: RandomCrop(max(1, int(round(frac * s))), **k),
+        {"frac": (0.3, 1.0, 0.05, 0.75)},
+    ),
+    "RandomResizedCrop": (
+        lambda s, min_scale, **k: RandomResizedCrop(s, scale=(min_scale, 1.0), **k),
+        {"min_scale": (0.05, 1.0, 0.05, 0.08)},
+    ),
+    "RandomRotation": (
+        lambda s, **k: RandomRotation(**k),
+        {"degrees": (0.0, 180.0, 1.0, 15.0), "p": (0.0, 1.0, 0.05, 1.0)},
+    ),
+    "RandomShear": (
+        lambda s, **k: RandomShear(**k),
+        {"shear_x": (0.0, 45.0, 1.0, 10.0), "shear_y": (0.0, 45.0, 1.0, 0.0), "p": (0.0, 1.0, 0.05, 1.0)},
+    ),
+    "RandomElasticWarp": (
+        lambda s, **k: RandomElasticWarp(**k),
+        {"strength": (0.0, 30.0, 0.5, 8.0), "smoothness": (4.0, 96.0, 1.0, 32.0), "p": (0.0, 1.0, 0.05, 1.0)},
+    ),
+    "RandomColorShift": (
+        lambda s, **k: RandomColorShift(clamp=True, **k),
+        {"magnitude": (0.0, 0.5, 0.01, 0.1), "p": (0.0, 1.0, 0.05, 1.0)},
+    ),
+    "PCAColor": (
+        lambda s, **k: PCAColor.imagenet(clamp=True, **k),
+        {"sigma": (0.0, 1.0, 0.01, 0.1), "p": (0.0, 1.0, 0.05, 1.0)},
+    ),
 }
 
 
 # what each slider's number means, shown beside it (a projector audience reads the label, not the code)
 UNITS: dict[str, str] = {
-    "p": "probability per image", "frac": "crop side / photo side", "min_scale": "smallest crop area / photo area",
-    "degrees": "largest angle, \u00b0", "shear_x": "largest angle, \u00b0", "shear_y": "largest angle, \u00b0",
-    "strength": "largest shift, px", "smoothness": "control-point spacing, px",
-    "magnitude": "largest shift / value range", "sigma": "std of AlexNet's alphas",
+    "p": "probability per image",
+    "frac": "crop side / photo side",
+    "min_scale": "smallest crop area / photo area",
+    "degrees": "largest angle, \u00b0",
+    "shear_x": "largest angle, \u00b0",
+    "shear_y": "largest angle, \u00b0",
+    "strength": "largest shift, px",
+    "smoothness": "control-point spacing, px",
+    "magnitude": "largest shift / value range",
+    "sigma": "std of AlexNet's alphas",
 }
 SLIDER_LAYOUT = {"width": "780px"}  # a long track: finer steps per pixel on a projector
 SLIDER_STYLE = {"description_width": "280px"}
@@ -105,7 +130,7 @@ def _thumbnail(photo: Tensor, size: int) -> Tensor:
     """Centre square crop resized to ``size`` (uint8, (3, size, size))."""
     h, w = photo.shape[-2:]
     s = min(h, w)
-    sq = photo[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    sq = photo[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
     return F.interpolate(sq[None], size=(size, size), mode="bilinear", antialias=True)[0]
 
 
@@ -140,8 +165,10 @@ def _code_line(transform: BatchRandomTransform, seed: int) -> str:
 
 
 def _caption(name: str, n: int, seed: int) -> str:
-    return (f"<b>{name}</b>: top left, the <b>original</b> photo; then {n} augmented copies, each with its own "
-            f"random parameters (seed {seed}). The line below is the code that draws them.")
+    return (
+        f"<b>{name}</b>: top left, the <b>original</b> photo; then {n} augmented copies, each with its own "
+        f"random parameters (seed {seed}). The line below is the code that draws them."
+    )
 
 
 @dataclass
@@ -179,8 +206,9 @@ class AugmentationPreview:
             self.caption.value = _caption(self.name, self.n, seed)
 
 
-def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncols: int = 3,
-                         size: int = 160) -> AugmentationPreview:
+def augmentation_preview(
+    photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncols: int = 3, size: int = 160
+) -> AugmentationPreview:
     """Sliders + live grid (the original first, then ``n`` augmented copies) for one augmentation.
 
     Args:
@@ -195,28 +223,50 @@ def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int 
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     _, specs = AUGMENTATIONS[name]
     sliders: dict[str, Any] = {
-        k: W.FloatSlider(value=d, min=lo, max=hi, step=st, description=f"{k} ({UNITS[k]})", continuous_update=True,
-                         readout_format=f".{_decimals(st)}f", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
+        k: W.FloatSlider(
+            value=d,
+            min=lo,
+            max=hi,
+            step=st,
+            description=f"{k} ({UNITS[k]})",
+            continuous_update=True,
+            readout_format=f".{_decimals(st)}f",
+            layout=SLIDER_LAYOUT,
+            style=SLIDER_STYLE,
+        )
         for k, (lo, hi, st, d) in specs.items()
     }
     sliders["seed"] = W.IntSlider(value=0, min=0, max=99, description="seed", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
     options = dict(SIZES)
-    sizes = W.ToggleButtons(options=list(SIZES) if size in options.values() else [*SIZES, (f"{size} px", size)],
-                            value=size, description="preview size", style={"description_width": "100px"})
+    sizes = W.ToggleButtons(
+        options=list(SIZES) if size in options.values() else [*SIZES, (f"{size} px", size)],
+        value=size,
+        description="preview size",
+        style={"description_width": "100px"},
+    )
     image = W.Image(format="png")
     code, caption = W.HTML(), W.HTML()
     box = W.VBox([caption, *sliders.values(), sizes, image, code])
     box.add_class("convlab-preview")  # the browser tests find previews by this class
-    prev = AugmentationPreview(name, photo, box, image, sliders, code, n=n, ncols=ncols, size=size, caption=caption,
-                               size_control=sizes)
+    prev = AugmentationPreview(
+        name, photo, box, image, sliders, code, n=n, ncols=ncols, size=size, caption=caption, size_control=sizes
+    )
     for s in [*sliders.values(), sizes]:
         s.observe(prev.update, names="value")
     prev.update()
     return prev
 
 
-def static_grid(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncols: int = 3, size: int = 160,
-                seed: int = 0, **values: float) -> Figure:
+def static_grid(
+    photo: Tensor,
+    name: str = "RandomRotation",
+    *,
+    n: int = 5,
+    ncols: int = 3,
+    size: int = 160,
+    seed: int = 0,
+    **values: float,
+) -> Figure:
     """A seeded matplotlib figure of the preview grid (default slider values unless given)."""
     import matplotlib.pyplot as plt
 
@@ -271,7 +321,8 @@ class PCAExplorer:
         self.code.value = (
             f"<code>convlab.augment.functional.pca_color(photo, torch.tensor([[{a[0]:g}, {a[1]:g}, {a[2]:g}]]), "
             f"pca.eigenvalues_, pca.eigenvectors_)</code><br>offset added to every pixel = eigenvectors_ @ (alpha * "
-            f"eigenvalues_) = ({rgb}) levels of 255 in R, G, B")
+            f"eigenvalues_) = ({rgb}) levels of 255 in R, G, B"
+        )
 
 
 def _axes_figure(pca: PCAColor, max_alpha: float = 3.0):
@@ -287,8 +338,7 @@ def _axes_figure(pca: PCAColor, max_alpha: float = 3.0):
     steps = torch.linspace(-max_alpha, max_alpha, 13)
     ramps = 0.5 + steps[None, :, None] * vals[:, None, None] * vecs.T[:, None, :]
     a2.imshow(ramps.clamp(0, 1).numpy(), aspect="auto", extent=(-max_alpha, max_alpha, 2.5, -0.5))
-    a2.set_yticks([0, 1, 2], [f"PC{i + 1} ({', '.join(f'{v:+.2f}' for v in vecs[:, i].tolist())})"
-                              for i in range(3)])
+    a2.set_yticks([0, 1, 2], [f"PC{i + 1} ({', '.join(f'{v:+.2f}' for v in vecs[:, i].tolist())})" for i in range(3)])
     a2.set_xlabel("alpha (the sliders' unit): grey + alpha * lambda * axis")
     a2.set_title("mid grey moved along each axis")
     fig.suptitle("AlexNet's PCA colour: the principal axes of the training pixels' RGB values")
@@ -296,8 +346,14 @@ def _axes_figure(pca: PCAColor, max_alpha: float = 3.0):
     return fig
 
 
-def pca_explorer(photo: Tensor, pca: PCAColor | None = None, train_images: Tensor | None = None, *,
-                 size: int = 256, max_alpha: float = 3.0) -> PCAExplorer:
+def pca_explorer(
+    photo: Tensor,
+    pca: PCAColor | None = None,
+    train_images: Tensor | None = None,
+    *,
+    size: int = 256,
+    max_alpha: float = 3.0,
+) -> PCAExplorer:
     """Explore AlexNet PCA colour: fit on ``train_images`` (or use ``pca``, default ImageNet's), then
     move the three alphas and see the offset applied to ``photo``."""
     import ipywidgets as W
@@ -307,16 +363,27 @@ def pca_explorer(photo: Tensor, pca: PCAColor | None = None, train_images: Tenso
         pca = PCAColor().fit(train_images) if train_images is not None else PCAColor.imagenet()
     pca.check_is_fitted()
     lam = pca.eigenvalues_.tolist()
-    sliders = {f"alpha{i + 1}": W.FloatSlider(value=0.0, min=-max_alpha, max=max_alpha, step=PCA_STEP,
-                                              description=f"alpha{i + 1} (PC{i + 1}, lambda={lam[i]:.3g})",
-                                              readout_format=".2f", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
-               for i in range(3)}
+    sliders = {
+        f"alpha{i + 1}": W.FloatSlider(
+            value=0.0,
+            min=-max_alpha,
+            max=max_alpha,
+            step=PCA_STEP,
+            description=f"alpha{i + 1} (PC{i + 1}, lambda={lam[i]:.3g})",
+            readout_format=".2f",
+            layout=SLIDER_LAYOUT,
+            style=SLIDER_STYLE,
+        )
+        for i in range(3)
+    }
     image = W.Image(format="png")
     code = W.HTML()
     fig = _axes_figure(pca, max_alpha)
-    title = W.HTML("<b>AlexNet's PCA colour</b>: every pixel gets the same RGB offset, alpha1*lambda1*PC1 + "
-                   "alpha2*lambda2*PC2 + alpha3*lambda3*PC3. Left: the <b>original</b>; right: shifted. (Training "
-                   "draws each alpha from N(0, sigma), sigma = 0.1 in AlexNet.)")
+    title = W.HTML(
+        "<b>AlexNet's PCA colour</b>: every pixel gets the same RGB offset, alpha1*lambda1*PC1 + "
+        "alpha2*lambda2*PC2 + alpha3*lambda3*PC3. Left: the <b>original</b>; right: shifted. (Training "
+        "draws each alpha from N(0, sigma), sigma = 0.1 in AlexNet.)"
+    )
     box = W.VBox([title, *sliders.values(), image, code])
     box.add_class("convlab-preview")
     ex = PCAExplorer(pca, photo, box, image, sliders, code, fig, size=size)

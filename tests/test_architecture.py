@@ -35,7 +35,8 @@ MODULES = _modules()
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -166,22 +167,23 @@ def test_the_parser_sees_the_package():
 
 def test_no_import_cycle():
     cycles = _cycles()
-    detail = [
-        [f"{a} -> {b} (line {GRAPH[a].edges[b]})" for a in c for b in c if b in GRAPH[a].edges] for c in cycles
-    ]
+    detail = [[f"{a} -> {b} (line {GRAPH[a].edges[b]})" for a in c for b in c if b in GRAPH[a].edges] for c in cycles]
     assert not cycles, f"import cycles among convlab modules: {detail}"
 
 
 def test_no_private_name_crosses_a_module_line():
     uses = [use for imports in GRAPH.values() for use in imports.private]
-    assert not uses, "private names used outside their module (make them public, or move them to convlab._checks): " \
+    assert not uses, (
+        "private names used outside their module (make them public, or move them to convlab._checks): "
         + "; ".join(uses)
+    )
 
 
 def test_the_checker_finds_what_it_should(tmp_path):
     """The checker itself: a cycle, a function-local import, a private import and a private attribute are caught."""
-    code = ("def f():\n    from convlab.engine import _hidden\n    from convlab import transfer\n"
-            "    return transfer._x\n")
+    code = (
+        "def f():\n    from convlab.engine import _hidden\n    from convlab import transfer\n    return transfer._x\n"
+    )
     path = tmp_path / "probe.py"
     path.write_text(code)
     probe = Imports("convlab.probe", path)

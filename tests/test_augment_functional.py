@@ -74,7 +74,7 @@ def test_batched_equals_one_by_one_and_leading_dims(photos):
     ang, sh = torch.tensor([12.0, -7.0]), torch.tensor([[5.0, 1.0], [-9.0, 0.0]])
     batched = K.affine(x, angle=ang, shear=sh)
     for i in range(2):
-        one = K.affine(x[i:i + 1], angle=ang[i:i + 1], shear=sh[i:i + 1])[0]
+        one = K.affine(x[i : i + 1], angle=ang[i : i + 1], shear=sh[i : i + 1])[0]
         torch.testing.assert_close(batched[i], one)
     nested = K.color_shift(x.reshape(1, 2, 3, 120, 160), torch.tensor([[0.1, 0, 0], [0, 0, -0.1]]))
     assert nested.shape == (1, 2, 3, 120, 160)
@@ -116,18 +116,21 @@ def test_elastic_field_is_smooth_and_scaled():
     assert (field[0, 0, :, 1:] - field[0, 0, :, :-1]).abs().max() < 0.5  # no jumps between neighbours
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: K.hflip([1, 2, 3]), "image: expected a torch.Tensor"),
-    (lambda: K.hflip(torch.zeros(4, 4)), r"\(\.\.\., C, H, W\)"),
-    (lambda: K.rotate(torch.zeros(1, 3, 4, 4, dtype=torch.int32), 1.0), "uint8 or floating point"),
-    (lambda: K.rotate(torch.zeros(2, 3, 4, 4), torch.zeros(3)), r"angle: expected .* shape \(2,\)"),
-    (lambda: K.crop(torch.zeros(1, 3, 8, 8), 4, 4, 6, 6), "inside the 8x8 image"),
-    (lambda: K.resized_crop(torch.zeros(2, 3, 8, 8), torch.zeros(1, 4), 4), r"boxes: expected shape \(2, 4\)"),
-    (lambda: K.color_shift(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3)), "3 channels"),
-    (lambda: K.affine(torch.zeros(1, 3, 4, 4), scale=0.0), "scale: expected values > 0, got"),
-    (lambda: K.rotate(torch.zeros(1, 3, 4, 4), 1.0, interpolation="bicubic"), "interpolation: expected"),
-    (lambda: K.warp(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 3, 3)), r"displacement: expected shape"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: K.hflip([1, 2, 3]), "image: expected a torch.Tensor"),
+        (lambda: K.hflip(torch.zeros(4, 4)), r"\(\.\.\., C, H, W\)"),
+        (lambda: K.rotate(torch.zeros(1, 3, 4, 4, dtype=torch.int32), 1.0), "uint8 or floating point"),
+        (lambda: K.rotate(torch.zeros(2, 3, 4, 4), torch.zeros(3)), r"angle: expected .* shape \(2,\)"),
+        (lambda: K.crop(torch.zeros(1, 3, 8, 8), 4, 4, 6, 6), "inside the 8x8 image"),
+        (lambda: K.resized_crop(torch.zeros(2, 3, 8, 8), torch.zeros(1, 4), 4), r"boxes: expected shape \(2, 4\)"),
+        (lambda: K.color_shift(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3)), "3 channels"),
+        (lambda: K.affine(torch.zeros(1, 3, 4, 4), scale=0.0), "scale: expected values > 0, got"),
+        (lambda: K.rotate(torch.zeros(1, 3, 4, 4), 1.0, interpolation="bicubic"), "interpolation: expected"),
+        (lambda: K.warp(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 3, 3)), r"displacement: expected shape"),
+    ],
+)
 def test_errors_name_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()

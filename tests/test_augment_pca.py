@@ -13,8 +13,10 @@ pytestmark = pytest.mark.numeric
 
 @pytest.fixture(scope="module")
 def photos():
-    return [torch.from_numpy(f()).permute(2, 0, 1).contiguous()
-            for f in (skimage.data.chelsea, skimage.data.coffee, skimage.data.astronaut)]
+    return [
+        torch.from_numpy(f()).permute(2, 0, 1).contiguous()
+        for f in (skimage.data.chelsea, skimage.data.coffee, skimage.data.astronaut)
+    ]
 
 
 def test_fit_matches_numpy_eigh(photos):

@@ -32,7 +32,7 @@ def batch():
     """(8, 3, 64, 64) uint8: crops of a real photo."""
     cat = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)
     cat = TF.resize(cat, [96, 144], antialias=True)
-    return torch.stack([cat[:, 4 * i:4 * i + 64, 8 * i:8 * i + 64] for i in range(8)])
+    return torch.stack([cat[:, 4 * i : 4 * i + 64, 8 * i : 8 * i + 64] for i in range(8)])
 
 
 FACTORIES = {
@@ -87,7 +87,7 @@ def test_batched_equals_one_by_one(batch):
     out = t(batch)
     angles = t.last_params["angle"]
     for i in range(len(batch)):
-        assert torch.equal(out[i], K.rotate(batch[i], angles[i:i + 1]))
+        assert torch.equal(out[i], K.rotate(batch[i], angles[i : i + 1]))
 
 
 def test_matches_kernels_with_drawn_params(batch):
@@ -125,17 +125,20 @@ def test_repr_is_readable_and_reproducing():
     assert t.ratio == (3 / 4, 4 / 3)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: RandomRotation(15, p=1.5), r"p: expected a probability in \[0, 1\], got 1.5"),
-    (lambda: RandomRotation(200), r"degrees: expected a range in \[-180.0, 180.0\]"),
-    (lambda: RandomRotation("x"), "degrees: expected a number or a"),
-    (lambda: RandomCrop(0), "size: expected a positive int"),
-    (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "scale: expected a range in"),
-    (lambda: RandomElasticWarp(strength=-1), "strength: expected"),
-    (lambda: RandomColorShift(2.0), r"magnitude: expected a value in \[0, 1\]"),
-    (lambda: RandomHorizontalFlip(generator=0), "generator: expected a torch.Generator"),
-    (lambda: RandomShear(90), "shear_x: expected a range in"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: RandomRotation(15, p=1.5), r"p: expected a probability in \[0, 1\], got 1.5"),
+        (lambda: RandomRotation(200), r"degrees: expected a range in \[-180.0, 180.0\]"),
+        (lambda: RandomRotation("x"), "degrees: expected a number or a"),
+        (lambda: RandomCrop(0), "size: expected a positive int"),
+        (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "scale: expected a range in"),
+        (lambda: RandomElasticWarp(strength=-1), "strength: expected"),
+        (lambda: RandomColorShift(2.0), r"magnitude: expected a value in \[0, 1\]"),
+        (lambda: RandomHorizontalFlip(generator=0), "generator: expected a torch.Generator"),
+        (lambda: RandomShear(90), "shear_x: expected a range in"),
+    ],
+)
 def test_constructor_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
@@ -158,8 +161,11 @@ def test_channels_last_and_numpy_input_are_refused_naming_the_layout(batch, name
     t = FACTORIES[name](gen())
     with pytest.raises(ValueError, match=r"channels-first \(\.\.\., C, H, W\), got shape \(8, 64, 64, 3\)"):
         t(batch.permute(0, 2, 3, 1))  # read as C = 64 channels of width 3, it used to give garbage
-    with pytest.raises(TypeError, match=r"expected a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
-                                        r"convert an \(H, W, C\) array"):
+    with pytest.raises(
+        TypeError,
+        match=r"expected a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
+        r"convert an \(H, W, C\) array",
+    ):
         t(batch[0].permute(1, 2, 0).numpy())  # used to raise a bare StopIteration
 
 
@@ -171,30 +177,41 @@ def test_an_empty_batch_gives_an_empty_output(batch, name):
     assert empty.shape == (0,) + tuple(full.shape[1:]) and empty.dtype == full.dtype
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: PCAColor.imagenet(float("nan")), "sigma: expected a finite standard deviation >= 0, got nan"),
-    (lambda: PCAColor(float("inf")), "sigma: expected a finite standard deviation >= 0, got inf"),
-    (lambda: RandomRotation(float("nan")), "degrees: expected a number >= 0 when given as a single number, got nan"),
-    (lambda: RandomShear((float("nan"), 3.0)), "shear_x: expected a range in"),
-    (lambda: RandomElasticWarp(strength=float("nan")), "strength: expected"),
-    (lambda: RandomElasticWarp(smoothness=float("inf")), "smoothness: expected"),
-    (lambda: RandomRotation(10, fill=float("nan")), "fill: expected a finite number"),
-    (lambda: RandomColorShift(float("nan")), r"magnitude: expected a value in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: PCAColor.imagenet(float("nan")), "sigma: expected a finite standard deviation >= 0, got nan"),
+        (lambda: PCAColor(float("inf")), "sigma: expected a finite standard deviation >= 0, got inf"),
+        (
+            lambda: RandomRotation(float("nan")),
+            "degrees: expected a number >= 0 when given as a single number, got nan",
+        ),
+        (lambda: RandomShear((float("nan"), 3.0)), "shear_x: expected a range in"),
+        (lambda: RandomElasticWarp(strength=float("nan")), "strength: expected"),
+        (lambda: RandomElasticWarp(smoothness=float("inf")), "smoothness: expected"),
+        (lambda: RandomRotation(10, fill=float("nan")), "fill: expected a finite number"),
+        (lambda: RandomColorShift(float("nan")), r"magnitude: expected a value in \[0, 1\]"),
+    ],
+)
 def test_non_finite_settings_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda x: K.rotate(x, float("nan")), "angle: expected finite values, got nan"),
-    (lambda x: K.affine(x, scale=torch.tensor([1.0, float("inf")])), "scale: expected finite values, got inf"),
-    (lambda x: K.shear(x, 0.0, float("-inf")), "shear_y: expected finite values, got -inf"),
-    (lambda x: K.color_shift(x, (0.0, float("nan"), 0.0)), "shift: expected finite values, got nan"),
-    (lambda x: K.pca_color(x, torch.full((2, 3), float("nan")), torch.ones(3), torch.eye(3)),
-     "alpha: expected finite values, got nan"),
-    (lambda x: K.warp(x, torch.full((2, 2, 8, 8), float("nan"))), "displacement: expected finite values, got nan"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x: K.rotate(x, float("nan")), "angle: expected finite values, got nan"),
+        (lambda x: K.affine(x, scale=torch.tensor([1.0, float("inf")])), "scale: expected finite values, got inf"),
+        (lambda x: K.shear(x, 0.0, float("-inf")), "shear_y: expected finite values, got -inf"),
+        (lambda x: K.color_shift(x, (0.0, float("nan"), 0.0)), "shift: expected finite values, got nan"),
+        (
+            lambda x: K.pca_color(x, torch.full((2, 3), float("nan")), torch.ones(3), torch.eye(3)),
+            "alpha: expected finite values, got nan",
+        ),
+        (lambda x: K.warp(x, torch.full((2, 2, 8, 8), float("nan"))), "displacement: expected finite values, got nan"),
+    ],
+)
 def test_kernels_refuse_non_finite_parameters(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.rand(2, 3, 8, 8))  # NaN parameters used to give an all-NaN image without a word

@@ -6,8 +6,18 @@ import pytest
 import torch
 
 from convlab import augstudy
-from convlab.augstudy import (COLOUR, GEOMETRY, TRANSFORMS, Run, StudyConfig, TransformStudy, make_augment, resplit,
-                              train_once, transform_study)
+from convlab.augstudy import (
+    COLOUR,
+    GEOMETRY,
+    TRANSFORMS,
+    Run,
+    StudyConfig,
+    TransformStudy,
+    make_augment,
+    resplit,
+    train_once,
+    transform_study,
+)
 from convlab.data import ImageSet, Splits, stratified_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,12 +63,12 @@ def test_augment_is_per_sample_seeded_and_returns_the_input_size(name):
     b = make_augment(name, torch.Generator().manual_seed(0), frames, (10, 16))
     out = a(frames)
     assert out.shape == (6, 3, 10, 16) and out.dtype == torch.uint8
-    assert torch.equal(out, b(frames))                       # the same seed, the same draws
+    assert torch.equal(out, b(frames))  # the same seed, the same draws
     if name == "none":
-        assert torch.equal(out, frames[..., 1:11, 2:18])     # the centre view
+        assert torch.equal(out, frames[..., 1:11, 2:18])  # the centre view
         assert torch.equal(a(frames), out)
     else:
-        second = a(frames)                                   # a fresh draw on the next call (next epoch)
+        second = a(frames)  # a fresh draw on the next call (next epoch)
         assert not torch.equal(second, out) or name == "mirror"
         if name != "mirror":
             assert len({out[i].numpy().tobytes() for i in range(3, 6)}) > 1, "identical images, different draws"
@@ -112,8 +122,11 @@ def test_verdict_says_when_the_effect_is_noise():
 
 
 def test_stored_study_round_trips_and_says_it_is_stored(tmp_path):
-    runs = [Run(n, s, 0.5 + 0.01 * s + (0.05 if n == "crop" else 0.0)) for s in (0, 1, 2)
-            for n in ("none", "crop", "mirror")]
+    runs = [
+        Run(n, s, 0.5 + 0.01 * s + (0.05 if n == "crop" else 0.0))
+        for s in (0, 1, 2)
+        for n in ("none", "crop", "mirror")
+    ]
     study = TransformStudy(runs, StudyConfig(), "full", 10, 20, 3.0, {"none": 1.0, "crop": 1.0, "mirror": 1.0})
     path = study.to_json(tmp_path / "study.json", date="2026-01-01", device="cpu", command="transform_study(...)")
     back = TransformStudy.from_json(path)

@@ -30,6 +30,7 @@ CLASSES = ("fruits", "marine_fish", "other_vegetables")
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A 60-byte PNG that claims ``width x height`` pixels: what a decompression bomb looks like to Pillow."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -53,9 +54,25 @@ def trained(photos, tmp_path_factory) -> Path:
 
 
 def _train(data: Path, out: Path, *extra: str, cache: bool = True) -> list[str]:
-    return ["train", "--out", str(out), "--data", str(data), "--regime", "freeze_first", "--freeze-k", "6",
-            "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--no-progress", *extra] + \
-        (["--cache-dir", str(out.parent / "features")] if cache else [])
+    return [
+        "train",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--regime",
+        "freeze_first",
+        "--freeze-k",
+        "6",
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ] + (["--cache-dir", str(out.parent / "features")] if cache else [])
 
 
 def _copy(photos: Path, tmp: Path) -> Path:
@@ -260,13 +277,20 @@ def _listing(folder: Path | None) -> list | None:
 def test_a_bad_argument_is_refused_before_torch_is_imported(tmp_path):
     """The refusal comes from the argument checks, not after the heavy imports: ``-X importtime`` lists every
     module the process imported, and torch is not among them."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "convlab", "train", "--out", "/dev/null/x",
-                           "--data", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "convlab", "train", "--out", "/dev/null/x", "--data", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     imported = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr
-    assert said == ["python -m convlab train: error: --out /dev/null/x: /dev/null is a file, so no folder can be "
-                    "made under it; choose a folder you can write to"], said
+    assert said == [
+        "python -m convlab train: error: --out /dev/null/x: /dev/null is a file, so no folder can be "
+        "made under it; choose a folder you can write to"
+    ], said
     assert "convlab.cli" in imported, "importtime must have listed the modules (else the check is empty)"
     assert not [m for m in imported if m == "torch" or m.startswith("torch.")], "torch was imported"
 
@@ -310,11 +334,15 @@ def _check_exif(x: torch.Tensor) -> None:
     assert x[:, :20].float().mean() < 60 and x[:, 20:].float().mean() > 180  # the dark half is now on top
 
 
-@pytest.mark.parametrize("make, check", [
-    (_ramp16, _check_ramp),
-    (_exif_rotated, _check_exif),
-    (_rgba, lambda x: x.shape == (3, 6, 5) and bool((x == 200).all())),
-], ids=["16-bit grey PNG", "EXIF orientation 6", "RGBA PNG"])
+@pytest.mark.parametrize(
+    "make, check",
+    [
+        (_ramp16, _check_ramp),
+        (_exif_rotated, _check_exif),
+        (_rgba, lambda x: x.shape == (3, 6, 5) and bool((x == 200).all())),
+    ],
+    ids=["16-bit grey PNG", "EXIF orientation 6", "RGBA PNG"],
+)
 def test_odd_files_decode_as_a_viewer_shows_them(make, check, tmp_path):
     x = decode_image_file(make(tmp_path / f"{make.__name__}.{'jpg' if 'exif' in make.__name__ else 'png'}"))
     assert check(x) is not False
@@ -323,8 +351,9 @@ def test_odd_files_decode_as_a_viewer_shows_them(make, check, tmp_path):
 def test_bomb_and_resource_files_are_skipped_with_a_note(tmp_path, photos):
     data = _copy(photos, tmp_path)
     _png_header_only(data / "fruits" / "bomb.png", 20000, 20000)
-    shutil.copy(data / "fruits" / sorted(p.name for p in (data / "fruits").iterdir())[0],
-                data / "fruits" / "._photo.jpg")
+    shutil.copy(
+        data / "fruits" / sorted(p.name for p in (data / "fruits").iterdir())[0], data / "fruits" / "._photo.jpg"
+    )
     with pytest.warns(UserWarning) as caught:
         splits = load_image_folder(data, on_error="skip")
     said = " ".join(str(w.message) for w in caught)

@@ -48,16 +48,20 @@ def _widget_notebooks() -> list[Path]:
 
 WIDGET_NOTEBOOKS = _widget_notebooks()
 #: (notebook, preview index) -> the committed figure made from its screenshot
-FIGURES = {("05_augmentation_geometry", 3): "preview_rotation.jpg",
-           ("06_augmentation_color_pca", 1): "preview_pca_explorer.jpg"}
+FIGURES = {
+    ("05_augmentation_geometry", 3): "preview_rotation.jpg",
+    ("06_augmentation_color_pca", 1): "preview_pca_explorer.jpg",
+}
 #: the notebook shown as slides in README (its slide metadata comes from ``convlab.slides``) and its figure
 SLIDES_NOTEBOOK = "02_transfer_small_data.ipynb"
 SLIDES_FIGURE = "slides_title.jpg"
 _REQUIRED = os.environ.get("CONVLAB_REQUIRE_BROWSER") == "1"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not _REQUIRED and not Path(CHROMIUM).exists(),
-                       reason=f"needs Debian's chromium at {CHROMIUM} (.ci/install installs it)"),
+    pytest.mark.skipif(
+        not _REQUIRED and not Path(CHROMIUM).exists(),
+        reason=f"needs Debian's chromium at {CHROMIUM} (.ci/install installs it)",
+    ),
 ]
 
 
@@ -104,37 +108,52 @@ def lab(tmp_path_factory):
     # a copy of the whole course (the notebooks and their figures): JupyterLab may autosave what it runs
     shutil.copytree(ROOT / "notebooks", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     port = _free_port()
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_CONFIG_DIR=str(base / "config"),
-               JUPYTER_RUNTIME_DIR=str(base / "runtime"), JUPYTER_DATA_DIR=str(base / "data"))
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTER_DATA_DIR=str(base / "data"),
+    )
     env.pop("JUPYTER_PATH", None)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--ServerApp.root_dir={root}", "--IdentityProvider.token=", "--ServerApp.password=",
-           "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
-           # window.jupyterapp: the test asks the page itself whether the notebook's kernel is connected
-           "--LabApp.expose_app_in_browser=True"]
-    log = open(base / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.root_dir={root}",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--allow-root",
+        # window.jupyterapp: the test asks the page itself whether the notebook's kernel is connected
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    with open(base / "lab.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/api", timeout=2).read()
+                break
+            except OSError as err:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"JupyterLab exited early:\n{(base / 'lab.log').read_text()[-3000:]}") from err
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            raise RuntimeError(f"JupyterLab did not answer on {url}:\n{(base / 'lab.log').read_text()[-3000:]}")
+        yield Lab(url, base / "lab.log")
+        proc.terminate()
         try:
-            urllib.request.urlopen(f"{url}/api", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited early:\n{(base / 'lab.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"JupyterLab did not answer on {url}:\n{(base / 'lab.log').read_text()[-3000:]}")
-    yield Lab(url, base / "lab.log")
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +163,16 @@ def browser():
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ],
         )
         yield b
         b.close()
@@ -153,9 +180,11 @@ def browser():
 
 def _page_errors(page) -> list[str]:
     """The text of every error or stderr output on the page, to say why a preview did not appear."""
-    sel = (".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
-           ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error'], "
-           ".jp-OutputArea-output:has-text('Error displaying widget')")
+    sel = (
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+        ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error'], "
+        ".jp-OutputArea-output:has-text('Error displaying widget')"
+    )
     return [t[-1500:] for t in page.locator(sel).all_inner_texts()]
 
 
@@ -189,6 +218,7 @@ class _PageRecord:
             if not r.url.startswith((lab_url, "data:", "blob:", "about:")):
                 self.outside.append(r.url)
                 self._add(f"request outside the lab: {r.method} {r.url}")
+
         page.on("request", request)
 
     def mark(self, what: str) -> None:
@@ -224,10 +254,12 @@ def test_slider_updates_preview(path, lab, browser):
     def failed(message: str, exc: Exception) -> AssertionError:
         record.mark(f"failed: {message}")
         where = _keep_artifacts(page, record, lab, path.stem)
-        return AssertionError(f"{message} after {time.monotonic() - record.t0:.0f} s (load average "
-                              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs); cell "
-                              f"errors on the page: {_page_errors(page)!r}; screenshot, lab log and browser console "
-                              f"kept in {where}")
+        return AssertionError(
+            f"{message} after {time.monotonic() - record.t0:.0f} s (load average "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs); cell "
+            f"errors on the page: {_page_errors(page)!r}; screenshot, lab log and browser console "
+            f"kept in {where}"
+        )
 
     try:
         # A workspace of its own, reset: JupyterLab must not reopen the previous test's notebook beside this one.
@@ -246,7 +278,7 @@ def test_slider_updates_preview(path, lab, browser):
         # moment the kernel is free for the sliders (on a busy 2-core machine by minutes).
         cells = json.loads(path.read_text())["cells"]
         last_preview = max(i for i, c in enumerate(cells) if "widget" in _tags(c))
-        n_code_to_run = sum(c["cell_type"] == "code" for c in cells[:last_preview + 1])
+        n_code_to_run = sum(c["cell_type"] == "code" for c in cells[: last_preview + 1])
         run_all = last_preview + 1 == len(cells)
         page.click(f".jp-NotebookPanel .jp-Cell >> nth={0 if run_all else last_preview + 1}")
         page.keyboard.press("Escape")
@@ -271,7 +303,10 @@ def test_slider_updates_preview(path, lab, browser):
                     const prompts = [...document.querySelectorAll(
                         '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].slice(0, n);
                     return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-                }""", arg=n_code_to_run, timeout=300_000)
+                }""",
+                arg=n_code_to_run,
+                timeout=300_000,
+            )
         except Exception as exc:
             raise failed(f"not all of the first {n_code_to_run} code cells ran", exc) from exc
         record.mark(f"the first {n_code_to_run} code cells ran")
@@ -291,8 +326,11 @@ def test_slider_updates_preview(path, lab, browser):
             for _ in range(3):
                 handle.press("ArrowRight")
             try:
-                page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
-                                       arg=[image.element_handle(), before], timeout=30_000)
+                page.wait_for_function(
+                    "([el, old]) => el.getAttribute('src') !== old",
+                    arg=[image.element_handle(), before],
+                    timeout=30_000,
+                )
             except Exception as exc:
                 raise failed(f"preview {i} did not change after its slider moved", exc) from exc
             preview.screenshot(path=str(SHOTS / f"{path.stem}_{i}_after.png"))
@@ -314,8 +352,6 @@ def _shut_down_kernels(lab: str) -> None:
         urllib.request.urlopen(request, timeout=30).read()
 
 
-
-
 def test_notebook_presents_as_slides(lab, browser):
     """jupyterlab-rise opens a notebook as reveal.js slides: one slide per section, the title slide first."""
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -323,13 +359,15 @@ def test_notebook_presents_as_slides(lab, browser):
     record = _PageRecord(page, lab.url)
     cells = json.loads((ROOT / "notebooks" / SLIDES_NOTEBOOK).read_text())["cells"]
     expected = sum(c.get("metadata", {}).get("slideshow", {}).get("slide_type") == "slide" for c in cells)
-    assert expected >= 3, f"{SLIDES_NOTEBOOK}: expected slide metadata (python -m convlab.slides), found {expected} slides"
+    assert expected >= 3, (
+        f"{SLIDES_NOTEBOOK}: expected slide metadata (python -m convlab.slides), found {expected} slides"
+    )
     try:
         page.goto(f"{lab.url}/rise/{SLIDES_NOTEBOOK}", wait_until="domcontentloaded")
-        page.wait_for_function("(n) => document.querySelectorAll('.reveal .slides > section').length >= n",
-                               arg=expected, timeout=120_000)
-        page.wait_for_function("() => !!document.querySelector('.reveal .slides > section.present h1')",
-                               timeout=60_000)
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('.reveal .slides > section').length >= n", arg=expected, timeout=120_000
+        )
+        page.wait_for_function("() => !!document.querySelector('.reveal .slides > section.present h1')", timeout=60_000)
     except Exception as exc:
         where = _keep_artifacts(page, record, lab, "slides")
         raise AssertionError(f"{SLIDES_NOTEBOOK} did not open as {expected} slides; artifacts in {where}") from exc

@@ -42,8 +42,9 @@ def _extract(root: Path, images, labels, classes):
     model = load_backbone("mobilenet_v2", num_classes=3)
     data = ImageSet(images, labels, classes)
     # 64 px and 12 shards: an extraction long enough that the four really overlap (the frozen part runs once here)
-    return lambda: FeatureCache(root).get(model, data, 7, Preprocess(size=64, resize=72), shard_size=2,
-                                          batch_size=2, progress=False)
+    return lambda: FeatureCache(root).get(
+        model, data, 7, Preprocess(size=64, resize=72), shard_size=2, batch_size=2, progress=False
+    )
 
 
 def _extract_worker(root, images, labels, classes, barrier, results) -> None:
@@ -60,8 +61,16 @@ def _extract_worker(root, images, labels, classes, barrier, results) -> None:
 def _toy_asset(mirror: Path, i: int) -> Asset:
     payload = f"toy asset {i}\n".encode() * 1000
     f = AssetFile("toy.bin", hashlib.sha256(payload).hexdigest(), len(payload))
-    return Asset(name=f"toy{i}", kind="weights", files=(f,), licence="MIT", provenance="test", homepage="-",
-                 sources=(local_folder(str(mirror), "test mirror"),), install_hint="-")
+    return Asset(
+        name=f"toy{i}",
+        kind="weights",
+        files=(f,),
+        licence="MIT",
+        provenance="test",
+        homepage="-",
+        sources=(local_folder(str(mirror), "test mirror"),),
+        install_hint="-",
+    )
 
 
 def _fill_mirror(mirror: Path, n: int) -> None:
@@ -123,9 +132,13 @@ def test_four_processes_extracting_one_entry_at_once_all_get_the_lone_runs_featu
     assert not lone.report.hit and lone.report.computed_shards == 12
 
     out = _race(_extract_worker, (tmp_path / "shared", images, labels, classes), workers=4)
-    assert sorted(hit for hit, _, _ in out) == [False, True, True, True], "exactly one process extracts; 3 wait and read"
+    assert sorted(hit for hit, _, _ in out) == [False, True, True, True], (
+        "exactly one process extracts; 3 wait and read"
+    )
     for _, features, got_labels in out:
-        assert torch.equal(torch.from_numpy(features), lone.features) and torch.equal(torch.from_numpy(got_labels), lone.labels)
+        assert torch.equal(torch.from_numpy(features), lone.features) and torch.equal(
+            torch.from_numpy(got_labels), lone.labels
+        )
     shared = tmp_path / "shared" / lone.path.name
     assert not (shared / "partial").exists()
     for name in ("features.npy", "labels.npy"):

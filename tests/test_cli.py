@@ -33,16 +33,34 @@ def photo_folder(tmp_path_factory) -> Path:
 
 
 def _train_args(data: Path, out: Path, cache: Path, epochs: int = 2) -> list[str]:
-    return ["train", "--out", str(out), "--data", str(data), "--regime", "freeze_first", "--freeze-k", "6",
-            "--input-size", "64", "--epochs", str(epochs), "--batch-size", "8", "--cache-dir", str(cache),
-            "--no-progress"]
+    return [
+        "train",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--regime",
+        "freeze_first",
+        "--freeze-k",
+        "6",
+        "--input-size",
+        "64",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
 
 
 def _run(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m convlab ARGS`` in a fresh process (the same number of threads as this one, for equal numbers)."""
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "convlab", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "convlab", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 # ``python -m convlab ARGV...`` that SIGKILLs itself after N optimizer steps (no clean-up, no ``finally``), as an
@@ -64,8 +82,14 @@ sys.exit(main(sys.argv[2:]))
 
 def _run_killed_after(steps: int, args: list[str]) -> subprocess.CompletedProcess:
     """``_run(args)``, killed with SIGKILL right after optimizer step ``steps``."""
-    return subprocess.run([sys.executable, "-c", _KILL_AFTER_STEPS, str(steps), *args], cwd=REPO, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_STEPS, str(steps), *args],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _main(args: list[str]) -> tuple[int, str]:
@@ -153,8 +177,18 @@ def test_existing_run_needs_resume(runs, photo_folder, capsys):
 # --------------------------------------------------------------------------------------------- evaluate
 def test_evaluate_ten_crop_ensemble(runs, tmp_path):
     report = tmp_path / "eval.json"
-    code, printed = _main(["evaluate", "--checkpoint", str(runs["whole"] / "best.pt"), "--checkpoint",
-                           str(runs["killed"] / "best.pt"), "--ten-crop", "--json", str(report)])
+    code, printed = _main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(runs["whole"] / "best.pt"),
+            "--checkpoint",
+            str(runs["killed"] / "best.pt"),
+            "--ten-crop",
+            "--json",
+            str(report),
+        ]
+    )
     assert code == 0 and "ensemble of 2" in printed
     results = json.loads(report.read_text())["results"]
     assert [r["views"] for r in results] == ["10-crop"] * 3

@@ -26,8 +26,9 @@ def _env() -> dict:
 
 
 def test_open_help_answers_without_loading_torch():
-    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--help"], capture_output=True, text=True,
-                            env=_env(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "convlab", "open", "--help"], capture_output=True, text=True, env=_env(), timeout=120
+    )
     assert result.returncode == 0 and "--teacher" in result.stdout and "--no-browser" in result.stdout
     probe = "import sys, convlab.__main__, convlab.course_open; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
@@ -36,8 +37,13 @@ def test_open_help_answers_without_loading_torch():
 
 @pytest.mark.parametrize("port", ["70000", "abc"])
 def test_bad_port_is_refused_with_status_2(tmp_path, port):
-    result = subprocess.run([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path), "--port", port],
-                            capture_output=True, text=True, env=_env(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path), "--port", port],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.strip().endswith(f"expected an integer 1..65535, got '{port}'")
     assert "Traceback" not in result.stderr and not (tmp_path / "00_start_here.ipynb").exists()
 
@@ -75,14 +81,33 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_open_serves_the_lab_page_on_loopback(tmp_path):
     port, token = _free_port(), "convlab-test-token"
-    env = dict(_env(), JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    env = dict(
+        _env(),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+    )
     env.pop("JUPYTER_PATH", None)
     log = tmp_path / "open.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "convlab", "open", "--dir", str(tmp_path / "course"),
-                                 "--port", str(port), "--no-browser", "--", f"--IdentityProvider.token={token}"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "convlab",
+                "open",
+                "--dir",
+                str(tmp_path / "course"),
+                "--port",
+                str(port),
+                "--no-browser",
+                "--",
+                f"--IdentityProvider.token={token}",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline, page = time.monotonic() + 120, None
@@ -96,11 +121,16 @@ def test_open_serves_the_lab_page_on_loopback(tmp_path):
         assert "JupyterLab" in page
         contents = json.loads(urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=10).read())
         assert {p.name for p in NOTEBOOKS} <= {item["name"] for item in contents["content"]}
-        notification = json.loads(urllib.request.urlopen(
-            f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}", timeout=10).read())
+        notification = json.loads(
+            urllib.request.urlopen(
+                f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}", timeout=10
+            ).read()
+        )
         assert notification["settings"]["fetchNews"] == "false" and notification["settings"]["checkForUpdates"] is False
         # the lab (execv'd in place of `convlab open`, same pid) hands its kernels sleeping OpenMP waits
-        lab_env = dict(kv.split("=", 1) for kv in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in kv)
+        lab_env = dict(
+            kv.split("=", 1) for kv in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in kv
+        )
         assert lab_env.get("OMP_WAIT_POLICY") == "PASSIVE"
     finally:
         proc.terminate()

@@ -41,11 +41,12 @@ def test_fused_pipeline_on_cuda_matches_the_cpu_draw_for_draw(method):
 
 
 def test_ten_crop_on_cuda_matches_the_cpu():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 5)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5)
+    ).eval()
     photos = _photos(3, 64, 80)
     views = ViewSet.ten_crop(48)
-    kw = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    kw = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     expected = predict_views(model, photos, views, **kw)
     got = predict_views(model.to(CUDA), photos, views, **kw)
     torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=1e-4)
@@ -57,9 +58,23 @@ def test_one_epoch_of_fit_on_cuda_runs_and_learns():
     y = (x.float().mean((1, 2, 3)) > 127.5).long()
     data = ImageSet(x, y, ("dark", "bright"), [str(i) for i in range(64)])
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 2))
-    history = fit(model, data, data, epochs=3, lr=1e-2, batch_size=16, device="cuda", progress=False,
-                  transform=lambda b: b.float() / 255)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 2),
+    )
+    history = fit(
+        model,
+        data,
+        data,
+        epochs=3,
+        lr=1e-2,
+        batch_size=16,
+        device="cuda",
+        progress=False,
+        transform=lambda b: b.float() / 255,
+    )
     assert next(model.parameters()).device.type == "cuda"
     assert len(history) == 3 and history.train_loss[-1] < history.train_loss[0]

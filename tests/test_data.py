@@ -41,7 +41,10 @@ def test_no_near_duplicate_across_splits(food):
     import torch.nn.functional as F
 
     def thumbs(s):
-        return torch.stack([F.interpolate(im[None].float(), size=(32, 32), mode="area")[0] for im in s.images]).flatten(1) / 255
+        return (
+            torch.stack([F.interpolate(im[None].float(), size=(32, 32), mode="area")[0] for im in s.images]).flatten(1)
+            / 255
+        )
 
     tr, va, te = thumbs(food.train), thumbs(food.val), thumbs(food.test)
     for a, b in ((tr, va), (tr, te), (va, te)):
@@ -92,7 +95,10 @@ def test_fashion_mnist_sizes_and_determinism():
     assert s.train.images.shape[1:] == (1, 28, 28) and s.train.images.dtype == torch.uint8
     full = load_fashion_mnist()
     assert len(full.train) + len(full.val) == 60_000 and len(full.test) == 10_000
-    assert load_fashion_mnist(train_per_class=20, test_per_class=10, val_per_class=5).train.fingerprint() == s.train.fingerprint()
+    assert (
+        load_fashion_mnist(train_per_class=20, test_per_class=10, val_per_class=5).train.fingerprint()
+        == s.train.fingerprint()
+    )
     assert not set(s.train.ids) & set(s.val.ids)
 
 

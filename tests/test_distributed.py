@@ -24,11 +24,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_food_photos
 import torch
 
 from convlab import distributed as D
 from convlab.__main__ import main
+
+from conftest import copy_food_photos
 
 # float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
 pytestmark = pytest.mark.numeric
@@ -52,12 +53,13 @@ def test_rank_batches_together_are_the_global_batch():
     for n, world, per_rank in ((18, 2, 4), (20, 4, 2), (7, 2, 3)):
         data = list(range(n))
         single = D.epoch_order(torch.utils.data.DistributedSampler(data, 1, 0, seed=5), epoch=3)
-        shares = [D.epoch_order(torch.utils.data.DistributedSampler(data, world, r, seed=5), epoch=3)
-                  for r in range(world)]
+        shares = [
+            D.epoch_order(torch.utils.data.DistributedSampler(data, world, r, seed=5), epoch=3) for r in range(world)
+        ]
         padded = torch.cat([single, single[: world * len(shares[0]) - n]])  # the sampler's padding
         for start in range(0, len(shares[0]), per_rank):
-            together = torch.cat([s[start:start + per_rank] for s in shares]).sort().values
-            glob = padded[start * world:(start + per_rank) * world].sort().values
+            together = torch.cat([s[start : start + per_rank] for s in shares]).sort().values
+            glob = padded[start * world : (start + per_rank) * world].sort().values
             assert torch.equal(together, glob)
     sampler = torch.utils.data.DistributedSampler(list(range(18)), 1, 0, seed=5)
     assert not torch.equal(D.epoch_order(sampler, 3), D.epoch_order(sampler, 4)), "set_epoch must reshuffle"
@@ -96,9 +98,27 @@ REGIMES = {
 
 
 def _args(out: Path, data: Path, cache: Path, regime: list[str]) -> list[str]:
-    return ["train", "--out", str(out), "--data", str(data), *regime,
-            "--bn-stats", "frozen", "--dropout", "0", "--input-size", "64", "--epochs", "2", "--batch-size", "8",
-            "--cache-dir", str(cache), "--no-progress"]
+    return [
+        "train",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        *regime,
+        "--bn-stats",
+        "frozen",
+        "--dropout",
+        "0",
+        "--input-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
 
 
 @pytest.mark.parametrize("regime", sorted(REGIMES))
@@ -107,9 +127,23 @@ def test_two_gloo_processes_follow_one_process(photo_folder, tmp_path, regime):
     args = lambda name: _args(tmp_path / name, photo_folder, cache, REGIMES[regime])  # noqa: E731
     # One process: this one (saves an interpreter start). Two: torchrun's launcher starts two workers, gloo.
     assert main(args("one")) == 0
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                           "-m", "convlab", *args("two")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--standalone",
+            "-m",
+            "convlab",
+            *args("two"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     one = {"metrics": json.loads((tmp_path / "one" / "metrics.json").read_text())}
     two = {"metrics": json.loads((tmp_path / "two" / "metrics.json").read_text()), "stdout": done.stdout}

@@ -65,8 +65,17 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     train, val = _data(), _data(shift_labels=True)
     model = _model(dropout=0.0)
     ckpt = tmp_path / "best.pt"
-    h = fit(model, train, val, epochs=20, lr=3e-2, batch_size=8, progress=False, checkpoint=ckpt,
-            early_stopping=EarlyStopping(patience=2, monitor="val_loss"))
+    h = fit(
+        model,
+        train,
+        val,
+        epochs=20,
+        lr=3e-2,
+        batch_size=8,
+        progress=False,
+        checkpoint=ckpt,
+        early_stopping=EarlyStopping(patience=2, monitor="val_loss"),
+    )
     assert h.stopped_early and h.best_epoch == 0 and len(h) == 3 and h.restored_best
     saved = load_checkpoint(ckpt)
     assert saved["epoch"] == 0
@@ -76,13 +85,20 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
 
 
 def test_early_stopping_patience_on_a_flat_metric():
-    h = fit(_model(), _data(), epochs=10, lr=1e-12, progress=False,
-            early_stopping=EarlyStopping(patience=3, monitor="train_loss", min_delta=1e-3))
+    h = fit(
+        _model(),
+        _data(),
+        epochs=10,
+        lr=1e-12,
+        progress=False,
+        early_stopping=EarlyStopping(patience=3, monitor="train_loss", min_delta=1e-3),
+    )
     assert h.stopped_early and len(h) == 4 and h.best_epoch == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [({"patience": 0}, "patience"), ({"monitor": "acc"}, "monitor"),
-                                           ({"min_delta": -1}, "min_delta")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"patience": 0}, "patience"), ({"monitor": "acc"}, "monitor"), ({"min_delta": -1}, "min_delta")]
+)
 def test_early_stopping_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EarlyStopping(**kwargs)
@@ -157,8 +173,10 @@ def test_uint8_images_without_transform_get_a_hint():
         fit(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), images, epochs=1, progress=False)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"),
-                                           ({"optimizer": "adam2"}, "optimizer")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"optimizer": "adam2"}, "optimizer")],
+)
 def test_fit_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit(_model(), _data(), progress=False, **kwargs)

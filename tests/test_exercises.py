@@ -52,9 +52,12 @@ def test_strip_solutions_keeps_indentation_and_rejects_unbalanced_markers():
 
 
 def test_none_solutions_returns_none_in_functions_and_assigns_none_at_module_level():
-    src = f"def f(x):\n    \"\"\"Doc.\"\"\"\n    {BEGIN}\n    y = x + 1\n    return y\n    {END}\n"
+    src = f'def f(x):\n    """Doc."""\n    {BEGIN}\n    y = x + 1\n    return y\n    {END}\n'
     assert none_solutions(src) == 'def f(x):\n    """Doc."""\n    return None\n'
-    top = f"import math\n{BEGIN}\nroot, (a, b) = math.sqrt(2), (1, 2)\nfor i in range(2):\n    a += i\n{END}\nprint(root)\n"
+    top = (
+        f"import math\n{BEGIN}\nroot, (a, b) = math.sqrt(2), (1, 2)\nfor i in range(2):\n    a += i\n"
+        f"{END}\nprint(root)\n"
+    )
     namespace: dict = {}
     exec(none_solutions(top), namespace)
     assert {k: namespace[k] for k in ("root", "a", "b", "i")} == {"root": None, "a": None, "b": None, "i": None}
@@ -104,11 +107,22 @@ def test_every_solution_sits_inside_a_function_body(path):
 
 def test_notebook_problems_and_nbgrader_marks_on_a_small_notebook():
     def code(text, tags=()):
-        return {"cell_type": "code", "metadata": {"tags": list(tags)} if tags else {}, "source": text,
-                "outputs": [], "execution_count": None}
+        return {
+            "cell_type": "code",
+            "metadata": {"tags": list(tags)} if tags else {},
+            "source": text,
+            "outputs": [],
+            "execution_count": None,
+        }
 
-    nb = {"cells": [code(f"def f(x):\n    {BEGIN}\n    return x\n    {END}\n"), code("E.check(f)", ["check"]),
-                    code(f"{BEGIN}\ny = 1\n{END}\n"), code("print(y)")]}
+    nb = {
+        "cells": [
+            code(f"def f(x):\n    {BEGIN}\n    return x\n    {END}\n"),
+            code("E.check(f)", ["check"]),
+            code(f"{BEGIN}\ny = 1\n{END}\n"),
+            code("print(y)"),
+        ]
+    }
     problems = notebook_problems(nb)
     assert any("missing tag(s) ['raises-exception']" in p for p in problems)
     assert any("line 1 is not inside a function body" in p for p in problems)
@@ -117,10 +131,22 @@ def test_notebook_problems_and_nbgrader_marks_on_a_small_notebook():
     marked = mark_for_nbgrader(nb)
     assert mark_for_nbgrader(marked) == marked, "marking is idempotent"
     assert marked["cells"][0]["metadata"]["nbgrader"] == {
-        "grade": False, "grade_id": "f", "locked": False, "schema_version": 3, "solution": True, "task": False}
+        "grade": False,
+        "grade_id": "f",
+        "locked": False,
+        "schema_version": 3,
+        "solution": True,
+        "task": False,
+    }
     assert marked["cells"][1]["metadata"]["nbgrader"] == {
-        "grade": True, "grade_id": "check_f", "locked": True, "points": 1, "schema_version": 3, "solution": False,
-        "task": False}
+        "grade": True,
+        "grade_id": "check_f",
+        "locked": True,
+        "points": 1,
+        "schema_version": 3,
+        "solution": False,
+        "task": False,
+    }
     assert marked["cells"][2]["metadata"]["nbgrader"]["grade_id"] == "exercise_2"
     assert "nbgrader" not in marked["cells"][3]["metadata"]
     nb["cells"][3]["metadata"]["nbgrader"] = {"grade": True}  # stale marks on a cell that is no exercise go
@@ -171,9 +197,26 @@ def test_learner_copy_runs_to_the_end_with_every_stub_unfilled(path, learner_fol
     assert "raise NotImplementedError(" in copy.read_text()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(learner_folder),
-         "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(copy)],
-        cwd=learner_folder, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(learner_folder),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            str(copy),
+        ],
+        cwd=learner_folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout[-8000:] + result.stderr[-2000:])  # IPython's colours
     assert result.returncode == 0, f"the learner copy of {path.name} stopped:\n{output}"
@@ -208,7 +251,8 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             assert kernel.run(strip_solutions(_src(exercise)))["status"] == "ok"
             on_stub = kernel.run(_src(check_cell))
             assert on_stub["status"] == "error" and on_stub["ename"] in ("AssertionError", "NotImplementedError"), (
-                f"check must fail on the stub, got {on_stub.get('status')} {on_stub.get('ename')}: {on_stub.get('evalue')}"
+                f"check must fail on the stub, got {on_stub.get('status')} {on_stub.get('ename')}: "
+                f"{on_stub.get('evalue')}"
             )
             assert kernel.run(none_solutions(_src(exercise)))["status"] == "ok"
             on_none = kernel.run(_src(check_cell))

@@ -17,8 +17,14 @@ def reference_square(x):
 
 
 def _exercise(**kw) -> Exercise:
-    kw = {"name": "square", "test": _square_test, "reference": reference_square,
-          "hints": ["idea: multiply", "API: x * x or x ** 2"], "handle": "nbXX.SQUARE", **kw}
+    kw = {
+        "name": "square",
+        "test": _square_test,
+        "reference": reference_square,
+        "hints": ["idea: multiply", "API: x * x or x ** 2"],
+        "handle": "nbXX.SQUARE",
+        **kw,
+    }
     return Exercise(**kw)
 
 
@@ -53,12 +59,16 @@ def test_exercise_validates_its_arguments():
         _exercise(test="not callable")
 
 
-@pytest.mark.parametrize("answer, reason", [
-    (None, "is None"),
-    (_stub, "NotImplementedError"),
-    (lambda x: x + x, "expected 9"),
-    (lambda x: x.nope, "raised AttributeError"),
-], ids=["none", "stub", "wrong", "crash"])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        (None, "is None"),
+        (_stub, "NotImplementedError"),
+        (lambda x: x + x, "expected 9"),
+        (lambda x: x.nope, "raised AttributeError"),
+    ],
+    ids=["none", "stub", "wrong", "crash"],
+)
 def test_check_fails_with_the_reason_and_a_hint(answer, reason):
     ex = _exercise()
     with pytest.raises(AssertionError) as info:
@@ -110,7 +120,7 @@ def test_solution_only_when_asked(capsys):
 
 def test_check_pass_remembers_the_answer_and_use_returns_it_silently(capsys):
     ex = _exercise()
-    mine = lambda x: x ** 2  # noqa: E731
+    mine = lambda x: x**2  # noqa: E731
     ex.check(mine)
     capsys.readouterr()
     assert ex.passed_ is mine and ex.use(mine) is mine
@@ -130,12 +140,20 @@ def test_use_falls_back_to_the_reference_with_one_line(answer, capsys):
 
 # ------------------------------------------------------------------------------------------------ Question / Quiz
 def _quiz() -> Quiz:
-    return Quiz("Quiz", {
-        "q1": Question("Which?", "b", "b is right because.", options={"a": "A", "b": "B", "c": "C"},
-                       wrong={"a": "a is the trap."}),
-        "q2": Question("How many?", 10, "ten because.", tolerance=0.5, wrong={"low": "count the biases."}),
-        "q3": Question("Which again?", "a", "a because.", options={"a": "A", "b": "B"}),
-    })
+    return Quiz(
+        "Quiz",
+        {
+            "q1": Question(
+                "Which?",
+                "b",
+                "b is right because.",
+                options={"a": "A", "b": "B", "c": "C"},
+                wrong={"a": "a is the trap."},
+            ),
+            "q2": Question("How many?", 10, "ten because.", tolerance=0.5, wrong={"low": "count the biases."}),
+            "q3": Question("Which again?", "a", "a because.", options={"a": "A", "b": "B"}),
+        },
+    )
 
 
 def test_question_validates_its_answer():
@@ -145,29 +163,35 @@ def test_question_validates_its_answer():
         Question("?", "ten", "why")
 
 
-@pytest.mark.parametrize("given, ok, text", [
-    ("b", True, "b is right because."),
-    (" B) ", True, "b is right because."),
-    ("a", False, "a is the trap. Think again."),
-    ("c", False, "not this one. Think again."),
-    ("z", False, "answer with one of a, b, c"),
-    (None, False, "not answered yet."),
-])
+@pytest.mark.parametrize(
+    "given, ok, text",
+    [
+        ("b", True, "b is right because."),
+        (" B) ", True, "b is right because."),
+        ("a", False, "a is the trap. Think again."),
+        ("c", False, "not this one. Think again."),
+        ("z", False, "answer with one of a, b, c"),
+        (None, False, "not answered yet."),
+    ],
+)
 def test_multiple_choice_verdicts_explain_right_and_wrong_choices(given, ok, text):
     verdict = _quiz().questions["q1"].verdict(given)
     assert verdict[0] is ok and verdict[1].startswith(text)
 
 
-@pytest.mark.parametrize("given, ok, text", [
-    (10, True, "ten because."),
-    ("10.4", True, "ten because."),
-    (9, False, "count the biases. Think again."),
-    (11, False, "too high. Think again."),
-    ("ten", False, "answer with a number (got 'ten')."),
-    ([10], False, "answer with a number"),
-    (float("nan"), False, "answer with a finite number"),
-    (None, False, "not answered yet."),
-])
+@pytest.mark.parametrize(
+    "given, ok, text",
+    [
+        (10, True, "ten because."),
+        ("10.4", True, "ten because."),
+        (9, False, "count the biases. Think again."),
+        (11, False, "too high. Think again."),
+        ("ten", False, "answer with a number (got 'ten')."),
+        ([10], False, "answer with a number"),
+        (float("nan"), False, "answer with a finite number"),
+        (None, False, "not answered yet."),
+    ],
+)
 def test_numeric_verdicts(given, ok, text):
     verdict = _quiz().questions["q2"].verdict(given)
     assert verdict[0] is ok and verdict[1].startswith(text)
@@ -191,13 +215,17 @@ def test_quiz_check_fails_and_explains_the_wrong_choices(capsys):
     assert "1 of 3 right" in out and "a is the trap." in out and "not answered yet" in out and "q9" in out
 
 
-@pytest.mark.parametrize("answers, match", [
-    (_quiz_stub, "not answered yet"),
-    (lambda: 1 / 0, "raised ZeroDivisionError"),
-    (lambda: None, "return a dict"),
-    (None, "return a dict"),
-    (["b", 10, "a"], "return a dict"),
-], ids=["stub", "crash", "returns-none", "none", "list"])
+@pytest.mark.parametrize(
+    "answers, match",
+    [
+        (_quiz_stub, "not answered yet"),
+        (lambda: 1 / 0, "raised ZeroDivisionError"),
+        (lambda: None, "return a dict"),
+        (None, "return a dict"),
+        (["b", 10, "a"], "return a dict"),
+    ],
+    ids=["stub", "crash", "returns-none", "none", "list"],
+)
 def test_quiz_check_fails_with_a_sentence_on_unanswered_or_wrong_types(answers, match):
     with pytest.raises(AssertionError, match=match):
         _quiz().check(answers)

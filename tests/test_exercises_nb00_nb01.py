@@ -29,7 +29,9 @@ def test_file_sha256_reference_passes_and_digest_bytes_fail():
 
 def test_count_parameters_reference_passes_and_weights_only_fails():
     assert nb01.COUNT_PARAMETERS.run(nb01.count_parameters_reference) is None
-    assert "biases" in nb01.COUNT_PARAMETERS.run(lambda m: sum(p.numel() for n, p in m.named_parameters() if "weight" in n))
+    assert "biases" in nb01.COUNT_PARAMETERS.run(
+        lambda m: sum(p.numel() for n, p in m.named_parameters() if "weight" in n)
+    )
     assert "every parameter tensor" in nb01.COUNT_PARAMETERS.run(lambda m: next(m.parameters()).numel() + 3)
 
 
@@ -64,10 +66,14 @@ def test_new_head_reference_passes_and_rebuilding_fails():
     assert "keep the Dropout" in nb01.NEW_HEAD.run(drop_dropout)
 
 
-@pytest.mark.parametrize("quiz, answers", [
-    (nb00.QUIZ, {"q1": "c", "q2": "b", "q3": "a", "q4": 64}),
-    (nb01.QUIZ, {"q1": "b", "q2": 3843, "q3": "c", "q4": "a"}),
-], ids=["nb00", "nb01"])
+@pytest.mark.parametrize(
+    "quiz, answers",
+    [
+        (nb00.QUIZ, {"q1": "c", "q2": "b", "q3": "a", "q4": 64}),
+        (nb01.QUIZ, {"q1": "b", "q2": 3843, "q3": "c", "q4": "a"}),
+    ],
+    ids=["nb00", "nb01"],
+)
 def test_quizzes_have_explanations_for_every_wrong_option(quiz: Quiz, answers, capsys):
     assert len(quiz.questions) >= 3
     for key, q in quiz.questions.items():

@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from convlab.exercises import Quiz, nb02, nb03, nb04
-from convlab.sizeaxis import Budget, SizeAxis, SizeAxisRow
 from convlab.similarity import StageProbe, fit_linear_probe
+from convlab.sizeaxis import Budget, SizeAxis, SizeAxisRow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("exercise", [nb02.TRAIN_HEAD, nb03.FREEZE_FIRST_K, nb04.PARAM_GROUPS, nb04.CHOOSE_REGIME],
-                         ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "exercise", [nb02.TRAIN_HEAD, nb03.FREEZE_FIRST_K, nb04.PARAM_GROUPS, nb04.CHOOSE_REGIME], ids=lambda e: e.name
+)
 def test_reference_passes_and_stub_and_none_fail(exercise):
     assert exercise.run(exercise.reference) is None
 
@@ -51,7 +52,9 @@ def test_freeze_check_catches_requires_grad_without_batchnorm():
 
 
 def test_param_groups_check_catches_one_rate_for_all():
-    assert "head" in nb04.PARAM_GROUPS.run(lambda m, lr, s: [{"params": [p for p in m.parameters() if p.requires_grad], "lr": lr}])
+    assert "head" in nb04.PARAM_GROUPS.run(
+        lambda m, lr, s: [{"params": [p for p in m.parameters() if p.requires_grad], "lr": lr}]
+    )
 
 
 def test_every_scenario_explains_and_a_wrong_choice_names_it():
@@ -83,17 +86,34 @@ def test_budget_scales_steps_with_size_and_has_floors():
 
 
 def _axis(acc: dict) -> SizeAxis:
-    rows = [SizeAxisRow(size, regime, k, seed, a + 0.001 * seed, 1.0, 1, 1, 0.0)
-            for (size, regime, k), a in acc.items() for seed in range(3)]
+    rows = [
+        SizeAxisRow(size, regime, k, seed, a + 0.001 * seed, 1.0, 1, 1, 0.0)
+        for (size, regime, k), a in acc.items()
+        for seed in range(3)
+    ]
     return SizeAxis(rows, {"head only": 7, "fine-tune all": 0})
 
 
 def test_verdict_holds_fails_and_ties():
-    good = _axis({(10, "head only", 7): 0.7, (10, "fine-tune all", 0): 0.5, (1000, "head only", 7): 0.8, (1000, "fine-tune all", 0): 0.9})
+    good = _axis(
+        {
+            (10, "head only", 7): 0.7,
+            (10, "fine-tune all", 0): 0.5,
+            (1000, "head only", 7): 0.8,
+            (1000, "fine-tune all", 0): 0.9,
+        }
+    )
     v = good.verdict()
     assert v.best == {10: "head only", 1000: "fine-tune all"}
     assert [c[1].split(" ")[0] for c in v.claims] == ["held", "held", "held"]
-    bad = _axis({(10, "head only", 7): 0.5, (10, "fine-tune all", 0): 0.7, (1000, "head only", 7): 0.9, (1000, "fine-tune all", 0): 0.8})
+    bad = _axis(
+        {
+            (10, "head only", 7): 0.5,
+            (10, "fine-tune all", 0): 0.7,
+            (1000, "head only", 7): 0.9,
+            (1000, "fine-tune all", 0): 0.8,
+        }
+    )
     assert [c[1].split(" ")[0] for c in bad.verdict().claims] == ["failed", "failed", "failed"]
     summary = good.summary()
     assert len(summary) == 4 and summary[0]["seeds"] == 3 and math.isclose(summary[0]["sd"], 0.001, abs_tol=1e-4)
@@ -113,7 +133,9 @@ def test_linear_probe_separates_separable_features():
 
 
 def test_stage_probe_late_gain_is_paired_and_signed():
-    p = StageProbe("d", 10, 32, ("a", "b", "c"), {"a": (0.5, 0.6, 0.55), "b": (0.7, 0.72, 0.71), "c": (0.6, 0.61, 0.6)}, 100)
+    p = StageProbe(
+        "d", 10, 32, ("a", "b", "c"), {"a": (0.5, 0.6, 0.55), "b": (0.7, 0.72, 0.71), "c": (0.6, 0.61, 0.6)}, 100
+    )
     gain, se = p.late_gain
     assert p.best_stage == "b" and gain < 0 and se > 0
     assert "fourth case" in p.verdict()

@@ -24,19 +24,25 @@ def test_mirror_crop_reference_passes_and_equals_convlab_draw_for_draw():
 def _swapped_draws(images, size, p, generator):
     b, _, hh, ww = images.shape
     h, w = size
-    left = torch.randint(0, ww - w + 1, (b,), generator=generator)   # lefts before flips: another draw order
+    left = torch.randint(0, ww - w + 1, (b,), generator=generator)  # lefts before flips: another draw order
     flip = torch.rand(b, generator=generator) < p
     top = torch.randint(0, hh - h + 1, (b,), generator=generator)
     x = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    return torch.stack([x[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+    return torch.stack([x[i, :, t : t + h, lf : lf + w] for i, (t, lf) in enumerate(zip(top.tolist(), left.tolist()))])
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda images, size, p, g: images[..., :size[0], :size[1]], "different generator seeds"),
-    (lambda images, size, p, g: images.flip(-1)[..., :size[0], :size[1]].contiguous(), "different generator seeds"),
-    (lambda images, size, p, g: images.float()[..., :size[0], :size[1]], "dtype"),
-    (_swapped_draws, "draw order"),
-])
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (lambda images, size, p, g: images[..., : size[0], : size[1]], "different generator seeds"),
+        (
+            lambda images, size, p, g: images.flip(-1)[..., : size[0], : size[1]].contiguous(),
+            "different generator seeds",
+        ),
+        (lambda images, size, p, g: images.float()[..., : size[0], : size[1]], "dtype"),
+        (_swapped_draws, "draw order"),
+    ],
+)
 def test_mirror_crop_check_fails_on_wrong_answers(wrong, message):
     reason = nb05.MIRROR_CROP.run(wrong)
     assert reason is not None and message in reason
@@ -56,10 +62,19 @@ def test_rgb_pca_reference_matches_numpy_and_convlab():
 
 def test_rgb_pca_check_explains_common_mistakes():
     ref = nb06.rgb_pca_reference
-    unscaled = lambda ims: (ref(ims)[0] * 255 ** 2, ref(ims)[1])
-    ascending = lambda ims: (ref(ims)[0].flip(0), ref(ims)[1].flip(1))
-    rows = lambda ims: (ref(ims)[0], ref(ims)[1].T)
-    per_image = lambda ims: tuple(torch.stack([ref([im])[k] for im in ims]).mean(0) for k in (0, 1))
+
+    def unscaled(ims):
+        return ref(ims)[0] * 255**2, ref(ims)[1]
+
+    def ascending(ims):
+        return ref(ims)[0].flip(0), ref(ims)[1].flip(1)
+
+    def rows(ims):
+        return ref(ims)[0], ref(ims)[1].T
+
+    def per_image(ims):
+        return tuple(torch.stack([ref([im])[k] for im in ims]).mean(0) for k in (0, 1))
+
     assert "255^2" in nb06.FIT_PCA.run(unscaled)
     assert "largest first" in nb06.FIT_PCA.run(ascending)
     assert "COLUMN" in nb06.FIT_PCA.run(rows)
@@ -72,10 +87,13 @@ def test_offsets_reference_passes_and_transposed_basis_fails():
     assert reason is not None and "COLUMN" in reason
 
 
-@pytest.mark.parametrize("module, answers", [
-    (nb05, {"q1": "b", "q2": "c", "q3": 45, "q4": "a"}),
-    (nb06, {"q1": "b", "q2": -3.15, "q3": "c", "q4": "a"}),
-])
+@pytest.mark.parametrize(
+    "module, answers",
+    [
+        (nb05, {"q1": "b", "q2": "c", "q3": 45, "q4": "a"}),
+        (nb06, {"q1": "b", "q2": -3.15, "q3": "c", "q4": "a"}),
+    ],
+)
 def test_quiz_answers_pass_and_every_question_explains_itself(module, answers):
     quiz = module.QUIZ
     assert len(quiz.questions) >= 3

@@ -50,13 +50,17 @@ def test_idle_fraction_reference_and_wrong_answer():
 @pytest.mark.slow
 def test_seeded_loader_reference_passes_and_the_plain_loader_fails_on_real_photos():
     assert nb07.SEEDED_LOADER.run(nb07.reference_seeded_loader) is None
-    plain = nb07.SEEDED_LOADER.run(lambda d, seed, n=2, b=2: torch.utils.data.DataLoader(d, batch_size=b, num_workers=n))
+    plain = nb07.SEEDED_LOADER.run(
+        lambda d, seed, n=2, b=2: torch.utils.data.DataLoader(d, batch_size=b, num_workers=n)
+    )
     assert plain is not None and "same brightness offsets" in plain
 
 
 def test_channel_histogram_reference_and_a_wrong_binning():
     assert nb08.CHANNEL_HISTOGRAM.run(nb08.reference_channel_histogram) is None
-    wrong = nb08.CHANNEL_HISTOGRAM.run(lambda im, bins=4: nb08.reference_channel_histogram(im, bins).view(3, bins).t().flatten())
+    wrong = nb08.CHANNEL_HISTOGRAM.run(
+        lambda im, bins=4: nb08.reference_channel_histogram(im, bins).view(3, bins).t().flatten()
+    )
     assert wrong is not None
 
 
@@ -97,7 +101,10 @@ def test_dense_predict_is_the_whole_image_and_its_mirror():
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
-    images = [torch.randint(0, 256, (3, 12, 16), dtype=torch.uint8), torch.randint(0, 256, (3, 14, 10), dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 256, (3, 12, 16), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 14, 10), dtype=torch.uint8),
+    ]
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     got = dense_predict(model, images, mean=mean, std=std, average="none", channels_last=False)
     assert got.shape == (2, 2, 5)
@@ -115,7 +122,7 @@ def test_dense_predict_is_the_whole_image_and_its_mirror():
 def test_paired_difference_counts_fixes_and_breaks_and_says_within_noise():
     base = np.array([[1, 1, 0, 0, 1, 0, 1, 1, 0, 1]] * 3, dtype=bool)
     new = base.copy()
-    new[:, 2] = True                                   # one photo fixed in every seed
+    new[:, 2] = True  # one photo fixed in every seed
     d = verdicts.paired_difference(base, new, "a", "b")
     assert d.fixed == 1 and d.broken == 0 and math.isclose(d.gain, 0.1) and d.gain_sd < 1e-12
     assert d.verdict == "within noise" or d.ci[0] > 0  # one photo of ten: the interval may or may not clear 0
@@ -131,12 +138,14 @@ def test_crossover_interpolates_in_log_size_and_reports_none_when_never():
     rows = []
     for seed in (0, 1):
         for n, (a, b) in {10: (0.5, 0.6), 100: (0.7, 0.65), 1000: (0.9, 0.7)}.items():
-            rows += [{"method": "cnn", "n_per_class": n, "seed": seed, "accuracy": a, "fit_s": 1.0},
-                     {"method": "hog", "n_per_class": n, "seed": seed, "accuracy": b, "fit_s": 1.0}]
+            rows += [
+                {"method": "cnn", "n_per_class": n, "seed": seed, "accuracy": a, "fit_s": 1.0},
+                {"method": "hog", "n_per_class": n, "seed": seed, "accuracy": b, "fit_s": 1.0},
+            ]
     c = verdicts.crossover(rows, "cnn", "hog")
     assert 10 < c.at_mean < 100 and math.isclose(c.at_mean, 10 ** (1 + 0.1 / 0.15), rel_tol=1e-6)
     assert "stays ahead from about 46 images" in str(c)
-    never = verdicts.crossover(rows, "hog", "cnn")           # ahead at 10, behind from 100 on
+    never = verdicts.crossover(rows, "hog", "cnn")  # ahead at 10, behind from 100 on
     assert math.isnan(never.at_mean) and "No crossover" in str(never)
     table = verdicts.learning_table(rows)
     assert table.rows[0]["n=10"] == "0.500 ± 0.000"

@@ -229,12 +229,15 @@ def test_a_damaged_shard_is_recomputed_on_resume(model, data, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- randomness
-@pytest.mark.parametrize("transform", [
-    v2.RandomHorizontalFlip(),
-    v2.Compose([v2.RandomResizedCrop(32), v2.ToDtype(torch.uint8)]),
-    v2.ColorJitter(0.5),
-    v2.RandomApply([v2.Grayscale(3)]),
-])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        v2.RandomHorizontalFlip(),
+        v2.Compose([v2.RandomResizedCrop(32), v2.ToDtype(torch.uint8)]),
+        v2.ColorJitter(0.5),
+        v2.RandomApply([v2.Grayscale(3)]),
+    ],
+)
 def test_random_dataset_transforms_are_refused(model, data, tmp_path, transform):
     with pytest.raises(RandomTransformError, match="fixed view"):
         FeatureCache(tmp_path).get(model, data.with_transform(transform), 7, PREP, progress=False)

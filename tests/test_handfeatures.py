@@ -20,7 +20,6 @@ from convlab.handfeatures import (
     learning_curve,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -83,7 +82,7 @@ def test_hog_is_robust_to_brightness_but_not_to_its_gradients():
     import skimage.data
 
     gray = torch.from_numpy(skimage.data.camera())[None].expand(3, -1, -1)[:, ::4, ::4].contiguous()  # 128 x 128
-    dim = (gray.float() * 0.6).round().byte()   # darker: every gradient scaled by 0.6, block norms cancel it
+    dim = (gray.float() * 0.6).round().byte()  # darker: every gradient scaled by 0.6, block norms cancel it
     f, f_dim = hog_features(gray), hog_features(dim)
     assert torch.nn.functional.cosine_similarity(f, f_dim, dim=0) > 0.98  # (measured 0.987; transposed: 0.60)
     assert torch.nn.functional.cosine_similarity(f, hog_features(gray.transpose(1, 2).contiguous()), dim=0) < 0.9
@@ -117,7 +116,9 @@ def _toy_splits(n_per_class: int = 12) -> Splits:
         labels.append(c)
     full = ImageSet(images, labels, ("red", "blue"))
     idx = torch.arange(len(labels))
-    return Splits(full.subset(idx[: 2 * n_per_class - 8]), full.subset(idx[-8:-4]), full.subset(idx[-4:]), full.classes, 0)
+    return Splits(
+        full.subset(idx[: 2 * n_per_class - 8]), full.subset(idx[-8:-4]), full.subset(idx[-4:]), full.classes, 0
+    )
 
 
 def test_small_cnn_shapes_and_fit_is_seeded():
@@ -145,8 +146,11 @@ class _TinyBackbone(torch.nn.Module):
 def test_learning_curve_rows_and_feature_reuse():
     splits = _toy_splits()
     frozen = FrozenBackboneClassifier(_TinyBackbone(), batch_size=16)
-    methods = {"hand": HandFeatureClassifier(("color", "hog"), size=32), "cnn": SmallCNNClassifier(size=16, pad=2, steps=2, width=4),
-               "frozen": frozen}
+    methods = {
+        "hand": HandFeatureClassifier(("color", "hog"), size=32),
+        "cnn": SmallCNNClassifier(size=16, pad=2, steps=2, width=4),
+        "frozen": frozen,
+    }
     rows = learning_curve(methods, splits, sizes_per_class=(2, 4, 6, 8), seeds=(0,))
     assert [(r["method"], r["n_per_class"]) for r in rows[:3]] == [("hand", 2), ("cnn", 2), ("frozen", 2)]
     assert len(rows) == 12 and all(0 <= r["accuracy"] <= 1 for r in rows)

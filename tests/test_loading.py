@@ -46,8 +46,13 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def augmented(folder):
-    aug = v2.Compose([v2.RandomResizedCrop(24, scale=(0.3, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                      v2.ColorJitter(0.4, 0.4, 0.4)])
+    aug = v2.Compose(
+        [
+            v2.RandomResizedCrop(24, scale=(0.3, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.4, 0.4, 0.4),
+        ]
+    )
     return FileImageDataset.from_folder(folder, size=24, transform=aug)
 
 
@@ -75,7 +80,10 @@ def test_fit_size_keeps_right_sized_images_and_covers_others():
 
 
 def test_fixed_seed_reproduces_every_epoch_for_any_num_workers(augmented):
-    runs = {w: _epochs(make_loader(augmented, batch_size=4, num_workers=w, seed=7, persistent_workers=w == 2)) for w in (0, 2)}
+    runs = {
+        w: _epochs(make_loader(augmented, batch_size=4, num_workers=w, seed=7, persistent_workers=w == 2))
+        for w in (0, 2)
+    }
     for e in range(2):
         for w in (0, 2):
             assert torch.equal(runs[w][e][0], runs[0][e][0]) and torch.equal(runs[w][e][1], runs[0][e][1])
@@ -106,7 +114,9 @@ def test_the_numpy_seeding_bug_and_its_fix():
     assert by_worker[0] == by_worker[1], "an RNG object copied into two workers draws the same numbers"
     draws = [r["draw"] for r in rows]
     assert draws[:6] == draws[6:], "non-persistent workers start every epoch from the same copy"
-    fixed = {w: [r["draw"] for r in augmentation_draws(NumpyBrightness(), num_workers=w, n=6, epochs=2)] for w in (0, 2)}
+    fixed = {
+        w: [r["draw"] for r in augmentation_draws(NumpyBrightness(), num_workers=w, n=6, epochs=2)] for w in (0, 2)
+    }
     assert fixed[0] == fixed[2] and fixed[0][:6] != fixed[0][6:] and len(set(fixed[0])) > 3
 
 
@@ -185,16 +195,23 @@ def test_bad_arguments_name_themselves(folder):
         make_loader(FileImageDataset.from_folder(folder, size=16), pin_memory="yes")
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"seed": -1}, ValueError, r"seed: expected an int in \[0, 2\*\*64\), got -1"),
-    ({"seed": 2**64}, ValueError, "seed: expected an int"),
-    ({"seed": 1.5}, TypeError, "seed: expected an int .* got float 1.5"),
-    ({"seed": True}, TypeError, "seed: expected an int .* got bool"),
-    ({"seed": "0"}, TypeError, "seed: expected an int .* got str"),
-    ({"prefetch_factor": 0}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
-    ({"prefetch_factor": 0, "num_workers": 2}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
-    ({"prefetch_factor": 2.0, "num_workers": 2}, TypeError, "prefetch_factor: expected None or an int >= 1, got float"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"seed": -1}, ValueError, r"seed: expected an int in \[0, 2\*\*64\), got -1"),
+        ({"seed": 2**64}, ValueError, "seed: expected an int"),
+        ({"seed": 1.5}, TypeError, "seed: expected an int .* got float 1.5"),
+        ({"seed": True}, TypeError, "seed: expected an int .* got bool"),
+        ({"seed": "0"}, TypeError, "seed: expected an int .* got str"),
+        ({"prefetch_factor": 0}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
+        ({"prefetch_factor": 0, "num_workers": 2}, ValueError, "prefetch_factor: expected None or an int >= 1, got 0"),
+        (
+            {"prefetch_factor": 2.0, "num_workers": 2},
+            TypeError,
+            "prefetch_factor: expected None or an int >= 1, got float",
+        ),
+    ],
+)
 def test_make_loader_checks_seed_and_prefetch_factor_before_iterating(kwargs, error, message):
     # raised by make_loader itself: no iteration, so no worker is started
     with pytest.raises(error, match=message):
@@ -217,7 +234,9 @@ def test_device_augmentation_on_uint8_batches(folder):
 
     runs = []
     for _ in range(2):
-        loader = augment_on_device(make_loader(ds, batch_size=4, num_workers=2, seed=1), batch_flip, device="cpu", seed=5)
+        loader = augment_on_device(
+            make_loader(ds, batch_size=4, num_workers=2, seed=1), batch_flip, device="cpu", seed=5
+        )
         assert len(loader) == 3
         runs.append(_epochs(loader, 2))
     for e in range(2):

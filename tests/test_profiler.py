@@ -37,8 +37,9 @@ class FakeLoader:
     discovering the end of a pass costs ``end``.
     """
 
-    def __init__(self, clock: FakeClock, n: int = 3, batch: int = 4, startup: float = 2.0, wait: float = 0.25,
-                 end: float = 0.5):
+    def __init__(
+        self, clock: FakeClock, n: int = 3, batch: int = 4, startup: float = 2.0, wait: float = 0.25, end: float = 0.5
+    ):
         self.clock, self.n, self.batch, self.startup, self.wait, self.end = clock, n, batch, startup, wait, end
         self.passes = 0
 
@@ -124,8 +125,9 @@ def test_a_profile_without_steady_steps_has_no_rates():
     import numpy as np
 
     empty = np.zeros(1)
-    p = LoaderProfile("x", empty, empty, empty, np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 0.0, 1.0,
-                      warmup_steps=1)
+    p = LoaderProfile(
+        "x", empty, empty, empty, np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 0.0, 1.0, warmup_steps=1
+    )
     assert p.steady_steps == 0 and math.isnan(p.images_per_s) and math.isnan(p.idle_fraction)
 
 
@@ -143,8 +145,9 @@ def test_timeline_marks_the_warmup():
 
 def test_compare_workers_rows_and_plots():
     ds = TensorDataset(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), torch.zeros(24, dtype=torch.long))
-    rows, profiles = compare_workers(ds, lambda b: b[0].float().sum(), workers=(0, 2), batch_size=8, max_steps=5,
-                                     return_profiles=True)
+    rows, profiles = compare_workers(
+        ds, lambda b: b[0].float().sum(), workers=(0, 2), batch_size=8, max_steps=5, return_profiles=True
+    )
     assert [r["workers"] for r in rows] == [0, 2]
     for r, p in zip(rows, profiles):
         # 3 batches per epoch: 5 steps need a second epoch; the first step is warm-up

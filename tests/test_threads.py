@@ -8,22 +8,30 @@ import torch
 from convlab.threads import SHARED_ENV, THREADS_ENV, apply_thread_policy, thread_policy, usable_cpus
 
 
-@pytest.mark.parametrize("env, cpus, threads, source", [
-    ({}, 2, 2, "cpus"),                                   # a learner's laptop: every usable CPU
-    ({SHARED_ENV: "4"}, 2, 1, "shared"),                  # 4 kernels on 2 CPUs: never below 1
-    ({SHARED_ENV: "4"}, 16, 4, "shared"),                 # 4 kernels on 16 CPUs: a fair quarter each
-    ({SHARED_ENV: "3"}, 16, 5, "shared"),                 # rounded down: 3 x 5 <= 16
-    ({THREADS_ENV: "3", SHARED_ENV: "8"}, 2, 3, "override"),
-    ({}, 1.5, 1, "cpus"),                                 # a fractional cgroup quota
-])
+@pytest.mark.parametrize(
+    "env, cpus, threads, source",
+    [
+        ({}, 2, 2, "cpus"),  # a learner's laptop: every usable CPU
+        ({SHARED_ENV: "4"}, 2, 1, "shared"),  # 4 kernels on 2 CPUs: never below 1
+        ({SHARED_ENV: "4"}, 16, 4, "shared"),  # 4 kernels on 16 CPUs: a fair quarter each
+        ({SHARED_ENV: "3"}, 16, 5, "shared"),  # rounded down: 3 x 5 <= 16
+        ({THREADS_ENV: "3", SHARED_ENV: "8"}, 2, 3, "override"),
+        ({}, 1.5, 1, "cpus"),  # a fractional cgroup quota
+    ],
+)
 def test_policy_divides_usable_cpus_among_kernels(env, cpus, threads, source):
     policy = thread_policy(env, cpus=cpus)
     assert (policy.threads, policy.source) == (threads, source)
     assert f"torch threads: {threads}" in policy.describe()
 
 
-@pytest.mark.parametrize("env, match", [({SHARED_ENV: "two"}, "CONVLAB_SHARED_KERNELS: expected a positive integer, got 'two'"),
-                                        ({THREADS_ENV: "0"}, "CONVLAB_THREADS: expected a positive integer, got 0")])
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        ({SHARED_ENV: "two"}, "CONVLAB_SHARED_KERNELS: expected a positive integer, got 'two'"),
+        ({THREADS_ENV: "0"}, "CONVLAB_THREADS: expected a positive integer, got 0"),
+    ],
+)
 def test_bad_settings_are_named(env, match):
     with pytest.raises(ValueError, match=match):
         thread_policy(env, cpus=2)
@@ -39,7 +47,7 @@ def test_cgroup_quota_caps_affinity(tmp_path):
     assert affinity >= 1
     (tmp_path / "cpu.max").write_text("50000 100000\n")  # v2: half a CPU
     assert usable_cpus(tmp_path) == 0.5
-    (tmp_path / "cpu.max").write_text("max 100000\n")    # v2: no quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # v2: no quota
     assert usable_cpus(tmp_path) == affinity
     v1 = tmp_path / "v1"
     (v1 / "cpu").mkdir(parents=True)

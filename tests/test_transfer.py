@@ -165,8 +165,15 @@ def test_preprocess_batches_lists_and_grayscale():
     torch.testing.assert_close(prep(torch.stack([a, a])), torch.cat([prep(a), prep(a)]))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"size": 4}, "size"), ({"size": 32, "resize": 16}, "resize"),
-                                           ({"std": (1, 0, 1)}, "std"), ({"mean": (0.5,)}, "mean")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"size": 4}, "size"),
+        ({"size": 32, "resize": 16}, "resize"),
+        ({"std": (1, 0, 1)}, "std"),
+        ({"mean": (0.5,)}, "mean"),
+    ],
+)
 def test_preprocess_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Preprocess(**kwargs)
@@ -196,8 +203,14 @@ def _splits(ds: ImageSet) -> Splits:
 
 
 def test_compare_returns_rows(tiny_set, tmp_path):
-    result = compare([Regime.head_only(), Regime.freeze_first(5), Regime.finetune()], _splits(tiny_set), epochs=1,
-                     preprocess=PREP, cache_dir=tmp_path, progress=False)
+    result = compare(
+        [Regime.head_only(), Regime.freeze_first(5), Regime.finetune()],
+        _splits(tiny_set),
+        epochs=1,
+        preprocess=PREP,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert [r.regime for r in result] == ["head only", "freeze first 5", "fine-tune all"]
     assert [r.cached for r in result] == [True, True, False]
     assert result.rows[0].trainable_params == 1280 * 3 + 3

@@ -94,6 +94,7 @@ def test_preview_is_shown_at_natural_size_with_a_size_control(photo):
 
 def test_pca_explorer_code_line_is_runnable(photo):
     import matplotlib.pyplot as plt
+
     import convlab
     from convlab.augment import PCAColor
 

@@ -32,15 +32,18 @@ __all__ = ["IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "fit_rgb_pca", "PCAC
 #: ``datasets/transforms.lua``), the ResNet-era reimplementation of AlexNet's lighting noise.
 IMAGENET_EIGENVALUES = torch.tensor([0.2175, 0.0188, 0.0045])
 #: Matching eigenvectors, one per *column*, rows in R, G, B order (same source).
-IMAGENET_EIGENVECTORS = torch.tensor([
-    [-0.5675, 0.7192, 0.4009],
-    [-0.5808, -0.0045, -0.8140],
-    [-0.5836, -0.6948, 0.4203],
-])
+IMAGENET_EIGENVECTORS = torch.tensor(
+    [
+        [-0.5675, 0.7192, 0.4009],
+        [-0.5808, -0.0045, -0.8140],
+        [-0.5836, -0.6948, 0.4203],
+    ]
+)
 
 
-def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def fit_rgb_pca(
+    images: Tensor | Iterable[Tensor], max_pixels: int | None = None, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of the RGB covariance of the training pixels.
 
     Args:
@@ -97,8 +100,9 @@ class PCAColor(BatchRandomTransform):
 
     _repr_args = ("sigma", "p")
 
-    def __init__(self, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__(p, generator)
         if not isinstance(sigma, numbers.Real) or not 0 <= sigma < float("inf"):  # NaN fails both comparisons
             raise ValueError(f"sigma: expected a finite standard deviation >= 0, got {sigma!r}")
@@ -106,8 +110,9 @@ class PCAColor(BatchRandomTransform):
         self.clamp = bool(clamp)
 
     @classmethod
-    def imagenet(cls, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False,
-                 generator: torch.Generator | None = None) -> PCAColor:
+    def imagenet(
+        cls, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False, generator: torch.Generator | None = None
+    ) -> PCAColor:
         """A transform using ImageNet's published PCA (no fitting needed)."""
         t = cls(sigma, p, clamp=clamp, generator=generator)
         t.eigenvalues_ = IMAGENET_EIGENVALUES.clone()
@@ -123,8 +128,11 @@ class PCAColor(BatchRandomTransform):
 
     def check_is_fitted(self) -> None:
         """Raise :class:`~convlab._checks.NotFittedError` (a ``RuntimeError``) unless a basis is fitted or given."""
-        check_is_fitted(self, "eigenvectors_", "call `fit(train_images)` first, or use `PCAColor.imagenet()` for "
-                        "ImageNet's published basis")
+        check_is_fitted(
+            self,
+            "eigenvectors_",
+            "call `fit(train_images)` first, or use `PCAColor.imagenet()` for ImageNet's published basis",
+        )
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         self.check_is_fitted()
@@ -136,8 +144,7 @@ class PCAColor(BatchRandomTransform):
         return K.pca_offset(alpha, self.eigenvalues_, self.eigenvectors_)
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        return K.pca_color(x, params["alpha"].to(x.device), self.eigenvalues_, self.eigenvectors_,
-                           clamp=self.clamp)
+        return K.pca_color(x, params["alpha"].to(x.device), self.eigenvalues_, self.eigenvectors_, clamp=self.clamp)
 
     def extra_repr(self) -> str:
         clamp = ", clamp=True" if self.clamp else ""

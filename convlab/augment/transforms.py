@@ -75,8 +75,10 @@ class BatchRandomTransform(v2.Transform):
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         for inpt in flat_inputs:
             if isinstance(inpt, PIL.Image.Image):
-                raise TypeError(f"{type(self).__name__} works on tensors; convert PIL images with "
-                                "v2.PILToTensor() (or v2.ToImage()) first")
+                raise TypeError(
+                    f"{type(self).__name__} works on tensors; convert PIL images with "
+                    "v2.PILToTensor() (or v2.ToImage()) first"
+                )
             if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.Video)):
                 raise TypeError(f"{type(self).__name__} supports images only, got {type(inpt).__name__}")
         if not any(isinstance(i, Tensor) for i in flat_inputs):  # v2 would pass a numpy array through untouched
@@ -99,8 +101,9 @@ class BatchRandomTransform(v2.Transform):
         image = check_image(inpt)
         x, lead = flatten_batch(image)
         if params["apply"].shape[0] != x.shape[0]:
-            raise ValueError(f"parameters were drawn for {params['apply'].shape[0]} samples, "
-                             f"but the input has {x.shape[0]}")
+            raise ValueError(
+                f"parameters were drawn for {params['apply'].shape[0]} samples, but the input has {x.shape[0]}"
+            )
         apply = params["apply"]
         if self._changes_size or bool(apply.all()):
             out = self._apply(x, params)
@@ -177,9 +180,15 @@ class RandomCrop(BatchRandomTransform):
         return K.crop(x, params["top"], params["left"], *self.size)
 
 
-def sample_resized_crop_boxes(n: int, h: int, w: int, scale: tuple[float, float] = (0.08, 1.0),
-                              ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                              generator: torch.Generator | None = None, tries: int = 10) -> Tensor:
+def sample_resized_crop_boxes(
+    n: int,
+    h: int,
+    w: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    tries: int = 10,
+) -> Tensor:
     """Inception-style crop boxes, vectorised: ``(n, 4)`` int ``(top, left, height, width)``.
 
     Same distribution as torchvision's ``RandomResizedCrop.get_params``: area fraction uniform in
@@ -222,9 +231,14 @@ class RandomResizedCrop(BatchRandomTransform):
     _repr_args = ("size", "scale", "ratio", "antialias")
     _changes_size = True
 
-    def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), antialias: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        antialias: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(1.0, generator)
         self.size = check_size(size)
         self.scale = check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
@@ -256,8 +270,15 @@ class RandomRotation(_FillMixin, BatchRandomTransform):
 
     _repr_args = ("degrees", "p")
 
-    def __init__(self, degrees: float | tuple[float, float] = 15.0, p: float = 1.0, *, fill: float = 0.0,
-                 interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        degrees: float | tuple[float, float] = 15.0,
+        p: float = 1.0,
+        *,
+        fill: float = 0.0,
+        interpolation: str = "bilinear",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(p, generator)
         self.degrees = check_range(degrees, "degrees", -180.0, 180.0)
         self._set_fill(fill, interpolation)
@@ -274,9 +295,16 @@ class RandomShear(_FillMixin, BatchRandomTransform):
 
     _repr_args = ("shear_x", "shear_y", "p")
 
-    def __init__(self, shear_x: float | tuple[float, float] = 10.0, shear_y: float | tuple[float, float] = 0.0,
-                 p: float = 1.0, *, fill: float = 0.0, interpolation: str = "bilinear",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        shear_x: float | tuple[float, float] = 10.0,
+        shear_y: float | tuple[float, float] = 0.0,
+        p: float = 1.0,
+        *,
+        fill: float = 0.0,
+        interpolation: str = "bilinear",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(p, generator)
         self.shear_x = check_range(shear_x, "shear_x", -80.0, 80.0)
         self.shear_y = check_range(shear_y, "shear_y", -80.0, 80.0)
@@ -300,8 +328,16 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
 
     _repr_args = ("strength", "smoothness", "p")
 
-    def __init__(self, strength: float = 8.0, smoothness: float = 32.0, p: float = 1.0, *, fill: float = 0.0,
-                 interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        strength: float = 8.0,
+        smoothness: float = 32.0,
+        p: float = 1.0,
+        *,
+        fill: float = 0.0,
+        interpolation: str = "bilinear",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(p, generator)
         if not isinstance(strength, numbers.Real) or not 0 <= strength < math.inf:
             raise ValueError(f"strength: expected a number of pixels >= 0, got {strength!r}")
@@ -331,8 +367,9 @@ class RandomColorShift(BatchRandomTransform):
 
     _repr_args = ("magnitude", "p")
 
-    def __init__(self, magnitude: float = 0.1, p: float = 1.0, *, clamp: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, magnitude: float = 0.1, p: float = 1.0, *, clamp: bool = False, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__(p, generator)
         if not isinstance(magnitude, numbers.Real) or not 0.0 <= magnitude <= 1.0:
             raise ValueError(f"magnitude: expected a value in [0, 1] (fraction of the value range), got {magnitude!r}")

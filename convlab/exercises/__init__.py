@@ -23,6 +23,21 @@ from convlab.exercises.copies import (
 )
 from convlab.exercises.core import Exercise, Question, Quiz, check, expect
 
-__all__ = ["check", "expect", "Exercise", "Question", "Quiz", "strip_solutions", "none_solutions", "learner_notebook",
-           "write_learner_copies", "exercise_pairs", "mark_for_nbgrader", "notebook_problems", "BEGIN", "END", "STUB",
-           "CHECK_TAGS"]
+__all__ = [
+    "check",
+    "expect",
+    "Exercise",
+    "Question",
+    "Quiz",
+    "strip_solutions",
+    "none_solutions",
+    "learner_notebook",
+    "write_learner_copies",
+    "exercise_pairs",
+    "mark_for_nbgrader",
+    "notebook_problems",
+    "BEGIN",
+    "END",
+    "STUB",
+    "CHECK_TAGS",
+]

@@ -30,11 +30,22 @@ import ast
 import json
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-__all__ = ["strip_solutions", "none_solutions", "learner_notebook", "write_learner_copies", "exercise_pairs",
-           "mark_for_nbgrader", "notebook_problems", "BEGIN", "END", "STUB", "CHECK_TAGS"]
+__all__ = [
+    "strip_solutions",
+    "none_solutions",
+    "learner_notebook",
+    "write_learner_copies",
+    "exercise_pairs",
+    "mark_for_nbgrader",
+    "notebook_problems",
+    "BEGIN",
+    "END",
+    "STUB",
+    "CHECK_TAGS",
+]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -83,7 +94,9 @@ def none_solutions(source: str) -> str:
         tree = ast.parse(source)
     except SyntaxError as err:  # e.g. an IPython magic line: say which cell, rather than guess
         raise ValueError(f"source: not plain Python, cannot build a wrong-typed stub: {err}") from err
-    functions = [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    functions = [
+        (n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
 
     def stub(indent: str, begin_no: int, block: list[str]) -> list[str]:
         if any(first < begin_no <= last for first, last in functions):
@@ -165,8 +178,11 @@ def _solutions_outside_functions(source: str) -> list[int]:
     except SyntaxError:
         return [no for no, line in enumerate(source.splitlines(), 1) if line.strip() == BEGIN]
     spans = [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    return [no for no, line in enumerate(source.splitlines(), 1)
-            if line.strip() == BEGIN and not any(first < no <= last for first, last in spans)]
+    return [
+        no
+        for no, line in enumerate(source.splitlines(), 1)
+        if line.strip() == BEGIN and not any(first < no <= last for first, last in spans)
+    ]
 
 
 def _exercise_name(source: str, fallback: str) -> str:
@@ -178,19 +194,33 @@ def _exercise_name(source: str, fallback: str) -> str:
     lines = source.splitlines()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
-                lines[no - 1].strip() == BEGIN for no in range(node.lineno, (node.end_lineno or node.lineno) + 1)):
+            lines[no - 1].strip() == BEGIN for no in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        ):
             return node.name
     return fallback
 
 
 def _nbgrader_solution(grade_id: str) -> dict:
-    return {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": NBGRADER_SCHEMA,
-            "solution": True, "task": False}
+    return {
+        "grade": False,
+        "grade_id": grade_id,
+        "locked": False,
+        "schema_version": NBGRADER_SCHEMA,
+        "solution": True,
+        "task": False,
+    }
 
 
 def _nbgrader_test(grade_id: str, points: int) -> dict:
-    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
-            "schema_version": NBGRADER_SCHEMA, "solution": False, "task": False}
+    return {
+        "grade": True,
+        "grade_id": grade_id,
+        "locked": True,
+        "points": points,
+        "schema_version": NBGRADER_SCHEMA,
+        "solution": False,
+        "task": False,
+    }
 
 
 def mark_for_nbgrader(nb: dict, points: int = 1) -> dict:
@@ -245,12 +275,17 @@ def _write_notebook(path: Path, nb: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m convlab.exercises --mark|--check NOTEBOOK...``."""
-    parser = argparse.ArgumentParser(prog="python -m convlab.exercises",
-                                     description="Mark the course notebooks for nbgrader, or check their exercises.")
+    parser = argparse.ArgumentParser(
+        prog="python -m convlab.exercises",
+        description="Mark the course notebooks for nbgrader, or check their exercises.",
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--mark", action="store_true", help="write nbgrader's cell metadata into the notebooks")
-    mode.add_argument("--check", action="store_true", help="report exercise problems (marks, tags, solutions "
-                      "outside a function body); exit status 1 if any")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="report exercise problems (marks, tags, solutions outside a function body); exit status 1 if any",
+    )
     parser.add_argument("notebooks", nargs="+", type=Path, help="the .ipynb files")
     args = parser.parse_args(argv)
     status = 0

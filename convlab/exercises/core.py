@@ -32,8 +32,9 @@ from __future__ import annotations
 import inspect
 import math
 import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["check", "expect", "Exercise", "Question", "Quiz"]
 
@@ -130,10 +131,15 @@ class Exercise:
     def _next_hint(self) -> str:
         level = min(self.level_, len(self.hints) - 1)
         self.level_ = min(self.level_ + 1, len(self.hints))
-        more = (f"run the check again, or `{self.handle}.hint()`, for hint {level + 2}"
-                if level + 1 < len(self.hints) else "that was the last hint")
-        return (f"Hint {level + 1} of {len(self.hints)}: {self.hints[level]}\n"
-                f"({more}; `{self.handle}.solution()` shows the reference solution.)")
+        more = (
+            f"run the check again, or `{self.handle}.hint()`, for hint {level + 2}"
+            if level + 1 < len(self.hints)
+            else "that was the last hint"
+        )
+        return (
+            f"Hint {level + 1} of {len(self.hints)}: {self.hints[level]}\n"
+            f"({more}; `{self.handle}.solution()` shows the reference solution.)"
+        )
 
     # ------------------------------------------------------------------------------------------------ asking
     def hint(self) -> None:
@@ -188,7 +194,9 @@ class Question:
         if self.options is not None and self.answer not in self.options:
             raise ValueError(f"answer: expected one of the options {sorted(self.options)}, got {self.answer!r}")
         if self.options is None and not isinstance(self.answer, (int, float)):
-            raise TypeError(f"answer: expected a number for a question without options, got {type(self.answer).__name__}")
+            raise TypeError(
+                f"answer: expected a number for a question without options, got {type(self.answer).__name__}"
+            )
 
     def verdict(self, given: Any) -> tuple[bool, str]:
         """``(correct, explanation)`` for the learner's answer ``given``."""
@@ -251,12 +259,16 @@ class Quiz:
             try:
                 answers = answers()
             except NotImplementedError:
-                raise AssertionError("Not yet: the quiz is not answered yet (the stub raises NotImplementedError); "
-                                     "return a dict such as {'q1': 'b', 'q2': 0.5, ...}.") from None
+                raise AssertionError(
+                    "Not yet: the quiz is not answered yet (the stub raises NotImplementedError); "
+                    "return a dict such as {'q1': 'b', 'q2': 0.5, ...}."
+                ) from None
             except Exception as err:  # a typo in the answers function: a failed check that says so, not a crash
                 raise AssertionError(f"Not yet: the answers function raised {type(err).__name__}: {err}") from None
         if not isinstance(answers, Mapping):
-            raise AssertionError(f"Not yet: return a dict of answers such as {{'q1': 'b'}}, got {type(answers).__name__}.")
+            raise AssertionError(
+                f"Not yet: return a dict of answers such as {{'q1': 'b'}}, got {type(answers).__name__}."
+            )
         unknown = sorted(set(map(str, answers)) - set(self.questions))
         lines, right = [], 0
         for key, q in self.questions.items():

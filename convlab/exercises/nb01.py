@@ -16,8 +16,15 @@ from torch import nn
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["LOAD_WEIGHTS", "NEW_HEAD", "COUNT_PARAMETERS", "QUIZ", "load_mobilenet_v2_reference",
-           "replace_classifier_reference", "count_parameters_reference"]
+__all__ = [
+    "LOAD_WEIGHTS",
+    "NEW_HEAD",
+    "COUNT_PARAMETERS",
+    "QUIZ",
+    "load_mobilenet_v2_reference",
+    "replace_classifier_reference",
+    "count_parameters_reference",
+]
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -70,7 +77,7 @@ def _food_batch() -> torch.Tensor:
 
     folder = fetch("food_photos")
     paths = [sorted(folder.glob(f"{letter}*.jpeg"))[0] for letter in "EDP"]  # fruits, vegetables, marine fish
-    paths += sorted(folder.glob("E*.jpeg"))[1:1 + N_FOOD - len(paths)]
+    paths += sorted(folder.glob("E*.jpeg"))[1 : 1 + N_FOOD - len(paths)]
     return convlab.BACKBONES["mobilenet_v2"].preprocess([decode_image_file(p) for p in paths])
 
 
@@ -84,18 +91,30 @@ def _weights_path() -> str:
 def _test_load_weights(load_mobilenet_v2) -> None:
     model = load_mobilenet_v2(_weights_path())
     expect(isinstance(model, nn.Module), f"return the model (an nn.Module), got {type(model).__name__}")
-    expect(not model.training, "the model is in training mode: Dropout drops features and BatchNorm uses the "
-           "batch's statistics; return model.eval() for predictions")
+    expect(
+        not model.training,
+        "the model is in training mode: Dropout drops features and BatchNorm uses the "
+        "batch's statistics; return model.eval() for predictions",
+    )
     x, oracle = _imagenet_oracle()
     with torch.inference_mode():
         logits = model(x)
-    expect(isinstance(logits, torch.Tensor) and logits.shape == oracle.shape,
-           f"on {N_IMAGENET} photos the model should give ({N_IMAGENET}, 1000) logits, got {getattr(logits, 'shape', type(logits))}")
+    expect(
+        isinstance(logits, torch.Tensor) and logits.shape == oracle.shape,
+        f"on {N_IMAGENET} photos the model should give ({N_IMAGENET}, 1000) logits, "
+        f"got {getattr(logits, 'shape', type(logits))}",
+    )
     differ = int((logits.argmax(1) != oracle.argmax(1)).sum())
-    expect(differ == 0, f"the top-1 class differs from convlab's loader on {differ} of {N_IMAGENET} ImageNet photos: "
-           "are the trained weights loaded (load_state_dict), or is the model still randomly initialised?")
-    expect(torch.allclose(logits, oracle, atol=1e-3), "same top-1 classes but different logits: load every "
-           "tensor of the state dict (strict=True, the default) and do not change the model afterwards")
+    expect(
+        differ == 0,
+        f"the top-1 class differs from convlab's loader on {differ} of {N_IMAGENET} ImageNet photos: "
+        "are the trained weights loaded (load_state_dict), or is the model still randomly initialised?",
+    )
+    expect(
+        torch.allclose(logits, oracle, atol=1e-3),
+        "same top-1 classes but different logits: load every "
+        "tensor of the state dict (strict=True, the default) and do not change the model afterwards",
+    )
 
 
 def _test_new_head(replace_classifier) -> None:
@@ -106,27 +125,39 @@ def _test_new_head(replace_classifier) -> None:
     model.eval()
     with torch.inference_mode():
         logits = model(_food_batch())
-    expect(isinstance(logits, torch.Tensor) and tuple(logits.shape) == (N_FOOD, 3),
-           f"on {N_FOOD} food photos the model should give ({N_FOOD}, 3) logits, got {tuple(getattr(logits, 'shape', ()))}")
+    expect(
+        isinstance(logits, torch.Tensor) and tuple(logits.shape) == (N_FOOD, 3),
+        f"on {N_FOOD} food photos the model should give ({N_FOOD}, 3) logits, "
+        f"got {tuple(getattr(logits, 'shape', ()))}",
+    )
     last = model.classifier[-1] if isinstance(getattr(model, "classifier", None), nn.Sequential) else None
-    expect(isinstance(last, nn.Linear) and last.in_features == 1280 and last.out_features == 3,
-           "replace the last layer of model.classifier by nn.Linear(1280, 3): keep the Dropout before it")
+    expect(
+        isinstance(last, nn.Linear) and last.in_features == 1280 and last.out_features == 3,
+        "replace the last layer of model.classifier by nn.Linear(1280, 3): keep the Dropout before it",
+    )
     kept = model.state_dict()
     changed = [k for k, v in before.items() if k not in kept or not torch.equal(kept[k], v)]
-    expect(not changed, f"only the last layer should change, but {changed[:3]} changed too: do not rebuild or "
-           "re-initialise the backbone")
+    expect(
+        not changed,
+        f"only the last layer should change, but {changed[:3]} changed too: do not rebuild or "
+        "re-initialise the backbone",
+    )
 
 
 def _test_count_parameters(count_parameters) -> None:
     got = count_parameters(nn.Linear(1280, 3))
     expect(isinstance(got, int), f"return a Python int (sum of p.numel()), got {type(got).__name__}")
     expect(got == 1280 * 3 + 3, f"a Linear(1280, 3) has a 3x1280 weight matrix plus 3 biases, got {got}")
-    expect(count_parameters(nn.Conv2d(3, 8, 3)) == 8 * 3 * 3 * 3 + 8,
-           "count every parameter tensor (weights and biases), not just the first")
+    expect(
+        count_parameters(nn.Conv2d(3, 8, 3)) == 8 * 3 * 3 * 3 + 8,
+        "count every parameter tensor (weights and biases), not just the first",
+    )
     from torchvision.models import mobilenet_v2
 
-    expect(count_parameters(mobilenet_v2()) == 3_504_872, "MobileNetV2 has 3,504,872 parameters: count the "
-           "parameters of every submodule (module.parameters() recurses)")
+    expect(
+        count_parameters(mobilenet_v2()) == 3_504_872,
+        "MobileNetV2 has 3,504,872 parameters: count the parameters of every submodule (module.parameters() recurses)",
+    )
 
 
 LOAD_WEIGHTS = Exercise(
@@ -163,48 +194,69 @@ COUNT_PARAMETERS = Exercise(
     test=_test_count_parameters,
     reference=count_parameters_reference,
     hints=[
-        "Every learnable tensor of a module (and of its submodules) is in `module.parameters()`; add up their "
-        "sizes.",
+        "Every learnable tensor of a module (and of its submodules) is in `module.parameters()`; add up their sizes.",
         "The API: Tensor.numel() is a tensor's number of elements.",
     ],
     skill="counting what a model would train",
     handle="nb01.COUNT_PARAMETERS",
 )
 
-QUIZ = Quiz("Quiz: open-source weights", {
-    "q1": Question(
-        "What does `torch.load(path, weights_only=True)` protect you from?",
-        "b", "A .pth file is a pickle, and unpickling can call any function; `weights_only=True` only rebuilds "
-        "tensors and plain containers. It does not check *which* tensors you got: that is the sha256's job.",
-        options={"a": "a truncated or swapped weights file", "b": "code that runs while the file is unpickled",
-                 "c": "feeding images with the wrong preprocessing"},
-        wrong={"a": "a truncated or swapped file of tensors loads fine with weights_only; the sha256 check "
-                    "catches it.",
-               "c": "preprocessing is the spec's business (mean, std, resize, crop), not the loader's."},
-    ),
-    "q2": Question(
-        "With the backbone frozen, how many parameters does the new 3-way head `Linear(1280, 3)` train?",
-        3843, "3 x 1280 weights + 3 biases = 3,843: about 0.1 % of MobileNetV2's 3.5 million.",
-        wrong={"low": "count the biases too (one per class).", "high": "only the new Linear layer trains."},
-    ),
-    "q3": Question(
-        "You feed MobileNetV2 photos scaled to [0, 1] but not normalised with its mean and std. What happens?",
-        "c", "Nothing crashes: the shapes are right. The network sees inputs unlike its training data and its "
-        "predictions get silently worse. Always use the weights' own preprocessing (the spec, or torchvision's "
-        "`weights.transforms()`).",
-        options={"a": "an error about the input's range", "b": "the same predictions: BatchNorm renormalises",
-                 "c": "no error, but worse predictions"},
-        wrong={"a": "PyTorch does not know what range the weights expect; nothing checks it.",
-               "b": "in eval mode BatchNorm uses the running statistics of ImageNet-normalised inputs; it does "
-                    "not adapt to yours."},
-    ),
-    "q4": Question(
-        "Why must the model be in `eval()` mode to reproduce convlab's ImageNet predictions?",
-        "a", "In training mode Dropout zeroes features at random and BatchNorm normalises with the batch's own "
-        "statistics, so the same photo gets different logits in different batches.",
-        options={"a": "Dropout and BatchNorm behave differently in training mode",
-                 "b": "eval() loads the pretrained weights", "c": "eval() turns off gradients"},
-        wrong={"b": "load_state_dict loads the weights; eval() only switches layer behaviour.",
-               "c": "that is torch.no_grad() / torch.inference_mode(); eval() does not touch autograd."},
-    ),
-})
+QUIZ = Quiz(
+    "Quiz: open-source weights",
+    {
+        "q1": Question(
+            "What does `torch.load(path, weights_only=True)` protect you from?",
+            "b",
+            "A .pth file is a pickle, and unpickling can call any function; `weights_only=True` only rebuilds "
+            "tensors and plain containers. It does not check *which* tensors you got: that is the sha256's job.",
+            options={
+                "a": "a truncated or swapped weights file",
+                "b": "code that runs while the file is unpickled",
+                "c": "feeding images with the wrong preprocessing",
+            },
+            wrong={
+                "a": "a truncated or swapped file of tensors loads fine with weights_only; the sha256 check "
+                "catches it.",
+                "c": "preprocessing is the spec's business (mean, std, resize, crop), not the loader's.",
+            },
+        ),
+        "q2": Question(
+            "With the backbone frozen, how many parameters does the new 3-way head `Linear(1280, 3)` train?",
+            3843,
+            "3 x 1280 weights + 3 biases = 3,843: about 0.1 % of MobileNetV2's 3.5 million.",
+            wrong={"low": "count the biases too (one per class).", "high": "only the new Linear layer trains."},
+        ),
+        "q3": Question(
+            "You feed MobileNetV2 photos scaled to [0, 1] but not normalised with its mean and std. What happens?",
+            "c",
+            "Nothing crashes: the shapes are right. The network sees inputs unlike its training data and its "
+            "predictions get silently worse. Always use the weights' own preprocessing (the spec, or torchvision's "
+            "`weights.transforms()`).",
+            options={
+                "a": "an error about the input's range",
+                "b": "the same predictions: BatchNorm renormalises",
+                "c": "no error, but worse predictions",
+            },
+            wrong={
+                "a": "PyTorch does not know what range the weights expect; nothing checks it.",
+                "b": "in eval mode BatchNorm uses the running statistics of ImageNet-normalised inputs; it does "
+                "not adapt to yours.",
+            },
+        ),
+        "q4": Question(
+            "Why must the model be in `eval()` mode to reproduce convlab's ImageNet predictions?",
+            "a",
+            "In training mode Dropout zeroes features at random and BatchNorm normalises with the batch's own "
+            "statistics, so the same photo gets different logits in different batches.",
+            options={
+                "a": "Dropout and BatchNorm behave differently in training mode",
+                "b": "eval() loads the pretrained weights",
+                "c": "eval() turns off gradients",
+            },
+            wrong={
+                "b": "load_state_dict loads the weights; eval() only switches layer behaviour.",
+                "c": "that is torch.no_grad() / torch.inference_mode(); eval() does not touch autograd.",
+            },
+        ),
+    },
+)

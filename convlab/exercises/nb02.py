@@ -30,16 +30,27 @@ def little_features() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
     from convlab.transfer import Preprocess
 
     model = load_backbone(LITTLE["backbone"])
-    splits = load_fashion_mnist(train_per_class=LITTLE["per_class"], val_per_class=2,
-                                test_per_class=LITTLE["test_per_class"], seed=LITTLE["seed"])
+    splits = load_fashion_mnist(
+        train_per_class=LITTLE["per_class"],
+        val_per_class=2,
+        test_per_class=LITTLE["test_per_class"],
+        seed=LITTLE["seed"],
+    )
     prep = Preprocess.from_spec(model.spec, size=LITTLE["input_size"], crop=False)
     train = extract_features(model, splits.train, "all", prep, device="cpu")
     test = extract_features(model, splits.test, "all", prep, device="cpu")
     return train.features, train.labels, test.features, test.labels
 
 
-def train_head_reference(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int = 100,
-                         lr: float = 3e-3, batch_size: int = 32, seed: int = 0) -> nn.Linear:
+def train_head_reference(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> nn.Linear:
     """A softmax head (one ``nn.Linear``) trained with AdamW and cross-entropy on ``(N, D)`` features."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -50,7 +61,7 @@ def train_head_reference(features: torch.Tensor, labels: torch.Tensor, num_class
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=gen)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(head(features[idx]), labels[idx])
             opt.zero_grad()
             loss.backward()
@@ -61,9 +72,11 @@ def train_head_reference(features: torch.Tensor, labels: torch.Tensor, num_class
 def _accuracy(head, x, y) -> float:
     with torch.no_grad():
         logits = head(x)
-    expect(isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(y), 10),
-           f"the head must map ({len(y)}, {x.shape[1]}) features to ({len(y)}, 10) logits, got "
-           f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    expect(
+        isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(y), 10),
+        f"the head must map ({len(y)}, {x.shape[1]}) features to ({len(y)}, 10) logits, got "
+        f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}",
+    )
     return float((logits.argmax(1) == y).double().mean())
 
 
@@ -77,13 +90,19 @@ def _test_train_head(train_head) -> None:
     train_x, train_y, test_x, test_y = little_features()
     before = train_x.clone()
     head = train_head(train_x, train_y, 10)
-    expect(isinstance(head, nn.Module), f"return the trained head (an nn.Module such as nn.Linear), got {type(head).__name__}")
+    expect(
+        isinstance(head, nn.Module),
+        f"return the trained head (an nn.Module such as nn.Linear), got {type(head).__name__}",
+    )
     expect(torch.equal(train_x, before), "do not change the features in place: the cache is shared")
     head.eval()
     acc, ref = _accuracy(head, test_x, test_y), _reference_accuracy()
     expect(acc > 0.3, f"test accuracy {acc:.3f} is near chance (0.1 for 10 classes): is the head trained at all?")
-    expect(acc >= ref - MARGIN, f"test accuracy {acc:.3f} on the 500 test images, the reference loop reaches {ref:.3f}: "
-                                f"train longer, or with a larger learning rate")
+    expect(
+        acc >= ref - MARGIN,
+        f"test accuracy {acc:.3f} on the 500 test images, the reference loop reaches {ref:.3f}: "
+        f"train longer, or with a larger learning rate",
+    )
 
 
 TRAIN_HEAD = Exercise(
@@ -101,45 +120,69 @@ TRAIN_HEAD = Exercise(
     handle="nb02.TRAIN_HEAD",
 )
 
-QUIZ = Quiz("Quiz: little data, a new head on frozen features", {
-    "q1": Question(
-        "Why can a feature cache not serve *randomly augmented* training images?",
-        options={"a": "augmented images are too large to store",
-                 "b": "the cache holds one fixed view per image, so a random augmentation would be drawn once and "
-                      "replayed every epoch: the head would never see a new view",
-                 "c": "augmentation changes the labels",
-                 "d": "BatchNorm cannot process augmented images"},
-        answer="b",
-        why="A cache is valid only for a fixed function of a fixed input. Real on-the-fly augmentation needs a "
+QUIZ = Quiz(
+    "Quiz: little data, a new head on frozen features",
+    {
+        "q1": Question(
+            "Why can a feature cache not serve *randomly augmented* training images?",
+            options={
+                "a": "augmented images are too large to store",
+                "b": "the cache holds one fixed view per image, so a random augmentation would be drawn once and "
+                "replayed every epoch: the head would never see a new view",
+                "c": "augmentation changes the labels",
+                "d": "BatchNorm cannot process augmented images",
+            },
+            answer="b",
+            why="A cache is valid only for a fixed function of a fixed input. Real on-the-fly augmentation needs a "
             "backbone pass per image per epoch; a cache can at most hold a few augmented copies drawn once.",
-        wrong={"a": "size is not the problem: an augmented view has the same shape as the clean one.",
-               "c": "label-preserving augmentation keeps the label; the problem is the replay of one draw.",
-               "d": "BatchNorm in eval mode handles any input; the problem is that the cached view is fixed."}),
-    "q2": Question(
-        "You set `requires_grad=False` on every backbone parameter and call `model.train()`. What happens to the "
-        "BatchNorm running means and variances during training?",
-        options={"a": "nothing: frozen is frozen",
-                 "b": "they are replaced step by step by statistics of your batches",
-                 "c": "they are reset to zero and one"},
-        answer="b",
-        why="Running statistics are buffers, not parameters: in train() mode BatchNorm updates them from every "
+            wrong={
+                "a": "size is not the problem: an augmented view has the same shape as the clean one.",
+                "c": "label-preserving augmentation keeps the label; the problem is the replay of one draw.",
+                "d": "BatchNorm in eval mode handles any input; the problem is that the cached view is fixed.",
+            },
+        ),
+        "q2": Question(
+            "You set `requires_grad=False` on every backbone parameter and call `model.train()`. What happens to the "
+            "BatchNorm running means and variances during training?",
+            options={
+                "a": "nothing: frozen is frozen",
+                "b": "they are replaced step by step by statistics of your batches",
+                "c": "they are reset to zero and one",
+            },
+            answer="b",
+            why="Running statistics are buffers, not parameters: in train() mode BatchNorm updates them from every "
             "batch, whatever requires_grad says. Keep frozen stages in eval mode (convlab's bn='frozen').",
-        wrong={"a": "requires_grad only concerns gradients; BatchNorm's buffers are updated in the forward pass in train().",
-               "c": "they are not reset; they drift towards your batches' statistics."}),
-    "q3": Question(
-        "A new head on MobileNetV2's 1280-d pooled features for 10 classes: how many trainable parameters?",
-        answer=12810, tolerance=0,
-        why="1280 x 10 weights + 10 biases = 12,810; the 2.2 M backbone parameters stay frozen.",
-        wrong={"low": "count the weights (1280 x 10) and the biases (10).", "high": "only the head trains: 1280 x 10 + 10."}),
-    "q4": Question(
-        "The stage probe above found that on Fashion-MNIST with 10 images per class an earlier stage's features "
-        "beat the last stage's. Which move does that suggest for little data far from ImageNet?",
-        options={"a": "fine-tune the whole network on the 100 images",
-                 "b": "a linear head on an earlier stage's pooled features (CS231n's fourth case)",
-                 "c": "train the network from scratch"},
-        answer="b",
-        why="Late stages are specific to ImageNet's classes (Yosinski et al. 2014); with little data you cannot "
+            wrong={
+                "a": "requires_grad only concerns gradients; BatchNorm's buffers are updated in the forward pass "
+                "in train().",
+                "c": "they are not reset; they drift towards your batches' statistics.",
+            },
+        ),
+        "q3": Question(
+            "A new head on MobileNetV2's 1280-d pooled features for 10 classes: how many trainable parameters?",
+            answer=12810,
+            tolerance=0,
+            why="1280 x 10 weights + 10 biases = 12,810; the 2.2 M backbone parameters stay frozen.",
+            wrong={
+                "low": "count the weights (1280 x 10) and the biases (10).",
+                "high": "only the head trains: 1280 x 10 + 10.",
+            },
+        ),
+        "q4": Question(
+            "The stage probe above found that on Fashion-MNIST with 10 images per class an earlier stage's features "
+            "beat the last stage's. Which move does that suggest for little data far from ImageNet?",
+            options={
+                "a": "fine-tune the whole network on the 100 images",
+                "b": "a linear head on an earlier stage's pooled features (CS231n's fourth case)",
+                "c": "train the network from scratch",
+            },
+            answer="b",
+            why="Late stages are specific to ImageNet's classes (Yosinski et al. 2014); with little data you cannot "
             "re-learn them, but you can read out the more generic features of an earlier stage.",
-        wrong={"a": "100 images cannot re-learn 2.2 M weights: the run's fine-tune-all row at 10/class shows it.",
-               "c": "from scratch needs far more data than fine-tuning; 100 images are hopeless."}),
-})
+            wrong={
+                "a": "100 images cannot re-learn 2.2 M weights: the run's fine-tune-all row at 10/class shows it.",
+                "c": "from scratch needs far more data than fine-tuning; 100 images are hopeless.",
+            },
+        ),
+    },
+)

@@ -50,8 +50,10 @@ def one_step_changes(freeze_fn, k: int, lr: float = 0.5) -> dict:
     model = load_backbone("mobilenet_v2", num_classes=10)
     model.train()
     params = freeze_fn(model, k)
-    expect(isinstance(params, (list, tuple)) and all(isinstance(p, nn.Parameter) for p in params),
-           f"return the list of parameters to train (nn.Parameter objects), got {type(params).__name__}")
+    expect(
+        isinstance(params, (list, tuple)) and all(isinstance(p, nn.Parameter) for p in params),
+        f"return the list of parameters to train (nn.Parameter objects), got {type(params).__name__}",
+    )
     before = {name: t.detach().clone() for name, t in model.state_dict().items()}
     opt = torch.optim.SGD(params, lr=lr)
     x, y = fashion_batch()
@@ -62,8 +64,13 @@ def one_step_changes(freeze_fn, k: int, lr: float = 0.5) -> dict:
     after = model.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {"changed": changed, "names": set(before), "trainable": trainable, "returned": {id(p) for p in params},
-            "ids": {name: id(p) for name, p in model.named_parameters()}}
+    return {
+        "changed": changed,
+        "names": set(before),
+        "trainable": trainable,
+        "returned": {id(p) for p in params},
+        "ids": {name: id(p) for name, p in model.named_parameters()},
+    }
 
 
 def _frozen_prefixes(k: int) -> tuple[str, ...]:
@@ -76,23 +83,40 @@ def _test_freeze_first_k(freeze_first_k) -> None:
     for k in (3, 5):
         r = one_step_changes(freeze_first_k, k)
         frozen = _frozen_prefixes(k)
-        is_frozen = lambda name: name.startswith(frozen)  # noqa: E731
+
+        def is_frozen(name: str, frozen: tuple[str, ...] = frozen) -> bool:  # used only in this round
+            return name.startswith(frozen)
+
         params = set(r["ids"])
         moved_weights = sorted(n for n in r["changed"] & params if is_frozen(n))
-        expect(not moved_weights, f"k={k}: weights of frozen stages changed after one step, e.g. {moved_weights[:2]}: "
-                                  "set requires_grad=False on every parameter of the first k stages")
+        expect(
+            not moved_weights,
+            f"k={k}: weights of frozen stages changed after one step, e.g. {moved_weights[:2]}: "
+            "set requires_grad=False on every parameter of the first k stages",
+        )
         want = {r["ids"][n] for n in params if not is_frozen(n)}
-        expect(r["returned"] == want, f"k={k}: return exactly the parameters of stages k.. and of the head "
-                                      f"({len(want)} tensors), got {len(r['returned'])}")
+        expect(
+            r["returned"] == want,
+            f"k={k}: return exactly the parameters of stages k.. and of the head "
+            f"({len(want)} tensors), got {len(r['returned'])}",
+        )
         stats = {n for n in r["names"] - params if n.endswith(("running_mean", "running_var"))}
         drifted = sorted(n for n in stats & r["changed"] if is_frozen(n))
-        expect(not drifted, f"k={k}: BatchNorm running statistics of frozen stages moved, e.g. {drifted[0] if drifted else ''}: "
-                            "requires_grad=False does not stop them; put the frozen stages in eval mode")
+        expect(
+            not drifted,
+            f"k={k}: BatchNorm running statistics of frozen stages moved, e.g. {drifted[0] if drifted else ''}: "
+            "requires_grad=False does not stop them; put the frozen stages in eval mode",
+        )
         still = sorted(n for n in stats - r["changed"] if not is_frozen(n))
-        expect(not still, f"k={k}: running statistics of trainable stages did not update, e.g. {still[0] if still else ''}: "
-                          "stages from k on must stay in train mode (do not call model.eval())")
+        expect(
+            not still,
+            f"k={k}: running statistics of trainable stages did not update, e.g. {still[0] if still else ''}: "
+            "stages from k on must stay in train mode (do not call model.eval())",
+        )
         idle = sorted(n for n in params if not is_frozen(n) and n not in r["changed"])
-        expect(not idle, f"k={k}: trainable parameters did not change after a step, e.g. {idle[:2]}: leave them trainable")
+        expect(
+            not idle, f"k={k}: trainable parameters did not change after a step, e.g. {idle[:2]}: leave them trainable"
+        )
 
 
 FREEZE_FIRST_K = Exercise(
@@ -109,44 +133,69 @@ FREEZE_FIRST_K = Exercise(
     handle="nb03.FREEZE_FIRST_K",
 )
 
-QUIZ = Quiz("Quiz: freezing the first k stages", {
-    "q1": Question(
-        "You froze the first 3 stages by hand (requires_grad=False, stages in eval mode) and then, at the start of "
-        "the next epoch, call `model.train()`. What happens to those stages' BatchNorm layers?",
-        options={"a": "they stay in eval mode", "b": "they go back to train mode and their running statistics move again",
-                 "c": "they lose their weights"},
-        answer="b",
-        why="model.train() sets every sub-module to train mode. Re-freeze after it (call your function each epoch), "
-            "or override the stages' train() as convlab's freeze(bn='frozen') does.",
-        wrong={"a": "train() is recursive: it reaches every sub-module, frozen or not.",
-               "c": "modes never touch weights; only the running statistics start to drift."}),
-    "q2": Question(
-        "MobileNetV2's stem and stage1 hold well under 1% of its parameters. Why does unfreezing them still make an "
-        "epoch much slower?",
-        options={"a": "they run at the highest resolution, so their forward and backward passes cost the most compute",
-                 "b": "their weights are stored in float64", "c": "they have more BatchNorm layers"},
-        answer="a",
-        why="Compute scales with the spatial size of the activations; parameters do not. Unfrozen, they also need a "
-            "backward pass and can no longer be cached.",
-        wrong={"b": "every weight is float32.", "c": "every stage has BatchNorm; the cost is the resolution."}),
-    "q3": Question(
-        "Why may the activations at the freeze boundary be cached only when the frozen stages' BatchNorm is frozen?",
-        options={"a": "otherwise the frozen part computes a different function after every batch (its statistics move), "
-                      "so yesterday's cached activations are wrong today",
-                 "b": "caching needs float16", "c": "BatchNorm cannot run in eval mode"},
-        answer="a",
-        why="A cache stores f(x); it is valid only while f is fixed. With bn='train' the frozen stages' statistics "
+QUIZ = Quiz(
+    "Quiz: freezing the first k stages",
+    {
+        "q1": Question(
+            "You froze the first 3 stages by hand (requires_grad=False, stages in eval mode) and then, at the start of "
+            "the next epoch, call `model.train()`. What happens to those stages' BatchNorm layers?",
+            options={
+                "a": "they stay in eval mode",
+                "b": "they go back to train mode and their running statistics move again",
+                "c": "they lose their weights",
+            },
+            answer="b",
+            why="model.train() sets every sub-module to train mode. Re-freeze after it (call your function each "
+            "epoch), or override the stages' train() as convlab's freeze(bn='frozen') does.",
+            wrong={
+                "a": "train() is recursive: it reaches every sub-module, frozen or not.",
+                "c": "modes never touch weights; only the running statistics start to drift.",
+            },
+        ),
+        "q2": Question(
+            "MobileNetV2's stem and stage1 hold well under 1% of its parameters. Why does unfreezing them still make "
+            "an epoch much slower?",
+            options={
+                "a": "they run at the highest resolution, so their forward and backward passes cost the most compute",
+                "b": "their weights are stored in float64",
+                "c": "they have more BatchNorm layers",
+            },
+            answer="a",
+            why="Compute scales with the spatial size of the activations; parameters do not. Unfrozen, they also need "
+            "a backward pass and can no longer be cached.",
+            wrong={"b": "every weight is float32.", "c": "every stage has BatchNorm; the cost is the resolution."},
+        ),
+        "q3": Question(
+            "Why may the activations at the freeze boundary be cached only when the frozen stages' BatchNorm is "
+            "frozen?",
+            options={
+                "a": "otherwise the frozen part computes a different function after every batch (its statistics move), "
+                "so yesterday's cached activations are wrong today",
+                "b": "caching needs float16",
+                "c": "BatchNorm cannot run in eval mode",
+            },
+            answer="a",
+            why="A cache stores f(x); it is valid only while f is fixed. With bn='train' the frozen stages' statistics "
             "adapt, so convlab recomputes them instead.",
-        wrong={"b": "the dtype is a separate choice.", "c": "eval mode is exactly what frozen BatchNorm uses."}),
-    "q4": Question(
-        "Yosinski et al. (2014) transferred the first n layers of a network trained on one half of ImageNet to the "
-        "other half. When they *froze* the transferred layers and trained the rest, what happened as n grew into the "
-        "upper layers?",
-        options={"a": "accuracy rose steadily", "b": "accuracy dropped: upper layers are specific to the original task "
-                                                      "(and co-adapted neighbours were split)",
-                 "c": "nothing changed"},
-        answer="b",
-        why="Their frozen-transfer curve falls for upper layers; fine-tuning the transferred layers removed the drop "
-            "and even beat training from scratch.",
-        wrong={"a": "the generic-to-specific transition makes frozen upper layers hurt.", "c": "the drop was clear."}),
-})
+            wrong={"b": "the dtype is a separate choice.", "c": "eval mode is exactly what frozen BatchNorm uses."},
+        ),
+        "q4": Question(
+            "Yosinski et al. (2014) transferred the first n layers of a network trained on one half of ImageNet to the "
+            "other half. When they *froze* the transferred layers and trained the rest, what happened as n grew into "
+            "the upper layers?",
+            options={
+                "a": "accuracy rose steadily",
+                "b": "accuracy dropped: upper layers are specific to the original task "
+                "(and co-adapted neighbours were split)",
+                "c": "nothing changed",
+            },
+            answer="b",
+            why="Their frozen-transfer curve falls for upper layers; fine-tuning the transferred layers removed the "
+            "drop and even beat training from scratch.",
+            wrong={
+                "a": "the generic-to-specific transition makes frozen upper layers hurt.",
+                "c": "the drop was clear.",
+            },
+        ),
+    },
+)

@@ -17,8 +17,16 @@ from torch import nn
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 from convlab.exercises.nb03 import fashion_batch
 
-__all__ = ["PARAM_GROUPS", "CHOOSE_REGIME", "QUIZ", "Scenario", "SCENARIOS", "REGIMES",
-           "make_param_groups_reference", "choose_regime_reference"]
+__all__ = [
+    "PARAM_GROUPS",
+    "CHOOSE_REGIME",
+    "QUIZ",
+    "Scenario",
+    "SCENARIOS",
+    "REGIMES",
+    "make_param_groups_reference",
+    "choose_regime_reference",
+]
 
 
 # --------------------------------------------------------------------------------------------- parameter groups
@@ -41,13 +49,19 @@ def _test_param_groups(make_param_groups) -> None:
     for k in (0, 4):
         model = freeze(load_backbone("mobilenet_v2", num_classes=10), k)
         groups = make_param_groups(model, lr, scale)
-        expect(isinstance(groups, list) and groups and all(isinstance(g, dict) and "params" in g and "lr" in g for g in groups),
-               f"return a list of dicts, each with 'params' (a list of parameters) and 'lr', got {type(groups).__name__}")
+        expect(
+            isinstance(groups, list)
+            and groups
+            and all(isinstance(g, dict) and "params" in g and "lr" in g for g in groups),
+            f"return a list of dicts, each with 'params' (a list of parameters) and 'lr', got {type(groups).__name__}",
+        )
         seen = [id(p) for g in groups for p in g["params"]]
         expect(len(seen) == len(set(seen)), f"k={k}: a parameter appears in two groups; each must be in exactly one")
         trainable = {id(p) for p in model.parameters() if p.requires_grad}
         frozen = {id(p) for p in model.parameters() if not p.requires_grad}
-        expect(not (set(seen) & frozen), f"k={k}: frozen parameters (requires_grad=False) do not belong in the optimizer")
+        expect(
+            not (set(seen) & frozen), f"k={k}: frozen parameters (requires_grad=False) do not belong in the optimizer"
+        )
         missing = len(trainable - set(seen))
         expect(not missing, f"k={k}: {missing} trainable parameter tensors are in no group")
         head = {id(p) for p in model.head.parameters()}
@@ -55,8 +69,11 @@ def _test_param_groups(make_param_groups) -> None:
             ids = {id(p) for p in g["params"]}
             want = lr if ids <= head else lr * scale
             expect(ids <= head or not (ids & head), f"k={k}: keep the head's parameters in a group of their own")
-            expect(abs(float(g["lr"]) - want) <= 1e-12, f"k={k}: a group of {'head' if ids <= head else 'stage'} parameters "
-                                                         f"has lr {g['lr']}, expected {want:g}")
+            expect(
+                abs(float(g["lr"]) - want) <= 1e-12,
+                f"k={k}: a group of {'head' if ids <= head else 'stage'} parameters "
+                f"has lr {g['lr']}, expected {want:g}",
+            )
         opt = torch.optim.AdamW(groups, lr=lr)
         before = model.head[-1].weight.detach().clone()
         x, y = fashion_batch()
@@ -110,27 +127,44 @@ class _Answer:
 
 
 SCENARIOS = (
-    _Answer(Scenario("food photos, 10 per class", 10, "close", "cpu"), (("head", (7,)),),
-            "10 images per class cannot re-learn millions of weights, and the last stage's features already suit "
-            "photos like ImageNet's: a linear head on the last stage (regime 'head', k = 7)."),
-    _Answer(Scenario("Fashion-MNIST, 10 per class", 10, "far", "cpu"), (("head", (4, 5, 6)),),
-            "little data AND far from ImageNet: too little to fine-tune, and the last stage is too ImageNet-specific "
-            "(the stage probe measured an earlier stage beating it). Put the head on an earlier stage: "
-            "('head', k) with k = 4..6 stages kept (CS231n's fourth case)."),
-    _Answer(Scenario("food photos, 100 per class", 100, "close", "cpu"), (("head", (7,)), ("partial", (5, 6))),
-            "a few hundred images close to ImageNet: a head on the last stage, or fine-tune only the last stage or "
-            "two (partial, k = 5 or 6); unfreezing more overfits and costs compute."),
-    _Answer(Scenario("Fashion-MNIST, 5,000 per class, GPU", 5000, "far", "gpu"), (("full", (0,)), ("partial", (1, 2))),
-            "lots of data far from ImageNet, and a GPU: fine-tune everything (or nearly: k <= 2); the late ImageNet "
-            "features are the wrong ones, and 50,000 images can re-learn them."),
-    _Answer(Scenario("food photos, 5,000 per class, GPU", 5000, "close", "gpu"), (("full", (0,)), ("partial", (1, 2, 3, 4))),
-            "lots of data close to ImageNet: fine-tuning most or all stages gains a little more; keeping everything "
-            "frozen wastes the data (Kornblith et al. 2019: fine-tuning beats fixed features on most data sets)."),
-    _Answer(Scenario("food photos, 5,000 per class, laptop CPU, one hour", 5000, "close", "cpu"),
-            (("head", (7,)), ("partial", (5, 6))),
-            "compute decides here: a full fine-tune of 15,000 photos at 224 px takes many hours on a laptop CPU, "
-            "while cached features make a head (or the last stages) train in minutes, and the data are close to "
-            "ImageNet, so little is lost."),
+    _Answer(
+        Scenario("food photos, 10 per class", 10, "close", "cpu"),
+        (("head", (7,)),),
+        "10 images per class cannot re-learn millions of weights, and the last stage's features already suit "
+        "photos like ImageNet's: a linear head on the last stage (regime 'head', k = 7).",
+    ),
+    _Answer(
+        Scenario("Fashion-MNIST, 10 per class", 10, "far", "cpu"),
+        (("head", (4, 5, 6)),),
+        "little data AND far from ImageNet: too little to fine-tune, and the last stage is too ImageNet-specific "
+        "(the stage probe measured an earlier stage beating it). Put the head on an earlier stage: "
+        "('head', k) with k = 4..6 stages kept (CS231n's fourth case).",
+    ),
+    _Answer(
+        Scenario("food photos, 100 per class", 100, "close", "cpu"),
+        (("head", (7,)), ("partial", (5, 6))),
+        "a few hundred images close to ImageNet: a head on the last stage, or fine-tune only the last stage or "
+        "two (partial, k = 5 or 6); unfreezing more overfits and costs compute.",
+    ),
+    _Answer(
+        Scenario("Fashion-MNIST, 5,000 per class, GPU", 5000, "far", "gpu"),
+        (("full", (0,)), ("partial", (1, 2))),
+        "lots of data far from ImageNet, and a GPU: fine-tune everything (or nearly: k <= 2); the late ImageNet "
+        "features are the wrong ones, and 50,000 images can re-learn them.",
+    ),
+    _Answer(
+        Scenario("food photos, 5,000 per class, GPU", 5000, "close", "gpu"),
+        (("full", (0,)), ("partial", (1, 2, 3, 4))),
+        "lots of data close to ImageNet: fine-tuning most or all stages gains a little more; keeping everything "
+        "frozen wastes the data (Kornblith et al. 2019: fine-tuning beats fixed features on most data sets).",
+    ),
+    _Answer(
+        Scenario("food photos, 5,000 per class, laptop CPU, one hour", 5000, "close", "cpu"),
+        (("head", (7,)), ("partial", (5, 6))),
+        "compute decides here: a full fine-tune of 15,000 photos at 224 px takes many hours on a laptop CPU, "
+        "while cached features make a head (or the last stages) train in minutes, and the data are close to "
+        "ImageNet, so little is lost.",
+    ),
 )
 
 
@@ -147,11 +181,15 @@ def _test_choose_regime(choose_regime) -> None:
     wrong = []
     for answer in SCENARIOS:
         got = choose_regime(answer.scenario)
-        expect(isinstance(got, tuple) and len(got) == 2 and got[0] in REGIMES and isinstance(got[1], int),
-               f"return a (regime, k) tuple with regime in {REGIMES} and k an int, got {got!r}")
+        expect(
+            isinstance(got, tuple) and len(got) == 2 and got[0] in REGIMES and isinstance(got[1], int),
+            f"return a (regime, k) tuple with regime in {REGIMES} and k an int, got {got!r}",
+        )
         if not any(got[0] == regime and got[1] in ks for regime, ks in answer.accept):
-            wrong.append(f"- {answer.scenario.name} ({answer.scenario.similarity}, {answer.scenario.compute}): you chose "
-                         f"{got}; {answer.why}")
+            wrong.append(
+                f"- {answer.scenario.name} ({answer.scenario.similarity}, {answer.scenario.compute}): you chose "
+                f"{got}; {answer.why}"
+            )
     expect(not wrong, f"{len(wrong)} of {len(SCENARIOS)} scenarios chosen differently:\n" + "\n".join(wrong))
 
 
@@ -169,36 +207,66 @@ CHOOSE_REGIME = Exercise(
     handle="nb04.CHOOSE_REGIME",
 )
 
-QUIZ = Quiz("Quiz: fine-tuning everything", {
-    "q1": Question(
-        "Why do pretrained stages get a lower learning rate than the new head?",
-        options={"a": "the head starts random and must move far; the pretrained stages are already good and the "
-                      "head's early, large and noisy gradients would wreck them",
-                 "b": "lower learning rates make each step cheaper", "c": "BatchNorm requires it"},
-        answer="a",
-        why="Discriminative learning rates (ULMFiT's name) protect what pretraining learned while the head catches up.",
-        wrong={"b": "a step costs the same at any learning rate.", "c": "BatchNorm does not care about the learning rate."}),
-    "q2": Question("With `lr = 1e-3` and `backbone_lr_scale = 0.1`, what learning rate does stage5 get?",
-                   answer=1e-4, tolerance=1e-9, why="lr x backbone_lr_scale = 1e-3 x 0.1 = 1e-4; the head keeps 1e-3.",
-                   wrong={"low": "multiply the head's rate by the scale once.", "high": "the stages get the scaled-down rate."}),
-    "q3": Question(
-        "Kornblith et al. (2019), 'Do better ImageNet models transfer better?': across 16 architectures and 12 data "
-        "sets, what did they find for *fine-tuning*?",
-        options={"a": "ImageNet accuracy and transfer accuracy were strongly correlated (though on some fine-grained "
-                      "sets, such as cars and aircraft, pretraining gave little over training from scratch)",
-                 "b": "no correlation at all", "c": "better ImageNet models always transferred worse"},
-        answer="a",
-        why="They report a strong correlation for fine-tuning and for fixed features, and that on some fine-grained "
-            "data sets ImageNet pretraining gave little benefit over training from scratch.",
-        wrong={"b": "the correlation was strong, for fine-tuning and for fixed features alike.",
-               "c": "the opposite: better ImageNet models tended to transfer better."}),
-    "q4": Question(
-        "In this notebook's size-axis table, what differs between the rows of one regime?",
-        options={"a": "only the number of training images per class (and with it the number of optimizer steps)",
-                 "b": "the data set", "c": "the input size"},
-        answer="a",
-        why="Every size is drawn from the same Fashion-MNIST pool, tested on the same test images per seed, at the "
+QUIZ = Quiz(
+    "Quiz: fine-tuning everything",
+    {
+        "q1": Question(
+            "Why do pretrained stages get a lower learning rate than the new head?",
+            options={
+                "a": "the head starts random and must move far; the pretrained stages are already good and the "
+                "head's early, large and noisy gradients would wreck them",
+                "b": "lower learning rates make each step cheaper",
+                "c": "BatchNorm requires it",
+            },
+            answer="a",
+            why="Discriminative learning rates (ULMFiT's name) protect what pretraining learned while the head "
+            "catches up.",
+            wrong={
+                "b": "a step costs the same at any learning rate.",
+                "c": "BatchNorm does not care about the learning rate.",
+            },
+        ),
+        "q2": Question(
+            "With `lr = 1e-3` and `backbone_lr_scale = 0.1`, what learning rate does stage5 get?",
+            answer=1e-4,
+            tolerance=1e-9,
+            why="lr x backbone_lr_scale = 1e-3 x 0.1 = 1e-4; the head keeps 1e-3.",
+            wrong={
+                "low": "multiply the head's rate by the scale once.",
+                "high": "the stages get the scaled-down rate.",
+            },
+        ),
+        "q3": Question(
+            "Kornblith et al. (2019), 'Do better ImageNet models transfer better?': across 16 architectures and 12 "
+            "data sets, what did they find for *fine-tuning*?",
+            options={
+                "a": "ImageNet accuracy and transfer accuracy were strongly correlated (though on some fine-grained "
+                "sets, such as cars and aircraft, pretraining gave little over training from scratch)",
+                "b": "no correlation at all",
+                "c": "better ImageNet models always transferred worse",
+            },
+            answer="a",
+            why="They report a strong correlation for fine-tuning and for fixed features, and that on some "
+            "fine-grained data sets ImageNet pretraining gave little benefit over training from scratch.",
+            wrong={
+                "b": "the correlation was strong, for fine-tuning and for fixed features alike.",
+                "c": "the opposite: better ImageNet models tended to transfer better.",
+            },
+        ),
+        "q4": Question(
+            "In this notebook's size-axis table, what differs between the rows of one regime?",
+            options={
+                "a": "only the number of training images per class (and with it the number of optimizer steps)",
+                "b": "the data set",
+                "c": "the input size",
+            },
+            answer="a",
+            why="Every size is drawn from the same Fashion-MNIST pool, tested on the same test images per seed, at the "
             "same input size and learning rates: size is the only factor, so the table can show its effect.",
-        wrong={"b": "one data set along the whole axis: that is the point (no size/data-set confound).",
-               "c": "the input size is fixed by the configuration."}),
-})
+            wrong={
+                "b": "one data set along the whole axis: that is the point (no size/data-set confound).",
+                "c": "the input size is fixed by the configuration.",
+            },
+        ),
+    },
+)

@@ -20,8 +20,9 @@ from convlab.exercises.core import Exercise, Question, Quiz, expect
 __all__ = ["mirror_crop_reference", "MIRROR_CROP", "QUIZ", "real_batch"]
 
 
-def mirror_crop_reference(images: torch.Tensor, size: tuple[int, int], p: float,
-                          generator: torch.Generator) -> torch.Tensor:
+def mirror_crop_reference(
+    images: torch.Tensor, size: tuple[int, int], p: float, generator: torch.Generator
+) -> torch.Tensor:
     """Mirror each image of ``images`` (B, C, H, W) with probability ``p``, then cut a ``size`` = (h, w) window at a
     random position per image; returns (B, C, h, w), same dtype. Draws: flips, then tops, then lefts (module doc)."""
     b, _, hh, ww = images.shape
@@ -30,7 +31,7 @@ def mirror_crop_reference(images: torch.Tensor, size: tuple[int, int], p: float,
     top = torch.randint(0, hh - h + 1, (b,), generator=generator)
     left = torch.randint(0, ww - w + 1, (b,), generator=generator)
     x = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    return torch.stack([x[i, :, t:t + h, l_:l_ + w] for i, (t, l_) in enumerate(zip(top.tolist(), left.tolist()))])
+    return torch.stack([x[i, :, t : t + h, l_ : l_ + w] for i, (t, l_) in enumerate(zip(top.tolist(), left.tolist()))])
 
 
 @lru_cache(maxsize=1)
@@ -56,25 +57,41 @@ def _test(mirror_crop) -> None:
     before = x.clone()
     out = mirror_crop(x, (64, 112), 0.5, torch.Generator().manual_seed(0))
     expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
-    expect(tuple(out.shape) == (16, 3, 64, 112), f"expected shape (16, 3, 64, 112) for size (64, 112), got {tuple(out.shape)}")
+    expect(
+        tuple(out.shape) == (16, 3, 64, 112),
+        f"expected shape (16, 3, 64, 112) for size (64, 112), got {tuple(out.shape)}",
+    )
     expect(out.dtype == torch.uint8, f"keep the input's dtype (uint8), got {out.dtype}")
     expect(torch.equal(x, before), "do not modify the input batch in place")
     # structure first (a clearer message than a failed oracle comparison)
     flipped = x.flip(-1)
     for i in range(4):
-        found = any(torch.equal(out[i], src[i, :, t:t + 64, l_:l_ + 112])
-                    for src in (x, flipped) for t in range(9) for l_ in range(17))
-        expect(found, f"output image {i} is not a 64 x 112 window of input image {i} (mirrored or not): crop each "
-                      "image from itself, with a per-image top/left")
-    expect(not torch.equal(mirror_crop(x, (64, 112), 0.0, torch.Generator().manual_seed(0)),
-                           mirror_crop(x, (64, 112), 0.0, torch.Generator().manual_seed(1))),
-           "different generator seeds should give different windows: draw the offsets from `generator`")
+        found = any(
+            torch.equal(out[i], src[i, :, t : t + 64, l_ : l_ + 112])
+            for src in (x, flipped)
+            for t in range(9)
+            for l_ in range(17)
+        )
+        expect(
+            found,
+            f"output image {i} is not a 64 x 112 window of input image {i} (mirrored or not): crop each "
+            "image from itself, with a per-image top/left",
+        )
+    expect(
+        not torch.equal(
+            mirror_crop(x, (64, 112), 0.0, torch.Generator().manual_seed(0)),
+            mirror_crop(x, (64, 112), 0.0, torch.Generator().manual_seed(1)),
+        ),
+        "different generator seeds should give different windows: draw the offsets from `generator`",
+    )
     for p, seed in ((0.5, 0), (0.5, 1), (0.8, 2), (0.0, 3)):  # p < 1: convlab skips the flip draw at p = 1
         got = mirror_crop(x, (64, 112), p, torch.Generator().manual_seed(seed))
-        expect(torch.equal(got, _oracle(x, (64, 112), p, seed)),
-               f"p={p}, seed={seed}: not equal to convlab's RandomHorizontalFlip + RandomCrop with the same generator: "
-               "keep the draw order (flips with torch.rand(B) < p, then tops, then lefts with torch.randint) and "
-               "use inclusive ranges (H - h + 1 possible tops)")
+        expect(
+            torch.equal(got, _oracle(x, (64, 112), p, seed)),
+            f"p={p}, seed={seed}: not equal to convlab's RandomHorizontalFlip + RandomCrop with the same generator: "
+            "keep the draw order (flips with torch.rand(B) < p, then tops, then lefts with torch.randint) and "
+            "use inclusive ranges (H - h + 1 possible tops)",
+        )
 
 
 MIRROR_CROP = Exercise(
@@ -93,50 +110,73 @@ MIRROR_CROP = Exercise(
 )
 
 
-QUIZ = Quiz("Notebook 05 quiz", {
-    "q1": Question(
-        "Why can notebook 02's feature cache (frozen backbone, features computed once) not serve randomly augmented "
-        "training images?",
-        "b",
-        "A cache stores one fixed view per image. A random augmentation must be drawn afresh each epoch; a cached "
-        "draw would be replayed in every epoch, a fixed offline copy rather than augmentation. So convlab's cache "
-        "refuses random transforms (RandomTransformError), and this notebook trains on the fly instead.",
-        options={"a": "cached features are stored in float16, which loses the augmentation",
-                 "b": "it stores one fixed view per image, so a random draw would be replayed in every epoch",
-                 "c": "augmented images have a different size than the cached ones",
-                 "d": "it can: augmentation changes only the head's input"},
-        wrong={"a": "the precision of the stored features is not the problem.",
-               "c": "a transform can keep the size (flips, colour) and the cache still cannot hold it.",
-               "d": "the augmentation changes the pixels, so the backbone's features change too."},
-    ),
-    "q2": Question(
-        "For which data is a horizontal mirror a label-changing (wrong) augmentation?",
-        "c",
-        "Left and right carry meaning in text and digits (a mirrored 'R' or '3' is not that character), in road signs "
-        "('turn left') and in medical images with a known side. Food, animals and most objects keep their label.",
-        options={"a": "photos of fruit on a plate", "b": "photos of cats and dogs",
-                 "c": "handwritten digits and letters", "d": "satellite images of fields"},
-        wrong={"a": "a mirrored pepper is still a pepper.", "b": "a mirrored cat is still a cat.",
-               "d": "aerial images have no preferred side: mirrors (and vertical flips) are safe there."},
-    ),
-    "q3": Question(
-        "A random crop of 32 x 56 px from a 36 x 64 px frame: how many different windows (top, left) are possible?",
-        45,
-        "Tops 0..4 (36 - 32 + 1 = 5 values) times lefts 0..8 (64 - 56 + 1 = 9 values) = 45: the '+ 1' is why "
-        "torch.randint's upper bound is H - h + 1 (it is exclusive).",
-        wrong={"low": "count both ends: H - h + 1 tops and W - w + 1 lefts (32 = 4 x 8 forgets the + 1).",
-               "high": "the window must lie inside the frame: only H - h + 1 tops and W - w + 1 lefts."},
-        tolerance=0.0,
-    ),
-    "q4": Question(
-        "Over 3 seeds a transform's paired effect is +0.02 ± 0.03 (mean ± sd). What does this run say?",
-        "a",
-        "An effect within about 2 standard deviations of zero cannot be told from seed-to-seed noise with 3 seeds: "
-        "more seeds, more test images or a larger effect are needed before claiming anything.",
-        options={"a": "it cannot tell the effect from noise", "b": "the transform helps by 2 points",
-                 "c": "the transform hurts", "d": "the transform has no effect at all"},
-        wrong={"b": "+0.02 is smaller than the spread: the sign could flip with other seeds.",
-               "c": "the mean is positive, and within the noise anyway.",
-               "d": "absence of evidence is not evidence of absence: the run is too small to tell."},
-    ),
-})
+QUIZ = Quiz(
+    "Notebook 05 quiz",
+    {
+        "q1": Question(
+            "Why can notebook 02's feature cache (frozen backbone, features computed once) not serve randomly "
+            "augmented training images?",
+            "b",
+            "A cache stores one fixed view per image. A random augmentation must be drawn afresh each epoch; a cached "
+            "draw would be replayed in every epoch, a fixed offline copy rather than augmentation. So convlab's cache "
+            "refuses random transforms (RandomTransformError), and this notebook trains on the fly instead.",
+            options={
+                "a": "cached features are stored in float16, which loses the augmentation",
+                "b": "it stores one fixed view per image, so a random draw would be replayed in every epoch",
+                "c": "augmented images have a different size than the cached ones",
+                "d": "it can: augmentation changes only the head's input",
+            },
+            wrong={
+                "a": "the precision of the stored features is not the problem.",
+                "c": "a transform can keep the size (flips, colour) and the cache still cannot hold it.",
+                "d": "the augmentation changes the pixels, so the backbone's features change too.",
+            },
+        ),
+        "q2": Question(
+            "For which data is a horizontal mirror a label-changing (wrong) augmentation?",
+            "c",
+            "Left and right carry meaning in text and digits (a mirrored 'R' or '3' is not that character), in road "
+            "signs ('turn left') and in medical images with a known side. Food, animals and most objects keep their "
+            "label.",
+            options={
+                "a": "photos of fruit on a plate",
+                "b": "photos of cats and dogs",
+                "c": "handwritten digits and letters",
+                "d": "satellite images of fields",
+            },
+            wrong={
+                "a": "a mirrored pepper is still a pepper.",
+                "b": "a mirrored cat is still a cat.",
+                "d": "aerial images have no preferred side: mirrors (and vertical flips) are safe there.",
+            },
+        ),
+        "q3": Question(
+            "A random crop of 32 x 56 px from a 36 x 64 px frame: how many different windows (top, left) are possible?",
+            45,
+            "Tops 0..4 (36 - 32 + 1 = 5 values) times lefts 0..8 (64 - 56 + 1 = 9 values) = 45: the '+ 1' is why "
+            "torch.randint's upper bound is H - h + 1 (it is exclusive).",
+            wrong={
+                "low": "count both ends: H - h + 1 tops and W - w + 1 lefts (32 = 4 x 8 forgets the + 1).",
+                "high": "the window must lie inside the frame: only H - h + 1 tops and W - w + 1 lefts.",
+            },
+            tolerance=0.0,
+        ),
+        "q4": Question(
+            "Over 3 seeds a transform's paired effect is +0.02 ± 0.03 (mean ± sd). What does this run say?",
+            "a",
+            "An effect within about 2 standard deviations of zero cannot be told from seed-to-seed noise with 3 seeds: "
+            "more seeds, more test images or a larger effect are needed before claiming anything.",
+            options={
+                "a": "it cannot tell the effect from noise",
+                "b": "the transform helps by 2 points",
+                "c": "the transform hurts",
+                "d": "the transform has no effect at all",
+            },
+            wrong={
+                "b": "+0.02 is smaller than the spread: the sign could flip with other seeds.",
+                "c": "the mean is positive, and within the noise anyway.",
+                "d": "absence of evidence is not evidence of absence: the run is too small to tell.",
+            },
+        ),
+    },
+)

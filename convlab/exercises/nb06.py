@@ -32,7 +32,9 @@ def rgb_pca_reference(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.T
     return vals.flip(0).float(), vecs.flip(1).float()
 
 
-def alexnet_offsets_reference(alpha: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
+def alexnet_offsets_reference(
+    alpha: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor
+) -> torch.Tensor:
     """``(B, 3)`` RGB offsets: row ``b`` = ``eigenvectors @ (alpha[b] * eigenvalues)``."""
     return (alpha * eigenvalues) @ eigenvectors.T
 
@@ -54,22 +56,30 @@ def _numpy_pca(images) -> tuple[np.ndarray, np.ndarray]:
 def _test_fit(rgb_pca) -> None:
     photos = list(train_photos()[:40])
     out = rgb_pca(photos)
-    expect(isinstance(out, tuple) and len(out) == 2, f"return a pair (eigenvalues, eigenvectors), got {type(out).__name__}")
+    expect(
+        isinstance(out, tuple) and len(out) == 2, f"return a pair (eigenvalues, eigenvectors), got {type(out).__name__}"
+    )
     vals, vecs = (torch.as_tensor(t, dtype=torch.float64) for t in out)
-    expect(vals.shape == (3,) and vecs.shape == (3, 3),
-           f"expected eigenvalues (3,) and eigenvectors (3, 3), got {tuple(vals.shape)} and {tuple(vecs.shape)}")
+    expect(
+        vals.shape == (3,) and vecs.shape == (3, 3),
+        f"expected eigenvalues (3,) and eigenvectors (3, 3), got {tuple(vals.shape)} and {tuple(vecs.shape)}",
+    )
     ref_vals, ref_vecs = _numpy_pca(photos)
     expect(bool((vals[:-1] >= vals[1:]).all()), f"sort the eigenvalues largest first, got {vals.tolist()}")
-    if np.allclose(vals.numpy(), ref_vals * 255 ** 2, rtol=1e-3):
+    if np.allclose(vals.numpy(), ref_vals * 255**2, rtol=1e-3):
         expect(False, "the eigenvalues are 255^2 too large: scale the pixel values to [0, 1] first")
-    expect(np.allclose(vals.numpy(), ref_vals, rtol=1e-3, atol=1e-7),
-           f"eigenvalues {np.round(vals.numpy(), 5).tolist()} differ from numpy's {np.round(ref_vals, 5).tolist()} "
-           "(np.cov of all pixels of all images, values in [0, 1]): centre on the mean over ALL training pixels "
-           "(one covariance for the training set, not one per image)")
+    expect(
+        np.allclose(vals.numpy(), ref_vals, rtol=1e-3, atol=1e-7),
+        f"eigenvalues {np.round(vals.numpy(), 5).tolist()} differ from numpy's {np.round(ref_vals, 5).tolist()} "
+        "(np.cov of all pixels of all images, values in [0, 1]): centre on the mean over ALL training pixels "
+        "(one covariance for the training set, not one per image)",
+    )
     cos = (vecs * torch.from_numpy(ref_vecs.copy())).sum(0).abs()
-    expect(bool((cos > 0.999).all()),
-           f"eigenvector columns are not numpy's (|cos| per column {np.round(cos.numpy(), 3).tolist()}): eigenvector "
-           "i is COLUMN i of the matrix, reordered with the eigenvalues (largest first)")
+    expect(
+        bool((cos > 0.999).all()),
+        f"eigenvector columns are not numpy's (|cos| per column {np.round(cos.numpy(), 3).tolist()}): eigenvector "
+        "i is COLUMN i of the matrix, reordered with the eigenvalues (largest first)",
+    )
 
 
 def _test_offsets(alexnet_offsets) -> None:
@@ -85,14 +95,20 @@ def _test_offsets(alexnet_offsets) -> None:
     expect(tuple(out.shape) == (8, 3), f"return one RGB offset per image: (8, 3), got {tuple(out.shape)}")
     lam = torch.tensor([0.5, 0.1, 0.01])
     swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # columns: G, B, R axes
-    expect(torch.allclose(alexnet_offsets(torch.tensor([[1.0, 0.0, 0.0]]), lam, swap), torch.tensor([[0.0, 0.5, 0.0]])),
-           "eigenvector i is COLUMN i: alpha = (1, 0, 0) must move along column 0 (here the G axis) by 0.5")
-    expect(torch.allclose(out, pca.offsets(alpha), atol=1e-6),
-           "the offsets differ from PCAColor.offsets for the same alphas on the food basis: multiply alpha by the "
-           "eigenvalues element-wise, then by the eigenvector matrix")
+    expect(
+        torch.allclose(alexnet_offsets(torch.tensor([[1.0, 0.0, 0.0]]), lam, swap), torch.tensor([[0.0, 0.5, 0.0]])),
+        "eigenvector i is COLUMN i: alpha = (1, 0, 0) must move along column 0 (here the G axis) by 0.5",
+    )
+    expect(
+        torch.allclose(out, pca.offsets(alpha), atol=1e-6),
+        "the offsets differ from PCAColor.offsets for the same alphas on the food basis: multiply alpha by the "
+        "eigenvalues element-wise, then by the eigenvector matrix",
+    )
     mine = (batch.float() + (out * 255).view(8, 3, 1, 1)).round().clamp(0, 255)
-    expect(bool(((mine - augmented.float()).abs() <= 1).all()),
-           "adding your offsets (x255) to the photos does not reproduce PCAColor's augmented photos")
+    expect(
+        bool(((mine - augmented.float()).abs() <= 1).all()),
+        "adding your offsets (x255) to the photos does not reproduce PCAColor's augmented photos",
+    )
 
 
 FIT_PCA = Exercise(
@@ -125,49 +141,72 @@ OFFSETS = Exercise(
 )
 
 
-QUIZ = Quiz("Notebook 06 quiz", {
-    "q1": Question(
-        "What distinguishes AlexNet's PCA colour augmentation from Albumentations' `FancyPCA`?",
-        "b",
-        "AlexNet fits ONE basis on all training pixels and adds a constant offset along it per image; FancyPCA runs a "
-        "PCA of each image's own pixels (an eigen-decomposition per image, much slower, image-specific axes).",
-        options={"a": "nothing: two names for the same method",
-                 "b": "AlexNet: one basis for the training set; FancyPCA: a PCA of each image",
-                 "c": "AlexNet's works per pixel, FancyPCA per image",
-                 "d": "FancyPCA uses ImageNet's constants, AlexNet fits its own"},
-        wrong={"a": "they share a name, not the method: compare where the basis comes from.",
-               "c": "both add one offset per image, to every pixel.",
-               "d": "FancyPCA fits per image; AlexNet's constants are ImageNet's own fitted basis."},
-    ),
-    "q2": Question(
-        "With ImageNet's basis (lambda_1 = 0.2175, eigenvector 1 = (-0.5675, -0.5808, -0.5836)) and alpha = "
-        "(0.1, 0, 0), by how many levels (of 255) does the RED channel of every pixel change? (a signed number)",
-        -3.15,
-        "0.1 * 0.2175 * (-0.5675) = -0.01234 in [0, 1] units, x255 = -3.15 levels: AlexNet's sigma = 0.1 gives "
-        "changes of a few levels, mostly in brightness.",
-        wrong={"low": "multiply alpha by the eigenvalue and the eigenvector's R component, then by 255.",
-               "high": "check the sign: the eigenvector's R component is negative."},
-        tolerance=0.05,
-    ),
-    "q3": Question(
-        "For which task would a strong colour shift destroy the label?",
-        "c",
-        "When the exact hue is the label (ripe vs unripe, traffic light colours, some stains), a shift that moves "
-        "colours between classes teaches the network that the deciding cue does not matter.",
-        options={"a": "cats vs dogs", "b": "cars vs bicycles", "c": "ripe vs unripe bananas",
-                 "d": "digits in grey-scale scans"},
-        wrong={"a": "a colour cast does not turn a cat into a dog.", "b": "shape decides here, not hue.",
-               "d": "grey-scale images have no hue to shift."},
-    ),
-    "q4": Question(
-        "Why fit the PCA colour basis on the training photos only?",
-        "a",
-        "Anything fitted from data (a basis, a mean, a normalisation) must come from the training set: using test "
-        "pixels leaks test information into training, however small it looks.",
-        options={"a": "fitting on test pixels leaks test information into training",
-                 "b": "the test photos have no colours", "c": "numpy cannot handle more pixels",
-                 "d": "the basis must differ between train and test"},
-        wrong={"b": "they do, which is why it is tempting to use them.", "c": "it is a 3 x 3 covariance: cheap.",
-               "d": "the basis is used only for training: test images are not augmented."},
-    ),
-})
+QUIZ = Quiz(
+    "Notebook 06 quiz",
+    {
+        "q1": Question(
+            "What distinguishes AlexNet's PCA colour augmentation from Albumentations' `FancyPCA`?",
+            "b",
+            "AlexNet fits ONE basis on all training pixels and adds a constant offset along it per image; FancyPCA "
+            "runs a PCA of each image's own pixels (an eigen-decomposition per image, much slower, image-specific "
+            "axes).",
+            options={
+                "a": "nothing: two names for the same method",
+                "b": "AlexNet: one basis for the training set; FancyPCA: a PCA of each image",
+                "c": "AlexNet's works per pixel, FancyPCA per image",
+                "d": "FancyPCA uses ImageNet's constants, AlexNet fits its own",
+            },
+            wrong={
+                "a": "they share a name, not the method: compare where the basis comes from.",
+                "c": "both add one offset per image, to every pixel.",
+                "d": "FancyPCA fits per image; AlexNet's constants are ImageNet's own fitted basis.",
+            },
+        ),
+        "q2": Question(
+            "With ImageNet's basis (lambda_1 = 0.2175, eigenvector 1 = (-0.5675, -0.5808, -0.5836)) and alpha = "
+            "(0.1, 0, 0), by how many levels (of 255) does the RED channel of every pixel change? (a signed number)",
+            -3.15,
+            "0.1 * 0.2175 * (-0.5675) = -0.01234 in [0, 1] units, x255 = -3.15 levels: AlexNet's sigma = 0.1 gives "
+            "changes of a few levels, mostly in brightness.",
+            wrong={
+                "low": "multiply alpha by the eigenvalue and the eigenvector's R component, then by 255.",
+                "high": "check the sign: the eigenvector's R component is negative.",
+            },
+            tolerance=0.05,
+        ),
+        "q3": Question(
+            "For which task would a strong colour shift destroy the label?",
+            "c",
+            "When the exact hue is the label (ripe vs unripe, traffic light colours, some stains), a shift that moves "
+            "colours between classes teaches the network that the deciding cue does not matter.",
+            options={
+                "a": "cats vs dogs",
+                "b": "cars vs bicycles",
+                "c": "ripe vs unripe bananas",
+                "d": "digits in grey-scale scans",
+            },
+            wrong={
+                "a": "a colour cast does not turn a cat into a dog.",
+                "b": "shape decides here, not hue.",
+                "d": "grey-scale images have no hue to shift.",
+            },
+        ),
+        "q4": Question(
+            "Why fit the PCA colour basis on the training photos only?",
+            "a",
+            "Anything fitted from data (a basis, a mean, a normalisation) must come from the training set: using test "
+            "pixels leaks test information into training, however small it looks.",
+            options={
+                "a": "fitting on test pixels leaks test information into training",
+                "b": "the test photos have no colours",
+                "c": "numpy cannot handle more pixels",
+                "d": "the basis must differ between train and test",
+            },
+            wrong={
+                "b": "they do, which is why it is tempting to use them.",
+                "c": "it is a 3 x 3 covariance: cheap.",
+                "d": "the basis is used only for training: test images are not augmented.",
+            },
+        ),
+    },
+)

@@ -19,11 +19,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["SEEDED_LOADER", "IDLE_FRACTION", "QUIZ", "PhotoDraws", "reference_seeded_loader", "reference_idle_fraction",
-           "loader_draws"]
+__all__ = [
+    "SEEDED_LOADER",
+    "IDLE_FRACTION",
+    "QUIZ",
+    "PhotoDraws",
+    "reference_seeded_loader",
+    "reference_idle_fraction",
+    "loader_draws",
+]
 
-_PHOTOS = 8     # real photos the check loads (2 workers x 2 batches of 2)
-_SIZE = 32      # side they are shrunk to: the check is about draws, not pixels
+_PHOTOS = 8  # real photos the check loads (2 workers x 2 batches of 2)
+_SIZE = 32  # side they are shrunk to: the check is about draws, not pixels
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,8 +83,14 @@ def reference_seeded_loader(dataset: Dataset, seed: int, num_workers: int = 2, b
         info.dataset.augment.rng = np.random.RandomState(info.seed % 2**32)
 
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      worker_init_fn=worker_init_fn, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=worker_init_fn,
+        generator=generator,
+    )
 
 
 def loader_draws(loader) -> list[dict]:
@@ -99,16 +112,22 @@ def _test_seeded_loader(make_loader) -> None:
     expect(len(first) == len(paths), f"one epoch should give all {len(paths)} photos, got {len(first)} (shuffle=False)")
     expect({r["worker"] for r in first} == {0, 1}, "the photos should be loaded by both worker processes (0 and 1)")
     by_worker = {w: [r["draw"] for r in first if r["worker"] == w] for w in (0, 1)}
-    expect(by_worker[0] != by_worker[1],
-           f"both workers drew the same brightness offsets {by_worker[0]}: each still uses the copy of the parent's "
-           "RandomState; give each worker's copy of dataset.augment.rng its own seed in a worker_init_fn")
+    expect(
+        by_worker[0] != by_worker[1],
+        f"both workers drew the same brightness offsets {by_worker[0]}: each still uses the copy of the parent's "
+        "RandomState; give each worker's copy of dataset.augment.rng its own seed in a worker_init_fn",
+    )
     again = loader_draws(make_loader(PhotoDraws(paths), 0, 2, 2))
-    expect([r["draw"] for r in again] == [r["draw"] for r in first],
-           "a rerun with the same seed gave other draws: derive the workers' seeds from `seed` "
-           "(e.g. a torch.Generator seeded with it, passed as generator=...)")
+    expect(
+        [r["draw"] for r in again] == [r["draw"] for r in first],
+        "a rerun with the same seed gave other draws: derive the workers' seeds from `seed` "
+        "(e.g. a torch.Generator seeded with it, passed as generator=...)",
+    )
     other = loader_draws(make_loader(PhotoDraws(paths), 1, 2, 2))
-    expect([r["draw"] for r in other] != [r["draw"] for r in first],
-           "seed=1 gave the same draws as seed=0: the seed you are given must change the workers' seeds")
+    expect(
+        [r["draw"] for r in other] != [r["draw"] for r in first],
+        "seed=1 gave the same draws as seed=0: the seed you are given must change the workers' seeds",
+    )
 
 
 SEEDED_LOADER = Exercise(
@@ -146,8 +165,10 @@ IDLE_FRACTION = Exercise(
     name="idle_fraction",
     test=_test_idle_fraction,
     reference=reference_idle_fraction,
-    hints=["The loop's wall time is all the waiting plus all the computing; the idle fraction is the waiting's share.",
-           "`float(np.sum(wait_s))`, the same for compute_s, then divide; works for lists and arrays."],
+    hints=[
+        "The loop's wall time is all the waiting plus all the computing; the idle fraction is the waiting's share.",
+        "`float(np.sum(wait_s))`, the same for compute_s, then divide; works for lists and arrays.",
+    ],
     skill="reading a loader profile",
     handle="nb07.IDLE_FRACTION",
 )
@@ -160,40 +181,57 @@ QUIZ = Quiz(
             "An augmentation holds `np.random.RandomState(0)`, made before the DataLoader starts 2 workers "
             "(no worker_init_fn, batch size 1, 8 samples, no shuffle). At most how many *distinct* offsets can "
             "the 8 samples of the first epoch get?",
-            answer=4, tolerance=0,
+            answer=4,
+            tolerance=0,
             why="Each worker draws from its own copy of the same state, so worker 1's 4 draws repeat worker 0's 4.",
-            wrong={"low": "Each worker draws a fresh number per sample from its copy.",
-                   "high": "The two copies start from the same state: the second worker repeats the first."},
+            wrong={
+                "low": "Each worker draws a fresh number per sample from its copy.",
+                "high": "The two copies start from the same state: the second worker repeats the first.",
+            },
         ),
         "q2": Question(
             "Why must workers draw different random numbers?",
             answer="b",
-            options={"a": "so each worker's process runs faster",
-                     "b": "otherwise samples loaded by different workers get the same 'random' augmentation, so "
-                          "the data are less varied than you think (and an epoch can repeat the last one)",
-                     "c": "PyTorch refuses to start workers with equal seeds"},
+            options={
+                "a": "so each worker's process runs faster",
+                "b": "otherwise samples loaded by different workers get the same 'random' augmentation, so "
+                "the data are less varied than you think (and an epoch can repeat the last one)",
+                "c": "PyTorch refuses to start workers with equal seeds",
+            },
             why="Identical streams mean correlated augmentations: less effective data, silently.",
-            wrong={"a": "Seeds do not change speed.", "c": "PyTorch starts them happily: that is why the bug is silent."},
+            wrong={
+                "a": "Seeds do not change speed.",
+                "c": "PyTorch starts them happily: that is why the bug is silent.",
+            },
         ),
         "q3": Question(
             "A 2-core CPU machine trains a small CNN that keeps both cores busy; loading takes 10% of the loop. "
             "What do 4 DataLoader workers most likely do?",
             answer="c",
-            options={"a": "cut the step time by up to 4x", "b": "remove the 10% wait and nothing else",
-                     "c": "little or nothing, or slow it down: the workers compete with the trainer for the same 2 cores"},
+            options={
+                "a": "cut the step time by up to 4x",
+                "b": "remove the 10% wait and nothing else",
+                "c": "little or nothing, or slow it down: the workers compete with the trainer for the same 2 cores",
+            },
             why="Workers only help when a core would otherwise sit idle; measure the idle fraction first.",
-            wrong={"a": "Workers overlap loading, they do not speed up the trainer's compute.",
-                   "b": "Only if there were idle cores to run them on; here they take cores from the trainer."},
+            wrong={
+                "a": "Workers overlap loading, they do not speed up the trainer's compute.",
+                "b": "Only if there were idle cores to run them on; here they take cores from the trainer.",
+            },
         ),
         "q4": Question(
             "With non-persistent workers and the RandomState bug, what does epoch 2 look like?",
             answer="a",
-            options={"a": "the same draws as epoch 1: every epoch's workers start from the same copied state",
-                     "b": "new draws, because the parent's RNG advanced",
-                     "c": "no augmentation at all"},
+            options={
+                "a": "the same draws as epoch 1: every epoch's workers start from the same copied state",
+                "b": "new draws, because the parent's RNG advanced",
+                "c": "no augmentation at all",
+            },
             why="The parent never drew from its RandomState; fresh workers copy the same untouched state each epoch.",
-            wrong={"b": "The draws happened in the workers' copies; the parent's state never moved.",
-                   "c": "The augmentation still runs, with repeated offsets."},
+            wrong={
+                "b": "The draws happened in the workers' copies; the parent's state never moved.",
+                "c": "The augmentation still runs, with repeated offsets.",
+            },
         ),
     },
 )

@@ -18,11 +18,18 @@ import torch
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["HAND_BASELINE", "CHANNEL_HISTOGRAM", "QUIZ", "reference_hand_baseline", "reference_channel_histogram",
-           "N_PER_CLASS", "MARGIN"]
+__all__ = [
+    "HAND_BASELINE",
+    "CHANNEL_HISTOGRAM",
+    "QUIZ",
+    "reference_hand_baseline",
+    "reference_channel_histogram",
+    "N_PER_CLASS",
+    "MARGIN",
+]
 
-N_PER_CLASS = 20   # training photos per class in the check
-MARGIN = 0.10      # accepted shortfall against the reference's test accuracy (about 5 of 48 photos)
+N_PER_CLASS = 20  # training photos per class in the check
+MARGIN = 0.10  # accepted shortfall against the reference's test accuracy (about 5 of 48 photos)
 
 
 def reference_hand_baseline(train_images, train_labels, test_images) -> torch.Tensor:
@@ -60,16 +67,24 @@ def _reference_accuracy() -> float:
 def _test_hand_baseline(hand_baseline) -> None:
     tr_x, tr_y, te_x, te_y = _food_task()
     pred = hand_baseline(list(tr_x), tr_y.clone(), list(te_x))
-    expect(pred is not None and hasattr(pred, "__len__"),
-           f"return the predicted class of every test photo (a tensor or array), got {type(pred).__name__}")
+    expect(
+        pred is not None and hasattr(pred, "__len__"),
+        f"return the predicted class of every test photo (a tensor or array), got {type(pred).__name__}",
+    )
     pred = torch.as_tensor(np.asarray(pred)).long().flatten()
     expect(len(pred) == len(te_y), f"return one prediction per test photo ({len(te_y)}), got {len(pred)}")
     acc, ref = float((pred == te_y).float().mean()), _reference_accuracy()
     majority = float(torch.bincount(te_y).max()) / len(te_y)
-    expect(acc > majority + 0.1, f"test accuracy {acc:.3f} is no better than always answering the commonest class "
-                                 f"({majority:.3f}): are the features informative, and the labels passed to fit?")
-    expect(acc >= ref - MARGIN, f"test accuracy {acc:.3f} on the real test photos; the reference reaches {ref:.3f} "
-                                f"(accepted: {ref - MARGIN:.3f} or more). Standardise the features; add HOG or colour.")
+    expect(
+        acc > majority + 0.1,
+        f"test accuracy {acc:.3f} is no better than always answering the commonest class "
+        f"({majority:.3f}): are the features informative, and the labels passed to fit?",
+    )
+    expect(
+        acc >= ref - MARGIN,
+        f"test accuracy {acc:.3f} on the real test photos; the reference reaches {ref:.3f} "
+        f"(accepted: {ref - MARGIN:.3f} or more). Standardise the features; add HOG or colour.",
+    )
 
 
 HAND_BASELINE = Exercise(
@@ -100,25 +115,35 @@ def _test_channel_histogram(channel_histogram) -> None:
     img[0, :2] = 255
     img[1] = 100
     h = channel_histogram(img, bins=4)
-    expect(isinstance(h, torch.Tensor) and tuple(h.shape) == (12,),
-           "return a tensor of 3 * bins numbers: R's bins, then G's, then B's")
+    expect(
+        isinstance(h, torch.Tensor) and tuple(h.shape) == (12,),
+        "return a tensor of 3 * bins numbers: R's bins, then G's, then B's",
+    )
     expect(torch.allclose(h.float().view(3, 4).sum(1), torch.ones(3)), "normalise each channel's counts to sum to 1")
-    expect(torch.allclose(h.float(), torch.tensor([0.5, 0, 0, 0.5, 0, 1, 0, 0, 1, 0, 0, 0])),
-           "0..63 is bin 0, 64..127 bin 1, ..., 192..255 bin 3")
+    expect(
+        torch.allclose(h.float(), torch.tensor([0.5, 0, 0, 0.5, 0, 1, 0, 0, 1, 0, 0, 0])),
+        "0..63 is bin 0, 64..127 bin 1, ..., 192..255 bin 3",
+    )
     photo = _food_task()[0][0]
     got = channel_histogram(photo, bins=8)
-    expect(torch.allclose(got.float(), reference_channel_histogram(photo, 8), atol=1e-6),
-           "wrong on a real food photo with bins=8: bin of a pixel value v is v * bins // 256")
-    expect(torch.allclose(channel_histogram(photo.flip(-1), bins=8).float(), got.float(), atol=1e-6),
-           "a histogram only counts: a mirror must not change it")
+    expect(
+        torch.allclose(got.float(), reference_channel_histogram(photo, 8), atol=1e-6),
+        "wrong on a real food photo with bins=8: bin of a pixel value v is v * bins // 256",
+    )
+    expect(
+        torch.allclose(channel_histogram(photo.flip(-1), bins=8).float(), got.float(), atol=1e-6),
+        "a histogram only counts: a mirror must not change it",
+    )
 
 
 CHANNEL_HISTOGRAM = Exercise(
     name="channel_histogram",
     test=_test_channel_histogram,
     reference=reference_channel_histogram,
-    hints=["Count, per channel, how many pixels fall in each of `bins` equal ranges of 0..255; divide by the pixel count.",
-           "`idx = image.long() * bins // 256`, then `torch.bincount(idx[c].flatten(), minlength=bins)` per channel."],
+    hints=[
+        "Count, per channel, how many pixels fall in each of `bins` equal ranges of 0..255; divide by the pixel count.",
+        "`idx = image.long() * bins // 256`, then `torch.bincount(idx[c].flatten(), minlength=bins)` per channel.",
+    ],
     skill="a colour histogram feature",
     handle="nb08.CHANNEL_HISTOGRAM",
 )
@@ -130,34 +155,50 @@ QUIZ = Quiz(
         "q1": Question(
             "With 5 training photos per class of food, which method is most likely to be most accurate?",
             answer="c",
-            options={"a": "a small CNN trained from scratch", "b": "colour histogram + linear",
-                     "c": "frozen ImageNet features + a linear head"},
+            options={
+                "a": "a small CNN trained from scratch",
+                "b": "colour histogram + linear",
+                "c": "frozen ImageNet features + a linear head",
+            },
             why="Pretrained features bring the most knowledge (1.2M labelled photos); with 5 photos per class the data "
-                "cannot supply it.",
-            wrong={"a": "A CNN from scratch must learn everything from 15 photos.",
-                   "b": "Hand features help, but encode far less than ImageNet features."},
+            "cannot supply it.",
+            wrong={
+                "a": "A CNN from scratch must learn everything from 15 photos.",
+                "b": "Hand features help, but encode far less than ImageNet features.",
+            },
         ),
         "q2": Question(
             "A joint colour histogram of a photo does not change when you...",
             answer="a",
-            options={"a": "mirror the photo, or shuffle its pixels in any way", "b": "brighten the photo",
-                     "c": "swap its red and blue channels"},
+            options={
+                "a": "mirror the photo, or shuffle its pixels in any way",
+                "b": "brighten the photo",
+                "c": "swap its red and blue channels",
+            },
             why="A histogram only counts colours; where they are does not matter.",
             wrong={"b": "Brightening moves pixels to other bins.", "c": "Swapping channels moves counts between bins."},
         ),
-        "q3": Question("A test set has 48 photos. How many percentage points of accuracy is one photo? (2 decimals)",
-                       answer=2.08, tolerance=0.01,
-                       why="1 / 48 = 2.08%: differences of a photo or two are noise; hence the seeds and the intervals.",
-                       wrong={"low": "Divide 100 by 48.", "high": "Divide 100 by 48."}),
+        "q3": Question(
+            "A test set has 48 photos. How many percentage points of accuracy is one photo? (2 decimals)",
+            answer=2.08,
+            tolerance=0.01,
+            why="1 / 48 = 2.08%: differences of a photo or two are noise; hence the seeds and the intervals.",
+            wrong={"low": "Divide 100 by 48.", "high": "Divide 100 by 48."},
+        ),
         "q4": Question(
             "The CNN from scratch overtakes HOG + linear at n images per class. If you improve the hand features, "
             "where does the crossover move?",
             answer="b",
-            options={"a": "to smaller n", "b": "to larger n: the CNN needs more data to catch up with a stronger baseline",
-                     "c": "nowhere: the crossover depends only on the CNN"},
+            options={
+                "a": "to smaller n",
+                "b": "to larger n: the CNN needs more data to catch up with a stronger baseline",
+                "c": "nowhere: the crossover depends only on the CNN",
+            },
             why="A better baseline raises the bar the learned model must clear, so it needs more data to do it.",
-            wrong={"a": "A stronger baseline is harder to overtake, not easier.",
-                   "c": "A crossover is where two curves meet: moving either moves it."},
+            wrong={
+                "a": "A stronger baseline is harder to overtake, not easier.",
+                "c": "A crossover is where two curves meet: moving either moves it.",
+            },
         ),
     },
 )

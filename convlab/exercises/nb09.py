@@ -62,10 +62,15 @@ def _model(name: str) -> nn.Module:
 
 def _probs_ok(got, want: Tensor, what: str) -> None:
     expect(isinstance(got, Tensor), f"{what} should return a tensor, got {type(got).__name__}")
-    expect(tuple(got.shape) == tuple(want.shape), f"{what} should return (B, K) = {tuple(want.shape)}, got {tuple(got.shape)}")
+    expect(
+        tuple(got.shape) == tuple(want.shape),
+        f"{what} should return (B, K) = {tuple(want.shape)}, got {tuple(got.shape)}",
+    )
     got = got.detach().float()
-    expect(torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4),
-           f"{what}: each row should be probabilities summing to 1 (softmax over the classes, dim -1, then the mean)")
+    expect(
+        torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4),
+        f"{what}: each row should be probabilities summing to 1 (softmax over the classes, dim -1, then the mean)",
+    )
 
 
 def _test_ten_crop(ten_crop_predict) -> None:
@@ -78,12 +83,17 @@ def _test_ten_crop(ten_crop_predict) -> None:
     with torch.no_grad():
         logit_mean = torch.stack([model(v) for v in TF.ten_crop(x, [_CROP, _CROP])]).mean(0).softmax(-1)
         centre = model(TF.center_crop(x, [_CROP, _CROP])).softmax(-1)
-    expect(not torch.allclose(got.float(), logit_mean, atol=1e-5),
-           "that is the softmax of the mean logits: take each view's softmax first, then the mean over the ten")
+    expect(
+        not torch.allclose(got.float(), logit_mean, atol=1e-5),
+        "that is the softmax of the mean logits: take each view's softmax first, then the mean over the ten",
+    )
     expect(not torch.allclose(got.float(), centre, atol=1e-5), "that is the centre crop alone: average all ten views")
     err = (got.float() - want).abs().max().item()
-    expect(err < 1e-4, f"differs from the reference by up to {err:.2g} on real photos: the ten views are the four "
-                       "corners and the centre of the image, then the same five of the mirrored image")
+    expect(
+        err < 1e-4,
+        f"differs from the reference by up to {err:.2g} on real photos: the ten views are the four "
+        "corners and the centre of the image, then the same five of the mirrored image",
+    )
 
 
 def _test_ensemble(ensemble_predict) -> None:
@@ -94,13 +104,17 @@ def _test_ensemble(ensemble_predict) -> None:
     _probs_ok(got, want, "ensemble_predict")
     with torch.no_grad():
         logit_mean = torch.stack([m(x) for m in models]).mean(0).softmax(-1)
-    expect(not torch.allclose(got.float(), logit_mean, atol=1e-5),
-           "that is the softmax of the mean logits: take each member's softmax first, then the mean")
+    expect(
+        not torch.allclose(got.float(), logit_mean, atol=1e-5),
+        "that is the softmax of the mean logits: take each member's softmax first, then the mean",
+    )
     err = (got.float() - want).abs().max().item()
     expect(err < 1e-4, f"differs from the reference by up to {err:.2g}: average every member's probabilities")
     one = ensemble_predict(models[:1], x.clone())
-    expect(isinstance(one, Tensor) and torch.allclose(one.float(), reference_ensemble_predict(models[:1], x), atol=1e-4),
-           "an ensemble of one model should give that model's softmax")
+    expect(
+        isinstance(one, Tensor) and torch.allclose(one.float(), reference_ensemble_predict(models[:1], x), atol=1e-4),
+        "an ensemble of one model should give that model's softmax",
+    )
 
 
 TEN_CROP = Exercise(
@@ -137,42 +151,57 @@ QUIZ = Quiz(
     {
         "q1": Question(
             "An ensemble of 5 models, each evaluated with 10-crop: how many forward passes per test photo?",
-            answer=50, tolerance=0,
+            answer=50,
+            tolerance=0,
             why="Cost is models x views: every member sees every view (GoogLeNet: 7 x 144 = 1008).",
-            wrong={"low": "Every one of the 5 members runs on every one of the 10 views.",
-                   "high": "Count models x views, once each."},
+            wrong={
+                "low": "Every one of the 5 members runs on every one of the 10 views.",
+                "high": "Count models x views, once each.",
+            },
         ),
         "q2": Question(
             "When is 10-crop most likely to *lower* accuracy?",
             answer="b",
-            options={"a": "when the test set is large",
-                     "b": "when the model was trained on centre crops only, so corner crops are views it never saw",
-                     "c": "when the model was trained with random crops and flips",
-                     "d": "when the softmax is averaged instead of the logits"},
-            why="Test-time views should come from the training distribution; random-crop training makes corners familiar.",
-            wrong={"a": "A larger test set measures the effect more precisely; it does not change its sign.",
-                   "c": "That is the setting where 10-crop is expected to help (AlexNet, GoogLeNet, ResNet).",
-                   "d": "Both averages usually behave alike; the mean of softmaxes is the classic choice."},
+            options={
+                "a": "when the test set is large",
+                "b": "when the model was trained on centre crops only, so corner crops are views it never saw",
+                "c": "when the model was trained with random crops and flips",
+                "d": "when the softmax is averaged instead of the logits",
+            },
+            why="Test-time views should come from the training distribution; random-crop training makes corners "
+            "familiar.",
+            wrong={
+                "a": "A larger test set measures the effect more precisely; it does not change its sign.",
+                "c": "That is the setting where 10-crop is expected to help (AlexNet, GoogLeNet, ResNet).",
+                "d": "Both averages usually behave alike; the mean of softmaxes is the classic choice.",
+            },
         ),
         "q3": Question(
             "GoogLeNet (Table 3, top-5 error): 1 model 1 crop 10.07%, 1 model 10 crops 9.15%, 7 models 1 crop 8.09%. "
             "Which bought more accuracy per forward pass there?",
             answer="a",
-            options={"a": "the ensemble: 7 passes gave a larger drop than 10 crops' 10 passes",
-                     "b": "10 crops: views are cheaper than models",
-                     "c": "they were equal"},
+            options={
+                "a": "the ensemble: 7 passes gave a larger drop than 10 crops' 10 passes",
+                "b": "10 crops: views are cheaper than models",
+                "c": "they were equal",
+            },
             why="At lower compute the 7 independently trained models beat 10 crops of one: diverse errors average out. "
-                "(Training 7 models cost 7 runs, though.)",
-            wrong={"b": "At test time a view costs one forward pass, just like a member.",
-                   "c": "10.07 -> 8.09 with 7 passes vs 10.07 -> 9.15 with 10."},
+            "(Training 7 models cost 7 runs, though.)",
+            wrong={
+                "b": "At test time a view costs one forward pass, just like a member.",
+                "c": "10.07 -> 8.09 with 7 passes vs 10.07 -> 9.15 with 10.",
+            },
         ),
         "q4": Question(
-            "VGG's dense evaluation runs the whole image and its mirror once. For a 4:3 image whose shorter side equals "
-            "the crop size, what fraction of 10-crop's pixels is that? (2 decimals)",
-            answer=0.27, tolerance=0.01,
+            "VGG's dense evaluation runs the whole image and its mirror once. For a 4:3 image whose shorter side "
+            "equals the crop size, what fraction of 10-crop's pixels is that? (2 decimals)",
+            answer=0.27,
+            tolerance=0.01,
             why="2 images x (4/3) crop^2 pixels against 10 x crop^2: 2 x 1.333 / 10 = 0.27; no overlapping crops.",
-            wrong={"low": "Count both the image and its mirror, each 4/3 of a crop.",
-                   "high": "10-crop runs ten crops; dense runs two (wider) images."},
+            wrong={
+                "low": "Count both the image and its mirror, each 4/3 of a crop.",
+                "high": "10-crop runs ten crops; dense runs two (wider) images.",
+            },
         ),
     },
 )

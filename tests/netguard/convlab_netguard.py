@@ -31,7 +31,9 @@ def _is_loopback(host) -> bool:
 
 
 def installed() -> bool:
-    return getattr(socket.socket.connect, "_convlab_netguard", False) and getattr(socket.getaddrinfo, "_convlab_netguard", False)
+    return getattr(socket.socket.connect, "_convlab_netguard", False) and getattr(
+        socket.getaddrinfo, "_convlab_netguard", False
+    )
 
 
 def install() -> None:

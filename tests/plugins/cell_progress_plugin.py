@@ -77,7 +77,8 @@ def pytest_runtest_call(item):
     limit = LIMIT_S * factor
     if silence > limit:
         raise AssertionError(
-            f"this cell ran {total:.0f} s and showed nothing for {silence:.0f} s (limit {limit:.0f} s: {LIMIT_S:g} s on "
-            f"idle cores x {factor:.1f} for the machine's load): show progress, e.g. a tqdm bar (convlab functions "
-            "take progress=True) or a line per step")
+            f"this cell ran {total:.0f} s and showed nothing for {silence:.0f} s (limit {limit:.0f} s: {LIMIT_S:g} s "
+            f"on idle cores x {factor:.1f} for the machine's load): show progress, e.g. a tqdm bar (convlab functions "
+            "take progress=True) or a line per step"
+        )
     return result
