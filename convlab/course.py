@@ -98,9 +98,15 @@ def benchmark_summary(results: str | os.PathLike) -> list[dict]:
     tta = load("tta_cpu.json")
     if tta is not None:
         acc = tta["acceptance"]
-        rows.append({"benchmark": "multi-crop (bench_tta.py)", "measure": "building 10 crops vs PIL TenCrop (speed-up)",
-                     "result": _ratio(acc["crops_vs_pil_tencrop"]["speedup"]),
-                     "key": "tta_cpu.json: acceptance.crops_vs_pil_tencrop.speedup"})
+        same, dense = acc["tencrop_vs_10_single_same_best_batch"], acc["dense_vs_tencrop"]
+        for name, what, field in (
+                ("crops_vs_pil_tencrop", "building 10 crops vs PIL TenCrop (speed-up)", "speedup"),
+                ("tencrop_vs_10_single_same_best_batch",
+                 f"10-crop vs ten single-crop evaluations, forwards of {same['batch']} each (time)", "ratio"),
+                ("dense_vs_tencrop", f"dense evaluation (whole image + mirror, Q={dense['scale']}) vs 10-crop (time)",
+                 "ratio")):
+            rows.append({"benchmark": "multi-crop (bench_tta.py)", "measure": what, "result": _ratio(acc[name][field]),
+                         "key": f"tta_cpu.json: acceptance.{name}.{field}"})
     shared = load("shared_cpu.json")
     if shared is not None:
         n, cpus = shared["kernels"], shared["machine"]["cpus"]

@@ -95,3 +95,17 @@ def _json_value(key: str):
     for part in path.split("."):
         value = value[part]
     return value
+
+
+def test_readme_benchmark_ratios_are_the_json_figures_at_their_keys():
+    """README's benchmark section: every bold ratio names its JSON key on the same line, and equals it."""
+    section = (ROOT / "README.md").read_text().split("\n## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    cited = 0
+    for line in section.splitlines():
+        figures = re.findall(r"\*\*(\d+\.\d\d)x\*\*", line)
+        keys = re.findall(r"`(\w+\.json: [^`]+)`", line)
+        assert len(figures) == len(keys), f"a bold ratio without its JSON key (or the reverse): {line}"
+        for figure, key in zip(figures, keys):
+            assert figure == f"{_json_value(key):.2f}", (line, key)
+            cited += 1
+    assert cited >= 8
