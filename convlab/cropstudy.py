@@ -88,13 +88,17 @@ def _progress(it, total: int, desc: str, progress: bool):
     return tqdm(it, total=total, desc=desc, leave=False)
 
 
+def _batched(fn, x: Tensor, batch: int, desc: str, progress: bool) -> Tensor:
+    """``fn`` on ``x`` in chunks of ``batch`` along dim 0 (a progress bar if asked), the results concatenated."""
+    starts = range(0, len(x), batch)
+    return torch.cat([fn(x[i:i + batch]) for i in _progress(starts, math.ceil(len(x) / batch), desc, progress)])
+
+
 def view_features(backbone: nn.Module, photos: Tensor, views: ViewSet, *, batch: int = 8, progress: bool = False,
                   desc: str = "view features") -> Tensor:
     """Pooled features of every view of every photo: uint8 ``(B, C, H, W)`` -> ``(B, V, D)``."""
     pooled = _Pooled(backbone)
-    parts = [predict_views(pooled, photos[i:i + batch], views, average="none")
-             for i in _progress(range(0, len(photos), batch), math.ceil(len(photos) / batch), desc, progress)]
-    return torch.cat(parts)
+    return _batched(lambda p: predict_views(pooled, p, views, average="none"), photos, batch, desc, progress)
 
 
 def crop_features(backbone: nn.Module, crops: Tensor, *, batch: int = 8, progress: bool = False,
@@ -103,19 +107,16 @@ def crop_features(backbone: nn.Module, crops: Tensor, *, batch: int = 8, progres
     B, R = crops.shape[:2]
     pooled = _Pooled(backbone)
     views = ViewSet.center(tuple(crops.shape[-2:]))
-    flat = crops.flatten(0, 1)
-    parts = [predict_views(pooled, flat[i:i + batch], views, average="none")[:, 0]
-             for i in _progress(range(0, len(flat), batch), math.ceil(len(flat) / batch), desc, progress)]
-    return torch.cat(parts).view(B, R, -1)
+    flat = _batched(lambda c: predict_views(pooled, c, views, average="none")[:, 0], crops.flatten(0, 1), batch, desc,
+                    progress)
+    return flat.view(B, R, -1)
 
 
 def dense_features(backbone: nn.Module, photos: Tensor, resize: int, *, batch: int = 8, progress: bool = False,
                    desc: str = "dense features") -> Tensor:
     """Features of the whole photo at shorter side ``resize`` and of its mirror: ``(B, 2, D)``."""
     pooled = _Pooled(backbone)
-    parts = [dense_predict(pooled, photos[i:i + batch], resize, average="none")
-             for i in _progress(range(0, len(photos), batch), math.ceil(len(photos) / batch), desc, progress)]
-    return torch.cat(parts)
+    return _batched(lambda p: dense_predict(pooled, p, resize, average="none"), photos, batch, desc, progress)
 
 
 def train_head(features: Tensor, labels: Tensor, num_classes: int, *, epochs: int = 30, lr: float = 3e-3,

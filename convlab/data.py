@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from convlab.assets import fetch
+from convlab.backbones import imagenet_categories
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from torch.utils.data import Dataset
@@ -40,6 +42,10 @@ __all__ = [
     "imagenet_samples",
     "sample_photos",
     "decode_image_file",
+    "IMAGE_SUFFIXES",
+    "class_folders",
+    "image_files",
+    "stratified_split",
 ]
 
 FOOD_GROUPS: dict[str, str] = {
@@ -69,7 +75,8 @@ FASHION_MNIST_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+#: File name endings read as images (lower case) by :func:`load_image_folder` and :func:`image_files`.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -95,10 +102,12 @@ class ImageSet(torch.utils.data.Dataset):
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels: expected shape ({len(images)},), got {tuple(labels.shape)}")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"labels: expected values in [0, {len(classes)}), got range [{labels.min()}, {labels.max()}]")
+            raise ValueError(f"labels: expected values in [0, {len(classes)}), "
+                             f"got range [{labels.min()}, {labels.max()}]")
         for i in range(min(len(images), 1)):
             if images[i].dtype != torch.uint8 or images[i].ndim != 3:
-                raise TypeError(f"images: expected uint8 (C, H, W) images, got {images[i].dtype} {tuple(images[i].shape)}")
+                raise TypeError(f"images: expected uint8 (C, H, W) images, "
+                                f"got {images[i].dtype} {tuple(images[i].shape)}")
         self.images = images
         self.labels = labels
         self.classes = tuple(classes)
@@ -120,7 +129,7 @@ class ImageSet(torch.utils.data.Dataset):
         counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
         return f"ImageSet({len(self)} images, classes={dict(zip(self.classes, counts))})"
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageSet":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         """A new ImageSet with the chosen images (same classes and transform)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         if isinstance(self.images, torch.Tensor):
@@ -129,11 +138,11 @@ class ImageSet(torch.utils.data.Dataset):
             images = [self.images[i] for i in idx.tolist()]
         return ImageSet(images, self.labels[idx], self.classes, [self.ids[i] for i in idx.tolist()], self.transform)
 
-    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> "ImageSet":
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> ImageSet:
         """The same images and labels with another transform (the data are shared, not copied)."""
         return ImageSet(self.images, self.labels, self.classes, self.ids, transform)
 
-    def per_class(self, n: int, seed: int = 0) -> "ImageSet":
+    def per_class(self, n: int, seed: int = 0) -> ImageSet:
         """At most ``n`` images of each class, drawn with ``seed`` (for learning curves over set size)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n: expected an int >= 1, got {n!r}")
@@ -149,8 +158,8 @@ class ImageSet(torch.utils.data.Dataset):
 
         Computed afresh on every call, never remembered: images and labels are mutable tensors, and a remembered
         value would outlive an in-place edit (a feature cache would then serve the old features). It costs one
-        sha256 pass over the pixels, measured on a shared 2-core CPU: 0.14 s for the 237 food photos (38 MB),
-        0.35 s for Fashion-MNIST's 55,000 training images (43 MB); small next to the extraction it guards.
+        sha256 pass over the pixels: a fraction of a second for the course's data sets, small next to the
+        extraction it guards.
         """
         h = hashlib.sha256()
         h.update(repr(self.classes).encode())
@@ -180,7 +189,8 @@ class Splits:
     info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, classes={self.classes}, seed={self.seed})"
+        return (f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+                f"classes={self.classes}, seed={self.seed})")
 
 
 def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -222,7 +232,8 @@ def _to_uint8_array(im, channels: int) -> np.ndarray:
     return np.asarray(im.convert("RGB" if channels == 3 else "L"))
 
 
-def _stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """Sorted ``(train, val, test)`` index tensors holding ``fractions`` of every class (seeded with ``seed``)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions: expected three non-negative numbers summing to 1, got {tuple(fractions)}")
     g = torch.Generator().manual_seed(seed)
@@ -295,7 +306,7 @@ def load_food(
     full = ImageSet([images[i] for i in keep], [labels[i] for i in keep], classes, [paths[i].name for i in keep])
     if max_per_class is not None:
         full = full.per_class(max_per_class, seed=seed)
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, fractions, seed))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, fractions, seed))
     info = {"files": len(paths), "distinct": len(keep), "per_class": torch.bincount(full.labels, minlength=len(classes)).tolist()}
     return Splits(train, val, test, classes, seed, info)
 
@@ -386,13 +397,13 @@ def load_image_folder(
         val = _read_class_folders(root / "val", on_error, parts["train"]) if "val" in parts else train.subset([])
         return Splits(train, val, test, train.classes, seed, {"root": str(root), "layout": "given splits"})
     full = _read_class_folders(root, on_error, _class_folders(root))
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, fractions, seed))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, fractions, seed))
     return Splits(train, val, test, full.classes, seed, {"root": str(root), "layout": "split by convlab"})
 
 
 def _class_folders(root: Path) -> list[str]:
     """The class folder names under ``root`` (hidden ones left out), checked: at least two, no case-only twins."""
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = class_folders(root)
     if not found:
         raise ValueError(f"root: expected class sub-folders in {root} (root/<class>/<image>), found none")
     if len(found) < 2:
@@ -425,11 +436,25 @@ def _check_same_classes(root: Path, train: list[str], split: str, other: list[st
     raise ValueError(f"root: the splits in {root} must hold the same class folders: {'; '.join(what)}")
 
 
+def class_folders(root: Path) -> list[str]:
+    """The names of the visible sub-folders of ``root`` (one per class), sorted: the class order."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def image_files(folder: Path, hidden: bool = False) -> list[Path]:
+    """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder``, sorted; names starting with "." only if ``hidden``.
+
+    Hidden files are not images as a rule (macOS writes ``._photo.jpg`` resource files beside copied photos).
+    """
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and (hidden or not p.name.startswith(".")))
+
+
 def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> ImageSet:
     images, labels, ids, hidden = [], [], [], []
     for label, name in enumerate(classes):
         folder = root / name
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        files = image_files(folder, hidden=True)
         count = 0
         for path in files:
             if path.name.startswith("."):  # ._photo.jpg (macOS resource fork), .thumbnail.png, ...
@@ -447,7 +472,7 @@ def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> Im
             count += 1
         if count == 0:
             skipped = " (its files were unreadable or hidden)" if files else ""
-            raise ValueError(f"root: class folder {folder} has no images ({', '.join(_IMAGE_SUFFIXES)}){skipped}; "
+            raise ValueError(f"root: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
                              "add images or remove the folder")
     if hidden:
         warnings.warn(f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "
@@ -475,8 +500,6 @@ def torchvision_dataset(name: str, root: str | Path, split: str = "train", downl
 
 def imagenet_samples() -> ImageSet:
     """The 20 labelled ImageNet validation photos (label = ImageNet class index), as one ImageSet."""
-    from convlab.backbones import imagenet_categories
-
     folder = fetch("imagenet_samples")
     paths = sorted(folder.glob("imagenet_*.jpg"))
     labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]

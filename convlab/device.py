@@ -1,10 +1,14 @@
-"""Choosing the compute device: ``"auto"`` means CUDA when present, else the CPU."""
+"""Devices and modes: ``"auto"`` means CUDA when present, else the CPU; where a model lives; eval mode for a block."""
 
 from __future__ import annotations
 
-import torch
+import contextlib
+from collections.abc import Iterator
 
-__all__ = ["resolve_device"]
+import torch
+from torch import nn
+
+__all__ = ["resolve_device", "model_device", "eval_mode"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -22,3 +26,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     return resolved
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives: the device of its first parameter (or buffer); the CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Run the block with ``models`` in eval mode, then put each back in the mode it was in (also after an error).
+
+    ``model.train(mode)`` is what restores it, so a frozen stage that always stays in eval (``convlab.transfer``'s
+    BatchNorm policy) keeps doing so.
+    """
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)

@@ -1,12 +1,17 @@
-"""Tables that render as HTML in notebooks and as aligned text elsewhere (no pandas needed)."""
+"""Tables that render as HTML in notebooks, as aligned text elsewhere, and as GitHub markdown (no pandas needed).
+
+:class:`Table` holds rows of dicts or dataclasses; :func:`markdown_table` renders dataclass rows (results such as
+``History.rows()``) straight to markdown with a chosen float format. Both share one markdown writer.
+"""
 
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, is_dataclass
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, is_dataclass
+from typing import Any
 
-__all__ = ["Table"]
+__all__ = ["Table", "markdown_table"]
 
 
 def _fmt(value: Any) -> str:
@@ -15,6 +20,26 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+def _markdown(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Any], floatfmt: str = ".3g") -> str:
+    """A GitHub-markdown table of dataclass rows (one column per field); floats as ``format(v, floatfmt)``."""
+    if not rows:
+        return ""
+    names = [f.name for f in fields(rows[0])]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    return _markdown(names, [[cell(getattr(r, n)) for n in names] for r in rows])
 
 
 class Table:
@@ -49,14 +74,12 @@ class Table:
         lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)))
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     __repr__ = __str__
 
     def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(row) + " |" for row in self._cells()]
-        return "\n".join(lines)
+        return _markdown(self.columns, self._cells())
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)

@@ -9,12 +9,13 @@ module holds the pieces that make those N processes train *one* model:
 - :func:`epoch_order` is this rank's share of the epoch's shuffled order, from a ``DistributedSampler`` with
   ``set_epoch``: every rank draws the *same* permutation (seeded with ``seed + epoch``) and takes every N-th item,
   so at each step the ranks' batches together are exactly one contiguous slice of the permutation.
-- :func:`train_epoch` runs one epoch on this rank's share; DDP averages the gradients over ranks during
-  ``backward``. With equal per-rank batches that average *is* the gradient of the mean loss over the global batch,
-  so N ranks with ``global_batch / N`` each take the same steps as one process with ``global_batch`` (up to
-  float summation order) whenever nothing else depends on the batch split: see "BatchNorm" below.
+- :func:`sharding` hands these pieces to the one training loop, :func:`convlab.engine.fit`: each rank trains on
+  its share through DDP, which averages the gradients over ranks during ``backward``. With equal per-rank batches
+  that average *is* the gradient of the mean loss over the global batch, so N ranks with ``global_batch / N`` each
+  take the same steps as one process with ``global_batch`` (up to float summation order) whenever nothing else
+  depends on the batch split: see "BatchNorm" below.
 - :func:`evaluate_shards` splits an evaluation set over ranks without padding and adds up the sums, so validation
-  metrics are exactly those of one process.
+  metrics are exactly those of one process (the engine's evaluation loop on each share).
 - :func:`all_reduce_sums` (loss sums and correct counts), :func:`main_first` (e.g. rank 0 fills a feature cache,
   the others then read it), :func:`rank_seed` (independent random streams per rank, derived from one seed).
 
@@ -32,18 +33,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from convlab.engine import _batches, _prepare, train_epoch as engine_train_epoch
+from convlab.device import eval_mode
+from convlab.engine import Sharding, evaluate_indices
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Any
+
     from torch.utils.data import Dataset
 
 __all__ = [
@@ -58,7 +62,7 @@ __all__ = [
     "broadcast_object",
     "epoch_order",
     "shard_indices",
-    "train_epoch",
+    "sharding",
     "evaluate_shards",
 ]
 
@@ -204,35 +208,22 @@ def shard_indices(n: int, env: DistEnv) -> torch.Tensor:
     return torch.arange(env.rank, n, env.world_size)
 
 
-def train_epoch(
-    net: nn.Module,
-    data: Dataset,
-    order: torch.Tensor,
-    *,
-    batch_size: int,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    device: torch.device,
-    transform: Callable | None = None,
-    channels_last: bool = False,
-    after_train_mode: Callable[[], None] | None = None,
-    on_step: Callable[[], None] | None = None,
-) -> tuple[float, float, float]:
-    """One epoch over ``data[order]`` in batches of ``batch_size`` (this rank's share and per-rank batch).
+def sharding(env: DistEnv, sampler: torch.utils.data.DistributedSampler, device: torch.device,
+             train_module: nn.Module | None = None) -> Sharding:
+    """How :func:`convlab.engine.fit` shares each epoch over the ranks of ``env``.
 
-    ``net`` may be wrapped in ``DistributedDataParallel`` (gradients are then averaged over ranks in ``backward``).
-    ``after_train_mode`` runs after ``net.train()`` (e.g. to keep BatchNorm statistics fixed); ``on_step`` after
-    every optimizer step (progress bars, test hooks). Returns ``(loss_sum, correct, seen)`` summed over all ranks.
+    Training takes :func:`epoch_order` of ``sampler`` (this rank's share, reshuffled per epoch) through
+    ``train_module`` (e.g. ``DistributedDataParallel``, which averages gradients over ranks during ``backward``;
+    with equal per-rank batches that average *is* the gradient of the mean loss over the global batch).
+    Evaluation takes :func:`shard_indices`; loss sums and counts are added over ranks (:func:`all_reduce_sums`),
+    so every rank sees the metrics of the whole set, exactly those of one process.
     """
-    net.train()
-    if after_train_mode is not None:
-        after_train_mode()
-    sums = engine_train_epoch(net, data, order, batch_size=batch_size, optimizer=optimizer, loss_fn=loss_fn,
-                              device=device, transform=transform, channels_last=channels_last, on_step=on_step)
-    return tuple(all_reduce_sums([float(v) for v in sums], device))
+    return Sharding(order=lambda epoch: epoch_order(sampler, epoch),
+                    eval_indices=lambda n: shard_indices(n, env),
+                    reduce=lambda values: all_reduce_sums(values, device),
+                    train_module=train_module)
 
 
-@torch.inference_mode()
 def evaluate_shards(
     model: nn.Module,
     data: Dataset,
@@ -249,19 +240,7 @@ def evaluate_shards(
     Pass the *unwrapped* model: ranks may run different numbers of batches here, and a DDP forward would wait for
     the others. The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in _batches(data, batch_size, shard_indices(len(data), env)):
-            logits = model(_prepare(x, transform, device, channels_last)).float()
-            y = y.to(device)
-            loss_sum += float(loss_fn(logits, y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-    finally:
-        model.train(was_training)
-    loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], device)
-    if seen == 0:
-        return float("nan"), float("nan"), 0
-    return loss_sum / seen, correct / seen, int(seen)
+    with eval_mode(model):
+        return evaluate_indices(model, data, shard_indices(len(data), env), batch_size=batch_size, loss_fn=loss_fn,
+                                device=device, transform=transform, channels_last=channels_last,
+                                reduce=lambda values: all_reduce_sums(values, device))

@@ -9,36 +9,45 @@
 - ``device="auto"`` uses CUDA when present. On the CPU, 4-D inputs and the model use ``channels_last`` (faster
   convolutions with oneDNN; see ``benchmarks/bench_transfer.py``).
 - :class:`EarlyStopping` stops after ``patience`` epochs without improvement and restores the best weights.
-- ``checkpoint=path`` saves the best epoch so far atomically (a temporary file renamed over the old one, so a crash
-  never leaves half a checkpoint); :func:`load_checkpoint` reads it back with ``weights_only=True``.
+- ``checkpoint=path`` saves the best epoch so far atomically (:func:`convlab.atomicio.atomic_write`: a temporary
+  file renamed over the old one, so a crash never leaves half a checkpoint); :func:`load_checkpoint` reads it back
+  with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from convlab.device import resolve_device
+from convlab.atomicio import atomic_write
+from convlab.device import eval_mode, resolve_device
+from convlab.display import markdown_table
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from torch.utils.data import Dataset
 
 __all__ = [
-    "atomic_write",
     "History",
     "EpochRow",
     "EarlyStopping",
     "Evaluation",
     "fit",
+    "Sharding",
+    "EpochEnd",
+    "evaluate_indices",
     "train_epoch",
+    "eval_epoch",
+    "make_optimizer",
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
@@ -85,15 +94,13 @@ class History:
         ]
 
     def to_markdown(self) -> str:
-        from convlab.transfer import markdown_table
-
         return markdown_table(self.rows(), floatfmt=".4g")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(**d)
 
 
@@ -158,7 +165,8 @@ def _prepare(x, transform, device: torch.device, channels_last: bool) -> torch.T
             "to turn them into one batch tensor"
         )
     if x.dtype == torch.uint8:
-        raise TypeError("inputs: got uint8 images; pass transform= (e.g. Preprocess.from_spec(model.spec)) to normalise them")
+        raise TypeError("inputs: expected float tensors, got uint8 images; pass transform= "
+                        "(e.g. Preprocess.from_spec(model.spec)) to normalise them")
     x = x.to(device, non_blocking=True)
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -178,19 +186,50 @@ def _use_channels_last(channels_last: bool | None, device: torch.device) -> bool
 
 # --------------------------------------------------------------------------------------------- evaluate
 @torch.inference_mode()
-def _run_eval(model, data, transform, batch_size, device, loss_fn, channels_last, bar=None):
-    total_loss, preds, labels = 0.0, [], []
-    for x, y in _batches(data, batch_size, torch.arange(len(data))):
+def eval_epoch(
+    model: nn.Module,
+    data: Dataset,
+    order: torch.Tensor,
+    *,
+    batch_size: int,
+    loss_fn: nn.Module,
+    device: torch.device,
+    transform: Callable | None = None,
+    channels_last: bool = False,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The evaluation loop: ``data[order]`` through ``model`` in batches; the model's mode is the caller's.
+
+    Returns ``(loss_sum, predictions, labels)``: the summed per-sample loss and the CPU tensors of predicted and
+    true classes, in ``order``. ``on_batch(logits, labels)`` runs after every batch (progress bars, or to keep
+    the outputs, e.g. class probabilities).
+    """
+    loss_sum, preds, labels = 0.0, [], []
+    for x, y in _batches(data, batch_size, order):
         logits = model(_prepare(x, transform, device, channels_last))
         y = y.to(device)
-        total_loss += float(loss_fn(logits.float(), y)) * len(y)
+        loss_sum += float(loss_fn(logits.float(), y)) * len(y)
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
-        if bar is not None:
-            bar.update(1)
-    preds, labels = torch.cat(preds), torch.cat(labels)
+        if on_batch is not None:
+            on_batch(logits, y)
+    if not labels:
+        empty = torch.zeros(0, dtype=torch.long)
+        return loss_sum, empty, empty
+    return loss_sum, torch.cat(preds), torch.cat(labels)
+
+
+def _ticker(bar) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """An ``on_batch`` that advances a progress bar by one batch."""
+    return lambda logits, labels: bar.update(1)
+
+
+def _evaluation(model, data, transform, batch_size, device, loss_fn, channels_last, on_batch=None) -> Evaluation:
+    loss_sum, preds, labels = eval_epoch(model, data, torch.arange(len(data)), batch_size=batch_size, loss_fn=loss_fn,
+                                         device=device, transform=transform, channels_last=channels_last,
+                                         on_batch=on_batch)
     n = len(labels)
-    return Evaluation(total_loss / n, float((preds == labels).float().mean()), n, preds, labels)
+    return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
 
 
 def evaluate(
@@ -210,16 +249,14 @@ def evaluate(
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
-    try:
-        return _run_eval(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        return _evaluation(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
 
 
 # --------------------------------------------------------------------------------------------- fit
-def _make_optimizer(name: str, groups, lr: float, weight_decay: float | None, momentum: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, groups, lr: float, weight_decay: float | None = None,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``"adamw"`` (weight decay 0.01 unless given) or ``"sgd"`` (with ``momentum``) over parameter ``groups``."""
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
     if name == "sgd":
@@ -273,6 +310,59 @@ def train_epoch(
     return float(loss_sum), int(correct), seen
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How :func:`fit` shares an epoch between processes (made by :func:`convlab.distributed.sharding`).
+
+    ``order(epoch)``: this process's training indices for ``epoch``. ``eval_indices(n)``: its share of an
+    evaluation set of ``n`` items. ``reduce(values)``: element-wise sums over all processes. ``train_module``: the
+    wrapper that runs the training steps (``DistributedDataParallel``, which averages gradients over processes);
+    evaluation runs the unwrapped model, as processes may run different numbers of evaluation batches.
+    """
+
+    order: Callable[[int], torch.Tensor]
+    eval_indices: Callable[[int], torch.Tensor]
+    reduce: Callable[[list[float]], list[float]]
+    train_module: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What :func:`fit` passes to ``on_epoch_end`` after each epoch (the history already holds the epoch)."""
+
+    epoch: int
+    history: History
+    improved: bool
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def evaluate_indices(
+    model: nn.Module,
+    data: Dataset,
+    indices: torch.Tensor,
+    *,
+    batch_size: int,
+    loss_fn: nn.Module,
+    device: torch.device,
+    transform: Callable | None = None,
+    channels_last: bool = False,
+    reduce: Callable[[list[float]], list[float]] | None = None,
+) -> tuple[float, float, int]:
+    """Mean loss, accuracy and count on ``data[indices]`` (:func:`eval_epoch`); the model's mode is the caller's.
+
+    ``reduce`` adds the sums of every process (each evaluating its own ``indices``), so the result is that of the
+    whole set. ``(nan, nan, 0)`` for no items at all.
+    """
+    loss_sum, preds, labels = eval_epoch(model, data, indices, batch_size=batch_size, loss_fn=loss_fn, device=device,
+                                         transform=transform, channels_last=channels_last)
+    sums = [loss_sum, int((preds == labels).sum()), len(labels)]
+    loss_sum, correct, seen = reduce(sums) if reduce is not None else sums
+    if seen == 0:
+        return float("nan"), float("nan"), 0
+    return loss_sum / seen, correct / seen, int(seen)
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -281,38 +371,51 @@ def fit(
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 32,
-    optimizer: str = "adamw",
+    optimizer: str | torch.optim.Optimizer = "adamw",
     weight_decay: float | None = None,
     momentum: float = 0.9,
     param_groups: list[dict] | None = None,
     transform: Callable | None = None,
+    val_transform: Callable | None = None,
     loss_fn: nn.Module | None = None,
     early_stopping: EarlyStopping | None = None,
     checkpoint: str | os.PathLike | None = None,
-    seed: int = 0,
+    seed: int | None = 0,
     device: str | torch.device = "auto",
     channels_last: bool | None = None,
     progress: bool | str = True,
+    start_epoch: int = 0,
+    history: History | None = None,
+    on_epoch_end: Callable[[EpochEnd], None] | None = None,
+    after_train_mode: Callable[[], None] | None = None,
+    sharding: Sharding | None = None,
 ) -> History:
-    """Train ``model`` on ``train`` for ``epochs`` epochs; evaluate on ``val`` after each. Returns a :class:`History`.
+    """Train ``model`` on ``train`` up to epoch ``epochs``; evaluate on ``val`` after each. Returns a :class:`History`.
 
     Args:
         train, val: datasets of ``(x, label)``; ``x`` a tensor, or a uint8 image to be turned into one by ``transform``.
         lr: learning rate (for groups without their own ``"lr"``).
-        optimizer: ``"adamw"`` (weight decay 0.01 by default) or ``"sgd"`` (with ``momentum``).
+        optimizer: ``"adamw"`` (weight decay 0.01 by default) or ``"sgd"`` (with ``momentum``); or an optimizer
+            already made (e.g. with its state restored), which ``lr``, ``param_groups`` and the rest then leave alone.
         param_groups: optimizer groups, e.g. :func:`convlab.transfer.param_groups` for a lower learning rate on
             pretrained stages; default: every parameter with ``requires_grad``.
         transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
+        val_transform: the same for ``val`` (default: ``transform``); e.g. the eval view when ``transform`` augments.
         early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"``.
         checkpoint: file to save the best epoch to (model, optimizer, epoch, history), atomically.
-        seed: seeds shuffling and dropout; the same seed gives the same history.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``; the model is moved there.
+        seed: seeds shuffling and dropout; the same seed gives the same history. ``None``: the caller owns the random
+            state (the global RNG is used as it is, e.g. restored from a checkpoint).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``; the model is moved there (without ``sharding``).
         channels_last: ``None`` = on the CPU only.
-        progress: show ``tqdm`` bars; ``"transient"``: one bar over all batches of all epochs, removed at the end (for a caller
-            that runs many fits under a bar of its own).
+        progress: show ``tqdm`` bars; ``"transient"``: one bar over all batches of all epochs, removed at the end (for
+            a caller that runs many fits under a bar of its own).
+        start_epoch, history: continue a run: epochs ``start_epoch`` .. ``epochs - 1`` are trained and appended to
+            ``history`` (the earlier epochs' records, from which the best value so far is taken).
+        on_epoch_end: called with an :class:`EpochEnd` after every epoch (checkpoints, logs, metrics files).
+        after_train_mode: called after ``model.train()`` in every epoch (e.g. to keep BatchNorm statistics fixed).
+        sharding: share each epoch between processes (:func:`convlab.distributed.sharding`); the caller has put
+            the model on its device and wrapped it.
     """
-    from tqdm.auto import tqdm
-
     _check_data(train, "train")
     if val is not None:
         _check_data(val, "val")
@@ -320,55 +423,90 @@ def fit(
         raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
+        raise ValueError(f"start_epoch: expected an int in [0, epochs={epochs}], got {start_epoch!r}")
     monitor = early_stopping.monitor if early_stopping else ("val_loss" if val is not None else "train_loss")
     if monitor != "train_loss" and val is None:
         raise ValueError(f"early_stopping: monitor {monitor!r} needs a validation set (val=...)")
+    if history is None:
+        history = History(monitor=monitor)
+    elif len(history) != start_epoch or history.monitor != monitor:
+        raise ValueError(f"history: expected the {start_epoch} epochs before start_epoch, monitoring {monitor!r}; "
+                         f"got {len(history)} epochs monitoring {history.monitor!r}")
     dev = resolve_device(device)
     cl = _use_channels_last(channels_last, dev)
-    model.to(dev)
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
-    if not groups:
-        raise ValueError("model: has no trainable parameters (everything is frozen)")
-    opt = _make_optimizer(optimizer, groups, lr, weight_decay, momentum)
+    if sharding is None:
+        model.to(dev)
+        if cl:
+            model.to(memory_format=torch.channels_last)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    else:
+        groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+        if not groups:
+            raise ValueError("model: has no trainable parameters (everything is frozen)")
+        opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    history = History(monitor=monitor)
+    val_transform = transform if val_transform is None else val_transform
+    min_delta = early_stopping.min_delta if early_stopping else 0.0
     best, best_state, bad_epochs = None, None, 0
-    generator = torch.Generator().manual_seed(seed)
-    n_train_batches = math.ceil(len(train) / batch_size)
-    n_val_batches = math.ceil(len(val) / batch_size) if val is not None else 0
+    for value in getattr(history, monitor):  # the best value so far of a continued run
+        if _improved(value, best, monitor, min_delta):
+            best, bad_epochs = value, 0
+        else:
+            bad_epochs += 1
+    train_net = sharding.train_module if sharding is not None and sharding.train_module is not None else model
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    n_train_batches = math.ceil((len(sharding.order(start_epoch)) if sharding else len(train)) / batch_size)
+    n_val_batches = math.ceil(len(val) / batch_size) if val is not None and sharding is None else 0
     cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
 
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
-        epoch_bar = tqdm(range(epochs), desc="epochs", disable=not progress or transient, leave=True)
-        run_bar = tqdm(total=epochs * (n_train_batches + n_val_batches), desc="training", disable=not transient,
-                       leave=False)
+        epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress or transient, leave=True,
+                         initial=start_epoch, total=epochs)
+        run_bar = tqdm(total=(epochs - start_epoch) * (n_train_batches + n_val_batches), desc="training",
+                       disable=not transient, leave=False)
         for epoch in epoch_bar:
             t0 = time.perf_counter()
-            model.train()
+            train_net.train()
+            if after_train_mode is not None:
+                after_train_mode()
             batch_bar = run_bar if transient else tqdm(total=n_train_batches + n_val_batches, desc=f"epoch {epoch}",
                                                         disable=not progress, leave=False)
+            if sharding is not None:
+                order = sharding.order(epoch)
+            elif generator is not None:
+                order = torch.randperm(len(train), generator=generator)
+            else:
+                order = torch.randperm(len(train))
             total, correct, seen = train_epoch(
-                model, train, torch.randperm(len(train), generator=generator), batch_size=batch_size, optimizer=opt,
-                loss_fn=loss_fn, device=dev, transform=transform, channels_last=cl, on_step=lambda: batch_bar.update(1))
+                train_net, train, order, batch_size=batch_size, optimizer=opt, loss_fn=loss_fn, device=dev,
+                transform=transform, channels_last=cl, on_step=partial(batch_bar.update, 1))
+            if sharding is not None:
+                total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
             history.train_loss.append(total / seen)
             history.train_acc.append(correct / seen)
-            if val is not None:
+            if val is None:
+                val_loss = val_acc = float("nan")
+            elif sharding is None:
                 model.eval()
-                ev = _run_eval(model, val, transform, batch_size, dev, loss_fn, cl, batch_bar)
-                history.val_loss.append(ev.loss)
-                history.val_acc.append(ev.accuracy)
+                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, _ticker(batch_bar))
+                val_loss, val_acc = ev.loss, ev.accuracy
             else:
-                history.val_loss.append(float("nan"))
-                history.val_acc.append(float("nan"))
+                with eval_mode(model):
+                    val_loss, val_acc, _ = evaluate_indices(
+                        model, val, sharding.eval_indices(len(val)), batch_size=batch_size, loss_fn=loss_fn,
+                        device=dev, transform=val_transform, channels_last=cl, reduce=sharding.reduce)
+            history.val_loss.append(val_loss)
+            history.val_acc.append(val_acc)
             if not transient:
                 batch_bar.close()
             value = getattr(history, monitor)[-1]
-            min_delta = early_stopping.min_delta if early_stopping else 0.0
-            if _improved(value, best, monitor, min_delta):
+            improved = _improved(value, best, monitor, min_delta)
+            if improved:
                 best, bad_epochs, history.best_epoch = value, 0, epoch
                 if early_stopping and early_stopping.restore_best:
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -380,6 +518,8 @@ def fit(
                 bad_epochs += 1
             history.epoch_time.append(time.perf_counter() - t0)
             epoch_bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(EpochEnd(epoch, history, improved, model, opt))
             if early_stopping and bad_epochs >= early_stopping.patience:
                 history.stopped_early = True
                 break
@@ -409,26 +549,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a partial one; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def load_checkpoint(
     path: str | os.PathLike,
     model: nn.Module | None = None,
@@ -441,6 +561,6 @@ def load_checkpoint(
         model.load_state_dict(state["model"])
     if optimizer is not None:
         if "optimizer" not in state:
-            raise KeyError(f"{path}: the checkpoint holds no optimizer state")
+            raise ValueError(f"optimizer: expected a checkpoint with optimizer state, got {path} without one")
         optimizer.load_state_dict(state["optimizer"])
     return state

@@ -19,15 +19,18 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from convlab._checks import check_uint8_images
+from convlab.device import model_device
 from convlab.display import Table
 from convlab.memory import PeakMemory
-from convlab.tta import ViewSet, _check_source, _model_device, predict_views
+from convlab.tta import ViewSet, predict_views
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
@@ -134,7 +137,8 @@ class Ensemble(nn.Module):
             return torch.full((M,), 1.0 / M)
         w = torch.as_tensor(weights, dtype=torch.float64).flatten()
         if len(w) != M or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights: expected {M} finite non-negative numbers with a positive sum, got {list(weights)!r}")
+            raise ValueError(f"weights: expected {M} finite non-negative numbers with a positive sum, "
+                             f"got {list(weights)!r}")
         return (w / w.sum()).float()
 
     def _make_spec(self) -> tuple[EnsembleSpec | None, list]:
@@ -198,7 +202,7 @@ class Ensemble(nn.Module):
                 continue
             base, params, buffers = self._stack(idx)
 
-            def call(p, b, inp):
+            def call(p, b, inp, base=base):
                 return functional_call(base, (p, b), (inp,))
 
             logits = torch.vmap(call, in_dims=(0, 0, None))(params, buffers, xi)
@@ -244,6 +248,15 @@ class Ensemble(nn.Module):
         """``(n, C, h, w)`` -> ``(n, K)`` weighted mean probabilities."""
         return self(x).exp()
 
+    def combine(self, member_probs: Tensor) -> Tensor:
+        """``(M, n, K)`` probabilities the members already gave (e.g. averaged over views) -> ``(n, K)``, their
+        weighted mean: what :meth:`predict_proba` computes, without running the members again."""
+        if member_probs.ndim != 3 or member_probs.shape[0] != len(self.members):
+            raise ValueError(f"member_probs: expected shape ({len(self.members)}, n, K), got "
+                             f"{tuple(member_probs.shape)}")
+        w = self.weights.to(device=member_probs.device, dtype=member_probs.dtype).view(-1, 1, 1)
+        return (member_probs * w).sum(0)
+
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={[round(w, 4) for w in self.weights.tolist()]}, strategy={self.strategy!r}"
 
@@ -278,11 +291,11 @@ def measure_inference(
     warm-up): call once before measuring when comparing times.
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
-    source = _check_source(images)
+    source = check_uint8_images(images)
     if labels.ndim != 1 or len(labels) != len(source):
         raise ValueError(f"labels: expected shape ({len(source)},), got {tuple(labels.shape)}")
     views = views if views is not None else ViewSet.center(model.spec.input_size)
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     with PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
@@ -337,7 +350,7 @@ def compare_configurations(
     if not configs:
         raise ValueError("configs: expected at least one (model, views) configuration, got none")
     rows = []
-    source = _check_source(images)
+    source = check_uint8_images(images)
     for name, (model, views) in configs.items():
         if warmup:
             predict_views(model, source[:2], views, chunk_size=chunk_size)

@@ -3,8 +3,8 @@
 With the first ``k`` stages frozen (BatchNorm policy ``"frozen"``), those stages compute the same function of each
 image in every epoch. :class:`FeatureCache` runs them once (eval mode, ``torch.inference_mode``, batched), stores
 their output under ``convlab_home()/features`` and serves it memory-mapped as a :class:`CachedFeatures` dataset;
-training then runs only ``split_at(model, k)[1]`` (the later stages and the head). ``k = 7`` caches the pooled
-1280-d vectors ("head only").
+training then runs only ``model.split_at(k)[1]`` (the later stages and the head). ``k = "all"`` caches the pooled
+``spec.feature_dim`` vectors ("head only").
 
 What makes this safe (fastai 0.7 keyed its cache by architecture and size only, and silently cached augmented
 images):
@@ -42,9 +42,10 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,12 +53,15 @@ from torch import nn
 
 from convlab.assets import convlab_home, sha256_file
 from convlab.atomicio import atomic_write, file_lock
+from convlab.backbones import as_backbone
 from convlab.device import resolve_device
-from convlab.transfer import Preprocess, _resolve_k, _stages, split_at
+from convlab.preprocess import Preprocess
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from typing import Callable
+    from collections.abc import Callable
+
     from torch.utils.data import Dataset
+
     from convlab.data import Splits
 
 __all__ = [
@@ -194,11 +198,11 @@ def cache_key(model: nn.Module, dataset: Dataset, stage: int | str, preprocess: 
     """The key of the activations of the first ``stage`` stages of ``model`` on ``dataset`` after ``preprocess``."""
     import torchvision
 
-    k = _resolve_k(model, stage)
+    k = as_backbone(model).resolve_k(stage)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: expected torch.float32 or torch.float16, got {dtype!r}")
-    frozen, _ = split_at(model, k)
-    names = [n for n, _ in _stages(model).named_children()]
+    frozen, _ = model.split_at(k)
+    names = [n for n, _ in model.stages.named_children()]
     transform = getattr(dataset, "transform", None)
     spec = getattr(model, "spec", None)
     return CacheKey(
@@ -233,9 +237,7 @@ def _random_parts(transform, seen=None) -> list[str]:
     seen.add(id(transform))
     name = type(transform).__name__
     found = []
-    if getattr(transform, "random", False) is True or name.startswith("Random") or name in _RANDOM_NAMES:
-        found.append(name)
-    elif isinstance(transform, v2.Transform) and (
+    if getattr(transform, "random", False) is True or name.startswith("Random") or name in _RANDOM_NAMES or isinstance(transform, v2.Transform) and (
         type(transform).make_params is not v2.Transform.make_params or isinstance(transform, _RandomApplyTransform)
     ):
         found.append(name)
@@ -350,7 +352,7 @@ class CachedFeatures(torch.utils.data.Dataset):
         rows = self._rows(torch.as_tensor(idx, dtype=torch.long))
         return self._features[rows].float(), self._labels[rows]
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "CachedFeatures":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> CachedFeatures:
         """The chosen rows (no copy of the features)."""
         idx = self._rows(torch.as_tensor(indices, dtype=torch.long))
         return CachedFeatures(self._features, self._labels, self.classes, self.key, self.path, self.report, idx)
@@ -361,7 +363,7 @@ class CachedFeatures(torch.utils.data.Dataset):
 
 
 def _frozen_eval(model: nn.Module, k: int, device: torch.device, channels_last: bool) -> tuple[nn.Module, dict]:
-    frozen, _ = split_at(model, k)
+    frozen, _ = model.split_at(k)
     modes = {m: m.training for m in frozen.modules()}
     frozen.eval().to(device)
     if channels_last:
@@ -383,8 +385,8 @@ def _fold_batchnorm(frozen: nn.Module, probe: torch.Tensor) -> nn.Module:
     """A copy of the (eval-mode) frozen part with each BatchNorm that directly follows a convolution folded into it.
 
     In eval mode ``bn(conv(x))`` is one affine map per channel after the convolution, so it folds into the conv's
-    weight and bias: one pass over the activations instead of two (mobilenet_v2 extraction ~1.8x faster on a
-    CPU). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is* the conv's output tensor),
+    weight and bias: one pass over the activations instead of two (faster extraction on a CPU; see
+    ``benchmarks/bench_transfer.py``). Pairs are found by running ``probe`` with hooks (the BatchNorm's input *is* the conv's output tensor),
     which works for any module structure; the folded copy is used only if it reproduces the original output on
     ``probe`` (to float rounding), else the original is kept. The model itself is never changed.
     """
@@ -466,7 +468,7 @@ def extract_features(
     fold_batchnorm: bool = False,
 ) -> CachedFeatures:
     """The frozen part's activations in memory (no disk, no key); see :meth:`FeatureCache.get` for the arguments."""
-    k = _resolve_k(model, stage)
+    k = as_backbone(model).resolve_k(stage)
     preprocess = preprocess or Preprocess.from_spec(model.spec)
     check_deterministic(dataset, preprocess)
     dev = resolve_device(device)
@@ -564,7 +566,8 @@ class FeatureCache:
         try:
             return self._open(folder, key, classes, ExtractionReport(hit=True)), None
         except _Corrupt as exc:
-            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning, stacklevel=stacklevel)
+            warnings.warn(f"feature cache {folder}: {exc}; deleting it and recomputing", RuntimeWarning,
+                          stacklevel=stacklevel)
             self._discard_complete(folder)
             return None, str(exc)
 
@@ -625,20 +628,20 @@ class FeatureCache:
         """Activations of the first ``stage`` stages on ``dataset``: from disk if cached, else extracted and stored.
 
         Args:
-            stage: the freeze boundary ``k`` (0 .. 7, or a stage name); 7 / ``"all"`` gives pooled ``(N, 1280)``
-                vectors, smaller ``k`` gives ``(N, C, H, W)`` maps.
+            stage: the freeze boundary ``k`` (0 .. ``NUM_STAGES``, or a stage name); ``"all"`` gives pooled
+                ``(N, spec.feature_dim)`` vectors, smaller ``k`` gives ``(N, C, H, W)`` maps.
             preprocess: a deterministic transform from uint8 images to the network input (default: the backbone's
                 eval preprocessing, :meth:`Preprocess.from_spec`). Random ones raise :class:`RandomTransformError`.
             batch_size: images per forward pass (default 8 on a CPU, where small batches are faster, 64 on CUDA).
             shard_size: images per shard file, the unit an interrupted extraction resumes from (default: 64, or
                 ``len(dataset) / 64`` for large sets, so there are at most ~64 shards).
             dtype: storage dtype (``torch.float16`` halves the disk size; batches come back as float32).
-            fold_batchnorm: fold each BatchNorm into the convolution before it for the extraction (~1.3-1.8x faster
-                for mobilenet_v2 on a CPU). The features then differ from the model's own output by float
+            fold_batchnorm: fold each BatchNorm into the convolution before it for the extraction (faster on a
+                CPU, see ``benchmarks/bench_transfer.py``). The features then differ from the model's own output by float
                 rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """
-        k = _resolve_k(model, stage)
+        k = as_backbone(model).resolve_k(stage)
         preprocess = preprocess or Preprocess.from_spec(model.spec)
         check_deterministic(dataset, preprocess)
         if len(dataset) == 0:
@@ -784,7 +787,7 @@ class _Union(torch.utils.data.Dataset):
         self._fingerprint = fingerprint
 
     @classmethod
-    def of(cls, sets) -> "_Union | None":
+    def of(cls, sets) -> _Union | None:
         if not all(hasattr(s, "images") and hasattr(s, "labels") for s in sets):
             return None
         transforms = {json.dumps(describe_transform(s.transform, "dataset.transform"), sort_keys=True)

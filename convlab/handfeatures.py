@@ -22,16 +22,25 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Mapping, Sequence, TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convlab._checks import check_is_fitted
+from convlab.augment import RandomHorizontalFlip
+from convlab.backbones import load_backbone
+from convlab.data import ImageSet, Splits
+from convlab.engine import evaluate, fit
+from convlab.loading import fit_size
+from convlab.preprocess import Preprocess
+from convlab.transfer import freeze, param_groups
+
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
-    from convlab.data import ImageSet, Splits
 
 __all__ = [
     "as_rgb",
@@ -113,13 +122,13 @@ def hog_dim(size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cel
     ``blocks = size // pixels_per_cell - cells_per_block + 1`` (1764 for the defaults)."""
     blocks = size // pixels_per_cell - cells_per_block + 1
     if blocks < 1:
-        raise ValueError(f"size: {size} px gives no full {cells_per_block}x{cells_per_block} block of {pixels_per_cell} px cells")
+        raise ValueError(f"size: expected room for a {cells_per_block}x{cells_per_block} block of "
+                         f"{pixels_per_cell} px cells, got {size} px")
     return blocks**2 * cells_per_block**2 * orientations
 
 
 def _square(images, size: int) -> torch.Tensor:
     """Resize the shorter side to ``size`` and centre-crop: a float ``(B, 3, size, size)`` batch in [0, 1]."""
-    from convlab.loading import fit_size
 
     return torch.stack([fit_size(im, (size, size)) for im in images]).float() / 255
 
@@ -187,7 +196,8 @@ def _logistic(C: float, seed: int):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the linear classifiers need scikit-learn: install convlab[dev] or scikit-learn>=1.4") from exc
+        raise ImportError("the linear classifiers need scikit-learn: install convlab[dev] or "
+                          "scikit-learn>=1.4") from exc
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
 
@@ -205,8 +215,7 @@ class _FeatureLinear:
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit(train_images) before predict/score")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
 
     def predict(self, images) -> np.ndarray:
         """Class index per image of an ImageSet."""
@@ -248,8 +257,6 @@ class FrozenBackboneClassifier(_FeatureLinear):
     @torch.inference_mode()
     def _extract(self, images: Sequence[torch.Tensor]) -> np.ndarray:
         if isinstance(self.backbone, str):
-            from convlab.backbones import load_backbone
-
             self.backbone = load_backbone(self.backbone, weights=self.weights)
         model = self.backbone.eval()
         device = next(model.parameters()).device
@@ -306,7 +313,7 @@ class SmallCNNClassifier:
     def _inputs(self, images) -> torch.Tensor:
         return (torch.from_numpy(self._cache(list(images))) - self._MEAN) / self._STD
 
-    def fit(self, images: ImageSet, seed: int = 0) -> "SmallCNNClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> SmallCNNClassifier:
         """Train from a fresh initialisation drawn with ``seed`` on an ImageSet; returns ``self``."""
         # Initialisation and dropout draw from the global generator: seed it here and restore it afterwards.
         with torch.random.fork_rng(devices=[]):
@@ -328,7 +335,7 @@ class SmallCNNClassifier:
             lefts = torch.randint(self.pad + 1, (len(idx),), generator=g).tolist()
             flips = (torch.rand(len(idx), generator=g) < 0.5).tolist()
             batch = torch.stack([
-                (im.flip(-1) if f else im)[:, t:t + s, l:l + s] for im, t, l, f in zip(x[idx], tops, lefts, flips)
+                (im.flip(-1) if f else im)[:, t:t + s, le:le + s] for im, t, le, f in zip(x[idx], tops, lefts, flips)
             ]).contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
             loss = F.cross_entropy(model(batch), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -340,8 +347,7 @@ class SmallCNNClassifier:
     @torch.inference_mode()
     def predict(self, images: ImageSet) -> np.ndarray:
         """Class index per image of an ImageSet (centre crops)."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("SmallCNNClassifier: call fit(train_images) before predict/score")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
         p = self.pad // 2
         x = self._inputs(images.images)[:, :, p:p + self.size, p:p + self.size]
         return self.model_(x).argmax(1).numpy()
@@ -368,13 +374,8 @@ class FineTuneClassifier:
         what = "fine-tuned" if frozen == 0 else f"first {frozen} stages frozen"
         self.name = f"{backbone} {what} ({size} px)"
 
-    def fit(self, images: ImageSet, seed: int = 0) -> "FineTuneClassifier":
+    def fit(self, images: ImageSet, seed: int = 0) -> FineTuneClassifier:
         """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
-        from convlab.augment import RandomHorizontalFlip
-        from convlab.backbones import load_backbone
-        from convlab.engine import fit
-        from convlab.transfer import Preprocess, freeze, param_groups
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the new head's initialisation
             model = load_backbone(self.backbone, num_classes=len(images.classes), categories=images.classes)
@@ -393,10 +394,8 @@ class FineTuneClassifier:
 
     def score(self, images) -> float:
         """Accuracy on an ImageSet."""
-        from convlab.engine import evaluate
 
-        if not hasattr(self, "model_"):
-            raise RuntimeError("FineTuneClassifier is not fitted: call fit(images) first")
+        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
         return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
 
 
@@ -458,8 +457,6 @@ def learning_curve(
 def as_rgb(splits: Splits) -> Splits:
     """Grayscale splits (e.g. Fashion-MNIST's uint8 ``(N, 1, 28, 28)``) as 3-channel images (a broadcast view, no
     copy), so the colour/HOG features and :class:`SmallCNN` take them unchanged."""
-    from convlab.data import ImageSet, Splits
-
     def rgb(s: ImageSet) -> ImageSet:
         images = s.images.expand(-1, 3, -1, -1) if isinstance(s.images, torch.Tensor) else [im.expand(3, -1, -1) for im in s.images]
         return ImageSet(images, s.labels, s.classes, s.ids, s.transform)

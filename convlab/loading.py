@@ -27,18 +27,22 @@ import contextlib
 import random
 import traceback
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from convlab.data import _IMAGE_SUFFIXES, decode_image_file
+from convlab._checks import check_size
+from convlab.data import IMAGE_SUFFIXES, class_folders, decode_image_file, image_files
+from convlab.device import resolve_device
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from typing import Iterable
+    from collections.abc import Iterable
+
     from convlab.data import ImageSet
 
 __all__ = [
@@ -166,14 +170,6 @@ def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return TF.center_crop(TF.resize(image, list(new), antialias=True), list(size))
 
 
-def _check_size(size) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
-        raise ValueError(f"size: expected a positive int or an (h, w) pair of positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
 class FileImageDataset(Dataset):
     """Photos read from disk on every access: decode to RGB, ``transform``, fit to ``size``.
 
@@ -213,13 +209,14 @@ class FileImageDataset(Dataset):
         n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.classes = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(n_classes))
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(f"labels: expected values in [0, {len(self.classes)}), got [{self.labels.min()}, {self.labels.max()}]")
-        self.size = _check_size(size)
+            raise ValueError(f"labels: expected values in [0, {len(self.classes)}), "
+                             f"got [{self.labels.min()}, {self.labels.max()}]")
+        self.size = check_size(size)
         self.transform = transform
         self.on_error = on_error
 
     @classmethod
-    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
+    def from_image_set(cls, image_set: ImageSet, root: str | Path, size: int | tuple[int, int], **kwargs) -> FileImageDataset:
         """The files behind an in-memory ImageSet whose ``ids`` are paths relative to ``root``.
 
         ``FileImageDataset.from_image_set(splits.train, fetch("food_photos"), size=128)`` for the food photos;
@@ -229,22 +226,21 @@ class FileImageDataset(Dataset):
         return cls([root / i for i in image_set.ids], image_set.labels.tolist(), size, image_set.classes, **kwargs)
 
     @classmethod
-    def from_folder(cls, root: str | Path, size: int | tuple[int, int], **kwargs) -> "FileImageDataset":
+    def from_folder(cls, root: str | Path, size: int | tuple[int, int], **kwargs) -> FileImageDataset:
         """Every image file under ``root/<class name>/`` (classes sorted by name); nothing is decoded yet."""
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"root: no such folder: {root}")
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = class_folders(root)
         paths, labels = [], []
         for label, name in enumerate(classes):
             # hidden files (macOS's ._photo.jpg resource files) are not images: decoding one in a worker would
             # stop the epoch, as load_image_folder explains
-            files = sorted(p for p in (root / name).iterdir()
-                           if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+            files = image_files(root / name)
             paths += files
             labels += [label] * len(files)
         if not paths:
-            raise ValueError(f"root: no images ({', '.join(_IMAGE_SUFFIXES)}) under {root}/<class>/")
+            raise ValueError(f"root: no images ({', '.join(IMAGE_SUFFIXES)}) under {root}/<class>/")
         return cls(paths, labels, size, classes, **kwargs)
 
     def __len__(self) -> int:
@@ -264,7 +260,8 @@ class FileImageDataset(Dataset):
         return fit_size(image, self.size), int(self.labels[index])
 
     def __repr__(self) -> str:
-        return f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, transform={self.transform!r})"
+        return (f"FileImageDataset({len(self)} files, classes={self.classes}, size={self.size}, "
+                f"transform={self.transform!r})")
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -294,7 +291,7 @@ class _SeededSamples(Dataset):
         try:
             with seeded_rngs(sample_seed(self.seed, epoch, index)):
                 return self.dataset[index]
-        except Exception as exc:  # noqa: BLE001 - re-raised in the main process by SeededLoader
+        except Exception as exc:
             describe = getattr(self.dataset, "describe", None)
             where = describe(index) if describe is not None else f"index {index}"
             unreadable = isinstance(exc, UnreadableImageError)
@@ -424,8 +421,6 @@ class DeviceAugmentedLoader:
     """
 
     def __init__(self, loader: Iterable, augment: Transform, device: str | torch.device = "auto", seed: int | None = None):
-        from convlab.device import resolve_device
-
         if not callable(augment):
             raise TypeError(f"augment: expected a callable on (B, C, H, W) tensors, got {type(augment).__name__}")
         self.loader, self.augment, self.device, self.seed = loader, augment, resolve_device(device), seed
@@ -479,7 +474,8 @@ class NumpyBrightness:
         return (image.to(torch.int16) + self.draw()).clamp(0, 255).to(torch.uint8)
 
     def __repr__(self) -> str:
-        return f"NumpyBrightness(max_delta={self.max_delta}, rng={'global np.random' if self.rng is None else type(self.rng).__name__})"
+        rng = "global np.random" if self.rng is None else type(self.rng).__name__
+        return f"NumpyBrightness(max_delta={self.max_delta}, rng={rng})"
 
 
 def naive_numpy_augment(seed: int = 0, max_delta: int = 40) -> NumpyBrightness:

@@ -5,15 +5,17 @@ Every function returns the ``Figure`` and closes nothing; the notebook shows it.
 
 from __future__ import annotations
 
-from typing import Sequence, TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from typing import Mapping
+    from collections.abc import Mapping
 
     import numpy as np
     from matplotlib.figure import Figure
+
     from convlab.engine import History
 
 __all__ = ["image_grid", "show_predictions", "stage_bars", "to_hwc", "heatmap", "confusion_matrix", "history_curves", "metrics_vs"]
@@ -106,7 +108,8 @@ def heatmap(values: torch.Tensor | Sequence[Sequence[float]], row_labels: Sequen
 
     array = np.asarray(torch.as_tensor(values, dtype=torch.float64))
     if array.ndim != 2 or array.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"values: expected shape ({len(row_labels)}, {len(col_labels)}) to match the labels, got {array.shape}")
+        raise ValueError(f"values: expected shape ({len(row_labels)}, {len(col_labels)}) to match the labels, "
+                         f"got {array.shape}")
     fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.2, 0.55 * len(row_labels) + 1.6))
     image = ax.imshow(array, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels], fontsize=8)

@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from convlab.loading import make_loader
+
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from torch.utils.data import Dataset
     from matplotlib.figure import Figure
+    from torch.utils.data import Dataset
 
 __all__ = ["LoaderProfile", "profile_loader", "compare_workers", "plot_timeline", "plot_throughput"]
 
@@ -114,9 +117,7 @@ class LoaderProfile:
 
         NaN when no step is left after the warm-up; 0 when the steady state took no measurable time.
         """
-        if not self.steady_steps:
-            return math.nan
-        return self.steady_wait_s / self.steady_wall_s if self.steady_wall_s > 0 else 0.0
+        return self._per_steady_second(self.steady_wait_s)
 
     @property
     def images_per_s(self) -> float:
@@ -124,9 +125,13 @@ class LoaderProfile:
 
         NaN when no step is left after the warm-up; 0 when the steady state took no measurable time.
         """
+        return self._per_steady_second(self.steady_images)
+
+    def _per_steady_second(self, amount: float) -> float:
+        """``amount`` per second of steady-state wall time: NaN without steady steps, 0 without measurable time."""
         if not self.steady_steps:
             return math.nan
-        return self.steady_images / self.steady_wall_s if self.steady_wall_s > 0 else 0.0
+        return amount / self.steady_wall_s if self.steady_wall_s > 0 else 0.0
 
     def row(self) -> dict:
         """A summary row for :class:`convlab.display.Table`.
@@ -297,8 +302,6 @@ def compare_workers(
         images}`` for :class:`convlab.display.Table`; with ``return_profiles=True``, ``(rows, profiles)`` for
         the plots.
     """
-    from convlab.loading import make_loader
-
     _check_int(warmup_steps, "warmup_steps", 0)
     rows, profiles = [], []
     for w in workers:

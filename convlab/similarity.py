@@ -22,14 +22,16 @@ through), and the probes are fitted full-batch with L-BFGS, so a probe costs wel
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 
+from convlab.backbones import stages_of
 from convlab.data import ImageSet
-from convlab.transfer import Preprocess, stages_of
+from convlab.device import eval_mode
+from convlab.preprocess import Preprocess
 
 __all__ = ["stage_features", "fit_linear_probe", "StageProbe", "stage_probe"]
 
@@ -42,18 +44,16 @@ def stage_features(model: nn.Module, images: ImageSet | torch.Tensor, preprocess
     ``model`` is a convlab Backbone; it is run in eval mode (BatchNorm with ImageNet's statistics).
     """
     stages = stages_of(model)
-    was_training = model.training
-    model.eval()
     data = images.images if isinstance(images, ImageSet) else images
     out: dict[str, list[torch.Tensor]] = {name: [] for name, _ in stages.named_children()}
     dev = next(model.parameters()).device
-    for start in range(0, len(data), batch_size):
-        chunk = data[start:start + batch_size]
-        x = preprocess(chunk).to(dev)
-        for name, stage in stages.named_children():
-            x = stage(x)
-            out[name].append(x.mean((2, 3)).float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(data), batch_size):
+            chunk = data[start:start + batch_size]
+            x = preprocess(chunk).to(dev)
+            for name, stage in stages.named_children():
+                x = stage(x)
+                out[name].append(x.mean((2, 3)).float().cpu())
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             nb = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            print(f"{path}: expected a readable notebook (.ipynb JSON), got {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"{path}: expected a readable notebook (.ipynb JSON), got {type(err).__name__}: {err}",
+                  file=sys.stderr)
             return 2
         marked = mark_slides(nb)
         if marked != nb:

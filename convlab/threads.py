@@ -3,8 +3,8 @@
 PyTorch starts one intra-op thread per core it sees. On a shared machine that is wrong twice over: a container or
 a cgroup may grant fewer CPUs than the machine has, and several kernels (learners' notebooks) share those CPUs.
 Kernels that each take every core then slow each other far beyond their fair share, because OpenMP threads that
-wait for a busy core spin and then sleep in turns (on a 2-core machine with other work, a 20-epoch head training
-took 17.9 s with 2 threads and 1.9 s with 1). The policy here:
+wait for a busy core spin and then sleep in turns (``benchmarks/bench_shared.py`` measures kernels in company, with
+this policy and with PyTorch's defaults). The policy here:
 
     threads = max(1, usable CPUs // kernels sharing them)
 
@@ -22,9 +22,9 @@ so it cannot be changed from inside a running kernel; ``python -m convlab open``
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 __all__ = ["ThreadPolicy", "usable_cpus", "thread_policy", "apply_thread_policy"]
 

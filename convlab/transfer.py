@@ -1,10 +1,12 @@
 """Transfer learning: backbone preprocessing, freezing with an explicit BatchNorm policy, and three regimes.
 
-A :class:`~convlab.backbones.Backbone` is ``stages`` (seven named stages) -> ``pool`` -> ``head``. Here:
+A :class:`~convlab.backbones.Backbone` is ``stages`` (:data:`~convlab.backbones.NUM_STAGES` named stages) -> ``pool``
+-> ``head``. Here:
 
 - :class:`Preprocess` is the deterministic view the backbone sees (resize, centre crop, normalise); it is what a
   feature cache stores, so it is a frozen dataclass whose fields are part of the cache key.
-- :func:`freeze` freezes the first ``k`` stages (``k = 7``: only the head trains) and applies a BatchNorm policy.
+- :func:`freeze` freezes the first ``k`` stages (``k = "all"``: only the head trains) and applies a BatchNorm
+  policy.
   ``requires_grad=False`` alone does **not** freeze BatchNorm: in ``train()`` mode its running mean and variance
   still move with every batch. The default policy ``"frozen"`` keeps frozen stages in ``eval()`` even when the
   model is put in ``train()`` (running statistics fixed, drop-connect off: the frozen part is a fixed function,
@@ -21,18 +23,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence, TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from convlab.backbones import NUM_STAGES, as_backbone, load_backbone, stages_of
+from convlab.device import resolve_device
+from convlab.display import markdown_table
 from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
+from convlab.featcache import FeatureCache
 from convlab.memory import PeakMemory
+from convlab.preprocess import Preprocess
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from convlab.backbones import BackboneSpec
     from convlab.data import Splits
 
 __all__ = [
@@ -61,89 +67,6 @@ BN_POLICIES = ("frozen", "train")
 
 
 # --------------------------------------------------------------------------------------------- preprocessing
-@dataclass(frozen=True)
-class Preprocess:
-    """Deterministic backbone preprocessing of uint8 images: resize, centre crop, scale to [0, 1], normalise.
-
-    Args:
-        size: output side ``S`` (the network input is ``(B, 3, S, S)``).
-        resize: shorter side before the centre crop (ImageNet eval: 256 for 224). ``None``: resize the whole image
-            straight to ``S x S`` (no crop; right for small, centred images such as Fashion-MNIST).
-        mean, std: per-channel normalisation of ``[0, 1]`` pixels.
-
-    Grayscale ``(1, H, W)`` images are repeated to three channels. Call it on a ``(C, H, W)`` image, a
-    ``(B, C, H, W)`` uint8 batch or a list of images of any sizes; it returns float32 ``(B, 3, S, S)``.
-    """
-
-    size: int = 224
-    resize: int | None = 256
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    def __post_init__(self):
-        if not isinstance(self.size, int) or self.size < 8:
-            raise ValueError(f"size: expected an int >= 8, got {self.size!r}")
-        if self.resize is not None and (not isinstance(self.resize, int) or self.resize < self.size):
-            raise ValueError(f"resize: expected None or an int >= size ({self.size}), got {self.resize!r}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if len(value) != 3:
-                raise ValueError(f"{name}: expected 3 values, got {value!r}")
-            object.__setattr__(self, name, tuple(float(v) for v in value))
-        if min(self.std) <= 0:
-            raise ValueError(f"std: expected positive values, got {self.std!r}")
-
-    @classmethod
-    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> "Preprocess":
-        """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
-
-        ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.
-        """
-        size = spec.input_size if size is None else size
-        resize = round(size * spec.resize_size / spec.input_size) if crop else None
-        return cls(size=size, resize=resize, mean=tuple(spec.mean), std=tuple(spec.std))
-
-    def key(self) -> dict:
-        """What determines the output (part of a feature cache key)."""
-        return {"kind": "convlab.transfer.Preprocess", "version": 1, **asdict(self), "antialias": True, "interpolation": "bilinear"}
-
-    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        if isinstance(images, torch.Tensor):
-            if images.ndim == 3:
-                images = images.unsqueeze(0)
-            if images.ndim != 4:
-                raise ValueError(f"images: expected (C, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
-            return self._batch(images)
-        images = list(images)
-        if not images:
-            raise ValueError("images: expected at least one image, got an empty sequence")
-        shapes = {tuple(im.shape) for im in images}
-        if len(shapes) == 1:
-            return self._batch(torch.stack(images))
-        out = torch.empty(len(images), 3, self.size, self.size)
-        for shape in shapes:  # one batched resize per distinct image size
-            idx = [i for i, im in enumerate(images) if tuple(im.shape) == shape]
-            out[idx] = self._batch(torch.stack([images[i] for i in idx]))
-        return out
-
-    def _batch(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as F
-
-        if x.shape[1] not in (1, 3):
-            raise ValueError(f"images: expected 1 or 3 channels, got shape {tuple(x.shape)}")
-        # Resize while still uint8 (torchvision's fast antialiased uint8 kernels), then crop, then go to float.
-        if self.resize is None:
-            x = F.resize(x, [self.size, self.size], antialias=True)
-        else:
-            x = F.center_crop(F.resize(x, [self.resize], antialias=True), [self.size, self.size])
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = x.to(torch.float32).div_(255)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std).contiguous()
-
-
 # --------------------------------------------------------------------------------------------- freezing
 class _StayInEval:
     """Stands in for ``train`` on one frozen stage *instance*: the stage stays in eval mode whatever is asked.
@@ -160,36 +83,12 @@ class _StayInEval:
         return nn.Module.train(self.module, False)
 
 
-def stages_of(model: nn.Module) -> nn.Sequential:
-    """A convlab ``Backbone``'s ``stages`` (an ``nn.Sequential`` of named stages); a clear error for other models."""
-    stages = getattr(model, "stages", None)
-    if not isinstance(stages, nn.Sequential) or not hasattr(model, "head"):
-        raise TypeError(f"model: expected a convlab Backbone (with .stages and .head), got {type(model).__name__}")
-    return stages
-
-
-_stages = stages_of  # the name used inside this module
-
-
-def _resolve_k(model: nn.Module, k: int | str) -> int:
-    names = [name for name, _ in _stages(model).named_children()]
-    if isinstance(k, str):
-        if k == "all":
-            return len(names)
-        if k not in names:
-            raise ValueError(f"k: expected a stage name {names}, 'all' or an int in [0, {len(names)}], got {k!r}")
-        return names.index(k) + 1
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(names):
-        raise ValueError(f"k: expected an int in [0, {len(names)}], a stage name or 'all', got {k!r}")
-    return k
-
-
 def freeze(model: nn.Module, k: int | str = "all", bn: str = "frozen") -> nn.Module:
     """Freeze the first ``k`` stages of ``model`` (all later stages and the head become trainable); returns it.
 
     Args:
-        k: how many stages to freeze (0 .. 7), or the name of the last frozen stage (``"stage3"`` freezes ``stem``
-            to ``stage3``), or ``"all"`` (= 7: only the head trains).
+        k: how many stages to freeze (0 .. ``NUM_STAGES``), or the name of the last frozen stage (``"stage3"``
+            freezes ``stem`` to ``stage3``), or ``"all"`` (every stage: only the head trains).
         bn: BatchNorm policy of the frozen stages. ``"frozen"`` (default): they stay in eval mode even in
             ``model.train()``, so running statistics (and drop-connect) never change. ``"train"``: they follow the
             model's mode, so their running statistics adapt to your data while weights stay fixed.
@@ -198,8 +97,8 @@ def freeze(model: nn.Module, k: int | str = "all", bn: str = "frozen") -> nn.Mod
     """
     if bn not in BN_POLICIES:
         raise ValueError(f"bn: expected one of {BN_POLICIES}, got {bn!r}")
-    k = _resolve_k(model, k)
-    for i, stage in enumerate(_stages(model)):
+    k = as_backbone(model).resolve_k(k)
+    for i, stage in enumerate(model.stages):
         frozen = i < k
         for p in stage.parameters():
             p.requires_grad_(not frozen)
@@ -223,7 +122,7 @@ def unfreeze(model: nn.Module) -> nn.Module:
 def frozen_stages(model: nn.Module) -> int:
     """How many leading stages have no trainable parameter (the freeze boundary ``k``)."""
     k = 0
-    for stage in _stages(model):
+    for stage in stages_of(model):
         if any(p.requires_grad for p in stage.parameters()):
             break
         k += 1
@@ -235,42 +134,19 @@ def bn_policy(model: nn.Module) -> str | None:
     k = frozen_stages(model)
     if k == 0:
         return None
-    return "frozen" if all(isinstance(s.__dict__.get("train"), _StayInEval) for s in list(_stages(model))[:k]) else "train"
+    return "frozen" if all(isinstance(s.__dict__.get("train"), _StayInEval) for s in list(stages_of(model))[:k]) else "train"
 
 
 def split_at(model: nn.Module, k: int | str) -> tuple[nn.Sequential, nn.Sequential]:
-    """``(frozen_part, rest)`` with ``rest(frozen_part(x)) == model(x)``; both share the model's modules.
+    """``(frozen_part, rest)`` with ``rest(frozen_part(x)) == model(x)``: :meth:`Backbone.split_at` of ``model``.
 
-    ``frozen_part`` is the first ``k`` stages; for ``k = 7`` it also includes the global pooling, so it returns
-    ``(B, 1280)`` feature vectors and ``rest`` is just the head. Training ``rest`` trains ``model``.
+    For ``k = "all"`` the frozen part includes the global pooling (it returns ``spec.feature_dim`` features) and
+    ``rest`` is just the head. Training ``rest`` trains ``model``.
     """
-    stages = _stages(model)
-    k = _resolve_k(model, k)
-    children = list(stages.named_children())
-    if k == len(children):
-        return nn.Sequential(stages, model.pool), nn.Sequential(model.head)
-    front = nn.Sequential(OrderedDict(children[:k])) if k else nn.Sequential()
-    back = nn.Sequential(OrderedDict(children[k:]))
-    return front, nn.Sequential(back, model.pool, model.head)
+    return as_backbone(model).split_at(k)
 
 
 # --------------------------------------------------------------------------------------------- summaries
-def markdown_table(rows: Sequence[Any], floatfmt: str = ".3g") -> str:
-    """A GitHub-markdown table of dataclass rows (one column per field)."""
-    if not rows:
-        return ""
-    names = [f.name for f in fields(rows[0])]
-
-    def cell(v):
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(cell(getattr(r, n)) for n in names) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
 class ParamRow:
     """One stage: parameter count, how many train, and what its BatchNorm layers do in ``model.train()``.
@@ -317,7 +193,7 @@ class ParamSummary:
 def param_summary(model: nn.Module) -> ParamSummary:
     """Trainable vs frozen parameters for each stage and the head (rows, not printed text)."""
     rows = []
-    named = list(_stages(model).named_children()) + [("head", model.head)]
+    named = list(stages_of(model).named_children()) + [("head", model.head)]
     for name, module in named:
         n = sum(p.numel() for p in module.parameters())
         t = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -341,7 +217,7 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) ->
     if not lr > 0 or not backbone_lr_scale > 0:
         raise ValueError(f"lr, backbone_lr_scale: expected positive numbers, got {lr!r}, {backbone_lr_scale!r}")
     groups = []
-    for name, stage in _stages(model).named_children():
+    for name, stage in stages_of(model).named_children():
         params = [p for p in stage.parameters() if p.requires_grad]
         if params:
             groups.append({"params": params, "lr": lr * backbone_lr_scale, "name": name})
@@ -352,11 +228,11 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) ->
 # --------------------------------------------------------------------------------------------- regimes
 @dataclass(frozen=True)
 class Regime:
-    """A transfer-learning recipe. Build one with :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune`, :meth:`scratch`.
+    """A transfer-learning recipe: :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune` or :meth:`scratch`.
 
     Attributes:
         name: label in tables.
-        frozen: stages frozen (0 .. 7; 7 = head only).
+        frozen: stages frozen (0 .. ``NUM_STAGES``; ``NUM_STAGES`` = head only).
         weights: ``"imagenet"`` or ``None`` (random initialisation).
         bn: BatchNorm policy of frozen stages (see :func:`freeze`); only ``"frozen"`` can use the feature cache.
         lr: learning rate of the head (``None``: the one given to :func:`compare`).
@@ -365,7 +241,7 @@ class Regime:
     """
 
     name: str
-    frozen: int = 7
+    frozen: int = NUM_STAGES
     weights: str | None = "imagenet"
     bn: str = "frozen"
     lr: float | None = None
@@ -373,30 +249,30 @@ class Regime:
     cache: bool = True
 
     def __post_init__(self):
-        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= 7:
-            raise ValueError(f"frozen: expected an int in [0, 7], got {self.frozen!r}")
+        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= NUM_STAGES:
+            raise ValueError(f"frozen: expected an int in [0, {NUM_STAGES}], got {self.frozen!r}")
         if self.weights not in ("imagenet", None):
             raise ValueError(f"weights: expected 'imagenet' or None, got {self.weights!r}")
         if self.bn not in BN_POLICIES:
             raise ValueError(f"bn: expected one of {BN_POLICIES}, got {self.bn!r}")
 
     @classmethod
-    def head_only(cls, lr: float | None = 3e-3) -> "Regime":
-        """Pretrained backbone frozen entirely; a new linear head on its 1280-d features."""
-        return cls("head only", frozen=7, lr=lr)
+    def head_only(cls, lr: float | None = 3e-3) -> Regime:
+        """Pretrained backbone frozen entirely; a new linear head on its ``spec.feature_dim`` pooled features."""
+        return cls("head only", frozen=NUM_STAGES, lr=lr)
 
     @classmethod
-    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> "Regime":
+    def freeze_first(cls, k: int, lr: float | None = 1e-3, backbone_lr_scale: float = 0.3, bn: str = "frozen") -> Regime:
         """Pretrained; the first ``k`` stages frozen, the rest fine-tuned at ``lr * backbone_lr_scale``."""
         return cls(f"freeze first {k}", frozen=k, lr=lr, backbone_lr_scale=backbone_lr_scale, bn=bn)
 
     @classmethod
-    def finetune(cls, lr: float | None = 1e-3, backbone_lr_scale: float = 0.1) -> "Regime":
+    def finetune(cls, lr: float | None = 1e-3, backbone_lr_scale: float = 0.1) -> Regime:
         """Pretrained; everything trains, stages at a lower learning rate than the head."""
         return cls("fine-tune all", frozen=0, lr=lr, backbone_lr_scale=backbone_lr_scale)
 
     @classmethod
-    def scratch(cls, lr: float | None = 1e-3) -> "Regime":
+    def scratch(cls, lr: float | None = 1e-3) -> Regime:
         """Random initialisation, everything trains (the no-transfer baseline)."""
         return cls("from scratch", frozen=0, weights=None, lr=lr, cache=False)
 
@@ -479,19 +355,13 @@ def run_regime(
     only the stages after it and the head run during training. ``preprocess`` defaults to the backbone's eval
     preprocessing at ``input_size`` (224 when ``None``).
     """
-    from convlab.backbones import load_backbone
-    from convlab.device import resolve_device
-    from convlab.featcache import FeatureCache
-
     if not isinstance(regime, Regime):
         raise TypeError(f"regime: expected a Regime (e.g. Regime.head_only()), got {type(regime).__name__}")
     dev = resolve_device(device)
     with PeakMemory(dev) as mem:
         start = time.perf_counter()
         model = load_backbone(backbone, weights=regime.weights, device=dev)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.reset_classifier(len(splits.classes), splits.classes)
+        model.reset_classifier(len(splits.classes), splits.classes, seed=seed)
         model.to(dev)
         freeze(model, regime.frozen, bn=regime.bn)
         prep = preprocess or Preprocess.from_spec(model.spec, size=input_size)
@@ -545,6 +415,7 @@ def compare(
     ``results`` (models, histories) and ``to_markdown()``.
     """
     if isinstance(regimes, Regime) or not regimes:
-        raise ValueError("regimes: expected a non-empty list of Regime objects, e.g. [Regime.head_only(), Regime.finetune()]")
+        raise ValueError("regimes: expected a non-empty list of Regime objects, "
+                         "e.g. [Regime.head_only(), Regime.finetune()]")
     results = [run_regime(r, splits, backbone, epochs=epochs, **kwargs) for r in regimes]
     return Comparison([r.row for r in results], results)

@@ -304,7 +304,8 @@ def _normaliser(spec, mean: Sequence[float] | None, std: Sequence[float] | None,
     if mean is None or std is None:
         raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"mean, std: expected {channels} values each (one per channel), got {len(mean)} and {len(std)}")
+        raise ValueError(f"mean, std: expected {channels} values each (one per channel), "
+                         f"got {len(mean)} and {len(std)}")
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(channels, 1, 1)
     shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(channels, 1, 1) / std_t
     return 1.0 / (255.0 * std_t), shift

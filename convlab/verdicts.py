@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -117,9 +117,9 @@ class CostRatio:
 def cost_ratio(rows: Sequence[Mapping], num: str, den: str) -> CostRatio:
     """:class:`CostRatio` from :func:`convlab.cropstudy.time_configurations` rows (``config``, ``ms_each``)."""
     by = {r["config"]: r for r in rows}
-    for name in (num, den):
+    for arg, name in (("num", num), ("den", den)):
         if name not in by:
-            raise KeyError(f"no timing row {name!r}; have {sorted(by)}")
+            raise KeyError(f"{arg}: expected a timing row of {sorted(by)}, got {name!r}")
     ratios = [x / y for x, y in zip(by[num]["ms_each"], by[den]["ms_each"])]
     return CostRatio(num, den, statistics.median(ratios), min(ratios), max(ratios), len(ratios))
 
@@ -183,7 +183,8 @@ class Crossover:
             return (head + f" No crossover within {self.sizes[0]}-{self.sizes[-1]} per class: {self.learner} is "
                     f"behind at the largest size (gap {trend} from the smallest size; {seeds}).")
         if all(g >= 0 for g in self.gap_mean):
-            return head + f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per class ({seeds})."
+            return head + (f" {self.learner} is ahead at every size: any crossover lies below {self.sizes[0]} per "
+                           f"class ({seeds}).")
         spread = f"; per seed {min(crossed):.0f}-{max(crossed):.0f}" if crossed else ""
         return (head + f" {self.learner} stays ahead from about {self.at_mean:.0f} images per class on (mean curves"
                 f"{spread}; {seeds}).")
@@ -193,7 +194,7 @@ def crossover(rows: Sequence[Mapping], learner: str, baseline: str) -> Crossover
     """The size at which ``learner`` overtakes ``baseline`` (rows from ``handfeatures.learning_curve``)."""
     a, b = _curve(rows, learner), _curve(rows, baseline)
     if not a or not b:
-        raise KeyError(f"no rows for {learner!r} or {baseline!r}")
+        raise KeyError(f"learner, baseline: expected methods with rows, got {learner!r} and {baseline!r}")
     sizes = [n for n in a if n in b]
     seeds = sorted(set.intersection(*(set(a[n]) & set(b[n]) for n in sizes)))
     gaps = np.array([[a[n][s] - b[n][s] for n in sizes] for s in seeds])   # (seeds, sizes)

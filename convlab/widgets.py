@@ -14,8 +14,9 @@ object whose ``update()`` can be called directly (tests and scripts need no Jupy
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ def _natural_size(image: Any, grid: Tensor) -> None:
 def _check_photo(photo: Any) -> Tensor:
     if not isinstance(photo, Tensor) or photo.ndim != 3 or photo.shape[0] != 3 or photo.dtype != torch.uint8:
         got = f"{photo.dtype} {tuple(photo.shape)}" if isinstance(photo, Tensor) else type(photo).__name__
-        raise ValueError(f"`photo` must be a uint8 tensor of shape (3, H, W), got {got}")
+        raise ValueError(f"photo: expected a uint8 tensor of shape (3, H, W), got {got}")
     return photo
 
 
@@ -119,7 +120,7 @@ def png_bytes(image: Tensor) -> bytes:
 
 def _build(name: str, size: int, values: dict[str, float], seed: int) -> BatchRandomTransform:
     if name not in AUGMENTATIONS:
-        raise ValueError(f"`name` must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+        raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     factory, _ = AUGMENTATIONS[name]
     return factory(size, generator=torch.Generator().manual_seed(int(seed)), **values)
 
@@ -191,7 +192,7 @@ def augmentation_preview(photo: Tensor, name: str = "RandomRotation", *, n: int 
 
     photo = _check_photo(photo)
     if name not in AUGMENTATIONS:
-        raise ValueError(f"`name` must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+        raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     _, specs = AUGMENTATIONS[name]
     sliders: dict[str, Any] = {
         k: W.FloatSlider(value=d, min=lo, max=hi, step=st, description=f"{k} ({UNITS[k]})", continuous_update=True,
@@ -221,7 +222,7 @@ def static_grid(photo: Tensor, name: str = "RandomRotation", *, n: int = 5, ncol
 
     photo = _check_photo(photo)
     if name not in AUGMENTATIONS:
-        raise ValueError(f"`name` must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+        raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     defaults = {k: d for k, (_, _, _, d) in AUGMENTATIONS[name][1].items()}
     unknown = set(values) - set(defaults)
     if unknown:
@@ -304,7 +305,7 @@ def pca_explorer(photo: Tensor, pca: PCAColor | None = None, train_images: Tenso
     photo = _check_photo(photo)
     if pca is None:
         pca = PCAColor().fit(train_images) if train_images is not None else PCAColor.imagenet()
-    pca._check_fitted()
+    pca.check_is_fitted()
     lam = pca.eigenvalues_.tolist()
     sliders = {f"alpha{i + 1}": W.FloatSlider(value=0.0, min=-max_alpha, max=max_alpha, step=PCA_STEP,
                                               description=f"alpha{i + 1} (PC{i + 1}, lambda={lam[i]:.3g})",

@@ -67,7 +67,7 @@ def test_unfitted_error_says_what_to_call(photos):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="`sigma` must be"):
+    with pytest.raises(ValueError, match="sigma: expected"):
         PCAColor(-1.0)
     with pytest.raises(ValueError, match="3 channels"):
         fit_rgb_pca(torch.zeros(2, 1, 4, 4))

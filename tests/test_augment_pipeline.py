@@ -102,7 +102,8 @@ def test_samples_split_among_threads_change_no_value(photos):
     params = pipe.draw(6, 96, 96)
     a = torch.rand(1, 3, 1, 1) + 0.5
     b = torch.randn(6, 3, 1, 1)
-    args = (photos.contiguous(memory_format=torch.channels_last), params["boxes"], params["flip"], (224, 224), False, a, b)
+    hwc = photos.contiguous(memory_format=torch.channels_last)
+    args = (hwc, params["boxes"], params["flip"], (224, 224), False, a, b)
     one = P._resized_crop_affine(*args, torch.empty(6, 3, 224, 224).contiguous(memory_format=torch.channels_last))
     for threads in (2, 4):
         out = torch.full((6, 3, 224, 224), float("nan")).contiguous(memory_format=torch.channels_last)

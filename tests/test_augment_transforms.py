@@ -126,15 +126,15 @@ def test_repr_is_readable_and_reproducing():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: RandomRotation(15, p=1.5), r"`p` must be a probability in \[0, 1\], got 1.5"),
-    (lambda: RandomRotation(200), r"`degrees` must lie in \[-180.0, 180.0\]"),
-    (lambda: RandomRotation("x"), "`degrees` must be a number or a"),
-    (lambda: RandomCrop(0), "`size` must be a positive int"),
-    (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "`scale` must lie in"),
-    (lambda: RandomElasticWarp(strength=-1), "`strength` must be"),
-    (lambda: RandomColorShift(2.0), r"`magnitude` must be in \[0, 1\]"),
-    (lambda: RandomHorizontalFlip(generator=0), "`generator` must be a torch.Generator"),
-    (lambda: RandomShear(90), "`shear_x` must lie in"),
+    (lambda: RandomRotation(15, p=1.5), r"p: expected a probability in \[0, 1\], got 1.5"),
+    (lambda: RandomRotation(200), r"degrees: expected a range in \[-180.0, 180.0\]"),
+    (lambda: RandomRotation("x"), "degrees: expected a number or a"),
+    (lambda: RandomCrop(0), "size: expected a positive int"),
+    (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "scale: expected a range in"),
+    (lambda: RandomElasticWarp(strength=-1), "strength: expected"),
+    (lambda: RandomColorShift(2.0), r"magnitude: expected a value in \[0, 1\]"),
+    (lambda: RandomHorizontalFlip(generator=0), "generator: expected a torch.Generator"),
+    (lambda: RandomShear(90), "shear_x: expected a range in"),
 ])
 def test_constructor_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -158,7 +158,7 @@ def test_channels_last_and_numpy_input_are_refused_naming_the_layout(batch, name
     t = FACTORIES[name](gen())
     with pytest.raises(ValueError, match=r"channels-first \(\.\.\., C, H, W\), got shape \(8, 64, 64, 3\)"):
         t(batch.permute(0, 2, 3, 1))  # read as C = 64 channels of width 3, it used to give garbage
-    with pytest.raises(TypeError, match=r"must be a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
+    with pytest.raises(TypeError, match=r"expected a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
                                         r"convert an \(H, W, C\) array"):
         t(batch[0].permute(1, 2, 0).numpy())  # used to raise a bare StopIteration
 
@@ -172,14 +172,14 @@ def test_an_empty_batch_gives_an_empty_output(batch, name):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: PCAColor.imagenet(float("nan")), "`sigma` must be a finite standard deviation >= 0, got nan"),
-    (lambda: PCAColor(float("inf")), "`sigma` must be a finite standard deviation >= 0, got inf"),
-    (lambda: RandomRotation(float("nan")), "`degrees` must be >= 0 when given as a single number, got nan"),
-    (lambda: RandomShear((float("nan"), 3.0)), "`shear_x` must lie in"),
-    (lambda: RandomElasticWarp(strength=float("nan")), "`strength` must be"),
-    (lambda: RandomElasticWarp(smoothness=float("inf")), "`smoothness` must be"),
-    (lambda: RandomRotation(10, fill=float("nan")), "`fill` must be a finite number"),
-    (lambda: RandomColorShift(float("nan")), r"`magnitude` must be in \[0, 1\]"),
+    (lambda: PCAColor.imagenet(float("nan")), "sigma: expected a finite standard deviation >= 0, got nan"),
+    (lambda: PCAColor(float("inf")), "sigma: expected a finite standard deviation >= 0, got inf"),
+    (lambda: RandomRotation(float("nan")), "degrees: expected a number >= 0 when given as a single number, got nan"),
+    (lambda: RandomShear((float("nan"), 3.0)), "shear_x: expected a range in"),
+    (lambda: RandomElasticWarp(strength=float("nan")), "strength: expected"),
+    (lambda: RandomElasticWarp(smoothness=float("inf")), "smoothness: expected"),
+    (lambda: RandomRotation(10, fill=float("nan")), "fill: expected a finite number"),
+    (lambda: RandomColorShift(float("nan")), r"magnitude: expected a value in \[0, 1\]"),
 ])
 def test_non_finite_settings_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
@@ -187,13 +187,13 @@ def test_non_finite_settings_are_refused(call, match):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x: K.rotate(x, float("nan")), "`angle` must be finite, got nan"),
-    (lambda x: K.affine(x, scale=torch.tensor([1.0, float("inf")])), "`scale` must be finite, got inf"),
-    (lambda x: K.shear(x, 0.0, float("-inf")), "`shear_y` must be finite, got -inf"),
-    (lambda x: K.color_shift(x, (0.0, float("nan"), 0.0)), "`shift` must be finite, got nan"),
+    (lambda x: K.rotate(x, float("nan")), "angle: expected finite values, got nan"),
+    (lambda x: K.affine(x, scale=torch.tensor([1.0, float("inf")])), "scale: expected finite values, got inf"),
+    (lambda x: K.shear(x, 0.0, float("-inf")), "shear_y: expected finite values, got -inf"),
+    (lambda x: K.color_shift(x, (0.0, float("nan"), 0.0)), "shift: expected finite values, got nan"),
     (lambda x: K.pca_color(x, torch.full((2, 3), float("nan")), torch.ones(3), torch.eye(3)),
-     "`alpha` must be finite, got nan"),
-    (lambda x: K.warp(x, torch.full((2, 2, 8, 8), float("nan"))), "`displacement` must be finite, got nan"),
+     "alpha: expected finite values, got nan"),
+    (lambda x: K.warp(x, torch.full((2, 2, 8, 8), float("nan"))), "displacement: expected finite values, got nan"),
 ])
 def test_kernels_refuse_non_finite_parameters(call, match):
     with pytest.raises(ValueError, match=match):

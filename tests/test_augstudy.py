@@ -8,7 +8,7 @@ import torch
 from convlab import augstudy
 from convlab.augstudy import (COLOUR, GEOMETRY, TRANSFORMS, Run, StudyConfig, TransformStudy, make_augment, resplit,
                               train_once, transform_study)
-from convlab.data import ImageSet, Splits, _stratified_split
+from convlab.data import ImageSet, Splits, stratified_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,7 +20,7 @@ def splits() -> Splits:
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 36, 44 + i % 2), dtype=torch.uint8, generator=g) for i in range(15)]
     full = ImageSet(images, [i % 3 for i in range(15)], ("a", "b", "c"), [f"img{i:02d}" for i in range(15)])
-    train, val, test = (full.subset(idx) for idx in _stratified_split(full.labels, (0.6, 0.2, 0.2), 0))
+    train, val, test = (full.subset(idx) for idx in stratified_split(full.labels, (0.6, 0.2, 0.2), 0))
     return Splits(train, val, test, full.classes, 0)
 
 
@@ -108,4 +108,21 @@ def test_verdict_says_when_the_effect_is_noise():
     assert "helps" in _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).rows()[1].verdict
     assert "hurts" in _study([(0.80, 0.70), (0.81, 0.72), (0.79, 0.70)]).rows()[1].verdict
     claims = _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).claims()
-    assert "No transform" in claims[-1] and "Smallest effect" in claims[-2]
+    assert "No transform" in claims[-2] and "Smallest effect" in claims[-3] and "SCALE = 'full'" in claims[-1]
+
+
+def test_stored_study_round_trips_and_says_it_is_stored(tmp_path):
+    runs = [Run(n, s, 0.5 + 0.01 * s + (0.05 if n == "crop" else 0.0)) for s in (0, 1, 2)
+            for n in ("none", "crop", "mirror")]
+    study = TransformStudy(runs, StudyConfig(), "full", 10, 20, 3.0, {"none": 1.0, "crop": 1.0, "mirror": 1.0})
+    path = study.to_json(tmp_path / "study.json", date="2026-01-01", device="cpu", command="transform_study(...)")
+    back = TransformStudy.from_json(path)
+    assert back.config == study.config and back.rows() == study.rows() and back.runs == study.runs
+    assert back.claims()[0].startswith("STORED run") and "2026-01-01" in back.claims()[0]
+    assert not study.claims()[0].startswith("STORED")
+    crop = back.select(["none", "crop"])
+    assert crop.transforms == ["none", "crop"] and crop.rows()[1] == back.rows()[1]
+    with pytest.raises(ValueError, match="names"):
+        back.select(["crop"])
+    with pytest.raises(ValueError, match="names"):
+        back.select(["none", "rotation"])

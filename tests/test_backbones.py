@@ -95,6 +95,44 @@ def test_reset_classifier_keeps_backbone_and_names_classes():
         model.reset_classifier(2, ["a"])
 
 
+def test_the_spec_names_the_new_head_classes():
+    model = load_backbone("mobilenet_v2", num_classes=2, categories=["cats", "dogs"])
+    assert model.spec.categories == model.categories == ("cats", "dogs")
+    assert len(BACKBONES["mobilenet_v2"].categories) == 0, "the registry's spec is never changed"
+
+
+def test_seeded_head_initialisation_leaves_the_global_generator_alone():
+    model = load_backbone("mobilenet_v2")
+    state = torch.get_rng_state()
+    a = model.reset_classifier(3, seed=7).weight.clone()
+    assert torch.equal(torch.get_rng_state(), state)
+    b = model.reset_classifier(3, seed=7).weight
+    assert torch.equal(a, b) and not torch.equal(a, model.reset_classifier(3, seed=8).weight)
+
+
+def test_one_registry_entry_per_backbone():
+    """Each spec carries its builder and names its weights asset (no copied hash); the CLI offers exactly these."""
+    from convlab import cli
+    from convlab.assets import ASSETS
+    from convlab.backbones import NUM_STAGES
+
+    assert set(cli.BACKBONE_NAMES) == set(BACKBONES) == set(NAMES)
+    assert cli.NUM_STAGES == NUM_STAGES == len(BACKBONES["mobilenet_v2"].stages)
+    for name, spec in BACKBONES.items():
+        assert spec.name == spec.weights_asset == name and callable(spec.build)
+        assert spec.weights is ASSETS[name] and spec.weights_sha256 == ASSETS[name].sha256
+
+
+def test_weights_are_hashed_once_per_load(monkeypatch):
+    import convlab.assets as assets
+
+    hashed = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda path: hashed.append(path) or real(path))
+    load_backbone("mobilenet_v2")
+    assert len(hashed) == 1, hashed
+
+
 def test_random_init_differs_from_pretrained():
     a = load_backbone("mobilenet_v2", weights=None)
     b = load_backbone("mobilenet_v2")

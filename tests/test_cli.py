@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_food_photos
 import torch
 
 from convlab.__main__ import main
+
+from conftest import copy_food_photos
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,29 @@ def _run(args: list[str], env_extra: dict | None = None) -> subprocess.Completed
                           text=True, timeout=300)
 
 
+# ``python -m convlab ARGV...`` that SIGKILLs itself after N optimizer steps (no clean-up, no ``finally``), as an
+# out-of-memory killer or a pre-empted machine would: a global optimizer step hook, so the library has no test hook.
+_KILL_AFTER_STEPS = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from convlab.__main__ import main
+steps = 0
+def kill(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps >= int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+register_optimizer_step_post_hook(kill)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _run_killed_after(steps: int, args: list[str]) -> subprocess.CompletedProcess:
+    """``_run(args)``, killed with SIGKILL right after optimizer step ``steps``."""
+    return subprocess.run([sys.executable, "-c", _KILL_AFTER_STEPS, str(steps), *args], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+
+
 def _main(args: list[str]) -> tuple[int, str]:
     """``main(args)`` in this process (no interpreter start-up): exit code and what it printed."""
     out = io.StringIO()
@@ -54,14 +78,14 @@ def _main(args: list[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def runs(photo_folder, tmp_path_factory) -> dict[str, Path]:
-    """One uninterrupted run, and one killed in its second epoch (SIGKILL from the test hook) then resumed."""
+    """One uninterrupted run, and one killed in its second epoch (SIGKILL after an optimizer step) then resumed."""
     base = tmp_path_factory.mktemp("runs")
     cache = base / "features"
     whole, killed = base / "whole", base / "killed"
     assert _main(_train_args(photo_folder, whole, cache))[0] == 0
     # 18 images in batches of 8: 3 steps per epoch, so step 4 is in the middle of the second epoch. The process
     # kills itself with SIGKILL: no exception handler or finally block runs, as with the OOM killer.
-    crash = _run(_train_args(photo_folder, killed, cache), {"CONVLAB_FAIL_AFTER_STEPS": "4"})
+    crash = _run_killed_after(4, _train_args(photo_folder, killed, cache))
     assert crash.returncode == -signal.SIGKILL, crash.stderr
     after_crash = json.loads((killed / "metrics.json").read_text())
     (killed / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # what a kill inside atomic_write leaves
@@ -140,6 +164,18 @@ def test_evaluate_ten_crop_ensemble(runs, tmp_path):
     # two is that model: an oracle for the averaging.
     assert results[2]["accuracy"] == results[0]["accuracy"]
     assert results[2]["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
+
+
+def test_evaluate_centre_view_agrees_with_the_training_run(runs, tmp_path):
+    """Without --ten-crop, evaluate's numbers are those train reported for the same checkpoint and split."""
+    report = tmp_path / "centre.json"
+    code, _ = _main(["evaluate", "--checkpoint", str(runs["whole"] / "best.pt"), "--json", str(report)])
+    assert code == 0
+    (result,) = json.loads(report.read_text())["results"]
+    trained = json.loads((runs["whole"] / "metrics.json").read_text())["test"]
+    assert result["views"] == "centre" and result["num_samples"] == trained["num_samples"]
+    assert result["accuracy"] == trained["accuracy"]
+    assert result["loss"] == pytest.approx(trained["loss"], rel=1e-4)
 
 
 def test_evaluate_refuses_different_class_orders(runs, tmp_path, capsys):

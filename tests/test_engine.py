@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from convlab.engine import EarlyStopping, History, evaluate, fit, load_checkpoint, save_checkpoint
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,3 +174,13 @@ def test_fit_refuses_a_fully_frozen_model():
 def test_progress_bars_can_be_shown(capsys):
     fit(_model(), _data(), _data(seed=1), epochs=1, progress=True)
     assert "epochs" in capsys.readouterr().err
+
+
+def test_eval_mode_restores_each_mode_also_after_an_error():
+    from convlab.device import eval_mode
+
+    a, b = torch.nn.Linear(2, 2).train(), torch.nn.Linear(2, 2).eval()
+    with pytest.raises(RuntimeError, match="inside"), eval_mode(a, b):
+        assert not a.training and not b.training
+        raise RuntimeError("inside")
+    assert a.training and not b.training

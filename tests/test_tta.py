@@ -191,7 +191,7 @@ def test_outputs_carry_no_autograd_graph_though_the_model_is_trainable(photos, c
     predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD)  # builds the LazyLinear
     model.train()
     assert any(p.requires_grad for p in model.parameters())
-    kw = dict(mean=MEAN, std=STD, channels_last=channels_last)
+    kw = {"mean": MEAN, "std": STD, "channels_last": channels_last}
     outs = [predict_views(model, photos, ViewSet.ten_crop(32), **kw),
             predict_views(model, photos, ViewSet.ten_crop(32), average="none", **kw),
             dense_predict(GlobalPoolNet(), photos, **kw),

@@ -72,7 +72,7 @@ def test_pca_explorer(photo):
 
 
 def test_bad_photo():
-    with pytest.raises(ValueError, match=r"`photo` must be a uint8 tensor of shape \(3, H, W\)"):
+    with pytest.raises(ValueError, match=r"photo: expected a uint8 tensor of shape \(3, H, W\)"):
         augmentation_preview(torch.zeros(3, 8, 8))
 
 

@@ -18,11 +18,13 @@ torchvision does, so both give bit-identical results.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from convlab._checks import check_image, check_interpolation, flatten_batch, unflatten_batch
 
 __all__ = [
     "hflip",
@@ -38,67 +40,28 @@ __all__ = [
     "pca_color",
 ]
 
-Param = Union[float, int, Sequence[float], Tensor]
-
-_INTERPOLATIONS = ("bilinear", "nearest")
+Param = float | int | Sequence[float] | Tensor
 
 
 # ----------------------------------------------------------------------------- checks and helpers
-def _check_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
-    if not isinstance(image, Tensor):
-        hint = ""
-        if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
-            hint = "; convert an (H, W, C) array with torch.from_numpy(a).permute(2, 0, 1) first"
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape (..., C, H, W), got {type(image).__name__}{hint}")
-    if image.ndim < 3:
-        raise ValueError(f"`{name}` must have shape (..., C, H, W) (at least 3 dims), got shape {tuple(image.shape)}")
-    if not (image.dtype == torch.uint8 or image.is_floating_point()):
-        raise TypeError(f"`{name}` must be uint8 or floating point, got dtype {image.dtype}")
-    c, w = image.shape[-3], image.shape[-1]
-    if c > 4 and w in (1, 3, 4) and channels != c:
-        # (B, H, W, 3) would otherwise be read as C = H images of width 3: refuse instead of returning garbage
-        raise ValueError(f"`{name}` must be channels-first (..., C, H, W), got shape {tuple(image.shape)}, which "
-                         f"looks channels-last (..., H, W, C); "
-                         f"convert a (B, H, W, C) batch with x.permute(0, 3, 1, 2)")
-    if channels is not None and c != channels:
-        raise ValueError(f"`{name}` must have {channels} channels (RGB) at dim -3, got shape {tuple(image.shape)}")
-    return image.as_subclass(Tensor) if type(image) is not Tensor else image
-
-
-def _flatten(image: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """(..., C, H, W) -> (B, C, H, W) plus the leading shape to restore."""
-    lead = tuple(image.shape[:-3])
-    return image.reshape((-1,) + tuple(image.shape[-3:])), lead
-
-
-def _unflatten(x: Tensor, lead: tuple[int, ...]) -> Tensor:
-    return x.reshape(lead + tuple(x.shape[-3:]))
-
-
 def _per_sample(value: Param, n: int, name: str, device: torch.device, width: int | None = None,
                 dtype: torch.dtype = torch.float32) -> Tensor:
     """Broadcast a scalar / (B,) / (B, width) / (width,) parameter to (B,) or (B, width)."""
     t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, Tensor) else value.to(device, dtype)
     want = (n,) if width is None else (n, width)
     if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"`{name}` must be finite, got {_first_bad(t)}")
+        raise ValueError(f"{name}: expected finite values, got {_first_bad(t)}")
     if t.ndim == 0 or tuple(t.shape) == want or (width is not None and tuple(t.shape) == (width,)):
         return t.expand(want)
     if width is None and t.numel() == n:
         return t.reshape(n)
-    raise ValueError(f"`{name}` must be a number or a tensor of shape {want} (one value per sample), "
+    raise ValueError(f"{name}: expected a number or a tensor of shape {want} (one value per sample), "
                      f"got shape {tuple(t.shape)}")
 
 
 def _first_bad(t: Tensor) -> str:
     """The first non-finite value of ``t`` (nan, inf or -inf), for error messages."""
     return str(float(t[~torch.isfinite(t)].flatten()[0]))
-
-
-def _check_interpolation(interpolation: str) -> str:
-    if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"`interpolation` must be one of {_INTERPOLATIONS}, got {interpolation!r}")
-    return interpolation
 
 
 def _to_float(x: Tensor) -> Tensor:
@@ -122,25 +85,25 @@ def hflip(image: Tensor, mask: Param | None = None) -> Tensor:
     Returns:
         A new tensor of the same shape and dtype.
     """
-    image = _check_image(image)
+    image = check_image(image)
     if mask is None:
         return image.flip(-1)
-    x, lead = _flatten(image)
+    x, lead = flatten_batch(image)
     m = _per_sample(mask, x.shape[0], "mask", x.device, dtype=torch.bool)
     out = x.clone()
     idx = m.nonzero().flatten()
     if idx.numel():
         out[idx] = x[idx].flip(-1)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def _check_box(top: Tensor, left: Tensor, height: Tensor, width: Tensor, h: int, w: int) -> None:
     if bool((height < 1).any()) or bool((width < 1).any()):
-        raise ValueError("crop `height`/`width` must be >= 1, "
+        raise ValueError("height, width: expected crop sizes >= 1, "
                          f"got min height {int(height.min())}, min width {int(width.min())}")
     if bool((top < 0).any()) or bool((left < 0).any()) or bool((top + height > h).any()) \
             or bool((left + width > w).any()):
-        raise ValueError(f"crop boxes must lie inside the {h}x{w} image: got top in "
+        raise ValueError(f"boxes: expected crops inside the {h}x{w} image, got top in "
                          f"[{int(top.min())}, {int(top.max())}], left in [{int(left.min())}, {int(left.max())}], "
                          f"bottom up to {int((top + height).max())}, right up to {int((left + width).max())}")
 
@@ -156,22 +119,22 @@ def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Ten
     Returns:
         ``(..., C, height, width)``, same dtype.
     """
-    image = _check_image(image)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    x, lead = flatten_batch(image)
     n, _, h, w = x.shape
     t = _per_sample(top, n, "top", torch.device("cpu"), dtype=torch.long)
     l_ = _per_sample(left, n, "left", torch.device("cpu"), dtype=torch.long)
     if n == 0:  # an empty batch: nothing to cut (t[0] below would not exist)
         if not (1 <= height <= h and 1 <= width <= w):
-            raise ValueError(f"crop `height`/`width` must lie in [1, {h}] / [1, {w}], got {height}, {width}")
-        return _unflatten(x[..., :height, :width].clone(), lead)
+            raise ValueError(f"height, width: expected crop sizes in [1, {h}] / [1, {w}], got {height}, {width}")
+        return unflatten_batch(x[..., :height, :width].clone(), lead)
     _check_box(t, l_, torch.tensor([height]), torch.tensor([width]), h, w)
     if bool((t == t[0]).all()) and bool((l_ == l_[0]).all()):  # one window for all: a single view
         out = x[..., int(t[0]):int(t[0]) + height, int(l_[0]):int(l_[0]) + width].clone()
     else:  # slicing a view per sample and stacking is the fastest on CPU (no gather index tensors)
         out = torch.stack([x[i, :, ti:ti + height, li:li + width]
                            for i, (ti, li) in enumerate(zip(t.tolist(), l_.tolist()))])
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, flip: Param | None = None,
@@ -193,28 +156,28 @@ def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, fli
     Returns:
         ``(..., C, h, w)``.
     """
-    image = _check_image(image)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if oh < 1 or ow < 1:
-        raise ValueError(f"`size` must be positive, got {size}")
+        raise ValueError(f"size: expected positive values, got {size}")
     boxes = torch.as_tensor(boxes).to("cpu", torch.long)
     if boxes.shape != (n, 4):
-        raise ValueError(f"`boxes` must have shape ({n}, 4) = (top, left, height, width) per sample, "
+        raise ValueError(f"boxes: expected shape ({n}, 4) = (top, left, height, width) per sample, "
                          f"got {tuple(boxes.shape)}")
     _check_box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], h, w)
     fl = [False] * n if flip is None else _per_sample(flip, n, "flip", torch.device("cpu"), dtype=torch.bool).tolist()
     if out is None:
         out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     elif out.shape != (n, c, oh, ow) or out.dtype != x.dtype:
-        raise ValueError(f"`out` must be a {x.dtype} tensor of shape {(n, c, oh, ow)}, "
+        raise ValueError(f"out: expected a {x.dtype} tensor of shape {(n, c, oh, ow)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     for i, (t, l_, bh, bw) in enumerate(boxes.tolist()):
         r = F.interpolate(x[i:i + 1, :, t:t + bh, l_:l_ + bw], size=(oh, ow), mode="bilinear",
                           align_corners=False, antialias=antialias)
         out[i:i + 1].copy_(r.flip(-1) if fl[i] else r)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 # ----------------------------------------------------------------------------- rotation, shear, warps
@@ -272,9 +235,9 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     Returns:
         Same shape and dtype as ``image``.
     """
-    image = _check_image(image)
-    _check_interpolation(interpolation)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    check_interpolation(interpolation)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     dev = x.device
     ang = _per_sample(angle, n, "angle", dev)
@@ -282,12 +245,12 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     sc = _per_sample(scale, n, "scale", dev)
     sh = _per_sample(shear, n, "shear", dev, width=2)
     if bool((sc <= 0).any()):
-        raise ValueError(f"`scale` must be > 0, got min {float(sc.min())}")
+        raise ValueError(f"scale: expected values > 0, got min {float(sc.min())}")
     if n == 0:  # affine_grid refuses an empty batch; an empty batch maps to an empty batch
         return image.clone()
     theta = _affine_theta(ang, sh, tr, sc, h, w)
     grid = F.affine_grid(theta.to(torch.float32), [n, c, h, w], align_corners=False)
-    return _unflatten(_sample(x, grid, interpolation, fill), lead)
+    return unflatten_batch(_sample(x, grid, interpolation, fill), lead)
 
 
 def rotate(image: Tensor, angle: Param, *, interpolation: str = "bilinear",
@@ -296,8 +259,8 @@ def rotate(image: Tensor, angle: Param, *, interpolation: str = "bilinear",
 
     Args: ``image`` ``(..., C, H, W)``; ``angle`` number or ``(B,)``. Returns the same shape (corners filled).
     """
-    image = _check_image(image)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image)
+    n = flatten_batch(image)[0].shape[0]
     return affine(image, angle=-_per_sample(angle, n, "angle", image.device), interpolation=interpolation,
                   fill=fill)
 
@@ -308,8 +271,8 @@ def shear(image: Tensor, shear_x: Param, shear_y: Param = 0.0, *, interpolation:
 
     Args: ``image`` ``(..., C, H, W)``; ``shear_x``, ``shear_y`` numbers or ``(B,)``.
     """
-    image = _check_image(image)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image)
+    n = flatten_batch(image)[0].shape[0]
     dev = image.device
     sh = torch.stack([_per_sample(shear_x, n, "shear_x", dev), _per_sample(shear_y, n, "shear_y", dev)], dim=1)
     return affine(image, shear=sh, interpolation=interpolation, fill=fill)
@@ -332,7 +295,7 @@ def elastic_field(noise: Tensor, size: Sequence[int]) -> Tensor:
     """
     if not isinstance(noise, Tensor) or noise.ndim != 4 or noise.shape[1] != 2 or min(noise.shape[2:]) < 2:
         got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-        raise ValueError(f"`noise` must be a float tensor of shape (B, 2, gh, gw) with gh, gw >= 2, got {got}")
+        raise ValueError(f"noise: expected a float tensor of shape (B, 2, gh, gw) with gh, gw >= 2, got {got}")
     return F.interpolate(noise.float(), size=tuple(int(s) for s in size), mode="bicubic", align_corners=True)
 
 
@@ -345,20 +308,20 @@ def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear"
         displacement: ``(B, 2, H, W)`` in pixels: output pixel (y, x) reads input (y + dy, x + dx).
         interpolation, fill: as in :func:`affine`.
     """
-    image = _check_image(image)
-    _check_interpolation(interpolation)
-    x, lead = _flatten(image)
+    image = check_image(image)
+    check_interpolation(interpolation)
+    x, lead = flatten_batch(image)
     n, c, h, w = x.shape
     if not isinstance(displacement, Tensor) or tuple(displacement.shape) != (n, 2, h, w):
         got = tuple(displacement.shape) if isinstance(displacement, Tensor) else type(displacement).__name__
-        raise ValueError(f"`displacement` must have shape {(n, 2, h, w)}, got {got}")
+        raise ValueError(f"displacement: expected shape {(n, 2, h, w)}, got {got}")
     if displacement.numel() and not bool(torch.isfinite(displacement).all()):
-        raise ValueError(f"`displacement` must be finite, got {_first_bad(displacement)}")
+        raise ValueError(f"displacement: expected finite values, got {_first_bad(displacement)}")
     ys = (torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1
     d = displacement.to(x.device, torch.float32)
     grid = torch.stack([xs.view(1, 1, w) + d[:, 0] * (2.0 / w), ys.view(1, h, 1) + d[:, 1] * (2.0 / h)], dim=-1)
-    return _unflatten(_sample(x, grid, interpolation, fill), lead)
+    return unflatten_batch(_sample(x, grid, interpolation, fill), lead)
 
 
 # ----------------------------------------------------------------------------- colour
@@ -391,7 +354,7 @@ def _add_rgb_u8_int(x: Tensor, off255: Tensor) -> Tensor:
 
 
 def _add_rgb(image: Tensor, offset: Tensor, clamp: bool) -> Tensor:
-    x, lead = _flatten(image)
+    x, lead = flatten_batch(image)
     off = offset.to(x.device, torch.float32 if x.dtype == torch.uint8 else x.dtype).view(x.shape[0], 3, 1, 1)
     if x.dtype == torch.uint8:  # offsets are in [0, 1] units; uint8 saturates
         # the integer path's exactness check needs a host sync: CPU only (on a GPU the float path is cheap)
@@ -400,7 +363,7 @@ def _add_rgb(image: Tensor, offset: Tensor, clamp: bool) -> Tensor:
         out = x + off
         if clamp:
             out.clamp_(0.0, 1.0)
-    return _unflatten(out, lead)
+    return unflatten_batch(out, lead)
 
 
 def color_shift(image: Tensor, shift: Param, *, clamp: bool = False) -> Tensor:
@@ -412,8 +375,8 @@ def color_shift(image: Tensor, shift: Param, *, clamp: bool = False) -> Tensor:
         clamp: clamp float results to [0, 1]. uint8 results always saturate at 0 and 255.
             The default (no clamp) keeps the op affine, so it fuses with normalisation.
     """
-    image = _check_image(image, channels=3)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image, channels=3)
+    n = flatten_batch(image)[0].shape[0]
     return _add_rgb(image, _per_sample(shift, n, "shift", image.device, width=3), clamp)
 
 
@@ -430,15 +393,15 @@ def pca_offset(alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor) -> Tens
     """
     if not isinstance(alpha, Tensor) or alpha.ndim != 2 or alpha.shape[1] != 3:
         got = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
-        raise ValueError(f"`alpha` must be a tensor of shape (B, 3), got {got}")
+        raise ValueError(f"alpha: expected a tensor of shape (B, 3), got {got}")
     lam = torch.as_tensor(eigenvalues, dtype=torch.float32, device=alpha.device)
     vec = torch.as_tensor(eigenvectors, dtype=torch.float32, device=alpha.device)
     if lam.shape != (3,) or vec.shape != (3, 3):
-        raise ValueError(f"`eigenvalues` must have shape (3,) and `eigenvectors` (3, 3), "
+        raise ValueError(f"eigenvalues, eigenvectors: expected shapes (3,) and (3, 3), "
                          f"got {tuple(lam.shape)} and {tuple(vec.shape)}")
     for arg, t in (("alpha", alpha), ("eigenvalues", lam), ("eigenvectors", vec)):
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"`{arg}` must be finite, got {_first_bad(t)}")
+            raise ValueError(f"{arg}: expected finite values, got {_first_bad(t)}")
     return (alpha.float() * lam) @ vec.T
 
 
@@ -451,11 +414,11 @@ def pca_color(image: Tensor, alpha: Tensor, eigenvalues: Tensor, eigenvectors: T
         alpha: ``(B, 3)``; eigenvalues ``(3,)``; eigenvectors ``(3, 3)`` (columns), see :func:`pca_offset`.
         clamp: as in :func:`color_shift`.
     """
-    image = _check_image(image, channels=3)
-    n = _flatten(image)[0].shape[0]
+    image = check_image(image, channels=3)
+    n = flatten_batch(image)[0].shape[0]
     if isinstance(alpha, Tensor) and alpha.shape == (3,):
         alpha = alpha.expand(n, 3)
     off = pca_offset(alpha, eigenvalues, eigenvectors)
     if off.shape[0] != n:
-        raise ValueError(f"`alpha` must have one row per sample ({n}), got {off.shape[0]}")
+        raise ValueError(f"alpha: expected one row per sample ({n}), got {off.shape[0]}")
     return _add_rgb(image, off, clamp)

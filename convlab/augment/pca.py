@@ -8,21 +8,22 @@ brightness, then a blue-yellow and a red-green axis), imitating changes of illum
 
 Not to be confused with Albumentations' ``FancyPCA``, which computes a PCA *per image* (of that
 image's own pixels) and so perturbs each image along its own colour axes; it costs an eigen-
-decomposition per image (``benchmarks/bench_augment.py``, batch 64 at 224 px: 315 img/s against 9,514 for
-this module's uint8 path and 3,886 for its float path). AlexNet's version, implemented here, has one fixed
-basis and costs one addition per pixel.
+decomposition per image (``benchmarks/bench_augment.py`` measures both). AlexNet's version, implemented
+here, has one fixed basis and costs one addition per pixel.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
+from convlab._checks import check_image, check_is_fitted, fmt_arg
+
 from . import functional as K
-from .transforms import BatchRandomTransform, _fmt
+from .transforms import BatchRandomTransform
 
 __all__ = ["IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "fit_rgb_pca", "PCAColor"]
 
@@ -54,12 +55,12 @@ def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None
     """
     batches = [images] if isinstance(images, Tensor) else list(images)
     if not batches:
-        raise ValueError("`images` is empty: need at least one (..., 3, H, W) image")
+        raise ValueError("images: expected at least one (..., 3, H, W) image, got none (empty)")
     s = torch.zeros(3, dtype=torch.float64)
     ss = torch.zeros(3, 3, dtype=torch.float64)
     count = 0
     for b in batches:
-        b = K._check_image(b, "images", channels=3)
+        b = check_image(b, "images", channels=3)
         px = b.movedim(-3, -1).reshape(-1, 3).to(torch.float64)
         if b.dtype == torch.uint8:
             px = px / 255.0
@@ -69,7 +70,7 @@ def fit_rgb_pca(images: Tensor | Iterable[Tensor], max_pixels: int | None = None
         ss += px.T @ px
         count += px.shape[0]
     if count < 2:
-        raise ValueError(f"`images` must contain at least 2 pixels, got {count}")
+        raise ValueError(f"images: expected at least 2 pixels, got {count}")
     mean = s / count
     cov = (ss - count * torch.outer(mean, mean)) / (count - 1)
     vals, vecs = torch.linalg.eigh(cov)  # ascending
@@ -100,13 +101,13 @@ class PCAColor(BatchRandomTransform):
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(sigma, numbers.Real) or not 0 <= sigma < float("inf"):  # NaN fails both comparisons
-            raise ValueError(f"`sigma` must be a finite standard deviation >= 0, got {sigma!r}")
+            raise ValueError(f"sigma: expected a finite standard deviation >= 0, got {sigma!r}")
         self.sigma = float(sigma)
         self.clamp = bool(clamp)
 
     @classmethod
     def imagenet(cls, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False,
-                 generator: torch.Generator | None = None) -> "PCAColor":
+                 generator: torch.Generator | None = None) -> PCAColor:
         """A transform using ImageNet's published PCA (no fitting needed)."""
         t = cls(sigma, p, clamp=clamp, generator=generator)
         t.eigenvalues_ = IMAGENET_EIGENVALUES.clone()
@@ -114,24 +115,24 @@ class PCAColor(BatchRandomTransform):
         t._basis = "imagenet"
         return t
 
-    def fit(self, images: Tensor | Iterable[Tensor], max_pixels: int | None = None) -> "PCAColor":
+    def fit(self, images: Tensor | Iterable[Tensor], max_pixels: int | None = None) -> PCAColor:
         """Learn the RGB basis from training images (a tensor or an iterable of tensors); returns self."""
         self.eigenvalues_, self.eigenvectors_ = fit_rgb_pca(images, max_pixels, self.generator)
         self._basis = "fitted"
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "eigenvectors_"):
-            raise RuntimeError("This PCAColor is not fitted yet: call `fit(train_images)` first, "
-                               "or use `PCAColor.imagenet()` for ImageNet's published basis")
+    def check_is_fitted(self) -> None:
+        """Raise :class:`~convlab._checks.NotFittedError` (a ``RuntimeError``) unless a basis is fitted or given."""
+        check_is_fitted(self, "eigenvectors_", "call `fit(train_images)` first, or use `PCAColor.imagenet()` for "
+                        "ImageNet's published basis")
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        self._check_fitted()
+        self.check_is_fitted()
         return {"alpha": torch.randn(n, 3, generator=generator) * self.sigma}
 
     def offsets(self, alpha: Tensor) -> Tensor:
         """``(B, 3)`` RGB offsets for given alphas (as drawn in ``last_params["alpha"]``)."""
-        self._check_fitted()
+        self.check_is_fitted()
         return K.pca_offset(alpha, self.eigenvalues_, self.eigenvectors_)
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
@@ -141,7 +142,7 @@ class PCAColor(BatchRandomTransform):
     def extra_repr(self) -> str:
         clamp = ", clamp=True" if self.clamp else ""
         fitted = {"imagenet": "", "fitted": ", fitted"}.get(getattr(self, "_basis", ""), ", unfitted")
-        return f"sigma={_fmt(self.sigma)}, p={_fmt(self.p)}{clamp}{fitted}"
+        return f"sigma={fmt_arg(self.sigma)}, p={fmt_arg(self.p)}{clamp}{fitted}"
 
     def __repr__(self) -> str:
         # With ImageNet's basis the repr is the code that builds the same transform.

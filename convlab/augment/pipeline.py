@@ -37,21 +37,26 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlab._checks import check_generator as _check_generator
+from convlab._checks import check_image
+from convlab._checks import check_p as _check_p
+from convlab._checks import check_range as _check_range
+from convlab._checks import check_size as _check_size
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
 from . import functional as K
 from .pca import PCAColor
-from .transforms import _check_generator, _check_p, _check_range, _check_size, sample_resized_crop_boxes
+from .transforms import sample_resized_crop_boxes
 
 __all__ = ["FusedTrainPipeline", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _METHODS = ("auto", "loop", "matmul")
 
@@ -131,7 +136,7 @@ def _resized_crop_affine(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int
 _GRAIN = 32768
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     """A thread pool per process (``pid``: a forked child must not reuse its parent's threads, it has none)."""
     return ThreadPoolExecutor(workers, thread_name_prefix="convlab-augment")
@@ -194,7 +199,7 @@ class FusedTrainPipeline:
         if pca is not None:
             if not isinstance(pca, PCAColor):
                 raise TypeError(f"`pca` must be a PCAColor or None, got {type(pca).__name__}")
-            pca._check_fitted()
+            pca.check_is_fitted()
         self.pca = pca
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
@@ -258,7 +263,7 @@ class FusedTrainPipeline:
 
         Returns ``out`` (allocated if None): float32 ``(B, 3, h, w)``, normalised.
         """
-        x = K._check_image(images, "images", channels=3)
+        x = check_image(images, "images", channels=3)
         if x.ndim != 4:
             raise ValueError(f"`images` must be a batch (B, 3, H, W), got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
@@ -314,7 +319,7 @@ class FusedTrainPipeline:
     # -- the same thing, step by step (for tests and teaching)
     def reference(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
         """The composition of separate kernels that the fused pass must equal."""
-        x = K._check_image(images, "images", channels=3)
+        x = check_image(images, "images", channels=3)
         if self._resolve(x.device) == "matmul" and x.dtype == torch.uint8:
             x = x.float()  # the matmul path resizes in float
         y = K.resized_crop(x, params["boxes"], self.size, flip=params["flip"], antialias=self.antialias)

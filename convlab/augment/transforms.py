@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import PIL.Image
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from convlab._checks import (
+    check_generator,
+    check_image,
+    check_interpolation,
+    check_p,
+    check_range,
+    check_size,
+    flatten_batch,
+    fmt_arg,
+    unflatten_batch,
+)
 
 from . import functional as K
 
@@ -39,60 +52,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------- argument checks
-def _check_p(p: float) -> float:
-    if not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
-def _check_range(value: Any, name: str, lo: float, hi: float, symmetric: bool = True) -> tuple[float, float]:
-    """A number v means (-v, v) (or (0, v) if not symmetric); a pair (a, b) must have lo <= a <= b <= hi."""
-    if isinstance(value, numbers.Real):
-        v = float(value)
-        if not v >= 0:  # also NaN
-            raise ValueError(f"`{name}` must be >= 0 when given as a single number, got {value!r}")
-        rng = (-v, v) if symmetric else (0.0, v)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Real) for v in value):
-        rng = (float(value[0]), float(value[1]))
-    else:
-        raise TypeError(f"`{name}` must be a number or a (min, max) pair, got {value!r}")
-    if not (lo <= rng[0] <= rng[1] <= hi):
-        raise ValueError(f"`{name}` must lie in [{lo}, {hi}] with min <= max, got {value!r}")
-    return rng
-
-
-def _check_size(size: Any, name: str = "size") -> tuple[int, int]:
-    if isinstance(size, numbers.Integral):
-        size = (int(size), int(size))
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, numbers.Integral) and s > 0 for s in size)):
-        raise ValueError(f"`{name}` must be a positive int or an (h, w) pair of positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def _check_generator(generator: Any) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
-
-
-def _fmt(v: Any) -> str:
-    """Short, valid-Python rendering for reprs: 1.0, 0.75, (0.08, 1.0); a symmetric range (-a, a) as a."""
-    if isinstance(v, bool):
-        return repr(v)
-    if isinstance(v, float):
-        s = f"{v:.4g}"
-        if float(s) != v:  # keep the repr exact, so the printed line reproduces the transform
-            return repr(v)
-        return s if any(ch in s for ch in ".en") else s + ".0"
-    if isinstance(v, tuple):
-        if len(v) == 2 and all(isinstance(x, float) for x in v) and v[0] == -v[1]:
-            return _fmt(abs(v[1]))
-        return "(" + ", ".join(_fmt(x) for x in v) + ")"
-    return repr(v)
-
-
 # ----------------------------------------------------------------------------- base class
 class BatchRandomTransform(v2.Transform):
     """Base: per-sample parameters, probability ``p``, seedable ``generator``, ``last_params``/``replay``.
@@ -107,8 +66,8 @@ class BatchRandomTransform(v2.Transform):
 
     def __init__(self, p: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.p = _check_p(p)
-        self.generator = _check_generator(generator)
+        self.p = check_p(p)
+        self.generator = check_generator(generator)
         self.last_params: dict[str, Tensor] | None = None
         self._replaying: dict[str, Tensor] | None = None
 
@@ -121,13 +80,13 @@ class BatchRandomTransform(v2.Transform):
             if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.Video)):
                 raise TypeError(f"{type(self).__name__} supports images only, got {type(inpt).__name__}")
         if not any(isinstance(i, Tensor) for i in flat_inputs):  # v2 would pass a numpy array through untouched
-            K._check_image(flat_inputs[0] if flat_inputs else None)  # raises, naming the layout it expects
+            check_image(flat_inputs[0] if flat_inputs else None)  # raises, naming the layout it expects
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if self._replaying is not None:
             return self._replaying
         image = next(i for i in flat_inputs if isinstance(i, Tensor))
-        K._check_image(image)
+        check_image(image)
         n = math.prod(image.shape[:-3])
         h, w = image.shape[-2:]
         params = self._draw(n, h, w, self.generator)
@@ -137,8 +96,8 @@ class BatchRandomTransform(v2.Transform):
         return params
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        image = K._check_image(inpt)
-        x, lead = K._flatten(image)
+        image = check_image(inpt)
+        x, lead = flatten_batch(image)
         if params["apply"].shape[0] != x.shape[0]:
             raise ValueError(f"parameters were drawn for {params['apply'].shape[0]} samples, "
                              f"but the input has {x.shape[0]}")
@@ -151,7 +110,7 @@ class BatchRandomTransform(v2.Transform):
             idx = apply.nonzero().flatten()
             out = x.clone()
             out[idx.to(x.device)] = self._apply(x[idx.to(x.device)], {k: v[idx] for k, v in params.items()})
-        out = K._unflatten(out, lead)
+        out = unflatten_batch(out, lead)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     # -- replay and repr
@@ -172,7 +131,7 @@ class BatchRandomTransform(v2.Transform):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={_fmt(getattr(self, name))}" for name in self._repr_args)
+        return ", ".join(f"{name}={fmt_arg(getattr(self, name))}" for name in self._repr_args)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -204,12 +163,12 @@ class RandomCrop(BatchRandomTransform):
 
     def __init__(self, size: int | Sequence[int], generator: torch.Generator | None = None) -> None:
         super().__init__(1.0, generator)
-        self.size = _check_size(size)
+        self.size = check_size(size)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         ch, cw = self.size
         if ch > h or cw > w:
-            raise ValueError(f"`size` {self.size} is larger than the input ({h}, {w})")
+            raise ValueError(f"size: expected at most the input's ({h}, {w}), got {self.size}, larger than the input")
         top = torch.randint(0, h - ch + 1, (n,), generator=generator)
         left = torch.randint(0, w - cw + 1, (n,), generator=generator)
         return {"top": top, "left": left}
@@ -267,9 +226,9 @@ class RandomResizedCrop(BatchRandomTransform):
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), antialias: bool = False,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(1.0, generator)
-        self.size = _check_size(size)
-        self.scale = _check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
-        self.ratio = _check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
+        self.size = check_size(size)
+        self.scale = check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
+        self.ratio = check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
         self.antialias = bool(antialias)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -285,11 +244,11 @@ class _FillMixin:
 
     def _set_fill(self, fill: float, interpolation: str) -> None:
         if not isinstance(fill, numbers.Real):
-            raise TypeError(f"`fill` must be a number (in the image's units), got {fill!r}")
+            raise TypeError(f"fill: expected a number (in the image's units), got {fill!r}")
         if not math.isfinite(fill):
-            raise ValueError(f"`fill` must be a finite number (in the image's units), got {fill!r}")
+            raise ValueError(f"fill: expected a finite number (in the image's units), got {fill!r}")
         self.fill = float(fill)
-        self.interpolation = K._check_interpolation(interpolation)
+        self.interpolation = check_interpolation(interpolation)
 
 
 class RandomRotation(_FillMixin, BatchRandomTransform):
@@ -300,7 +259,7 @@ class RandomRotation(_FillMixin, BatchRandomTransform):
     def __init__(self, degrees: float | tuple[float, float] = 15.0, p: float = 1.0, *, fill: float = 0.0,
                  interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
-        self.degrees = _check_range(degrees, "degrees", -180.0, 180.0)
+        self.degrees = check_range(degrees, "degrees", -180.0, 180.0)
         self._set_fill(fill, interpolation)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -319,8 +278,8 @@ class RandomShear(_FillMixin, BatchRandomTransform):
                  p: float = 1.0, *, fill: float = 0.0, interpolation: str = "bilinear",
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
-        self.shear_x = _check_range(shear_x, "shear_x", -80.0, 80.0)
-        self.shear_y = _check_range(shear_y, "shear_y", -80.0, 80.0)
+        self.shear_x = check_range(shear_x, "shear_x", -80.0, 80.0)
+        self.shear_y = check_range(shear_y, "shear_y", -80.0, 80.0)
         self._set_fill(fill, interpolation)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -345,9 +304,9 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
                  interpolation: str = "bilinear", generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(strength, numbers.Real) or not 0 <= strength < math.inf:
-            raise ValueError(f"`strength` must be a number of pixels >= 0, got {strength!r}")
+            raise ValueError(f"strength: expected a number of pixels >= 0, got {strength!r}")
         if not isinstance(smoothness, numbers.Real) or not 1 <= smoothness < math.inf:
-            raise ValueError(f"`smoothness` must be a grid spacing in pixels >= 1, got {smoothness!r}")
+            raise ValueError(f"smoothness: expected a grid spacing in pixels >= 1, got {smoothness!r}")
         self.strength = float(strength)
         self.smoothness = float(smoothness)
         self._set_fill(fill, interpolation)
@@ -376,7 +335,7 @@ class RandomColorShift(BatchRandomTransform):
                  generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
         if not isinstance(magnitude, numbers.Real) or not 0.0 <= magnitude <= 1.0:
-            raise ValueError(f"`magnitude` must be in [0, 1] (fraction of the value range), got {magnitude!r}")
+            raise ValueError(f"magnitude: expected a value in [0, 1] (fraction of the value range), got {magnitude!r}")
         self.magnitude = float(magnitude)
         self.clamp = bool(clamp)
 

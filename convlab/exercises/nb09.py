@@ -44,11 +44,12 @@ def check_photos() -> Tensor:
     """Normalised float ``(4, 3, 128, 170)``: 4 food test photos (4:3 centre, shorter side 128), ImageNet stats."""
     from convlab.cropstudy import prepare_photos
     from convlab.data import load_food
+    from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     food = load_food()
     photos = prepare_photos(list(food.test.images[:_PHOTOS]), _RESIZE).float() / 255
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (photos - mean) / std
 
 

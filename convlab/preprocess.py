@@ -1,0 +1,124 @@
+"""The deterministic view a backbone sees: resize, centre crop, scale to [0, 1], normalise (one definition).
+
+- :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`: the per-channel statistics torchvision's ImageNet weights expect.
+- :func:`crop_resize`: the shorter side to resize to before a centre crop of ``size`` (ImageNet eval: 256 for 224),
+  scaled with ``size`` so that smaller inputs keep the same crop ratio.
+- :func:`resize_center_crop`: the uint8 resize + centre-crop kernel.
+- :class:`Preprocess`: the three together as a frozen dataclass; its fields are part of a feature-cache key.
+
+A backbone's spec says which statistics and sizes apply (``BackboneSpec.mean``, ``input_size``, ...);
+``Preprocess.from_spec(spec)`` is its eval preprocessing, and everything else in the package builds on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+if TYPE_CHECKING:  # annotations only
+    from convlab.backbones import BackboneSpec
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "crop_resize", "resize_center_crop", "Preprocess"]
+
+#: Per-channel mean and standard deviation of ImageNet pixels in [0, 1] (torchvision's weights expect them).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def crop_resize(size: int, spec: BackboneSpec) -> int:
+    """The shorter side to resize to before a ``size`` centre crop: ``spec``'s ratio (256/224) at ``size``."""
+    return round(size * spec.resize_size / spec.input_size)
+
+
+def resize_center_crop(x: torch.Tensor, size: int, resize: int | None) -> torch.Tensor:
+    """``(..., C, H, W)`` -> ``(..., C, size, size)``: shorter side to ``resize``, then the centre ``size x size``.
+
+    ``resize=None`` resizes the whole image to ``size x size`` (no crop). Antialiased; uint8 stays uint8.
+    """
+    if resize is None:
+        return F.resize(x, [size, size], antialias=True)
+    return F.center_crop(F.resize(x, [resize], antialias=True), [size, size])
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Deterministic backbone preprocessing of uint8 images: resize, centre crop, scale to [0, 1], normalise.
+
+    Args:
+        size: output side ``S`` (the network input is ``(B, 3, S, S)``).
+        resize: shorter side before the centre crop (ImageNet eval: 256 for 224). ``None``: resize the whole image
+            straight to ``S x S`` (no crop; right for small, centred images such as Fashion-MNIST).
+        mean, std: per-channel normalisation of ``[0, 1]`` pixels.
+
+    Grayscale ``(1, H, W)`` images are repeated to three channels. Call it on a ``(C, H, W)`` image, a
+    ``(B, C, H, W)`` uint8 batch or a list of images of any sizes; it returns float32 ``(B, 3, S, S)``.
+    """
+
+    size: int = 224
+    resize: int | None = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 8:
+            raise ValueError(f"size: expected an int >= 8, got {self.size!r}")
+        if self.resize is not None and (not isinstance(self.resize, int) or self.resize < self.size):
+            raise ValueError(f"resize: expected None or an int >= size ({self.size}), got {self.resize!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3:
+                raise ValueError(f"{name}: expected 3 values, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        if min(self.std) <= 0:
+            raise ValueError(f"std: expected positive values, got {self.std!r}")
+
+    @classmethod
+    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> Preprocess:
+        """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
+
+        ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.
+        """
+        size = spec.input_size if size is None else size
+        resize = crop_resize(size, spec) if crop else None
+        return cls(size=size, resize=resize, mean=tuple(spec.mean), std=tuple(spec.std))
+
+    def key(self) -> dict:
+        """What determines the output (part of a feature cache key)."""
+        # "kind" names the module this class was first defined in: changing it would orphan every cached feature.
+        return {"kind": "convlab.transfer.Preprocess", "version": 1, **asdict(self), "antialias": True,
+                "interpolation": "bilinear"}
+
+    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            if images.ndim != 4:
+                raise ValueError(f"images: expected (C, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
+            return self._batch(images)
+        images = list(images)
+        if not images:
+            raise ValueError("images: expected at least one image, got an empty sequence")
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) == 1:
+            return self._batch(torch.stack(images))
+        out = torch.empty(len(images), 3, self.size, self.size)
+        for shape in shapes:  # one batched resize per distinct image size
+            idx = [i for i, im in enumerate(images) if tuple(im.shape) == shape]
+            out[idx] = self._batch(torch.stack([images[i] for i in idx]))
+        return out
+
+    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"images: expected 1 or 3 channels, got shape {tuple(x.shape)}")
+        # Resize while still uint8 (torchvision's fast antialiased uint8 kernels), then crop, then go to float.
+        x = resize_center_crop(x, self.size, self.resize)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = x.to(torch.float32).div_(255)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous()

@@ -1,0 +1,189 @@
+"""The package's import graph: no cycles, and no private name used outside the module that defines it.
+
+Every module under ``convlab/`` is parsed with :mod:`ast` (nothing is imported). An edge ``a -> b`` is any
+``import``/``from ... import`` of ``b`` in ``a``, at module level *or inside a function* (a function-local import
+still makes ``a`` depend on ``b``). Imports under ``if TYPE_CHECKING:`` are annotations only, never run, and are
+left out. Importing ``convlab.x.y`` also runs ``convlab.x/__init__``; those implicit parent edges are left out too,
+as Python itself handles a package that is still initialising.
+
+Private names: ``from convlab.x import _name`` and ``x._name`` (``x`` an imported convlab module) are refused in
+any module other than the one defining ``_name``. A private *module* whose names are public (``convlab._checks``)
+is the package's shared internals and may be imported by name: its leading underscore says "not for learners",
+and its public names say "for every module of the package".
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "convlab"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child.test):
+                stack.extend(child.orelse)
+            else:
+                stack.append(child)
+
+
+def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _resolve(name: str) -> str:
+    """The longest convlab module that ``name`` (a dotted path) starts with."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name
+
+
+class Imports:
+    """Import edges (with line numbers) and private-name uses of one module."""
+
+    def __init__(self, module: str, path: Path):
+        self.module, self.path = module, path
+        self.edges: dict[str, int] = {}
+        self.private: list[str] = []
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        aliases: dict[str, str] = {}  # local name -> convlab module it is bound to
+        nodes = list(_runtime_nodes(tree))
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "convlab":
+                        self._edge(_resolve(a.name), node.lineno)
+                        aliases[a.asname or a.name] = a.name if a.asname else a.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom):
+                source = _absolute(module, path, node)
+                if source.split(".")[0] != "convlab":
+                    continue
+                for a in node.names:
+                    full = f"{source}.{a.name}"
+                    if full in MODULES:  # a submodule
+                        self._edge(full, node.lineno)
+                        aliases[a.asname or a.name] = full
+                    else:
+                        target = _resolve(source)
+                        self._edge(target, node.lineno)
+                        if a.name.startswith("_") and target != module:
+                            self.private.append(f"{path.name}:{node.lineno}: from {source} import {a.name}")
+        for node in nodes:
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                dotted = _dotted(node.value)
+                if dotted is None:
+                    continue
+                head, _, rest = dotted.partition(".")
+                if head in aliases:
+                    target = ".".join(filter(None, [aliases[head], rest]))
+                    if target in MODULES and target != module and f"{target}.{node.attr}" not in MODULES:
+                        self.private.append(f"{path.name}:{node.lineno}: {dotted}.{node.attr}")
+
+    def _edge(self, target: str, line: int) -> None:
+        if target and target != self.module:
+            self.edges.setdefault(target, line)
+
+
+def _dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return None if inner is None else f"{inner}.{node.attr}"
+    return None
+
+
+GRAPH = {name: Imports(name, path) for name, path in MODULES.items()}
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each a list of module names."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v].edges:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_parser_sees_the_package():
+    assert {"convlab", "convlab.engine", "convlab.transfer", "convlab.augment.functional"} <= set(MODULES)
+    assert "convlab.device" in GRAPH["convlab.engine"].edges
+
+
+def test_no_import_cycle():
+    cycles = _cycles()
+    detail = [
+        [f"{a} -> {b} (line {GRAPH[a].edges[b]})" for a in c for b in c if b in GRAPH[a].edges] for c in cycles
+    ]
+    assert not cycles, f"import cycles among convlab modules: {detail}"
+
+
+def test_no_private_name_crosses_a_module_line():
+    uses = [use for imports in GRAPH.values() for use in imports.private]
+    assert not uses, "private names used outside their module (make them public, or move them to convlab._checks): " \
+        + "; ".join(uses)
+
+
+def test_the_checker_finds_what_it_should(tmp_path):
+    """The checker itself: a cycle, a function-local import, a private import and a private attribute are caught."""
+    code = ("def f():\n    from convlab.engine import _hidden\n    from convlab import transfer\n"
+            "    return transfer._x\n")
+    path = tmp_path / "probe.py"
+    path.write_text(code)
+    probe = Imports("convlab.probe", path)
+    assert set(probe.edges) == {"convlab.engine", "convlab.transfer"}
+    assert len(probe.private) == 2
