@@ -1,38 +1,44 @@
-"""Augmentation throughput: convlab vs torchvision v2 (per image, PIL and tensor) vs Albumentations.
+"""Augmentation throughput at equal resources: convlab vs torchvision v2 (tensor, PIL) vs Albumentations.
 
 Everything runs side by side in one process with interleaved repeats; we report medians.
 
-    python benchmarks/bench_augment.py            # full run (~2 min on 2 CPU cores)
-    python benchmarks/bench_augment.py --quick    # a few repeats, for a smoke test
+    python benchmarks/bench_augment.py            # full run (~4 min on 2 CPU cores)
+    python benchmarks/bench_augment.py --quick    # a few repeats, for a smoke test (writes augment_cpu_quick.json)
     python benchmarks/bench_augment.py --device cuda   # GPU throughput of convlab (writes augment_cuda.json)
 
-Cases
-- ``pipeline@224``: random-resized-crop 256->224 + mirror + RGB shift + normalise, batch of 64 uint8
-  photos (64, 3, 256, 256) -> float (64, 3, 224, 224). ``pipeline@32``: the same at 32 px (CIFAR-style
-  RRC 32->32), batches of 256.
-- ``copy``: one pass copying the same batch into a reused float buffer: the physical reference.
-- ``pca``: AlexNet PCA colour on (64, 3, 224, 224) uint8: convlab, a per-image numpy version of the
-  same formula, and Albumentations ``FancyPCA`` (per-image PCA: other semantics, shown for cost).
-- ``widget``: time for one slider move to re-render the preview (encode the PNG), at default size.
-- ``all_cores@224`` / ``all_cores@32``: equal resources on every core of the machine. convlab's fused pipeline
-  with one torch thread per core, against Albumentations and torchvision v2 each in a ``DataLoader`` with one
-  worker per core (what a user would run on all cores), over the same 8 batches, collation and the transfer of
-  each batch back to the training process included. Per core (``threads=1``) every contender has one thread in
-  one process.
+Two equal-resource settings, each at 224 px and at 32 px:
 
-Albumentations is a benchmark-only dependency (``pip install albumentations``); cases skip without it.
+- ``per_core``: every contender on 1 thread in 1 process (torch, OpenCV), what one ``DataLoader`` worker has.
+- ``all_cores``: every core of the machine. convlab's fused pipeline with one torch thread per core, against
+  Albumentations and torchvision v2 each in a ``DataLoader`` with one worker per core (what a user would run on all
+  cores), over the same batches, collation and the transfer of each batch to the training process included.
+
+Cases: ``pipeline@224``: random-resized-crop 256->224 + mirror + RGB shift + normalise, a batch of 64 uint8 photos
+(64, 3, 256, 256) -> float (64, 3, 224, 224); ``pipeline@32``: the same at 32 px (CIFAR-style RRC 32->32), batches
+of 256. The photos are stored once, HWC (as PIL and OpenCV decode them): Albumentations reads the HWC arrays,
+convlab the same bytes as a (B, 3, H, W) channels_last view (``torch.from_numpy(hwc).permute(2, 0, 1)`` stacked)
+and writes a channels_last float batch (what Albumentations returns, and what convolutions on a CPU want);
+torchvision gets the (3, H, W) tensors it expects. Also shown, per core: convlab with a CHW source and output,
+``copy`` (one pass copying the batch into a reused float buffer, the physical reference) and ``pca``: AlexNet PCA
+colour on (64, 3, 224, 224) uint8: convlab, a per-image numpy version of the same formula, and Albumentations
+``FancyPCA`` (per-image PCA: other semantics, shown for cost); ``widget``: one slider move re-rendering a preview.
+
+Headline ratios (``ratios`` in the JSON, also printed): convlab's img/s over the fastest other contender's, per
+setting and size; ``acceptance`` holds the targets of issue #16 (1.5x at 224 px, 5x at 32 px, in both settings).
+Albumentations is a benchmark-only dependency (``pip install albumentations``); its cases skip without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -72,47 +78,62 @@ def photo_batch(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- competitors
-def make_cases(x: torch.Tensor, size: int, device: str) -> dict[str, Callable[[], object]]:
-    n = x.shape[0]
-    cases: dict[str, Callable[[], object]] = {}
+def _hwc(x: torch.Tensor) -> torch.Tensor:
+    """The batch stored HWC, as decoded photos are; returned as its (B, 3, H, W) channels_last view."""
+    return x.contiguous(memory_format=torch.channels_last)
 
-    xd = x.to(device)
-    out = torch.empty(n, 3, size, size, device=device)
-    fused = FusedTrainPipeline(size, color_shift=SHIFT, generator=torch.Generator().manual_seed(0))
-    cases["convlab fused (batched)"] = lambda: fused(xd, out=out)
-    if device != "cpu":
-        def sync(f):
-            return lambda: (f(), torch.cuda.synchronize())
-        cases = {k: sync(f) for k, f in cases.items()}
-        ref = torch.empty(n, 3, size, size, device=device)
-        cases["copy into reused buffer (reference)"] = sync(lambda: ref.copy_(xd[:, :, :size, :size]))
-        return cases
-    for method in ("loop", "matmul"):
-        p = FusedTrainPipeline(size, color_shift=SHIFT, method=method, generator=torch.Generator().manual_seed(0))
-        cases[f"convlab fused, method={method}"] = (lambda p=p: p(x, out=out))
 
+def _tv_transform(size: int, pil: bool = False) -> v2.Compose:
     def shift_rgb(img: torch.Tensor) -> torch.Tensor:
         return img + torch.empty(3, 1, 1).uniform_(-SHIFT, SHIFT)
 
-    tail = [v2.ToDtype(torch.float32, scale=True), v2.Lambda(shift_rgb), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    tv_tensor = v2.Compose([v2.RandomResizedCrop(size, antialias=False), v2.RandomHorizontalFlip(), *tail])
-    cases["torchvision v2 per image (tensor)"] = lambda: torch.stack([tv_tensor(img) for img in x])
+    # (PIL always resizes with antialiasing: saying so keeps torchvision from warning that the flag is ignored)
+    head = [v2.RandomResizedCrop(size, antialias=pil), v2.RandomHorizontalFlip()] + ([v2.PILToTensor()] if pil else [])
+    return v2.Compose(head + [v2.ToDtype(torch.float32, scale=True), v2.Lambda(shift_rgb),
+                              v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
+
+def _albumentations(size: int):
+    s = int(SHIFT * 255)
+    return A.Compose([A.RandomResizedCrop(size=(size, size)), A.HorizontalFlip(),
+                      A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=1.0),
+                      A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+
+
+def make_cases(x: torch.Tensor, size: int, device: str) -> dict[str, Callable[[], object]]:
+    """One batch per call: ``x`` is the CHW uint8 batch; each contender reads it in its own storage (see above)."""
+    n = x.shape[0]
+    cases: dict[str, Callable[[], object]] = {}
+    fused = FusedTrainPipeline(size, color_shift=SHIFT, channels_last=True, generator=torch.Generator().manual_seed(0))
+    if device != "cpu":
+        xd = x.to(device)
+        out = torch.empty(n, 3, size, size, device=device)
+        ref = torch.empty(n, 3, size, size, device=device)
+
+        def sync(f):
+            return lambda: (f(), torch.cuda.synchronize())
+        return {"convlab fused": sync(lambda: fused(xd, out=out)),
+                "copy into reused buffer (reference)": sync(lambda: ref.copy_(xd[:, :, :size, :size]))}
+    hwc = _hwc(x)
+    out_cl = torch.empty(n, 3, size, size).contiguous(memory_format=torch.channels_last)
+    cases["convlab fused"] = lambda: fused(hwc, out=out_cl)
+    out = torch.empty(n, 3, size, size)
+    chw = FusedTrainPipeline(size, color_shift=SHIFT, generator=torch.Generator().manual_seed(0))
+    cases["convlab fused, CHW source and output"] = lambda: chw(x, out=out)
+
+    tv_tensor = _tv_transform(size)
+    cases["torchvision v2 per image (tensor)"] = lambda: torch.stack([tv_tensor(img) for img in x])
     pils = [v2.functional.to_pil_image(img) for img in x]
-    tv_pil = v2.Compose([v2.RandomResizedCrop(size, antialias=False), v2.RandomHorizontalFlip(), v2.PILToTensor(),
-                         *tail])
+    tv_pil = _tv_transform(size, pil=True)
     cases["torchvision v2 per image (PIL)"] = lambda: torch.stack([tv_pil(img) for img in pils])
 
     if A is not None:
-        hwc = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in x]
-        s = int(SHIFT * 255)
-        alb = A.Compose([A.RandomResizedCrop(size=(size, size)), A.HorizontalFlip(),
-                         A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=1.0),
-                         A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+        arrays = [img.numpy() for img in hwc.permute(0, 2, 3, 1)]  # HWC views of the same bytes, no copy
+        alb = _albumentations(size)
         buf = np.empty((n, size, size, 3), np.float32)
 
         def albument() -> torch.Tensor:
-            for i, img in enumerate(hwc):
+            for i, img in enumerate(arrays):
                 buf[i] = alb(image=img)["image"]
             return torch.from_numpy(buf).permute(0, 3, 1, 2)  # a channels_last view: no extra copy
 
@@ -180,12 +201,13 @@ def all_core_cases(x: torch.Tensor, size: int, batches: int, workers: int) -> di
     """One epoch of ``batches`` batches of ``len(x)`` images per case, on ``workers`` cores each."""
     n = x.shape[0]
     cases: dict[str, Callable[[], object]] = {}
-    out = torch.empty(n, 3, size, size)
-    fused = FusedTrainPipeline(size, color_shift=SHIFT, generator=torch.Generator().manual_seed(0))
+    hwc = _hwc(x)
+    out = torch.empty(n, 3, size, size).contiguous(memory_format=torch.channels_last)
+    fused = FusedTrainPipeline(size, color_shift=SHIFT, channels_last=True, generator=torch.Generator().manual_seed(0))
 
     def convlab_epoch() -> None:
         for _ in range(batches):
-            fused(x, out=out)
+            fused(hwc, out=out)
 
     cases[f"convlab fused, {workers} threads"] = convlab_epoch
 
@@ -198,19 +220,11 @@ def all_core_cases(x: torch.Tensor, size: int, batches: int, workers: int) -> di
                 pass
         return epoch
 
-    def shift_rgb(img: torch.Tensor) -> torch.Tensor:
-        return img + torch.empty(3, 1, 1).uniform_(-SHIFT, SHIFT)
-
-    tail = [v2.ToDtype(torch.float32, scale=True), v2.Lambda(shift_rgb), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    tv = v2.Compose([v2.RandomResizedCrop(size, antialias=False), v2.RandomHorizontalFlip(), *tail])
-    cases[f"torchvision v2 (tensor), DataLoader {workers} workers"] = loader_case(list(x), tv)
+    cases[f"torchvision v2 (tensor), DataLoader {workers} workers"] = loader_case(list(x), _tv_transform(size))
     if A is not None:
-        s = int(SHIFT * 255)
-        alb = A.Compose([A.RandomResizedCrop(size=(size, size)), A.HorizontalFlip(),
-                         A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=1.0),
-                         A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
-        hwc = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in x]
-        cases[f"Albumentations, DataLoader {workers} workers"] = loader_case(hwc, _AlbumentationsToTensor(alb))
+        arrays = [img.numpy() for img in hwc.permute(0, 2, 3, 1)]
+        cases[f"Albumentations, DataLoader {workers} workers"] = loader_case(
+            arrays, _AlbumentationsToTensor(_albumentations(size)))
     return cases
 
 
@@ -226,16 +240,20 @@ class _AlbumentationsToTensor:
 
 # ----------------------------------------------------------------------------- timing
 def run(cases: dict[str, Callable[[], object]], repeats: int, items: int) -> dict[str, dict[str, float]]:
-    for f in cases.values():  # warm-up (allocator, lazy init)
+    """Warm up each case, then ``repeats`` interleaved rounds: median wall time, and median CPU time of this process
+    (``cpu_ms``: steadier than wall time on a busy machine for the 1-thread cases; DataLoader workers not counted)."""
+    for f in cases.values():  # warm-up (allocator, lazy init, DataLoader workers)
         f()
     times: dict[str, list[float]] = {k: [] for k in cases}
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(repeats):  # interleaved: every case sees the same machine state
         for k, f in cases.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "items_per_s": items / statistics.median(v)}
-            for k, v in times.items()}
+            cpu[k].append(time.process_time() - c0)
+    return {k: {"median_ms": 1e3 * statistics.median(v), "items_per_s": items / statistics.median(v),
+                "cpu_ms": 1e3 * statistics.median(cpu[k])} for k, v in times.items()}
 
 
 def table(title: str, res: dict[str, dict[str, float]], unit: str = "img/s", ref: str | None = None) -> str:
@@ -251,58 +269,77 @@ def table(title: str, res: dict[str, dict[str, float]], unit: str = "img/s", ref
     return "\n".join(lines)
 
 
+def headline(res: dict[str, dict[str, float]], convlab: str) -> dict[str, object]:
+    """convlab's throughput over the fastest other contender's (not convlab, not the copy reference)."""
+    others = {k: v["items_per_s"] for k, v in res.items() if not k.startswith(("convlab", "copy"))}
+    best = max(others, key=others.get)
+    return {"convlab": convlab, "convlab_img_per_s": res[convlab]["items_per_s"], "best_other": best,
+            "best_other_img_per_s": others[best], "ratio": res[convlab]["items_per_s"] / others[best]}
+
+
+TARGETS = {"224": 1.5, "32": 5.0}  # issue #16: convlab vs the fastest other contender, in both settings
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--quick", action="store_true", help="3 repeats instead of 11")
-    ap.add_argument("--threads", default="2,1", help="comma-separated torch thread counts to run (CPU)")
+    ap.add_argument("--quick", action="store_true", help="3 repeats and 2 batches per epoch instead of 11 and 8")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device available", file=sys.stderr)
         return 2
     repeats = 3 if args.quick else 11
-    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [torch.get_num_threads()]
     big, small = photo_batch(64, 256), photo_batch(256, 32, seed=1)
+    sizes = (("224", big), ("32", small))
+    cores = len(os.sched_getaffinity(0))
     report = {"device": args.device, "torch": torch.__version__, "python": platform.python_version(),
-              "albumentations": getattr(A, "__version__", None), "repeats": repeats, "results": {}}
+              "albumentations": getattr(A, "__version__", None), "cores": cores, "repeats": repeats,
+              "load_average_at_start": list(os.getloadavg()), "results": {}, "ratios": {}, "acceptance": {}}
+    md = [f"## Augmentation benchmark ({args.device}, medians of {repeats} interleaved repeats, "
+          f"load average at start {os.getloadavg()[0]:.2f})"]
     if args.device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
-    md = [f"## Augmentation benchmark ({args.device}, medians of {repeats} interleaved repeats)"]
-    for nt in threads:
-        torch.set_num_threads(nt)
+        r = report["results"]["cuda"] = {}
+        for size, src in sizes:
+            r[f"pipeline@{size}"] = run(make_cases(src, int(size), "cuda"), repeats, len(src))
+            md.append(table(f"pipeline at {size} px, batch {len(src)}, cuda", r[f"pipeline@{size}"]))
+    else:
+        # per core: one thread, one process, for every contender
+        torch.set_num_threads(1)
         if cv2 is not None:
-            cv2.setNumThreads(nt)
-        key = f"threads={nt}"
-        r = report["results"][key] = {}
-        r["pipeline@224"] = run(make_cases(big, 224, args.device), repeats, 64)
-        md.append(table(f"pipeline 256->224, batch 64, {key}", r["pipeline@224"], ref="x"))
-        r["pipeline@32"] = run(make_cases(small, 32, args.device), repeats, 256)
-        md.append(table(f"pipeline 32->32, batch 256, {key}", r["pipeline@32"], ref="x"))
-        if args.device == "cpu":
-            pca_batch = big[:, :, :224, :224].contiguous()
-            r["pca"] = run(pca_cases(pca_batch), repeats, 64)
-            md.append(table(f"PCA colour, batch 64 at 224, {key}", r["pca"]))
-    if args.device == "cpu":
-        import os
-
-        cores = len(os.sched_getaffinity(0))
+            cv2.setNumThreads(1)
+        r = report["results"]["per_core"] = {}
+        for size, src in sizes:
+            key = f"pipeline@{size}"
+            r[key] = run(make_cases(src, int(size), "cpu"), repeats, len(src))
+            report["ratios"][f"per_core@{size}"] = headline(r[key], "convlab fused")
+            md.append(table(f"per core (1 thread, 1 process each): {size} px, batch {len(src)}", r[key], ref="x"))
+        r["pca"] = run(pca_cases(big[:, :, :224, :224].contiguous()), repeats, 64)
+        md.append(table("per core: PCA colour, batch 64 at 224", r["pca"]))
+        # all cores: convlab's threads against DataLoader workers, one per core
         torch.set_num_threads(cores)
-        if cv2 is not None:
-            cv2.setNumThreads(1)  # inside each DataLoader worker: one thread per process, one process per core
         batches = 2 if args.quick else 8
-        for size, src in (("224", big), ("32", small)):
+        for size, src in sizes:
             key = f"all_cores@{size}"
             res = run(all_core_cases(src, int(size), batches, cores), max(3, repeats // 2), batches * len(src))
             report["results"][key] = {"cores": cores, "batches": batches, "cases": res}
-            md.append(table(f"all {cores} cores, {batches} batches of {len(src)} at {size} px", res, ref="x"))
-        torch.set_num_threads(threads[0])
+            report["ratios"][key] = headline(res, f"convlab fused, {cores} threads")
+            md.append(table(f"all {cores} cores: {batches} batches of {len(src)} at {size} px", res, ref="x"))
         w = run(widget_case(), max(3, repeats // 3), 1)
         report["results"]["widget"] = w
-        md.append(table("widget slider move -> re-render", w, unit="renders/s"))
+        md.append(table(f"widget slider move -> re-render ({cores} threads)", w, unit="renders/s"))
+        for key, h in report["ratios"].items():
+            target = TARGETS[key.split("@")[1]]
+            report["acceptance"][key] = {"ratio": h["ratio"], "target": target, "pass": h["ratio"] >= target}
+        md.append("\n### equal-resource ratios (convlab img/s / fastest other's)\n")
+        for key, h in report["ratios"].items():
+            acc = report["acceptance"][key]
+            md.append(f"- ratios.{key}: {h['ratio']:.2f}x vs {h['best_other']} "
+                      f"({'PASS' if acc['pass'] else 'FAIL'}, target {acc['target']}x)")
     text = "\n".join(md)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"augment_{args.device}.json"
+    path = RESULTS / f"augment_{args.device}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
     return 0

@@ -17,8 +17,9 @@ of the original's when ``W - w`` is odd (torchvision rounds the centre half to e
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -292,6 +293,62 @@ def default_chunk_size(device: str | torch.device) -> int:
     return CUDA_CHUNK_SIZE if torch.device(device).type == "cuda" else CPU_CHUNK_SIZE
 
 
+def _normaliser(spec, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)``, each ``(C, 1, 1)``, with ``(x / 255 - mean) / std = x * scale + shift`` on uint8 levels.
+
+    ``mean`` and ``std`` are the caller's, else ``spec``'s (a model's ``.spec``); the error says what to pass.
+    """
+    mean = mean if mean is not None else getattr(spec, "mean", None)
+    std = std if std is not None else getattr(spec, "std", None)
+    if mean is None or std is None:
+        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean, std: expected {channels} values each (one per channel), "
+                         f"got {len(mean)} and {len(std)}")
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(channels, 1, 1)
+    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(channels, 1, 1) / std_t
+    return 1.0 / (255.0 * std_t), shift
+
+
+def _normalise_(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x = x * scale + shift`` in place, ``scale``/``shift`` ``(C, 1, 1)``: one vectorised pass in any memory format.
+
+    The operands are tiled along W in ``x``'s memory format first: with ``(C, 1, 1)`` operands a channels_last
+    ``x`` would be walked 3 values at a time (measured: 11.5 vs 2.4 ms for 32 crops at 224 px, 1 thread).
+    """
+    n, c, _, w = x.shape
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+    tile = (1, c, 1, w)
+    return torch.addcmul(shift.expand(tile).contiguous(memory_format=fmt), x,
+                         scale.expand(tile).contiguous(memory_format=fmt), out=x)
+
+
+@contextmanager
+def _evaluating(model: nn.Module, device: torch.device, channels_last: bool | None) -> Iterator[torch.memory_format]:
+    """Run ``model`` in eval mode, in channels_last if asked (``None``: on the CPU); yields the inputs' memory format.
+
+    Weights that are not channels_last already are converted for the block and converted back afterwards, and
+    the caller's train/eval mode is restored, also when the block raises. (A lazy module's weights do not exist
+    before its first forward: those run in the format they have.) Gradients are the caller's business: the
+    public functions are decorated with ``torch.inference_mode``.
+    """
+    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
+    convert = use_cl and not lazy and not _wants_channels_last(model)
+    was_training = model.training
+    model.eval()
+    if convert:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield torch.channels_last if use_cl else torch.contiguous_format
+    finally:
+        model.train(was_training)
+        if convert:
+            model.to(memory_format=torch.contiguous_format)
+
+
 @torch.inference_mode()
 def predict_views(
     model: nn.Module,
@@ -336,49 +393,25 @@ def predict_views(
         views = ViewSet.ten_crop(spec.input_size)
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
-    mean = mean if mean is not None else getattr(spec, "mean", None)
-    std = std if std is not None else getattr(spec, "std", None)
-    if mean is None or std is None:
-        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     device = _model_device(model) if device is None else torch.device(device)
     source = _check_source(images)
-    source = source.to(device) if isinstance(source, Tensor) else [im.to(device) for im in source]
     C = source[0].shape[-3]
-    if len(mean) != C or len(std) != C:
-        raise ValueError(f"mean, std: expected {C} values each (one per channel), got {len(mean)} and {len(std)}")
-
-    # x_norm = (x / 255 - mean) / std = x * scale + shift, applied in place on the float chunk.
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
-    scale = 1.0 / (255.0 * std_t)
-    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
-    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
-    # (a lazy module's weights do not exist before its first forward: those run in the format they have)
-    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
-    convert = use_cl and not lazy and not _wants_channels_last(model)
-    fmt = torch.channels_last if use_cl else torch.contiguous_format
+    scale, shift = _normaliser(spec, mean, std, C, device)  # applied in place on each float chunk
+    source = source.to(device) if isinstance(source, Tensor) else [im.to(device) for im in source]
     total = len(source) * len(views)
     n = min(chunk_size or default_chunk_size(device), total)
-    buf = torch.empty(n, C, *views.size, device=device).contiguous(memory_format=fmt)
-
-    was_training = model.training
-    model.eval()
-    if convert:
-        model.to(memory_format=torch.channels_last)
-    try:
-        logits = None
+    logits = None
+    with _evaluating(model, device, channels_last) as fmt:
+        buf = torch.empty(n, C, *views.size, device=device).contiguous(memory_format=fmt)
         for start in range(0, total, n):
             stop = min(start + n, total)
             x = buf[: stop - start]
             _fill(x, source, views, start, stop)
-            x.mul_(scale).add_(shift)
+            _normalise_(x, scale, shift)
             out = model(x)
             if logits is None:
                 logits = torch.empty(total, out.shape[-1], dtype=out.dtype, device=out.device)
             logits[start:stop] = out
-    finally:
-        model.train(was_training)
-        if convert:
-            model.to(memory_format=torch.contiguous_format)
     return average_views(logits.view(len(source), len(views), -1), average)
 
 
@@ -423,24 +456,10 @@ def dense_predict(
         raise ValueError(f"resize: expected None or an int >= 1 (the shorter side), got {resize!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected an int >= 1 (images per forward pass) or None, got {chunk_size!r}")
-    spec = getattr(model, "spec", None)
-    mean = mean if mean is not None else getattr(spec, "mean", None)
-    std = std if std is not None else getattr(spec, "std", None)
-    if mean is None or std is None:
-        raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     device = _model_device(model) if device is None else torch.device(device)
     source = _check_source(images)
     source = list(source) if isinstance(source, Tensor) else source
-    C = source[0].shape[-3]
-    if len(mean) != C or len(std) != C:
-        raise ValueError(f"mean, std: expected {C} values each (one per channel), got {len(mean)} and {len(std)}")
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
-    scale = 1.0 / (255.0 * std_t)
-    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1) / std_t
-    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
-    lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
-    convert = use_cl and not lazy and not _wants_channels_last(model)
-    fmt = torch.channels_last if use_cl else torch.contiguous_format
+    scale, shift = _normaliser(getattr(model, "spec", None), mean, std, source[0].shape[-3], device)
     n_views = 2 if mirror else 1
     per_pass = max(1, (chunk_size or default_chunk_size(device)) // n_views)
     # group images by their shape after resizing, so each forward pass stacks images of one shape
@@ -448,26 +467,17 @@ def dense_predict(
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(resized):
         groups.setdefault(tuple(im.shape), []).append(i)
-
-    was_training = model.training
-    model.eval()
-    if convert:
-        model.to(memory_format=torch.channels_last)
-    try:
-        logits = None
+    logits = None
+    with _evaluating(model, device, channels_last) as fmt:
         for idx in groups.values():
             for start in range(0, len(idx), per_pass):
                 part = idx[start:start + per_pass]
                 x = torch.stack([resized[i] for i in part])
                 if mirror:
                     x = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1)  # image-major, then unmirrored/mirrored
-                x = x.float().contiguous(memory_format=fmt).mul_(scale).add_(shift)
+                x = _normalise_(x.float().contiguous(memory_format=fmt), scale, shift)
                 out = model(x)
                 if logits is None:
                     logits = torch.empty(len(source), n_views, out.shape[-1], dtype=out.dtype, device=out.device)
                 logits[part] = out.view(len(part), n_views, -1)
-    finally:
-        model.train(was_training)
-        if convert:
-            model.to(memory_format=torch.contiguous_format)
     return average_views(logits, average)

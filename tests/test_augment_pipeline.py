@@ -66,34 +66,51 @@ def test_errors(photos):
         FusedTrainPipeline(32, pca=PCAColor())
 
 
-def test_colour_pass_chunks_and_channels_last_change_no_value(photos, monkeypatch):
+@pytest.mark.parametrize("size", [40, 224])
+def test_memory_layouts_change_no_value(photos, size):
+    """CHW or HWC (channels_last) source, CHW or channels_last output: the same numbers, all equal to the reference."""
+    pipe = FusedTrainPipeline(size, pca=PCAColor.imagenet(), method="loop", generator=torch.Generator().manual_seed(2))
+    params = pipe.draw(6, 96, 96)
+    ref = pipe.reference(photos, params)
+    hwc = photos.contiguous(memory_format=torch.channels_last)
+    for src in (photos, hwc):
+        for cl in (False, True):
+            out = torch.empty(6, 3, size, size)
+            out = out.contiguous(memory_format=torch.channels_last) if cl else out
+            y = pipe(src, out=out, params=params)
+            assert y.data_ptr() == out.data_ptr()
+            torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
+    assert torch.equal(hwc, photos)  # the source is read, never written
+
+
+def test_matmul_path_layouts_and_float_source(photos):
+    """The small-image path folds the colour scale into its matmul: same values for every layout, float input too."""
+    pipe = FusedTrainPipeline(24, pca=PCAColor.imagenet(), method="matmul", generator=torch.Generator().manual_seed(4))
+    params = pipe.draw(6, 96, 96)
+    ref = pipe.reference(photos, params)
+    for src in (photos, photos.contiguous(memory_format=torch.channels_last)):
+        out = torch.empty(6, 3, 24, 24).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(pipe(src, out=out, params=params), ref, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(pipe(photos.float() / 255, params=params), ref, atol=1e-4, rtol=1e-5)
+
+
+def test_samples_split_among_threads_change_no_value(photos):
+    """On several cores the samples are shared among Python threads (bands of rows, see _run_split): same output."""
     import convlab.augment.pipeline as P
 
-    pipe = FusedTrainPipeline(40, pca=PCAColor.imagenet(), method="loop", generator=torch.Generator().manual_seed(2))
+    pipe = FusedTrainPipeline(224, pca=PCAColor.imagenet(), method="loop", generator=torch.Generator().manual_seed(5))
     params = pipe.draw(6, 96, 96)
-    plain = pipe(photos, params=params).clone()
-    monkeypatch.setattr(P, "_CHUNK_BYTES", 2 * 3 * 40 * 40 * 4)  # chunks of 2 images
-    for cl in (False, True):
-        out = torch.empty(6, 3, 40, 40)
-        out = out.contiguous(memory_format=torch.channels_last) if cl else out
-        y = pipe(photos, out=out, params=params)
-        assert y.data_ptr() == out.data_ptr() and torch.equal(y, plain)
-    # and both equal the unchunked formula on the uint8 resize
-    u8 = K.hflip(K.resized_crop(photos, params["boxes"], 40), params["flip"]).float()
-    a = (1.0 / (255.0 * pipe.std)).view(1, 3, 1, 1)
-    b = ((pipe._offsets(params) - pipe.mean) / pipe.std).view(6, 3, 1, 1)
-    torch.testing.assert_close(plain, u8.mul_(a).add_(b), atol=1e-6, rtol=0)
-
-
-# --------------------------------------------------------------------------------------------- odd input (issue 11)
-def test_pipeline_odd_input():
-    pipe = FusedTrainPipeline(16, generator=torch.Generator().manual_seed(0))
-    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    assert pipe(images[:0]).shape == (0, 3, 16, 16)
-    with pytest.raises(ValueError, match=r"channels-first .* got shape \(4, 32, 32, 3\), which looks channels-last"):
-        pipe(images.permute(0, 2, 3, 1))
-    with pytest.raises(TypeError, match="got ndarray; convert an"):
-        pipe(images.numpy())
-    for bad in ({"std": (float("nan"), 0.2, 0.2)}, {"mean": (0.5, float("inf"), 0.5)}):
-        with pytest.raises(ValueError, match="`mean` and `std` must be 3 finite numbers"):
-            FusedTrainPipeline(16, **bad)
+    a = torch.rand(1, 3, 1, 1) + 0.5
+    b = torch.randn(6, 3, 1, 1)
+    hwc = photos.contiguous(memory_format=torch.channels_last)
+    args = (hwc, params["boxes"], params["flip"], (224, 224), False, a, b)
+    one = P._resized_crop_affine(*args, torch.empty(6, 3, 224, 224).contiguous(memory_format=torch.channels_last))
+    for threads in (2, 4):
+        out = torch.full((6, 3, 224, 224), float("nan")).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(P._run_split(*args, out, threads), one, atol=1e-6, rtol=1e-6)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # the pipeline takes the threaded path by itself
+        torch.testing.assert_close(pipe(photos, params=params), pipe.reference(photos, params), atol=1e-4, rtol=1e-5)
+    finally:
+        torch.set_num_threads(before)

@@ -79,6 +79,33 @@ def test_benchmark_summary_reads_every_committed_result(tmp_path):
     rows = benchmark_summary(ROOT / "benchmarks" / "results")
     assert len(rows) >= 6 and not [r for r in rows if "not run yet" in r["result"]]
     assert all(re.fullmatch(r"\d+\.\d\dx|\d+ ms", r["result"]) for r in rows), rows  # figures, no targets
-    assert all("1 thread each" in r["measure"] for r in rows if r["benchmark"].startswith("augmentation (")
-               and r["measure"].startswith("convlab")), "equal resources: the same threads on both sides"
+    assert all(("1 thread each" in r["measure"]) != ("DataLoader workers" in r["measure"]) for r in rows
+               if r["benchmark"].startswith("augmentation (") and r["measure"].startswith("convlab")), \
+        "equal resources: 1 thread each, or every core each (threads vs as many DataLoader workers)"
+    for r in rows:  # each figure is the one at its JSON key
+        if r["result"].endswith("x"):
+            assert r["result"] == f"{_json_value(r['key']):.2f}x", r
     assert all("not run yet" in r["result"] for r in benchmark_summary(tmp_path))
+
+
+def _json_value(key: str):
+    """``"augment_cpu.json: ratios.per_core@224.ratio"`` -> that value in ``benchmarks/results/``."""
+    name, path = key.split(": ")
+    value = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def test_readme_benchmark_ratios_are_the_json_figures_at_their_keys():
+    """README's benchmark section: every bold ratio names its JSON key on the same line, and equals it."""
+    section = (ROOT / "README.md").read_text().split("\n## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    cited = 0
+    for line in section.splitlines():
+        figures = re.findall(r"\*\*(\d+\.\d\d)x\*\*", line)
+        keys = re.findall(r"`(\w+\.json: [^`]+)`", line)
+        assert len(figures) == len(keys), f"a bold ratio without its JSON key (or the reverse): {line}"
+        for figure, key in zip(figures, keys):
+            assert figure == f"{_json_value(key):.2f}", (line, key)
+            cited += 1
+    assert cited >= 8

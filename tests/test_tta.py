@@ -10,7 +10,7 @@ from torchvision import transforms as T1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from convlab.tta import View, ViewSet, average_views, crop_views, predict_views, prepare_images
+from convlab.tta import View, ViewSet, average_views, crop_views, dense_predict, predict_views, prepare_images
 
 # float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
 pytestmark = pytest.mark.numeric
@@ -178,3 +178,60 @@ def test_bad_arguments_name_the_argument(photos):
         prepare_images(photos, resize_size=0)
     with pytest.raises(ValueError, match="scales"):
         ViewSet.multi_scale(24, scales=())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_outputs_carry_no_autograd_graph_though_the_model_is_trainable(photos, channels_last):
+    """Both entry points run under ``torch.inference_mode``: no graph is recorded even for trainable weights.
+
+    (A helper once slipped in between ``@torch.inference_mode()`` and ``def predict_views``: the decorator then
+    wrapped the helper, and notebook 09 ran out of memory keeping every crop's activations for backward.)
+    """
+    model = TinyNet().eval()
+    predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD)  # builds the LazyLinear
+    model.train()
+    assert any(p.requires_grad for p in model.parameters())
+    kw = {"mean": MEAN, "std": STD, "channels_last": channels_last}
+    outs = [predict_views(model, photos, ViewSet.ten_crop(32), **kw),
+            predict_views(model, photos, ViewSet.ten_crop(32), average="none", **kw),
+            dense_predict(GlobalPoolNet(), photos, **kw),
+            dense_predict(GlobalPoolNet(), photos, average="logits", mirror=False, **kw)]
+    for out in outs:
+        assert out.grad_fn is None and not out.requires_grad
+    assert model.training  # and the caller's mode is back
+
+
+class GlobalPoolNet(nn.Module):
+    """Conv, BatchNorm, global average pooling, linear: takes any input size (for dense evaluation)."""
+
+    def __init__(self, k: int = 5):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(1), nn.Linear(8, k))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_dense_predict_of_a_crop_sized_image_equals_its_centre_crop_and_mirror(photos):
+    """On an image exactly the crop's size, dense evaluation is the 'centre crop + mirror' view set."""
+    model = GlobalPoolNet().train()
+    x = photos[:, :, :32, :40]
+    dense = dense_predict(model, x, mean=MEAN, std=STD, average="none")
+    views = predict_views(model, x, ViewSet.flips((32, 40)), mean=MEAN, std=STD, average="none")
+    torch.testing.assert_close(dense, views, atol=1e-5, rtol=1e-5)
+    assert model.training
+
+
+def test_the_model_mode_and_weights_come_back_when_the_forward_raises(photos):
+    class Boom(GlobalPoolNet):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = Boom().train()
+    for call in (lambda: predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD),
+                 lambda: dense_predict(model, photos, mean=MEAN, std=STD)):
+        with pytest.raises(RuntimeError, match="boom"):
+            call()
+        assert model.training and model.body[0].weight.is_contiguous()

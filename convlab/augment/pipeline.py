@@ -1,25 +1,32 @@
 """A fused training pipeline: random-resized-crop + mirror + colour shift + PCA colour + normalise.
 
 Why fuse? Run as separate ops on a batch, each step allocates and writes a full float batch
-(38.5 MB for 64 images at 224 px); on a 2-core CPU the page faults of fresh allocations alone
-cost ~10 ms per batch, as much as the useful work. Here the work is done in two steps, into reused buffers:
+(38.5 MB for 64 images at 224 px) and reads the previous one back from memory. Here each output
+pixel is computed from the uint8 source and written as float once (plus one pass over it while it is
+still in cache):
 
 1. **Geometry** (crop + resize + mirror). ``method="loop"``: each sample's crop is a uint8 *view*
-   of the input, resized by ``F.interpolate`` (PyTorch's vectorised uint8 bilinear path on
-   channels_last) into a reused uint8 buffer, mirrored on the way in. ``method="matmul"``: the
-   bilinear resize is separable, so crop, resize and mirror become two small per-sample matrices
-   (``out = Wy @ x @ Wx^T``); one batched matmul beats a Python loop when images are small
-   (32 px), and on GPUs.
+   of the input, resized by ``F.interpolate`` (PyTorch's vectorised uint8 bilinear path, fastest on
+   channels_last: a CHW source is converted crop by crop, an HWC one is read as it is), mirrored on
+   the way out. ``method="matmul"``: the bilinear resize is separable, so crop, resize and mirror
+   become two small per-sample matrices (``out = Wy @ x @ Wx^T``); one batched matmul beats a Python
+   loop when images are small (32 px), and on GPUs.
 2. **Colour** (shift + PCA + normalise) is a single per-sample, per-channel affine map
-   ``y = x * a[c] + b[n, c]``, done in place in the output buffer (``out=``, reuse it across batches).
+   ``y = x * a[c] + b[n, c]``. On the loop path it is applied sample by sample right after that
+   sample's resize (``copy_`` converts the cached uint8 result into the output, ``addcmul`` maps it in
+   place while it is in the core's cache): no full-size uint8 or float intermediate, no float copy of
+   the source. On the matmul path the scale is folded into the small intermediate ``x @ Wx^T`` and the
+   offset added to the output.
 
-On the CPU ``"loop"`` path the float output is still written three times (the uint8 result of step 1 is converted
-into it, then multiplied and shifted in place, ``mul_`` and ``add_``), but chunk by chunk of ~8 MB, so the second and
-third passes read from cache. Folding the conversion into the multiply (``torch.mul(u8, a, out=out)``, or one
-``torch.addcmul``) was measured and is *slower* (colour pass ~4 ms -> ~17 ms for 64 images at 224 px, 2 threads):
-PyTorch's mixed uint8/float kernels are not vectorised. On a channels_last output, ``a`` and ``b`` are tiled along W
-first so the innermost loop is not 3 channels long (colour pass ~9 ms -> ~3 ms). Results are bit-identical to the
-plain ``out.copy_(u8); out.mul_(a).add_(b)``.
+Against the previous two-step version (uint8 resize into a batch buffer, then a chunked ``copy_``,
+``mul_``, ``add_`` over the float batch), 64 images 256 -> 224, 1 thread, CPU time on a busy 2-core
+machine: CHW in and out 37.0 -> 26.8 ms, HWC (channels_last) in and out 20.1 -> 17.8 ms. On several
+cores the samples are shared among Python threads (:func:`_run_split`): one sample's uint8 resize
+runs on one core whatever the intra-op thread count, so intra-op threads alone left a core idle.
+Folding the uint8 -> float conversion into the affine map (``torch.addcmul(b, u8, a)``) is slower than
+``copy_`` + ``addcmul`` (46 vs 40 us per image at 224 px): PyTorch's mixed uint8/float kernels are not
+vectorised. The operands ``a`` and ``b`` are tiled along W in the output's memory format, so that the innermost
+loop of ``addcmul`` runs over contiguous rows of all operands (vectorised); that changes no value.
 
 The result equals the composition of the separate kernels in :mod:`convlab.augment.functional`
 (checked in the tests): :meth:`FusedTrainPipeline.reference` computes that composition.
@@ -27,10 +34,14 @@ The result equals the composition of the separate kernels in :mod:`convlab.augme
 
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Sequence
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from convlab._checks import check_generator as _check_generator
@@ -72,28 +83,82 @@ def _bilinear_matrix(start: Tensor, length: Tensor, out_size: int, in_size: int,
     return m.scatter_add_(2, i1[..., None], lam)
 
 
-_CHUNK_BYTES = 8 << 20  # float output per colour-pass chunk: stays in a (server) L3 cache between the passes
+def _tile(a: Tensor, b: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    """``a`` (1, C, 1, 1) and ``b`` (B, C, 1, 1) tiled along W, in ``out``'s memory format.
 
-
-def _colour_pass(out: Tensor, src: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
-    """``out = (src if given, else out) * a + b`` in place; ``a`` (1, C, 1, 1), ``b`` (B, C, 1, 1).
-
-    Done in chunks of images, so the conversion from ``src`` (uint8), the multiply and the add
-    each re-read the chunk from cache instead of memory. On a channels_last ``out``, ``a`` and
-    ``b`` are first tiled along W in channels_last, so that the innermost loop runs over whole
-    ``(W, C)`` rows (with ``(1, C, 1, 1)`` operands it would run over C = 3 values at a time);
-    this changes no value, only the loop shape.
+    Then the innermost loop of ``out * a + b`` runs over contiguous rows of all three operands and is vectorised:
+    with ``(.., 1, 1)`` operands it would run over C = 3 values at a time (channels_last), or, with two operands
+    broadcast along W (``addcmul``), fall back to PyTorch's scalar loop. This changes no value, only the loop shape.
     """
     n, c, _, w = out.shape
-    if c > 1 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
-        a = a.expand(1, c, 1, w).contiguous(memory_format=torch.channels_last)
-        b = b.expand(n, c, 1, w).contiguous(memory_format=torch.channels_last)
-    step = max(1, _CHUNK_BYTES // max(1, out[:1].numel() * out.element_size()))
-    for i in range(0, n, step):
-        o = out[i:i + step]
-        if src is not None:
-            o.copy_(src[i:i + step])
-        o.mul_(a).add_(b[i:i + step])
+    cl = c > 1 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    return (a.expand(1, c, 1, w).contiguous(memory_format=fmt), b.expand(n, c, 1, w).contiguous(memory_format=fmt))
+
+
+def _resized_crop_affine(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int], antialias: bool,
+                         a: Tensor, b: Tensor, out: Tensor, rows: int | None = None) -> Tensor:
+    """``out[i] = resized_crop(x[i]) * a + b[i]``: crops resampled in the source's dtype, the float output written once.
+
+    ``x`` uint8 or float ``(B, C, H, W)`` (uint8 channels_last is PyTorch's fast vectorised bilinear path), ``boxes``
+    ``(B, 4)`` (top, left, height, width), ``flip`` bool ``(B,)``, ``a`` ``(1, C, 1, 1)``, ``b`` ``(B, C, 1, 1)``.
+    Sample by sample, so the uint8 resize result (150 kB at 224 px) is still in the core's cache when it is
+    converted to float, and that float image (600 kB) still is when the affine map runs over it; no full-size
+    uint8 or float intermediate exists, and the source is never converted to float. The values are those of
+    :func:`~convlab.augment.functional.resized_crop` (for uint8: rounded to uint8) followed by ``* a + b``.
+    ``rows``: convert and map bands of this many output rows at a time (see :func:`_run_split`).
+    """
+    a, b = _tile(a, b, out)
+    oh = out.shape[-2]
+    rows = rows or oh
+    # PyTorch's vectorised uint8 bilinear resize wants channels_last: a CHW source is converted crop by crop (only
+    # the pixels read, and they stay in cache for the resize). A batch of HWC photos (PIL, OpenCV), e.g.
+    # torch.from_numpy(hwc).permute(2, 0, 1) stacked, is channels_last already.
+    u8, cpu = x.dtype == torch.uint8, x.device.type == "cpu"
+    to_cl = u8 and cpu and not x.is_contiguous(memory_format=torch.channels_last)
+    for i, ((t, l_, bh, bw), fl) in enumerate(zip(boxes.tolist(), flip.tolist())):
+        crop = x[i:i + 1, :, t:t + bh, l_:l_ + bw]
+        crop = crop.contiguous(memory_format=torch.channels_last) if to_cl else crop
+        if u8 and not cpu:  # GPUs resize float images: resize in float, round to uint8 levels as the CPU does
+            r = F.interpolate(crop.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)
+            r = r.round_().clamp_(0, 255)
+        else:
+            r = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+        r = r.flip(-1) if fl else r
+        for r0 in range(0, oh, rows):
+            o = out[i:i + 1, :, r0:r0 + rows]
+            o.copy_(r[:, :, r0:r0 + rows])
+            torch.addcmul(b[i:i + 1], o, a, out=o)
+    return out
+
+
+# PyTorch runs an elementwise op on fewer elements than this in the calling thread (at::internal::GRAIN_SIZE)
+_GRAIN = 32768
+
+
+@functools.cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """A thread pool per process (``pid``: a forked child must not reuse its parent's threads, it has none)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="convlab-augment")
+
+
+def _run_split(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int], antialias: bool, a: Tensor, b: Tensor,
+               out: Tensor, threads: int) -> Tensor:
+    """:func:`_resized_crop_affine` with the samples split among ``threads`` Python threads, one per core.
+
+    Why threads: one sample's uint8 resize runs on one core whatever ``torch.get_num_threads()`` says, so with
+    intra-op threads only the colour ops would use the other cores. PyTorch releases the GIL inside its ops, so
+    Python threads, each with its share of the samples, keep every core busy. Each thread converts and maps its
+    images in bands of fewer than ``_GRAIN`` elements, which PyTorch runs in the calling thread: no OpenMP team is
+    started from inside the pool (that would put two threads on each core).
+    """
+    n, c, _, ow = out.shape
+    rows = max(1, (_GRAIN - 1) // (c * ow))
+    parts = [slice(k * n // threads, (k + 1) * n // threads) for k in range(threads)]
+    jobs = [_pool(threads, os.getpid()).submit(_resized_crop_affine, x[s], boxes[s], flip[s], size, antialias, a,
+                                               b[s], out[s], rows) for s in parts if s.stop > s.start]
+    for job in jobs:
+        job.result()
     return out
 
 
@@ -113,7 +178,10 @@ class FusedTrainPipeline:
         generator: optional ``torch.Generator`` for reproducible draws.
 
     Call ``pipe(images, out=buffer)`` to write into a reused buffer; the last draw is in
-    ``pipe.last_params`` and can be passed back as ``params=`` to replay it.
+    ``pipe.last_params`` and can be passed back as ``params=`` to replay it. Fastest on the CPU: a
+    channels_last uint8 source (a batch of HWC photos as decoded, viewed as ``(B, 3, H, W)``) and a
+    channels_last ``out``; with ``torch.get_num_threads() > 1`` the samples are shared among that many
+    Python threads.
     """
 
     def __init__(self, size: int | Sequence[int] = 224, scale: tuple[float, float] = (0.08, 1.0),
@@ -212,39 +280,26 @@ class FusedTrainPipeline:
         elif out.shape != shape or out.dtype != torch.float32 or out.device != x.device:
             raise ValueError(f"`out` must be a float32 tensor of shape {shape} on {x.device}, "
                              f"got {out.dtype} {tuple(out.shape)} on {out.device}")
-        unit = 255.0 if x.dtype == torch.uint8 else 1.0
+        if x.dtype not in (torch.uint8, torch.float32):
+            raise TypeError(f"images: expected uint8 or float32 pixels, got {x.dtype}")
+        # colour shift + PCA + normalise: y = x / (unit * std) + (offset - mean) / std, one affine map per sample
         dev = x.device
-        if self._resolve(dev) == "loop":
-            src = self._geometry_loop(x, params, out)
-        else:
-            src = None
-            self._geometry_matmul(x, params, out)
-        # colour shift + PCA + normalise: y = x / (unit * std) + (offset - mean) / std, in place
+        unit = 255.0 if x.dtype == torch.uint8 else 1.0
         std = self.std.to(dev)
         a = (1.0 / (unit * std)).view(1, 3, 1, 1)
         b = ((self._offsets(params).to(dev) - self.mean.to(dev)) / std).view(n, 3, 1, 1)
-        return _colour_pass(out, src, a, b)
+        if self._resolve(dev) == "matmul":
+            return self._matmul(x, params, a, b, out)
+        args = (x, params["boxes"], params["flip"], self.size, self.antialias, a, b, out)
+        threads = min(torch.get_num_threads(), n) if dev.type == "cpu" else 1
+        return _run_split(*args, threads) if threads > 1 else _resized_crop_affine(*args)
 
-    def _geometry_loop(self, x: Tensor, params: dict[str, Tensor], out: Tensor) -> Tensor | None:
-        """Resize into ``out``, or (uint8 on the CPU) into a reused uint8 buffer that is returned."""
-        n = x.shape[0]
-        oh, ow = self.size
-        if x.dtype == torch.uint8 and x.device.type == "cpu":
-            # PyTorch's fast uint8 bilinear resize wants channels_last; one copy of the batch pays off.
-            if not x.is_contiguous(memory_format=torch.channels_last):
-                src = self._buffer("src", tuple(x.shape), torch.uint8, x.device, True)
-                src.copy_(x)
-                x = src
-            tmp = self._buffer("u8", (n, 3, oh, ow), torch.uint8, x.device, True)
-            K.resized_crop(x, params["boxes"], (oh, ow), flip=params["flip"], antialias=self.antialias, out=tmp)
-            return tmp  # converted to float by the colour pass, chunk by chunk
-        else:
-            if x.dtype != torch.float32:
-                raise TypeError(f"`images` must be uint8 or float32, got {x.dtype}")
-            K.resized_crop(x, params["boxes"], (oh, ow), flip=params["flip"], antialias=self.antialias, out=out)
-            return None
+    def _matmul(self, x: Tensor, params: dict[str, Tensor], a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+        """Crop + resize + mirror as ``Wy @ x @ Wx^T`` (two small per-sample matrices), colour folded in.
 
-    def _geometry_matmul(self, x: Tensor, params: dict[str, Tensor], out: Tensor) -> None:
+        The scale ``a`` multiplies the small intermediate ``x @ Wx^T`` (linear maps commute with a per-channel
+        scale), and ``b`` is added in one more pass over the output.
+        """
         n, c, h, w = x.shape
         oh, ow = self.size
         dev = x.device
@@ -254,8 +309,12 @@ class FusedTrainPipeline:
         wx = _bilinear_matrix(boxes[:, 1], boxes[:, 3], ow, w, flip)
         xf = x if x.dtype == torch.float32 else self._buffer("f32", tuple(x.shape), torch.float32, dev, False).copy_(x)
         # resize along W first: (n, c*h, w) @ (n, w, ow) -> (n, c, h, ow); then along H
-        cols = torch.bmm(xf.reshape(n, c * h, w), wx.transpose(1, 2)).view(n, c, h, ow)
-        torch.matmul(wy[:, None], cols, out=out)
+        cols = torch.bmm(xf.reshape(n, c * h, w), wx.transpose(1, 2)).view(n, c, h, ow).mul_(a)
+        # the matmul writes a contiguous result: straight into ``out``, or into a reused buffer copied into a
+        # channels_last ``out`` (a plain transposing copy is about twice as fast as one that also adds)
+        res = out if out.is_contiguous() else self._buffer("res", tuple(out.shape), torch.float32, dev, False)
+        torch.matmul(wy[:, None], cols, out=res)
+        return (out if res is out else out.copy_(res)).add_(_tile(a, b, out)[1])
 
     # -- the same thing, step by step (for tests and teaching)
     def reference(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
