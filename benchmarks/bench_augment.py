@@ -64,16 +64,19 @@ def photo_batch(n: int, size: int, seed: int = 0) -> torch.Tensor:
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(seed)
-    photos = [torch.from_numpy(np.ascontiguousarray(f())).permute(2, 0, 1)
-              for f in (skimage.data.chelsea, skimage.data.coffee, skimage.data.astronaut, skimage.data.rocket)]
+    photos = [
+        torch.from_numpy(np.ascontiguousarray(f())).permute(2, 0, 1)
+        for f in (skimage.data.chelsea, skimage.data.coffee, skimage.data.astronaut, skimage.data.rocket)
+    ]
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)
     for i in range(n):
         p = photos[i % len(photos)]
         s = int(torch.randint(min(p.shape[1:]) // 2, min(p.shape[1:]) + 1, (1,), generator=g))
         t = int(torch.randint(0, p.shape[1] - s + 1, (1,), generator=g))
         left = int(torch.randint(0, p.shape[2] - s + 1, (1,), generator=g))
-        out[i] = F.interpolate(p[None, :, t:t + s, left:left + s], size=(size, size), mode="bilinear",
-                               antialias=True)[0]
+        out[i] = F.interpolate(
+            p[None, :, t : t + s, left : left + s], size=(size, size), mode="bilinear", antialias=True
+        )[0]
     return out
 
 
@@ -89,15 +92,21 @@ def _tv_transform(size: int, pil: bool = False) -> v2.Compose:
 
     # (PIL always resizes with antialiasing: saying so keeps torchvision from warning that the flag is ignored)
     head = [v2.RandomResizedCrop(size, antialias=pil), v2.RandomHorizontalFlip()] + ([v2.PILToTensor()] if pil else [])
-    return v2.Compose(head + [v2.ToDtype(torch.float32, scale=True), v2.Lambda(shift_rgb),
-                              v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose(
+        head + [v2.ToDtype(torch.float32, scale=True), v2.Lambda(shift_rgb), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def _albumentations(size: int):
     s = int(SHIFT * 255)
-    return A.Compose([A.RandomResizedCrop(size=(size, size)), A.HorizontalFlip(),
-                      A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=1.0),
-                      A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size)),
+            A.HorizontalFlip(),
+            A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=1.0),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
 
 
 def make_cases(x: torch.Tensor, size: int, device: str) -> dict[str, Callable[[], object]]:
@@ -112,8 +121,11 @@ def make_cases(x: torch.Tensor, size: int, device: str) -> dict[str, Callable[[]
 
         def sync(f):
             return lambda: (f(), torch.cuda.synchronize())
-        return {"convlab fused": sync(lambda: fused(xd, out=out)),
-                "copy into reused buffer (reference)": sync(lambda: ref.copy_(xd[:, :, :size, :size]))}
+
+        return {
+            "convlab fused": sync(lambda: fused(xd, out=out)),
+            "copy into reused buffer (reference)": sync(lambda: ref.copy_(xd[:, :, :size, :size])),
+        }
     hwc = _hwc(x)
     out_cl = torch.empty(n, 3, size, size).contiguous(memory_format=torch.channels_last)
     cases["convlab fused"] = lambda: fused(hwc, out=out_cl)
@@ -212,19 +224,26 @@ def all_core_cases(x: torch.Tensor, size: int, batches: int, workers: int) -> di
     cases[f"convlab fused, {workers} threads"] = convlab_epoch
 
     def loader_case(images: list, transform: Callable) -> Callable[[], object]:
-        loader = torch.utils.data.DataLoader(_PerImage(images, transform, batches), batch_size=n,
-                                             num_workers=workers, persistent_workers=True, prefetch_factor=2)
+        loader = torch.utils.data.DataLoader(
+            _PerImage(images, transform, batches),
+            batch_size=n,
+            num_workers=workers,
+            persistent_workers=True,
+            prefetch_factor=2,
+        )
 
         def epoch() -> None:
             for _ in loader:
                 pass
+
         return epoch
 
     cases[f"torchvision v2 (tensor), DataLoader {workers} workers"] = loader_case(list(x), _tv_transform(size))
     if A is not None:
         arrays = [img.numpy() for img in hwc.permute(0, 2, 3, 1)]
         cases[f"Albumentations, DataLoader {workers} workers"] = loader_case(
-            arrays, _AlbumentationsToTensor(_albumentations(size)))
+            arrays, _AlbumentationsToTensor(_albumentations(size))
+        )
     return cases
 
 
@@ -252,13 +271,23 @@ def run(cases: dict[str, Callable[[], object]], repeats: int, items: int) -> dic
             f()
             times[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "items_per_s": items / statistics.median(v),
-                "cpu_ms": 1e3 * statistics.median(cpu[k])} for k, v in times.items()}
+    return {
+        k: {
+            "median_ms": 1e3 * statistics.median(v),
+            "items_per_s": items / statistics.median(v),
+            "cpu_ms": 1e3 * statistics.median(cpu[k]),
+        }
+        for k, v in times.items()
+    }
 
 
 def table(title: str, res: dict[str, dict[str, float]], unit: str = "img/s", ref: str | None = None) -> str:
-    lines = [f"\n### {title}", "", f"| case | median ms | {unit} |" + (" vs best other |" if ref else ""),
-             "|---|---:|---:|" + ("---:|" if ref else "")]
+    lines = [
+        f"\n### {title}",
+        "",
+        f"| case | median ms | {unit} |" + (" vs best other |" if ref else ""),
+        "|---|---:|---:|" + ("---:|" if ref else ""),
+    ]
     others = [v["items_per_s"] for k, v in res.items() if not k.startswith(("convlab", "copy"))]
     best = max(others) if others else None
     for k, v in res.items():
@@ -273,8 +302,13 @@ def headline(res: dict[str, dict[str, float]], convlab: str) -> dict[str, object
     """convlab's throughput over the fastest other contender's (not convlab, not the copy reference)."""
     others = {k: v["items_per_s"] for k, v in res.items() if not k.startswith(("convlab", "copy"))}
     best = max(others, key=others.get)
-    return {"convlab": convlab, "convlab_img_per_s": res[convlab]["items_per_s"], "best_other": best,
-            "best_other_img_per_s": others[best], "ratio": res[convlab]["items_per_s"] / others[best]}
+    return {
+        "convlab": convlab,
+        "convlab_img_per_s": res[convlab]["items_per_s"],
+        "best_other": best,
+        "best_other_img_per_s": others[best],
+        "ratio": res[convlab]["items_per_s"] / others[best],
+    }
 
 
 TARGETS = {"224": 1.5, "32": 5.0}  # issue #16: convlab vs the fastest other contender, in both settings
@@ -292,11 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     big, small = photo_batch(64, 256), photo_batch(256, 32, seed=1)
     sizes = (("224", big), ("32", small))
     cores = len(os.sched_getaffinity(0))
-    report = {"device": args.device, "torch": torch.__version__, "python": platform.python_version(),
-              "albumentations": getattr(A, "__version__", None), "cores": cores, "repeats": repeats,
-              "load_average_at_start": list(os.getloadavg()), "results": {}, "ratios": {}, "acceptance": {}}
-    md = [f"## Augmentation benchmark ({args.device}, medians of {repeats} interleaved repeats, "
-          f"load average at start {os.getloadavg()[0]:.2f})"]
+    report = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "albumentations": getattr(A, "__version__", None),
+        "cores": cores,
+        "repeats": repeats,
+        "load_average_at_start": list(os.getloadavg()),
+        "results": {},
+        "ratios": {},
+        "acceptance": {},
+    }
+    md = [
+        f"## Augmentation benchmark ({args.device}, medians of {repeats} interleaved repeats, "
+        f"load average at start {os.getloadavg()[0]:.2f})"
+    ]
     if args.device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
         r = report["results"]["cuda"] = {}
@@ -334,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         md.append("\n### equal-resource ratios (convlab img/s / fastest other's)\n")
         for key, h in report["ratios"].items():
             acc = report["acceptance"][key]
-            md.append(f"- ratios.{key}: {h['ratio']:.2f}x vs {h['best_other']} "
-                      f"({'PASS' if acc['pass'] else 'FAIL'}, target {acc['target']}x)")
+            md.append(
+                f"- ratios.{key}: {h['ratio']:.2f}x vs {h['best_other']} "
+                f"({'PASS' if acc['pass'] else 'FAIL'}, target {acc['target']}x)"
+            )
     text = "\n".join(md)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -43,8 +43,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torchvision.transforms import v2
@@ -63,13 +63,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(cases: dict[str, Callable[[], object]], repeats: int, items: int, device: str,
-        memory: bool = False) -> dict[str, dict[str, float]]:
+def run(
+    cases: dict[str, Callable[[], object]], repeats: int, items: int, device: str, memory: bool = False
+) -> dict[str, dict[str, float]]:
     """Warm up each case, then ``repeats`` interleaved rounds; median time (and the largest peak memory seen)."""
     for f in cases.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in cases}
-    peaks: dict[str, float] = {k: 0.0 for k in cases}
+    peaks: dict[str, float] = dict.fromkeys(cases, 0.0)
     for _ in range(repeats):
         for k, f in cases.items():
             with PeakMemory(device) as mem:
@@ -90,14 +91,20 @@ def run(cases: dict[str, Callable[[], object]], repeats: int, items: int, device
 
 def _agreement(probs: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """Top-1 agreement and the mean total-variation distance (half the L1 distance) between two (B, K) probabilities."""
-    return {"top1": float((probs.argmax(-1) == ref.argmax(-1)).float().mean()),
-            "tv": float(0.5 * (probs - ref).abs().sum(-1).mean())}
+    return {
+        "top1": float((probs.argmax(-1) == ref.argmax(-1)).float().mean()),
+        "tv": float(0.5 * (probs - ref).abs().sum(-1).mean()),
+    }
 
 
 def table(title: str, res: dict[str, dict[str, float]], ref: str) -> str:
     mem = any("peak_mem_mb" in v for v in res.values())
-    lines = [f"\n### {title}", "", "| case | median ms | img/s | time vs ref |" + (" peak MB |" if mem else ""),
-             "|---|---:|---:|---:|" + ("---:|" if mem else "")]
+    lines = [
+        f"\n### {title}",
+        "",
+        "| case | median ms | img/s | time vs ref |" + (" peak MB |" if mem else ""),
+        "|---|---:|---:|---:|" + ("---:|" if mem else ""),
+    ]
     for k, v in res.items():
         row = f"| {k} | {v['median_ms']:.1f} | {v['img_per_s']:,.1f} | {v['median_ms'] / res[ref]['median_ms']:.2f}x |"
         lines.append(row + (f" {v['peak_mem_mb']:,.0f} |" if mem else ""))
@@ -128,10 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     ten = ViewSet.ten_crop(224)
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     to_tensor = v2.PILToTensor()
-    report = {"device": dev, "torch": torch.__version__, "python": platform.python_version(),
-              "threads": torch.get_num_threads(), "batch": batch, "source_shape": list(src.shape),
-              "repeats": repeats, "default_chunk_size": chunk, "load_average_at_start": list(os.getloadavg()),
-              "results": {}, "acceptance": {}}
+    report = {
+        "device": dev,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "source_shape": list(src.shape),
+        "repeats": repeats,
+        "default_chunk_size": chunk,
+        "load_average_at_start": list(os.getloadavg()),
+        "results": {},
+        "acceptance": {},
+    }
     if dev == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     md: list[str] = []
@@ -140,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         md.append(text)
         print(text, flush=True)
 
-    say(f"## Multi-crop and ensemble benchmark ({dev}, {torch.get_num_threads()} threads, batch {batch}, "
-          f"medians of {repeats} interleaved repeats, load average at start {os.getloadavg()[0]:.2f})")
+    say(
+        f"## Multi-crop and ensemble benchmark ({dev}, {torch.get_num_threads()} threads, batch {batch}, "
+        f"medians of {repeats} interleaved repeats, load average at start {os.getloadavg()[0]:.2f})"
+    )
 
     # ---- building crops only (CPU: PIL is a CPU library). A fresh (B, 10, 3, 224, 224) uint8 result is 96 MB at
     # B = 64: glibc maps it fresh each call (page faults); predict_views reuses its buffer, hence the out= row.
@@ -149,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     crops = {
         "torchvision TenCrop (PIL, per image)": lambda: [v2.TenCrop(224)(p) for p in pils],
         "torchvision TenCrop (PIL) + PILToTensor + stack": lambda: torch.stack(
-            [torch.stack([to_tensor(c) for c in v2.TenCrop(224)(p)]) for p in pils]),
+            [torch.stack([to_tensor(c) for c in v2.TenCrop(224)(p)]) for p in pils]
+        ),
         "torchvision v2 TenCrop (batch tensor) + stack": lambda: torch.stack(v2.TenCrop(224)(src), 1),
         "convlab crop_views (batch tensor)": lambda: crop_views(src, ten),
         "convlab crop_views (batch tensor, out= reused buffer)": lambda: crop_views(src, ten, out=crop_buf),
@@ -157,14 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     r = report["results"]["crops"] = run(crops, max(3, repeats), batch, "cpu")
     say(table(f"building the 10 crops of {batch} photos (uint8)", r, "torchvision TenCrop (PIL, per image)"))
     # Acceptance, like for like: both sides end with the crops as one uint8 tensor in a fresh allocation.
-    like = (r["torchvision TenCrop (PIL) + PILToTensor + stack"]["median_ms"]
-            / r["convlab crop_views (batch tensor)"]["median_ms"])
+    like = (
+        r["torchvision TenCrop (PIL) + PILToTensor + stack"]["median_ms"]
+        / r["convlab crop_views (batch tensor)"]["median_ms"]
+    )
     report["acceptance"]["crops_vs_pil_tencrop"] = {"speedup": like, "target": 3.0, "pass": like >= 3.0}
     # Context, not a target: predict_views's own case (crops into its reused buffer) against TenCrop's PIL crops
     # alone, which are not yet a tensor a model could take.
     report["results"]["crops_reused_buffer_vs_pil_crops_only"] = (
         r["torchvision TenCrop (PIL, per image)"]["median_ms"]
-        / r["convlab crop_views (batch tensor, out= reused buffer)"]["median_ms"])
+        / r["convlab crop_views (batch tensor, out= reused buffer)"]["median_ms"]
+    )
 
     # ---- inference, like for like: 10-crop against ten single-crop evaluations of the same photos, both sides in
     # forwards of the same batch b (crop building and normalisation included), for every b in the sweep.
@@ -180,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     def single_crop(b: int) -> None:
         """Centre crops of all photos, built from the uint8 batch and normalised, in forwards of b images."""
         for i in range(0, batch, b):
-            base(norm(srcd[i:i + b, :, top:top + 224, left:left + 224]).contiguous(memory_format=fmt))
+            base(norm(srcd[i : i + b, :, top : top + 224, left : left + 224]).contiguous(memory_format=fmt))
 
     with torch.inference_mode():
         inf: dict[str, Callable[[], object]] = {}
@@ -196,14 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     same = {str(b): tencrop[b] / (10 * single[b]) for b in single}
     report["results"]["tencrop_vs_10_single_by_batch"] = same
     report["results"]["best_batch"] = {"single_crop": b1, "tencrop": b10}
-    say(table(f"10-crop vs 1 centre crop, mobilenet_v2, {batch} photos, by forward batch", r,
-                    f"1 centre crop, forwards of {b1}"))
-    say("\n10-crop time / (10 x single-crop time) at the same forward batch: "
-              + ", ".join(f"b={b}: {v:.2f}x" for b, v in same.items()))
+    say(
+        table(
+            f"10-crop vs 1 centre crop, mobilenet_v2, {batch} photos, by forward batch",
+            r,
+            f"1 centre crop, forwards of {b1}",
+        )
+    )
+    say(
+        "\n10-crop time / (10 x single-crop time) at the same forward batch: "
+        + ", ".join(f"b={b}: {v:.2f}x" for b, v in same.items())
+    )
     say(f"\nbest forward batch: single crop {b1}, 10-crop {b10} (default_chunk_size: {chunk})")
     ratio = same[str(b1)]
     report["acceptance"]["tencrop_vs_10_single_same_best_batch"] = {
-        "ratio": ratio, "batch": b1, "target": 1.05, "pass": ratio <= 1.05}
+        "ratio": ratio,
+        "batch": b1,
+        "target": 1.05,
+        "pass": ratio <= 1.05,
+    }
     report["results"]["tencrop_best_vs_10_single_best"] = tencrop[b10] / (10 * single[b1])
 
     # ---- dense evaluation (VGG): the whole image and its mirror, no crops. Cost against 10-crop at their best
@@ -215,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         den: dict[str, Callable[[], object]] = {}
         for q in scales:
             for c in dense_sizes:
-                den[f"dense Q={q} + mirror, forwards of {c}"] = (
-                    lambda q=q, c=c: dense_predict(model, srcd, None if q == H else q, chunk_size=c))
+                den[f"dense Q={q} + mirror, forwards of {c}"] = lambda q=q, c=c: dense_predict(
+                    model, srcd, None if q == H else q, chunk_size=c
+                )
         den[f"10-crop predict_views, forwards of {b10}"] = lambda: predict_views(model, srcd, ten, chunk_size=b10)
         rd = report["results"]["dense"] = run(den, repeats, batch, dev, memory=True)
         ref_p = predict_views(model, srcd, ten, chunk_size=b10)
@@ -228,17 +262,28 @@ def main(argv: list[str] | None = None) -> int:
     dense_cost = {}
     for q in scales:
         best = min(dense_sizes, key=lambda c: rd[f"dense Q={q} + mirror, forwards of {c}"]["median_ms"])
-        dense_cost[str(q)] = {"best_batch": best,
-                              "ratio": rd[f"dense Q={q} + mirror, forwards of {best}"]["median_ms"] / t10}
+        dense_cost[str(q)] = {
+            "best_batch": best,
+            "ratio": rd[f"dense Q={q} + mirror, forwards of {best}"]["median_ms"] / t10,
+        }
     report["results"]["dense_vs_tencrop"] = {"cost": dense_cost, "agreement": agree, "photos": batch}
-    say(table(f"dense evaluation vs 10-crop, mobilenet_v2, {batch} photos ({H}x{W})", rd,
-                    f"10-crop predict_views, forwards of {b10}"))
+    say(
+        table(
+            f"dense evaluation vs 10-crop, mobilenet_v2, {batch} photos ({H}x{W})",
+            rd,
+            f"10-crop predict_views, forwards of {b10}",
+        )
+    )
     say("\n| predictions vs 10-crop | top-1 agreement | mean TV distance |\n|---|---:|---:|")
     for k, v in agree.items():
         say(f"| {k} | {v['top1']:.1%} | {v['tv']:.3f} |")
     q0 = str(scales[0])
-    report["acceptance"]["dense_vs_tencrop"] = {"ratio": dense_cost[q0]["ratio"], "scale": scales[0], "target": 0.3,
-                                                "pass": dense_cost[q0]["ratio"] <= 0.3}
+    report["acceptance"]["dense_vs_tencrop"] = {
+        "ratio": dense_cost[q0]["ratio"],
+        "scale": scales[0],
+        "target": 0.3,
+        "pass": dense_cost[q0]["ratio"] <= 0.3,
+    }
 
     # ---- ensemble of 3 mobilenet_v2: loop vs vmap over members
     center = norm(v2.CenterCrop(224)(srcd)).contiguous(memory_format=fmt)
@@ -255,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 
     say("\n### acceptance\n")
     for k, v in report["acceptance"].items():
-        say(f"- {k}: {'PASS' if v['pass'] else 'FAIL'} ({', '.join(f'{a}={b:.3g}' for a, b in v.items() if a != 'pass')})")
+        figures = ", ".join(f"{a}={b:.3g}" for a, b in v.items() if a != "pass")
+        say(f"- {k}: {'PASS' if v['pass'] else 'FAIL'} ({figures})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"tta_{dev}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -27,30 +27,66 @@ class Lesson:
 
 COURSE: tuple[Lesson, ...] = (
     Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=3),
-    Lesson("01_open_source_weights", "find, load and trust published code + weights: provenance, licence, sha256, "
-           "weights_only; stages; swapping the 1000-way softmax for a 3-way one", ("assets", "backbones", "data"),
-           cpu_s=8),
-    Lesson("02_transfer_small_data", "little data: a new softmax head on a frozen backbone (your own training loop), "
-           "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
-           ("transfer", "featcache", "similarity", "sizeaxis"), cpu_s=86),
-    Lesson("03_transfer_freeze_first_layers", "more data: freeze the first k stages by hand, BatchNorm included; "
-           "the size axis at 100 per class, k against accuracy and time", ("transfer", "featcache", "sizeaxis"),
-           cpu_s=78),
-    Lesson("04_transfer_full_finetune", "lots of data: fine-tune everything with parameter groups; the size axis "
-           "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
-           ("transfer", "sizeaxis"), cpu_s=130),
-    Lesson("05_augmentation_geometry", "mirroring, random crops, rotation, shearing, local warping, with live "
-           "previews; each one's own effect, trained from scratch over seeds", ("augment", "widgets", "augstudy"),
-           cpu_s=84),
-    Lesson("06_augmentation_color_pca", "colour shifting and AlexNet's PCA colour augmentation, with live previews; "
-           "their effects and AlexNet's recipe, trained from scratch", ("augment", "widgets", "augstudy"),
-           cpu_s=58),
-    Lesson("07_parallel_data_loading", "workers that load and distort data while the model trains; the seeding "
-           "bug", ("loading", "profiler"), cpu_s=21),
-    Lesson("08_data_vs_hand_engineering", "hand-engineered features vs learned ones over training-set sizes",
-           ("handfeatures",), cpu_s=86),
-    Lesson("09_ensembles_and_multicrop", "winning benchmarks: ensembles and 10-crop, with their gain and cost",
-           ("tta", "ensemble"), cpu_s=73),
+    Lesson(
+        "01_open_source_weights",
+        "find, load and trust published code + weights: provenance, licence, sha256, "
+        "weights_only; stages; swapping the 1000-way softmax for a 3-way one",
+        ("assets", "backbones", "data"),
+        cpu_s=8,
+    ),
+    Lesson(
+        "02_transfer_small_data",
+        "little data: a new softmax head on a frozen backbone (your own training loop), "
+        "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
+        ("transfer", "featcache", "similarity", "sizeaxis"),
+        cpu_s=86,
+    ),
+    Lesson(
+        "03_transfer_freeze_first_layers",
+        "more data: freeze the first k stages by hand, BatchNorm included; "
+        "the size axis at 100 per class, k against accuracy and time",
+        ("transfer", "featcache", "sizeaxis"),
+        cpu_s=78,
+    ),
+    Lesson(
+        "04_transfer_full_finetune",
+        "lots of data: fine-tune everything with parameter groups; the size axis "
+        "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
+        ("transfer", "sizeaxis"),
+        cpu_s=130,
+    ),
+    Lesson(
+        "05_augmentation_geometry",
+        "mirroring, random crops, rotation, shearing, local warping, with live "
+        "previews; each one's own effect, trained from scratch over seeds",
+        ("augment", "widgets", "augstudy"),
+        cpu_s=84,
+    ),
+    Lesson(
+        "06_augmentation_color_pca",
+        "colour shifting and AlexNet's PCA colour augmentation, with live previews; "
+        "their effects and AlexNet's recipe, trained from scratch",
+        ("augment", "widgets", "augstudy"),
+        cpu_s=58,
+    ),
+    Lesson(
+        "07_parallel_data_loading",
+        "workers that load and distort data while the model trains; the seeding bug",
+        ("loading", "profiler"),
+        cpu_s=21,
+    ),
+    Lesson(
+        "08_data_vs_hand_engineering",
+        "hand-engineered features vs learned ones over training-set sizes",
+        ("handfeatures",),
+        cpu_s=86,
+    ),
+    Lesson(
+        "09_ensembles_and_multicrop",
+        "winning benchmarks: ensembles and 10-crop, with their gain and cost",
+        ("tta", "ensemble"),
+        cpu_s=73,
+    ),
 )
 
 
@@ -81,39 +117,76 @@ def benchmark_summary(results: str | os.PathLike) -> list[dict]:
         for key, h in aug["ratios"].items():
             setting, size = key.split("@")
             cores = aug["results"][key]["cores"] if setting == "all_cores" else 1
-            resources = ("1 thread each" if setting == "per_core" else
-                         f"all {cores} cores each: {cores} threads vs {cores} DataLoader workers")
-            rows.append({"benchmark": "augmentation (bench_augment.py)",
-                         "measure": f"convlab fused pipeline vs {h['best_other']}, {size} px, {resources}",
-                         "result": _ratio(h["ratio"]), "key": f"augment_cpu.json: ratios.{key}.ratio"})
+            resources = (
+                "1 thread each"
+                if setting == "per_core"
+                else f"all {cores} cores each: {cores} threads vs {cores} DataLoader workers"
+            )
+            rows.append(
+                {
+                    "benchmark": "augmentation (bench_augment.py)",
+                    "measure": f"convlab fused pipeline vs {h['best_other']}, {size} px, {resources}",
+                    "result": _ratio(h["ratio"]),
+                    "key": f"augment_cpu.json: ratios.{key}.ratio",
+                }
+            )
         slowest = max(v["median_ms"] for v in aug["results"]["widget"].values())
-        rows.append({"benchmark": "augmentation (bench_augment.py)", "measure": "slowest preview re-render",
-                     "result": f"{slowest:.0f} ms", "key": "augment_cpu.json: results.widget"})
+        rows.append(
+            {
+                "benchmark": "augmentation (bench_augment.py)",
+                "measure": "slowest preview re-render",
+                "result": f"{slowest:.0f} ms",
+                "key": "augment_cpu.json: results.widget",
+            }
+        )
     tr = load("transfer_cpu.json")
     if tr is not None:
         head = f"head only, {tr['head_only']['epochs']} epochs: cache vs recomputing"
         partial = f"first {tr['partial']['frozen_stages']} stages frozen: boundary cache vs none"
         for part, what in (("head_only", head), ("partial", partial)):
-            rows.append({"benchmark": "feature cache (bench_transfer.py)", "measure": f"{what} (speed-up)",
-                         "result": _ratio(tr[part]["speedup_cold"]), "key": f"transfer_cpu.json: {part}.speedup_cold"})
+            rows.append(
+                {
+                    "benchmark": "feature cache (bench_transfer.py)",
+                    "measure": f"{what} (speed-up)",
+                    "result": _ratio(tr[part]["speedup_cold"]),
+                    "key": f"transfer_cpu.json: {part}.speedup_cold",
+                }
+            )
     tta = load("tta_cpu.json")
     if tta is not None:
         acc = tta["acceptance"]
         same, dense = acc["tencrop_vs_10_single_same_best_batch"], acc["dense_vs_tencrop"]
         for name, what, field in (
-                ("crops_vs_pil_tencrop", "building 10 crops vs PIL TenCrop (speed-up)", "speedup"),
-                ("tencrop_vs_10_single_same_best_batch",
-                 f"10-crop vs ten single-crop evaluations, forwards of {same['batch']} each (time)", "ratio"),
-                ("dense_vs_tencrop", f"dense evaluation (whole image + mirror, Q={dense['scale']}) vs 10-crop (time)",
-                 "ratio")):
-            rows.append({"benchmark": "multi-crop (bench_tta.py)", "measure": what, "result": _ratio(acc[name][field]),
-                         "key": f"tta_cpu.json: acceptance.{name}.{field}"})
+            ("crops_vs_pil_tencrop", "building 10 crops vs PIL TenCrop (speed-up)", "speedup"),
+            (
+                "tencrop_vs_10_single_same_best_batch",
+                f"10-crop vs ten single-crop evaluations, forwards of {same['batch']} each (time)",
+                "ratio",
+            ),
+            (
+                "dense_vs_tencrop",
+                f"dense evaluation (whole image + mirror, Q={dense['scale']}) vs 10-crop (time)",
+                "ratio",
+            ),
+        ):
+            rows.append(
+                {
+                    "benchmark": "multi-crop (bench_tta.py)",
+                    "measure": what,
+                    "result": _ratio(acc[name][field]),
+                    "key": f"tta_cpu.json: acceptance.{name}.{field}",
+                }
+            )
     shared = load("shared_cpu.json")
     if shared is not None:
         n, cpus = shared["kernels"], shared["machine"]["cpus"]
         for name, what in (("policy", "convlab's thread policy"), ("default", "PyTorch's default threads")):
-            rows.append({"benchmark": "shared machine (bench_shared.py)",
-                         "measure": f"{n} kernels at once on {cpus} cores, time vs alone: {what}",
-                         "result": _ratio(shared["results"][name]["slowdown"]),
-                         "key": f"shared_cpu.json: results.{name}.slowdown"})
+            rows.append(
+                {
+                    "benchmark": "shared machine (bench_shared.py)",
+                    "measure": f"{n} kernels at once on {cpus} cores, time vs alone: {what}",
+                    "result": _ratio(shared["results"][name]["slowdown"]),
+                    "key": f"shared_cpu.json: results.{name}.slowdown",
+                }
+            )
     return rows

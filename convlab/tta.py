@@ -17,9 +17,9 @@ of the original's when ``W - w`` is odd (torchvision rounds the centre half to e
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,8 @@ class View:
 
     Args:
         position: which crop, on the (mirrored, resized) image: ``"tl"``, ``"tr"``, ``"bl"``, ``"br"``, ``"center"``.
-        flip: ``None``, ``"h"`` (mirror left-right) or ``"v"`` (upside down), applied *before* cropping as torchvision does.
+        flip: ``None``, ``"h"`` (mirror left-right) or ``"v"`` (upside down), applied *before* cropping, as
+            torchvision does.
         resize: resize the shorter side to this many pixels (uint8, antialiased bilinear) before cropping;
             ``None`` crops the image as given.
     """
@@ -70,15 +71,20 @@ class View:
             raise ValueError(f"position: expected one of {POSITIONS}, got {self.position!r}")
         if self.flip not in _FLIPS:
             raise ValueError(f"flip: expected None, 'h' or 'v', got {self.flip!r}")
-        if self.resize is not None and (not isinstance(self.resize, int) or isinstance(self.resize, bool) or self.resize < 1):
+        if self.resize is not None and (
+            not isinstance(self.resize, int) or isinstance(self.resize, bool) or self.resize < 1
+        ):
             raise ValueError(f"resize: expected None or an int >= 1, got {self.resize!r}")
 
 
 def _check_size(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    ):
         raise ValueError(f"size: expected an int >= 1 or a pair (h, w) of them, got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -102,30 +108,37 @@ class ViewSet:
         return len(self.views)
 
     @classmethod
-    def center(cls, size: int | Sequence[int]) -> "ViewSet":
+    def center(cls, size: int | Sequence[int]) -> ViewSet:
         """The usual single centre crop (1 view)."""
         return cls(size, (View("center"),), "center")
 
     @classmethod
-    def flips(cls, size: int | Sequence[int]) -> "ViewSet":
+    def flips(cls, size: int | Sequence[int]) -> ViewSet:
         """Centre crop and its mirror (2 views)."""
         return cls(size, (View("center"), View("center", "h")), "center+mirror")
 
     @classmethod
-    def five_crop(cls, size: int | Sequence[int]) -> "ViewSet":
+    def five_crop(cls, size: int | Sequence[int]) -> ViewSet:
         """torchvision ``FiveCrop``: ``(tl, tr, bl, br, center)``."""
         return cls(size, tuple(View(p) for p in POSITIONS), "5-crop")
 
     @classmethod
-    def ten_crop(cls, size: int | Sequence[int], vertical_flip: bool = False) -> "ViewSet":
+    def ten_crop(cls, size: int | Sequence[int], vertical_flip: bool = False) -> ViewSet:
         """torchvision ``TenCrop``: the five crops, then the five crops of the mirrored (or upside-down) image."""
         flip = "v" if vertical_flip else "h"
         return cls(size, tuple(View(p) for p in POSITIONS) + tuple(View(p, flip) for p in POSITIONS), "10-crop")
 
     @classmethod
-    def multi_scale(cls, size: int | Sequence[int], scales: Sequence[int], positions: Sequence[str] = ("center",),
-                    mirror: bool = True) -> "ViewSet":
-        """For each shorter-side ``scale``, crops at ``positions`` (and their mirrors): ``len(scales) * len(positions) * (1 + mirror)`` views.
+    def multi_scale(
+        cls,
+        size: int | Sequence[int],
+        scales: Sequence[int],
+        positions: Sequence[str] = ("center",),
+        mirror: bool = True,
+    ) -> ViewSet:
+        """For each shorter-side ``scale``, crops at ``positions`` (and their mirrors).
+
+        That makes ``len(scales) * len(positions) * (1 + mirror)`` views.
 
         Order: scale, then mirror (unmirrored first), then position. GoogLeNet's 144 crops are of this family.
         """
@@ -148,7 +161,9 @@ def _check_source(images: Tensor | Sequence[Tensor], name: str = "images") -> Te
             raise TypeError(f"{name}: expected uint8 pixels in [0, 255], got {images.dtype}")
         return images
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        raise TypeError(f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}")
+        raise TypeError(
+            f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}"
+        )
     out = list(images)
     if not out:
         raise ValueError(f"{name}: expected at least one image, got none")
@@ -170,14 +185,16 @@ def _crop(x: Tensor, position: str, size: tuple[int, int]) -> Tensor:
     h, w = size
     H, W = x.shape[-2:]
     if h > H or w > W:
-        raise ValueError(f"size: the crop {(h, w)} is larger than the image {(H, W)}; resize the images first "
-                         "(prepare_images) or use a smaller crop")
+        raise ValueError(
+            f"size: the crop {(h, w)} is larger than the image {(H, W)}; resize the images first "
+            "(prepare_images) or use a smaller crop"
+        )
     if position == "center":  # torchvision's rounding (half to even), kept for pixel equality
         top, left = int(round((H - h) / 2.0)), int(round((W - w) / 2.0))
     else:
         top = 0 if position[0] == "t" else H - h
         left = 0 if position[1] == "l" else W - w
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
 
 
 def _transform(x: Tensor, resize: int | None, flip: str | None) -> Tensor:
@@ -209,9 +226,9 @@ def _fill(out: Tensor, source: Tensor | list[Tensor], views: ViewSet, start: int
             lo, hi = max(i0, -(-(start - v) // V)), min(i1, -(-(stop - v) // V))
             if lo >= hi:
                 continue
-            dst = out[lo * V + v - start::V][: hi - lo]
+            dst = out[lo * V + v - start :: V][: hi - lo]
             if isinstance(src, Tensor):
-                dst.copy_(_crop(src[lo - i0:hi - i0], views.views[v].position, views.size))
+                dst.copy_(_crop(src[lo - i0 : hi - i0], views.views[v].position, views.size))
             else:
                 for k in range(hi - lo):
                     dst[k].copy_(_crop(src[lo - i0 + k], views.views[v].position, views.size))
@@ -233,8 +250,10 @@ def crop_views(images: Tensor | Sequence[Tensor], views: ViewSet, *, out: Tensor
     if out is None:
         out = torch.empty(shape, dtype=source[0].dtype, device=source[0].device)
     elif not isinstance(out, Tensor) or tuple(out.shape) != shape or not out.is_contiguous():
-        raise ValueError(f"out: expected a contiguous tensor of shape {shape}, got "
-                         f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+        raise ValueError(
+            f"out: expected a contiguous tensor of shape {shape}, got "
+            f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+        )
     _fill(out.view(B * V, C, *views.size), source, views, 0, B * V)
     return out
 
@@ -293,8 +312,9 @@ def default_chunk_size(device: str | torch.device) -> int:
     return CUDA_CHUNK_SIZE if torch.device(device).type == "cuda" else CPU_CHUNK_SIZE
 
 
-def _normaliser(spec, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int,
-                device: torch.device) -> tuple[Tensor, Tensor]:
+def _normaliser(
+    spec, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """``(scale, shift)``, each ``(C, 1, 1)``, with ``(x / 255 - mean) / std = x * scale + shift`` on uint8 levels.
 
     ``mean`` and ``std`` are the caller's, else ``spec``'s (a model's ``.spec``); the error says what to pass.
@@ -304,8 +324,9 @@ def _normaliser(spec, mean: Sequence[float] | None, std: Sequence[float] | None,
     if mean is None or std is None:
         raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"mean, std: expected {channels} values each (one per channel), "
-                         f"got {len(mean)} and {len(std)}")
+        raise ValueError(
+            f"mean, std: expected {channels} values each (one per channel), got {len(mean)} and {len(std)}"
+        )
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(channels, 1, 1)
     shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(channels, 1, 1) / std_t
     return 1.0 / (255.0 * std_t), shift
@@ -318,11 +339,15 @@ def _normalise_(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     ``x`` would be walked 3 values at a time (measured: 11.5 vs 2.4 ms for 32 crops at 224 px, 1 thread).
     """
     n, c, _, w = x.shape
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+    fmt = (
+        torch.channels_last
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         else torch.contiguous_format
+    )
     tile = (1, c, 1, w)
-    return torch.addcmul(shift.expand(tile).contiguous(memory_format=fmt), x,
-                         scale.expand(tile).contiguous(memory_format=fmt), out=x)
+    return torch.addcmul(
+        shift.expand(tile).contiguous(memory_format=fmt), x, scale.expand(tile).contiguous(memory_format=fmt), out=x
+    )
 
 
 @contextmanager
@@ -389,7 +414,9 @@ def predict_views(
     spec = getattr(model, "spec", None)
     if views is None:
         if spec is None:
-            raise ValueError("views: the model has no .spec to take the crop size from; pass e.g. ViewSet.ten_crop(224)")
+            raise ValueError(
+                "views: the model has no .spec to take the crop size from; pass e.g. ViewSet.ten_crop(224)"
+            )
         views = ViewSet.ten_crop(spec.input_size)
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
@@ -471,7 +498,7 @@ def dense_predict(
     with _evaluating(model, device, channels_last) as fmt:
         for idx in groups.values():
             for start in range(0, len(idx), per_pass):
-                part = idx[start:start + per_pass]
+                part = idx[start : start + per_pass]
                 x = torch.stack([resized[i] for i in part])
                 if mirror:
                     x = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1)  # image-major, then unmirrored/mirrored

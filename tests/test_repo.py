@@ -24,8 +24,14 @@ def test_ci_runs_exactly_the_readme_commands():
     # CI's two test commands are the whole suite: the browser tests with no network, then everything else
     assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
     assert the_rest == 'python3 -m pytest -m "not browser"'
-    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines()
-          if l and not l.startswith(("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER=", "export CONVLAB_REQUIRE_OFFLINE="))]
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line
+        and not line.startswith(
+            ("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER=", "export CONVLAB_REQUIRE_OFFLINE=")
+        )
+    ]
     assert one_thread == "OMP_NUM_THREADS=1 python3 -m pytest -m numeric"
     assert ci == ["bash .ci/install", offline_browser, the_rest, one_thread]
 
@@ -35,11 +41,17 @@ def test_every_browser_test_is_marked_browser():
     import ast
 
     tree = ast.parse((ROOT / "tests" / "test_browser.py").read_text())
-    marks = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark"
-                                                                        for t in n.targets)]
+    marks = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+    ]
     assert marks and "pytest.mark.browser" in ast.unparse(marks[0].value)
-    others = [p.name for p in (ROOT / "tests").glob("test_*.py") if p.name not in ("test_browser.py", "test_repo.py")
-              and "pytest.mark.browser" in p.read_text()]
+    others = [
+        p.name
+        for p in (ROOT / "tests").glob("test_*.py")
+        if p.name not in ("test_browser.py", "test_repo.py") and "pytest.mark.browser" in p.read_text()
+    ]
     assert not others, f"browser-marked tests outside tests/test_browser.py run in neither part: {others}"
 
 
@@ -70,7 +82,7 @@ def test_course_map_lists_every_notebook_in_order():
     rows = [line for line in course_map.splitlines() if line.startswith("| `")]
     assert [line.split("`")[1] for line in rows] == names
     # the CPU time column is the measured one in convlab.course (shown by notebook 00)
-    assert [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in rows] == [f"{l.cpu_s} s" for l in COURSE]
+    assert [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in rows] == [f"{nb.cpu_s} s" for nb in COURSE]
 
 
 def test_benchmark_summary_reads_every_committed_result(tmp_path):
@@ -79,9 +91,11 @@ def test_benchmark_summary_reads_every_committed_result(tmp_path):
     rows = benchmark_summary(ROOT / "benchmarks" / "results")
     assert len(rows) >= 6 and not [r for r in rows if "not run yet" in r["result"]]
     assert all(re.fullmatch(r"\d+\.\d\dx|\d+ ms", r["result"]) for r in rows), rows  # figures, no targets
-    assert all(("1 thread each" in r["measure"]) != ("DataLoader workers" in r["measure"]) for r in rows
-               if r["benchmark"].startswith("augmentation (") and r["measure"].startswith("convlab")), \
-        "equal resources: 1 thread each, or every core each (threads vs as many DataLoader workers)"
+    assert all(
+        ("1 thread each" in r["measure"]) != ("DataLoader workers" in r["measure"])
+        for r in rows
+        if r["benchmark"].startswith("augmentation (") and r["measure"].startswith("convlab")
+    ), "equal resources: 1 thread each, or every core each (threads vs as many DataLoader workers)"
     for r in rows:  # each figure is the one at its JSON key
         if r["result"].endswith("x"):
             assert r["result"] == f"{_json_value(r['key']):.2f}x", r

@@ -114,15 +114,18 @@ def test_predict_views_matches_torchvision_pipeline_and_chunking(photos):
     model = TinyNet().eval()
     views = ViewSet.ten_crop(32)
     ref = _reference(model, photos, 32)
-    kw = dict(mean=MEAN, std=STD)
+    kw = {"mean": MEAN, "std": STD}
     per_view = predict_views(model, photos, views, average="none", chunk_size=20, **kw)
     torch.testing.assert_close(per_view, ref, atol=1e-5, rtol=1e-5)
     one_batch = predict_views(model, photos, views, chunk_size=20, **kw)
     torch.testing.assert_close(one_batch, ref.softmax(-1).mean(1), atol=1e-6, rtol=1e-5)
     for chunk in (1, 3, 7, 1000):  # chunks that split images and views
-        torch.testing.assert_close(predict_views(model, photos, views, chunk_size=chunk, **kw), one_batch, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(predict_views(model, photos, views, average="logits", chunk_size=7, **kw), ref.mean(1),
-                               atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            predict_views(model, photos, views, chunk_size=chunk, **kw), one_batch, atol=1e-6, rtol=1e-5
+        )
+    torch.testing.assert_close(
+        predict_views(model, photos, views, average="logits", chunk_size=7, **kw), ref.mean(1), atol=1e-5, rtol=1e-5
+    )
     assert predict_views(model, photos, ViewSet.flips(32), **kw).shape == (2, 5)
 
 
@@ -141,8 +144,14 @@ def test_predict_views_runs_channels_last_on_the_cpu_and_gives_the_weights_back_
     views = ViewSet.ten_crop(32)
     plain = predict_views(model, photos, views, mean=MEAN, std=STD, channels_last=False)  # also builds LazyLinear
     seen = []
-    model.body[0].register_forward_hook(lambda m, inp, out: seen.append(
-        (inp[0].is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous(memory_format=torch.channels_last))))
+    model.body[0].register_forward_hook(
+        lambda m, inp, out: seen.append(
+            (
+                inp[0].is_contiguous(memory_format=torch.channels_last),
+                m.weight.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
+    )
     fast = predict_views(model, photos, views, mean=MEAN, std=STD)  # default on the CPU: channels_last
     assert seen and all(x and w for x, w in seen)  # crops and weights in channels_last during the call
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -192,10 +201,12 @@ def test_outputs_carry_no_autograd_graph_though_the_model_is_trainable(photos, c
     model.train()
     assert any(p.requires_grad for p in model.parameters())
     kw = {"mean": MEAN, "std": STD, "channels_last": channels_last}
-    outs = [predict_views(model, photos, ViewSet.ten_crop(32), **kw),
-            predict_views(model, photos, ViewSet.ten_crop(32), average="none", **kw),
-            dense_predict(GlobalPoolNet(), photos, **kw),
-            dense_predict(GlobalPoolNet(), photos, average="logits", mirror=False, **kw)]
+    outs = [
+        predict_views(model, photos, ViewSet.ten_crop(32), **kw),
+        predict_views(model, photos, ViewSet.ten_crop(32), average="none", **kw),
+        dense_predict(GlobalPoolNet(), photos, **kw),
+        dense_predict(GlobalPoolNet(), photos, average="logits", mirror=False, **kw),
+    ]
     for out in outs:
         assert out.grad_fn is None and not out.requires_grad
     assert model.training  # and the caller's mode is back
@@ -207,8 +218,9 @@ class GlobalPoolNet(nn.Module):
     def __init__(self, k: int = 5):
         super().__init__()
         torch.manual_seed(1)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(1), nn.Linear(8, k))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, k)
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -230,8 +242,10 @@ def test_the_model_mode_and_weights_come_back_when_the_forward_raises(photos):
             raise RuntimeError("boom")
 
     model = Boom().train()
-    for call in (lambda: predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD),
-                 lambda: dense_predict(model, photos, mean=MEAN, std=STD)):
+    for call in (
+        lambda: predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD),
+        lambda: dense_predict(model, photos, mean=MEAN, std=STD),
+    ):
         with pytest.raises(RuntimeError, match="boom"):
             call()
         assert model.training and model.body[0].weight.is_contiguous()

@@ -44,8 +44,9 @@ Param = float | int | Sequence[float] | Tensor
 
 
 # ----------------------------------------------------------------------------- checks and helpers
-def _per_sample(value: Param, n: int, name: str, device: torch.device, width: int | None = None,
-                dtype: torch.dtype = torch.float32) -> Tensor:
+def _per_sample(
+    value: Param, n: int, name: str, device: torch.device, width: int | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Broadcast a scalar / (B,) / (B, width) / (width,) parameter to (B,) or (B, width)."""
     t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, Tensor) else value.to(device, dtype)
     want = (n,) if width is None else (n, width)
@@ -55,8 +56,9 @@ def _per_sample(value: Param, n: int, name: str, device: torch.device, width: in
         return t.expand(want)
     if width is None and t.numel() == n:
         return t.reshape(n)
-    raise ValueError(f"{name}: expected a number or a tensor of shape {want} (one value per sample), "
-                     f"got shape {tuple(t.shape)}")
+    raise ValueError(
+        f"{name}: expected a number or a tensor of shape {want} (one value per sample), got shape {tuple(t.shape)}"
+    )
 
 
 def _first_bad(t: Tensor) -> str:
@@ -99,13 +101,20 @@ def hflip(image: Tensor, mask: Param | None = None) -> Tensor:
 
 def _check_box(top: Tensor, left: Tensor, height: Tensor, width: Tensor, h: int, w: int) -> None:
     if bool((height < 1).any()) or bool((width < 1).any()):
-        raise ValueError("height, width: expected crop sizes >= 1, "
-                         f"got min height {int(height.min())}, min width {int(width.min())}")
-    if bool((top < 0).any()) or bool((left < 0).any()) or bool((top + height > h).any()) \
-            or bool((left + width > w).any()):
-        raise ValueError(f"boxes: expected crops inside the {h}x{w} image, got top in "
-                         f"[{int(top.min())}, {int(top.max())}], left in [{int(left.min())}, {int(left.max())}], "
-                         f"bottom up to {int((top + height).max())}, right up to {int((left + width).max())}")
+        raise ValueError(
+            f"height, width: expected crop sizes >= 1, got min height {int(height.min())}, min width {int(width.min())}"
+        )
+    if (
+        bool((top < 0).any())
+        or bool((left < 0).any())
+        or bool((top + height > h).any())
+        or bool((left + width > w).any())
+    ):
+        raise ValueError(
+            f"boxes: expected crops inside the {h}x{w} image, got top in "
+            f"[{int(top.min())}, {int(top.max())}], left in [{int(left.min())}, {int(left.max())}], "
+            f"bottom up to {int((top + height).max())}, right up to {int((left + width).max())}"
+        )
 
 
 def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Tensor:
@@ -130,15 +139,23 @@ def crop(image: Tensor, top: Param, left: Param, height: int, width: int) -> Ten
         return unflatten_batch(x[..., :height, :width].clone(), lead)
     _check_box(t, l_, torch.tensor([height]), torch.tensor([width]), h, w)
     if bool((t == t[0]).all()) and bool((l_ == l_[0]).all()):  # one window for all: a single view
-        out = x[..., int(t[0]):int(t[0]) + height, int(l_[0]):int(l_[0]) + width].clone()
+        out = x[..., int(t[0]) : int(t[0]) + height, int(l_[0]) : int(l_[0]) + width].clone()
     else:  # slicing a view per sample and stacking is the fastest on CPU (no gather index tensors)
-        out = torch.stack([x[i, :, ti:ti + height, li:li + width]
-                           for i, (ti, li) in enumerate(zip(t.tolist(), l_.tolist()))])
+        out = torch.stack(
+            [x[i, :, ti : ti + height, li : li + width] for i, (ti, li) in enumerate(zip(t.tolist(), l_.tolist()))]
+        )
     return unflatten_batch(out, lead)
 
 
-def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, flip: Param | None = None,
-                 antialias: bool = False, out: Tensor | None = None) -> Tensor:
+def resized_crop(
+    image: Tensor,
+    boxes: Tensor,
+    size: int | Sequence[int],
+    *,
+    flip: Param | None = None,
+    antialias: bool = False,
+    out: Tensor | None = None,
+) -> Tensor:
     """Crop a per-sample box and resize it (bilinear) to a fixed size, optionally mirroring it.
 
     Uses ``F.interpolate(..., mode="bilinear", align_corners=False)`` on each crop, exactly as
@@ -164,19 +181,26 @@ def resized_crop(image: Tensor, boxes: Tensor, size: int | Sequence[int], *, fli
         raise ValueError(f"size: expected positive values, got {size}")
     boxes = torch.as_tensor(boxes).to("cpu", torch.long)
     if boxes.shape != (n, 4):
-        raise ValueError(f"boxes: expected shape ({n}, 4) = (top, left, height, width) per sample, "
-                         f"got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"boxes: expected shape ({n}, 4) = (top, left, height, width) per sample, got {tuple(boxes.shape)}"
+        )
     _check_box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], h, w)
     fl = [False] * n if flip is None else _per_sample(flip, n, "flip", torch.device("cpu"), dtype=torch.bool).tolist()
     if out is None:
         out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     elif out.shape != (n, c, oh, ow) or out.dtype != x.dtype:
-        raise ValueError(f"out: expected a {x.dtype} tensor of shape {(n, c, oh, ow)}, "
-                         f"got {out.dtype} {tuple(out.shape)}")
+        raise ValueError(
+            f"out: expected a {x.dtype} tensor of shape {(n, c, oh, ow)}, got {out.dtype} {tuple(out.shape)}"
+        )
     for i, (t, l_, bh, bw) in enumerate(boxes.tolist()):
-        r = F.interpolate(x[i:i + 1, :, t:t + bh, l_:l_ + bw], size=(oh, ow), mode="bilinear",
-                          align_corners=False, antialias=antialias)
-        out[i:i + 1].copy_(r.flip(-1) if fl[i] else r)
+        r = F.interpolate(
+            x[i : i + 1, :, t : t + bh, l_ : l_ + bw],
+            size=(oh, ow),
+            mode="bilinear",
+            align_corners=False,
+            antialias=antialias,
+        )
+        out[i : i + 1].copy_(r.flip(-1) if fl[i] else r)
     return unflatten_batch(out, lead)
 
 
@@ -218,9 +242,16 @@ def _sample(x: Tensor, grid: Tensor, interpolation: str, fill: Param) -> Tensor:
     return _back_to(out, dtype)
 
 
-def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), scale: Param = 1.0,
-           shear: Param = (0.0, 0.0), *, interpolation: str = "bilinear", fill: float | Sequence[float] = 0.0
-           ) -> Tensor:
+def affine(
+    image: Tensor,
+    angle: Param = 0.0,
+    translate: Param = (0.0, 0.0),
+    scale: Param = 1.0,
+    shear: Param = (0.0, 0.0),
+    *,
+    interpolation: str = "bilinear",
+    fill: float | Sequence[float] = 0.0,
+) -> Tensor:
     """Per-sample affine transform about the image centre (same conventions as torchvision ``F.affine``).
 
     Args:
@@ -253,20 +284,26 @@ def affine(image: Tensor, angle: Param = 0.0, translate: Param = (0.0, 0.0), sca
     return unflatten_batch(_sample(x, grid, interpolation, fill), lead)
 
 
-def rotate(image: Tensor, angle: Param, *, interpolation: str = "bilinear",
-           fill: float | Sequence[float] = 0.0) -> Tensor:
+def rotate(
+    image: Tensor, angle: Param, *, interpolation: str = "bilinear", fill: float | Sequence[float] = 0.0
+) -> Tensor:
     """Rotate each sample about its centre by ``angle`` degrees, counter-clockwise (as torchvision ``F.rotate``).
 
     Args: ``image`` ``(..., C, H, W)``; ``angle`` number or ``(B,)``. Returns the same shape (corners filled).
     """
     image = check_image(image)
     n = flatten_batch(image)[0].shape[0]
-    return affine(image, angle=-_per_sample(angle, n, "angle", image.device), interpolation=interpolation,
-                  fill=fill)
+    return affine(image, angle=-_per_sample(angle, n, "angle", image.device), interpolation=interpolation, fill=fill)
 
 
-def shear(image: Tensor, shear_x: Param, shear_y: Param = 0.0, *, interpolation: str = "bilinear",
-          fill: float | Sequence[float] = 0.0) -> Tensor:
+def shear(
+    image: Tensor,
+    shear_x: Param,
+    shear_y: Param = 0.0,
+    *,
+    interpolation: str = "bilinear",
+    fill: float | Sequence[float] = 0.0,
+) -> Tensor:
     """Shear each sample about its centre by ``shear_x`` / ``shear_y`` degrees (torchvision ``F.affine`` shear).
 
     Args: ``image`` ``(..., C, H, W)``; ``shear_x``, ``shear_y`` numbers or ``(B,)``.
@@ -299,8 +336,9 @@ def elastic_field(noise: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(noise.float(), size=tuple(int(s) for s in size), mode="bicubic", align_corners=True)
 
 
-def warp(image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear",
-         fill: float | Sequence[float] = 0.0) -> Tensor:
+def warp(
+    image: Tensor, displacement: Tensor, *, interpolation: str = "bilinear", fill: float | Sequence[float] = 0.0
+) -> Tensor:
     """Resample each sample at ``pixel + displacement`` (a dense per-pixel warp).
 
     Args:
@@ -397,16 +435,18 @@ def pca_offset(alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor) -> Tens
     lam = torch.as_tensor(eigenvalues, dtype=torch.float32, device=alpha.device)
     vec = torch.as_tensor(eigenvectors, dtype=torch.float32, device=alpha.device)
     if lam.shape != (3,) or vec.shape != (3, 3):
-        raise ValueError(f"eigenvalues, eigenvectors: expected shapes (3,) and (3, 3), "
-                         f"got {tuple(lam.shape)} and {tuple(vec.shape)}")
+        raise ValueError(
+            f"eigenvalues, eigenvectors: expected shapes (3,) and (3, 3), got {tuple(lam.shape)} and {tuple(vec.shape)}"
+        )
     for arg, t in (("alpha", alpha), ("eigenvalues", lam), ("eigenvectors", vec)):
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{arg}: expected finite values, got {_first_bad(t)}")
     return (alpha.float() * lam) @ vec.T
 
 
-def pca_color(image: Tensor, alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor, *,
-              clamp: bool = False) -> Tensor:
+def pca_color(
+    image: Tensor, alpha: Tensor, eigenvalues: Tensor, eigenvectors: Tensor, *, clamp: bool = False
+) -> Tensor:
     """AlexNet-style PCA colour augmentation: add ``P @ (alpha * lambda)`` to every pixel of each image.
 
     Args:

@@ -75,7 +75,7 @@ def _bilinear_matrix(start: Tensor, length: Tensor, out_size: int, in_size: int,
     src = ((j + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.floor()
     lam = (src - i0)[..., None]
-    last = (length[:, None] - 1)
+    last = length[:, None] - 1
     i1 = torch.minimum(i0.long() + 1, last) + start[:, None]
     i0 = torch.minimum(i0.long(), last) + start[:, None]
     m = torch.zeros(start.shape[0], out_size, in_size, device=dev)
@@ -96,8 +96,17 @@ def _tile(a: Tensor, b: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
     return (a.expand(1, c, 1, w).contiguous(memory_format=fmt), b.expand(n, c, 1, w).contiguous(memory_format=fmt))
 
 
-def _resized_crop_affine(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int], antialias: bool,
-                         a: Tensor, b: Tensor, out: Tensor, rows: int | None = None) -> Tensor:
+def _resized_crop_affine(
+    x: Tensor,
+    boxes: Tensor,
+    flip: Tensor,
+    size: tuple[int, int],
+    antialias: bool,
+    a: Tensor,
+    b: Tensor,
+    out: Tensor,
+    rows: int | None = None,
+) -> Tensor:
     """``out[i] = resized_crop(x[i]) * a + b[i]``: crops resampled in the source's dtype, the float output written once.
 
     ``x`` uint8 or float ``(B, C, H, W)`` (uint8 channels_last is PyTorch's fast vectorised bilinear path), ``boxes``
@@ -117,7 +126,7 @@ def _resized_crop_affine(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int
     u8, cpu = x.dtype == torch.uint8, x.device.type == "cpu"
     to_cl = u8 and cpu and not x.is_contiguous(memory_format=torch.channels_last)
     for i, ((t, l_, bh, bw), fl) in enumerate(zip(boxes.tolist(), flip.tolist())):
-        crop = x[i:i + 1, :, t:t + bh, l_:l_ + bw]
+        crop = x[i : i + 1, :, t : t + bh, l_ : l_ + bw]
         crop = crop.contiguous(memory_format=torch.channels_last) if to_cl else crop
         if u8 and not cpu:  # GPUs resize float images: resize in float, round to uint8 levels as the CPU does
             r = F.interpolate(crop.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)
@@ -126,9 +135,9 @@ def _resized_crop_affine(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int
             r = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=antialias)
         r = r.flip(-1) if fl else r
         for r0 in range(0, oh, rows):
-            o = out[i:i + 1, :, r0:r0 + rows]
-            o.copy_(r[:, :, r0:r0 + rows])
-            torch.addcmul(b[i:i + 1], o, a, out=o)
+            o = out[i : i + 1, :, r0 : r0 + rows]
+            o.copy_(r[:, :, r0 : r0 + rows])
+            torch.addcmul(b[i : i + 1], o, a, out=o)
     return out
 
 
@@ -142,8 +151,17 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="convlab-augment")
 
 
-def _run_split(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int], antialias: bool, a: Tensor, b: Tensor,
-               out: Tensor, threads: int) -> Tensor:
+def _run_split(
+    x: Tensor,
+    boxes: Tensor,
+    flip: Tensor,
+    size: tuple[int, int],
+    antialias: bool,
+    a: Tensor,
+    b: Tensor,
+    out: Tensor,
+    threads: int,
+) -> Tensor:
     """:func:`_resized_crop_affine` with the samples split among ``threads`` Python threads, one per core.
 
     Why threads: one sample's uint8 resize runs on one core whatever ``torch.get_num_threads()`` says, so with
@@ -155,8 +173,13 @@ def _run_split(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int], an
     n, c, _, ow = out.shape
     rows = max(1, (_GRAIN - 1) // (c * ow))
     parts = [slice(k * n // threads, (k + 1) * n // threads) for k in range(threads)]
-    jobs = [_pool(threads, os.getpid()).submit(_resized_crop_affine, x[s], boxes[s], flip[s], size, antialias, a,
-                                               b[s], out[s], rows) for s in parts if s.stop > s.start]
+    jobs = [
+        _pool(threads, os.getpid()).submit(
+            _resized_crop_affine, x[s], boxes[s], flip[s], size, antialias, a, b[s], out[s], rows
+        )
+        for s in parts
+        if s.stop > s.start
+    ]
     for job in jobs:
         job.result()
     return out
@@ -184,11 +207,22 @@ class FusedTrainPipeline:
     Python threads.
     """
 
-    def __init__(self, size: int | Sequence[int] = 224, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5, color_shift: float = 0.1,
-                 pca: PCAColor | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, *, antialias: bool = False, method: str = "auto",
-                 channels_last: bool = False, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int] = 224,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        color_shift: float = 0.1,
+        pca: PCAColor | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        *,
+        antialias: bool = False,
+        method: str = "auto",
+        channels_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.size = _check_size(size)
         self.scale = _check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
         self.ratio = _check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
@@ -203,8 +237,12 @@ class FusedTrainPipeline:
         self.pca = pca
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
-        if self.mean.shape != (3,) or self.std.shape != (3,) or not bool((self.std > 0).all()) \
-                or not bool(torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
+        if (
+            self.mean.shape != (3,)
+            or self.std.shape != (3,)
+            or not bool((self.std > 0).all())
+            or not bool(torch.isfinite(self.mean).all() and torch.isfinite(self.std).all())
+        ):
             raise ValueError(f"`mean` and `std` must be 3 finite numbers (RGB), std > 0; got {mean!r}, {std!r}")
         if method not in _METHODS:
             raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
@@ -219,8 +257,10 @@ class FusedTrainPipeline:
 
     def __repr__(self) -> str:
         pca = "None" if self.pca is None else repr(self.pca)
-        return (f"FusedTrainPipeline(size={self.size}, scale={self.scale}, flip_p={self.flip_p:g}, "
-                f"color_shift={self.color_shift:g}, pca={pca}, method={self.method!r})")
+        return (
+            f"FusedTrainPipeline(size={self.size}, scale={self.scale}, flip_p={self.flip_p:g}, "
+            f"color_shift={self.color_shift:g}, pca={pca}, method={self.method!r})"
+        )
 
     # -- parameters
     def draw(self, n: int, h: int, w: int) -> dict[str, Tensor]:
@@ -246,8 +286,9 @@ class FusedTrainPipeline:
             return "matmul"
         return "matmul" if self.size[0] * self.size[1] <= 64 * 64 and not self.antialias else "loop"
 
-    def _buffer(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                channels_last: bool) -> Tensor:
+    def _buffer(
+        self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, channels_last: bool
+    ) -> Tensor:
         b = self._buffers.get(key)
         if b is None or b.shape != shape or b.dtype != dtype or b.device != device:
             b = torch.empty(shape, dtype=dtype, device=device)
@@ -257,8 +298,7 @@ class FusedTrainPipeline:
         return b
 
     # -- the fused pass
-    def __call__(self, images: Tensor, out: Tensor | None = None,
-                 params: dict[str, Tensor] | None = None) -> Tensor:
+    def __call__(self, images: Tensor, out: Tensor | None = None, params: dict[str, Tensor] | None = None) -> Tensor:
         """Augment a batch. ``images``: ``(B, 3, H, W)`` uint8 (or float in [0, 1]).
 
         Returns ``out`` (allocated if None): float32 ``(B, 3, h, w)``, normalised.
@@ -278,8 +318,10 @@ class FusedTrainPipeline:
             if self.channels_last:
                 out = out.contiguous(memory_format=torch.channels_last)
         elif out.shape != shape or out.dtype != torch.float32 or out.device != x.device:
-            raise ValueError(f"`out` must be a float32 tensor of shape {shape} on {x.device}, "
-                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+            raise ValueError(
+                f"`out` must be a float32 tensor of shape {shape} on {x.device}, "
+                f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+            )
         if x.dtype not in (torch.uint8, torch.float32):
             raise TypeError(f"images: expected uint8 or float32 pixels, got {x.dtype}")
         # colour shift + PCA + normalise: y = x / (unit * std) + (offset - mean) / std, one affine map per sample
