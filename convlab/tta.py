@@ -24,6 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from convlab._checks import check_size, check_uint8_images
+from convlab.device import model_device
+
 __all__ = [
     "View",
     "ViewSet",
@@ -77,18 +80,6 @@ class View:
             raise ValueError(f"resize: expected None or an int >= 1, got {self.resize!r}")
 
 
-def _check_size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
-    ):
-        raise ValueError(f"size: expected an int >= 1 or a pair (h, w) of them, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
 @dataclass(frozen=True)
 class ViewSet:
     """A crop size and an ordered tuple of :class:`View`; ``crop_views`` returns them in this order."""
@@ -98,7 +89,7 @@ class ViewSet:
     name: str = "views"
 
     def __post_init__(self):
-        object.__setattr__(self, "size", _check_size(self.size))
+        object.__setattr__(self, "size", check_size(self.size))
         views = tuple(self.views)
         if not views or not all(isinstance(v, View) for v in views):
             raise ValueError(f"views: expected a non-empty sequence of View, got {self.views!r}")
@@ -150,30 +141,6 @@ class ViewSet:
 
 
 # ----------------------------------------------------------------------------- kernels
-def _check_source(images: Tensor | Sequence[Tensor], name: str = "images") -> Tensor | list[Tensor]:
-    """A uint8 ``(B, C, H, W)`` tensor stays as is; a sequence of uint8 ``(C, H, W)`` tensors becomes a list."""
-    if isinstance(images, Tensor):
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if images.ndim != 4:
-            raise ValueError(f"{name}: expected (B, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
-        if images.dtype != torch.uint8:
-            raise TypeError(f"{name}: expected uint8 pixels in [0, 255], got {images.dtype}")
-        return images
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        raise TypeError(
-            f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}"
-        )
-    out = list(images)
-    if not out:
-        raise ValueError(f"{name}: expected at least one image, got none")
-    for i, im in enumerate(out):
-        if not isinstance(im, Tensor) or im.dtype != torch.uint8 or im.ndim != 3:
-            what = f"{im.dtype} {tuple(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
-            raise TypeError(f"{name}[{i}]: expected a uint8 (C, H, W) tensor, got {what}")
-    return out
-
-
 def _resize(x: Tensor, size: int) -> Tensor:
     from torchvision.transforms.v2 import functional as TF
 
@@ -244,7 +211,7 @@ def crop_views(images: Tensor | Sequence[Tensor], views: ViewSet, *, out: Tensor
     """
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
-    source = _check_source(images)
+    source = check_uint8_images(images)
     B, V, C = len(source), len(views), source[0].shape[-3]
     shape = (B, V, C, *views.size)
     if out is None:
@@ -266,7 +233,7 @@ def prepare_images(images: Tensor | Sequence[Tensor], resize_size: int = 256) ->
     """
     if not isinstance(resize_size, int) or isinstance(resize_size, bool) or resize_size < 1:
         raise ValueError(f"resize_size: expected an int >= 1, got {resize_size!r}")
-    source = _check_source(images)
+    source = check_uint8_images(images)
     if isinstance(source, Tensor):
         return _resize(source, resize_size).contiguous()
     out = [_resize(im, resize_size).contiguous() for im in source]
@@ -289,14 +256,6 @@ def average_views(logits: Tensor, average: str = "softmax") -> Tensor:
     if average == "none":
         return logits
     raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _wants_channels_last(model: nn.Module) -> bool:
@@ -420,8 +379,8 @@ def predict_views(
         views = ViewSet.ten_crop(spec.input_size)
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
-    device = _model_device(model) if device is None else torch.device(device)
-    source = _check_source(images)
+    device = model_device(model) if device is None else torch.device(device)
+    source = check_uint8_images(images)
     C = source[0].shape[-3]
     scale, shift = _normaliser(spec, mean, std, C, device)  # applied in place on each float chunk
     source = source.to(device) if isinstance(source, Tensor) else [im.to(device) for im in source]
@@ -483,8 +442,8 @@ def dense_predict(
         raise ValueError(f"resize: expected None or an int >= 1 (the shorter side), got {resize!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected an int >= 1 (images per forward pass) or None, got {chunk_size!r}")
-    device = _model_device(model) if device is None else torch.device(device)
-    source = _check_source(images)
+    device = model_device(model) if device is None else torch.device(device)
+    source = check_uint8_images(images)
     source = list(source) if isinstance(source, Tensor) else source
     scale, shift = _normaliser(getattr(model, "spec", None), mean, std, source[0].shape[-3], device)
     n_views = 2 if mirror else 1
