@@ -41,12 +41,11 @@ __all__ = [
     "POSITIONS",
 ]
 
-#: Crops per forward pass on a CPU, chosen by measurement (``benchmarks/bench_tta.py``: 10-crop of 32 food photos,
-#: MobileNetV2, 2 cores, channels_last). In two runs chunks of 4 and 8 were the fastest per crop (8.7 and 9.7 ms in
-#: the latest, ``benchmarks/results/tta_cpu.json``), 16 was 1.2-1.4x slower, 64 about 2.3x, 320 about 2.7x: small
-#: chunks keep the activations in the CPU's caches, and large ones also need far more memory.
+#: Crops per forward pass on a CPU, chosen by measurement (``benchmarks/bench_tta.py`` sweeps it; the figures are in
+#: README and ``benchmarks/results/tta_cpu.json``): small chunks keep the activations in the CPU's caches, and large
+#: ones also need far more memory.
 CPU_CHUNK_SIZE = 4
-#: Crops per forward pass on a GPU: large batches keep it busy (not measured here: no GPU was available).
+#: Crops per forward pass on a GPU: large batches keep it busy (``benchmarks/gpu_check.py`` sweeps it).
 CUDA_CHUNK_SIZE = 256
 
 POSITIONS = ("tl", "tr", "bl", "br", "center")
@@ -295,7 +294,7 @@ def _normalise_(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """``x = x * scale + shift`` in place, ``scale``/``shift`` ``(C, 1, 1)``: one vectorised pass in any memory format.
 
     The operands are tiled along W in ``x``'s memory format first: with ``(C, 1, 1)`` operands a channels_last
-    ``x`` would be walked 3 values at a time (measured: 11.5 vs 2.4 ms for 32 crops at 224 px, 1 thread).
+    ``x`` would be walked 3 values at a time, several times slower.
     """
     n, c, _, w = x.shape
     fmt = (
@@ -360,8 +359,8 @@ def predict_views(
         mean, std: per-channel normalisation of ``[0, 1]`` pixels; default ``model.spec.mean`` / ``.std``.
         device: where to run; default the model's device (the uint8 source is moved there once).
         channels_last: run crops and convolution weights in ``channels_last`` memory format. ``None`` (default):
-            on the CPU, where it makes MobileNetV2 about 2x faster; the model's weights are converted for the
-            call and converted back afterwards (results are the same up to float rounding).
+            on the CPU, where it makes MobileNetV2 faster (README's benchmarks); the model's weights are converted for
+            the call and converted back afterwards (results are the same up to float rounding).
 
     The model runs in eval mode (restored afterwards) and in ``torch.inference_mode``. Chunks follow the flat
     order image-major, view-minor, so the result does not depend on ``chunk_size`` (up to float rounding).
