@@ -18,6 +18,13 @@ import os
 import pytest
 
 LIMIT_S = float(os.environ.get("CONVLAB_SILENCE_LIMIT_S", "10"))
+
+# nbval reads a cell's iopub messages only after the cell has finished, and ZeroMQ drops what does not fit in its
+# queues (about 2,000 messages, send + receive high-water marks). A long cell whose tqdm widgets refresh every 0.1 s
+# (tqdm's default) on a loaded machine can overflow them; the dropped "idle" status then fails the cell with
+# "Timeout of 5 seconds exceeded waiting for output" (seen once in CI on notebook 03). JupyterLab reads iopub as it
+# comes, so learners keep tqdm's default; the kernels nbval starts inherit this: one refresh per second at most.
+os.environ.setdefault("TQDM_MININTERVAL", "1")
 ACTIVITY = {"stream", "display_data", "update_display_data", "execute_result", "error", "comm_msg", "comm_open"}
 
 
