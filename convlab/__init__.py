@@ -12,7 +12,8 @@ Modules, one idea each:
 - :mod:`convlab.featcache`: frozen activations cached on disk at any freeze boundary, safely keyed.
 - :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
 - :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
-- :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, a small CNN, learning curves.
+- :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, learning curves.
+- :mod:`convlab.smallcnn`: the small CNN that notebooks 05-08 train from scratch.
 - :mod:`convlab.tta`, :mod:`convlab.ensemble`: multi-crop test-time views and ensembles, with their cost measured.
 - :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
 - :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.

@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
-from torch.nn import functional as F
+from torch.utils.data import TensorDataset
 
 from convlab.data import ImageSet, Splits
 from convlab.data import stratified_split as _stratified_split
+from convlab.device import resolve_device
+from convlab.engine import evaluate, fit
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from convlab.smallcnn import SmallCNN
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,7 +51,6 @@ __all__ = [
     "COLOUR",
     "RECOMMENDED",
     "resplit",
-    "small_cnn",
     "make_augment",
     "train_once",
     "Run",
@@ -193,27 +194,6 @@ def make_augment(
 
 
 # ----------------------------------------------------------------------------------------------- training
-def small_cnn(num_classes: int, width: int = 12) -> nn.Sequential:
-    """Three conv-BN-ReLU blocks (``width``, 2x, 4x channels; max-pooling between), global average pool, linear."""
-    w = width
-    return nn.Sequential(
-        nn.Conv2d(3, w, 3, padding=1),
-        nn.BatchNorm2d(w),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(w, 2 * w, 3, padding=1),
-        nn.BatchNorm2d(2 * w),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(2 * w, 4 * w, 3, padding=1),
-        nn.BatchNorm2d(4 * w),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4 * w, num_classes),
-    )
-
-
 _MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -233,38 +213,35 @@ def train_once(
     config: StudyConfig,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Train :func:`small_cnn` from scratch with augmentation ``name`` on the fly; test accuracy on centre views.
+    """Train a 3-block :class:`~convlab.smallcnn.SmallCNN` from scratch with augmentation ``name`` on the fly; return
+    its test accuracy on centre views.
 
     ``seed`` fixes the initial weights and the batch order (the same for every ``name``) and, through a separate
-    generator, the augmentation draws (on the CPU). AdamW with a one-cycle learning-rate schedule. The network
-    trains on ``device``.
+    generator, the augmentation draws (on the CPU). AdamW with a one-cycle learning-rate schedule, trained by
+    :func:`convlab.engine.fit` on ``device``.
     """
-    from convlab.device import resolve_device
-
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = small_cnn(num_classes, config.width).to(dev)
-    order_g = torch.Generator().manual_seed(seed)
+        model = SmallCNN(num_classes, config.width, depth=3, dropout=0.0, conv_bias=True)
     augment = make_augment(name, torch.Generator().manual_seed(10_000 + seed), train_frames, config.size)
-    bs, n = config.batch_size, len(train_frames)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * math.ceil(n / bs))
-    model.train()
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, generator=order_g)
-        for start in range(0, n, bs):
-            idx = perm[start : start + bs]
-            x = _normalise(augment(train_frames[idx])).to(dev)
-            loss = F.cross_entropy(model(x), train_labels[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    with torch.inference_mode():
-        pred = model(_normalise(_centre(test_frames, config.size)).to(dev)).argmax(1).cpu()
-    return float((pred == test_labels).float().mean())
+    fit(
+        model,
+        TensorDataset(train_frames, train_labels),
+        epochs=config.epochs,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        scheduler=lambda opt, steps: torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps),
+        transform=lambda x: _normalise(augment(x)),
+        seed=seed,
+        device=dev,
+        channels_last=False,
+        progress=False,
+    )
+    test = TensorDataset(_centre(test_frames, config.size), test_labels)
+    # one batch, as the study has always been evaluated: a batch size changes the last bits of the logits
+    return evaluate(model, test, transform=_normalise, batch_size=len(test), device=dev, channels_last=False).accuracy
 
 
 # ----------------------------------------------------------------------------------------------- results

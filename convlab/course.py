@@ -72,7 +72,7 @@ COURSE: tuple[Lesson, ...] = (
     Lesson(
         "07_parallel_data_loading",
         "workers that load and distort data while the model trains; the seeding bug",
-        ("loading", "profiler"),
+        ("loading", "profiler", "smallcnn"),
         cpu_s=21,
     ),
     Lesson(

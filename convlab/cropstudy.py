@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
+from convlab.engine import fit
 from convlab.tta import ViewSet, dense_predict, predict_views
 
 __all__ = [
@@ -160,20 +162,22 @@ def train_head(
     batch_size: int = 64,
     seed: int = 0,
 ) -> nn.Linear:
-    """A linear head on fixed features ``(n, D)`` -> ``nn.Linear(D, num_classes)`` (AdamW, cross-entropy)."""
-    g = torch.Generator().manual_seed(seed)
+    """A linear head on fixed features ``(n, D)`` -> ``nn.Linear(D, num_classes)``, trained on the CPU by
+    :func:`convlab.engine.fit` (AdamW, cross-entropy, batch order and initialisation drawn with ``seed``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(features.shape[1], num_classes)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=g)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            loss = nn.functional.cross_entropy(head(features[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    fit(
+        head,
+        TensorDataset(features, labels),
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
     return head.eval()
 
 

@@ -4,10 +4,13 @@
   the global RNG re-seeded inside :func:`torch.random.fork_rng` (your own RNG state is left as it was). The same
   seed on the same machine gives the same :class:`History`, bit for bit (timings aside).
 - Any dataset of ``(x, label)`` pairs works. A dataset with ``get_batch(indices) -> (x, labels)`` (such as
-  :class:`convlab.featcache.CachedFeatures`) is read a batch at a time instead of item by item. ``transform`` is
+  :class:`convlab.featcache.CachedFeatures`), or a ``TensorDataset(inputs, labels)``, is read a batch at a time instead
+  of item by item. ``transform`` is
   applied to each collated batch (a list of images when their sizes differ), e.g. :class:`convlab.transfer.Preprocess`.
 - ``device="auto"`` uses CUDA when present. On the CPU, 4-D inputs and the model use ``channels_last`` (faster
   convolutions with oneDNN; see ``benchmarks/bench_transfer.py``).
+- ``scheduler`` makes a learning-rate schedule stepped after every optimiser step (one-cycle, cosine, ...);
+  ``order`` replaces the per-epoch permutation (e.g. batches drawn with replacement for a fixed number of steps).
 - :class:`EarlyStopping` stops after ``patience`` epochs without improvement and restores the best weights.
 - ``checkpoint=path`` saves the best epoch so far atomically (:func:`convlab.atomicio.atomic_write`: a temporary
   file renamed over the old one, so a crash never leaves half a checkpoint); :func:`load_checkpoint` reads it back
@@ -23,18 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from convlab.atomicio import atomic_write
 from convlab.device import eval_mode, resolve_device
 from convlab.display import markdown_table
-
-if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from torch.utils.data import Dataset
 
 __all__ = [
     "History",
@@ -148,6 +149,12 @@ def _collate(items: Sequence[tuple[Any, Any]]) -> tuple[Any, torch.Tensor]:
 
 def _batches(data, batch_size: int, order: torch.Tensor) -> Iterator[tuple[Any, torch.Tensor]]:
     get_batch = getattr(data, "get_batch", None)
+    if get_batch is None and isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        inputs, targets = data.tensors  # one indexing per batch instead of one per item
+
+        def get_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return inputs[idx], targets[idx].long()
+
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if get_batch is not None:
@@ -277,6 +284,36 @@ def make_optimizer(
     raise ValueError(f"optimizer: expected 'adamw' or 'sgd', got {name!r}")
 
 
+def _check_order(indices: torch.Tensor, n: int) -> torch.Tensor:
+    """The indices an ``order`` callable returned, checked: a 1-D integer tensor of values in ``[0, n)``."""
+    if (
+        not isinstance(indices, torch.Tensor)
+        or indices.ndim != 1
+        or indices.is_floating_point()
+        or indices.is_complex()
+    ):
+        got = (
+            f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
+            if isinstance(indices, torch.Tensor)
+            else type(indices).__name__
+        )
+        raise TypeError(f"order: expected order(epoch) to return a 1-D integer tensor of indices, got {got}")
+    if len(indices) == 0:
+        raise ValueError("order: expected order(epoch) to return at least one index, got none")
+    low, high = int(indices.min()), int(indices.max())
+    if low < 0 or high >= n:
+        raise ValueError(
+            f"order: expected indices in [0, {n}) (the training set's size), got values in [{low}, {high}]"
+        )
+    return indices.long()
+
+
+def _step_both(bar, schedule) -> None:
+    """``on_step`` with a schedule: step the learning rate, advance the bar."""
+    schedule.step()
+    bar.update(1)
+
+
 def _improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
     if math.isnan(value):
         return False
@@ -396,6 +433,7 @@ def fit(
     weight_decay: float | None = None,
     momentum: float = 0.9,
     param_groups: list[dict] | None = None,
+    scheduler: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler] | None = None,
     transform: Callable | None = None,
     val_transform: Callable | None = None,
     loss_fn: nn.Module | None = None,
@@ -410,6 +448,7 @@ def fit(
     on_epoch_end: Callable[[EpochEnd], None] | None = None,
     after_train_mode: Callable[[], None] | None = None,
     sharding: Sharding | None = None,
+    order: Callable[[int], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` on ``train`` up to epoch ``epochs``; evaluate on ``val`` after each. Returns a :class:`History`.
 
@@ -420,6 +459,10 @@ def fit(
             already made (e.g. with its state restored), which ``lr``, ``param_groups`` and the rest then leave alone.
         param_groups: optimizer groups, e.g. :func:`convlab.transfer.param_groups` for a lower learning rate on
             pretrained stages; default: every parameter with ``requires_grad``.
+        scheduler: ``scheduler(optimizer, total_steps)`` makes a learning-rate schedule that is stepped after every
+            optimiser step; ``total_steps`` is the number of steps from ``start_epoch`` to ``epochs``, e.g.
+            ``lambda opt, n: torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=n)``. Not saved in
+            checkpoints.
         transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
         val_transform: the same for ``val`` (default: ``transform``); e.g. the eval view when ``transform`` augments.
         early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"``.
@@ -436,6 +479,9 @@ def fit(
         after_train_mode: called after ``model.train()`` in every epoch (e.g. to keep BatchNorm statistics fixed).
         sharding: share each epoch between processes (:func:`convlab.distributed.sharding`); the caller has put
             the model on its device and wrapped it.
+        order: ``order(epoch)`` gives the indices of ``train`` to step through in ``epoch``, in batches of
+            ``batch_size`` (1-D integers; repeats allowed, e.g. ``torch.randint`` for sampling with replacement);
+            default: a permutation of ``train`` per epoch, drawn from the generator seeded with ``seed``.
     """
     _check_data(train, "train")
     if val is not None:
@@ -447,6 +493,8 @@ def fit(
     if not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
         raise ValueError(f"start_epoch: expected an int in [0, epochs={epochs}], got {start_epoch!r}")
     monitor = early_stopping.monitor if early_stopping else ("val_loss" if val is not None else "train_loss")
+    if order is not None and sharding is not None:
+        raise ValueError("order: expected None with sharding= (the sharding gives each process its indices)")
     if monitor != "train_loss" and val is None:
         raise ValueError(f"early_stopping: monitor {monitor!r} needs a validation set (val=...)")
     if history is None:
@@ -480,13 +528,24 @@ def fit(
             bad_epochs += 1
     train_net = sharding.train_module if sharding is not None and sharding.train_module is not None else model
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    n_train_batches = math.ceil((len(sharding.order(start_epoch)) if sharding else len(train)) / batch_size)
+    if sharding is not None:
+        epoch_order = sharding.order
+    elif order is not None:
+        epoch_order = lambda epoch: _check_order(order(epoch), len(train))  # noqa: E731
+    else:
+        epoch_order = None
     n_val_batches = math.ceil(len(val) / batch_size) if val is not None and sharding is None else 0
     cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
 
     with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
+        # the first epoch's indices, drawn once: their number sizes the progress bars and the schedule
+        first = None
+        if epoch_order is not None and start_epoch < epochs:
+            first = epoch_order(start_epoch)
+        n_train_batches = math.ceil((len(first) if first is not None else len(train)) / batch_size)
+        schedule = scheduler(opt, (epochs - start_epoch) * n_train_batches) if scheduler is not None else None
         transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
         epoch_bar = tqdm(
             range(start_epoch, epochs),
@@ -514,23 +573,23 @@ def fit(
                     total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False
                 )
             )
-            if sharding is not None:
-                order = sharding.order(epoch)
+            if epoch_order is not None:
+                indices = first if epoch == start_epoch else epoch_order(epoch)
             elif generator is not None:
-                order = torch.randperm(len(train), generator=generator)
+                indices = torch.randperm(len(train), generator=generator)
             else:
-                order = torch.randperm(len(train))
+                indices = torch.randperm(len(train))
             total, correct, seen = train_epoch(
                 train_net,
                 train,
-                order,
+                indices,
                 batch_size=batch_size,
                 optimizer=opt,
                 loss_fn=loss_fn,
                 device=dev,
                 transform=transform,
                 channels_last=cl,
-                on_step=partial(batch_bar.update, 1),
+                on_step=partial(batch_bar.update, 1) if schedule is None else partial(_step_both, batch_bar, schedule),
             )
             if sharding is not None:
                 total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])

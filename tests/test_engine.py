@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from convlab.engine import EarlyStopping, History, evaluate, fit, load_checkpoint, save_checkpoint
+from convlab.engine import EarlyStopping, History, Sharding, evaluate, fit, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,3 +202,62 @@ def test_eval_mode_restores_each_mode_also_after_an_error():
         assert not a.training and not b.training
         raise RuntimeError("inside")
     assert a.training and not b.training
+
+
+def test_a_tensor_dataset_trains_exactly_like_the_same_pairs_item_by_item():
+    data = _data()
+    pairs = [(x, int(y)) for x, y in data]  # no get_batch: collated item by item
+    a = fit(_model(), data, epochs=2, batch_size=8, progress=False)
+    b = fit(_model(), pairs, epochs=2, batch_size=8, progress=False)
+    assert (a.train_loss, a.train_acc) == (b.train_loss, b.train_acc)
+
+
+def test_scheduler_is_made_once_for_every_step_and_stepped_after_each():
+    made, lrs = [], []
+
+    def one_cycle(optimizer, total_steps):
+        made.append(total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=total_steps)
+
+    def watch(x):
+        lrs.append(opt.param_groups[0]["lr"])
+        return x
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fit(model, _data(n=20), epochs=3, batch_size=8, optimizer=opt, scheduler=one_cycle, transform=watch, progress=False)
+    assert made == [3 * 3]  # 3 epochs of ceil(20 / 8) = 3 steps
+    assert len(lrs) == 9 and lrs[0] < max(lrs) and lrs[-1] < max(lrs) / 10  # warms up, then anneals
+
+
+def test_order_replaces_the_permutation_and_may_repeat_indices():
+    data, batches = _data(n=12), []
+
+    def watch(x):
+        batches.append(x.clone())
+        return x
+
+    picks = [torch.tensor([3, 3, 5, 3, 5]), torch.tensor([7])]
+    h = fit(_model(), data, epochs=2, batch_size=2, order=lambda epoch: picks[epoch], transform=watch, progress=False)
+    assert len(h) == 2 and [len(b) for b in batches] == [2, 2, 1, 1]
+    assert torch.equal(torch.cat(batches), data.tensors[0][torch.tensor([3, 3, 5, 3, 5, 7])])
+
+
+@pytest.mark.parametrize(
+    "order, error, match",
+    [
+        (lambda e: torch.tensor([0.0, 1.0]), TypeError, "order: expected order\\(epoch\\) to return a 1-D integer"),
+        (lambda e: [0, 1], TypeError, "got list"),
+        (lambda e: torch.tensor([0, 48]), ValueError, r"order: expected indices in \[0, 48\).*got values in \[0, 48\]"),
+        (lambda e: torch.zeros(0, dtype=torch.long), ValueError, "at least one index"),
+    ],
+)
+def test_order_must_give_indices_into_the_training_set(order, error, match):
+    with pytest.raises(error, match=match):
+        fit(_model(), _data(), epochs=1, order=order, progress=False)
+
+
+def test_order_and_sharding_exclude_each_other():
+    sharding = Sharding(order=lambda e: torch.arange(8), eval_indices=torch.arange, reduce=lambda values: values)
+    with pytest.raises(ValueError, match="order: expected None with sharding="):
+        fit(_model(), _data(), epochs=1, order=lambda e: torch.arange(8), sharding=sharding, progress=False)

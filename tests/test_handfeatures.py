@@ -11,7 +11,6 @@ from convlab.data import ImageSet, Splits
 from convlab.handfeatures import (
     FrozenBackboneClassifier,
     HandFeatureClassifier,
-    SmallCNN,
     SmallCNNClassifier,
     color_histogram,
     hand_features,
@@ -19,6 +18,7 @@ from convlab.handfeatures import (
     hog_features,
     learning_curve,
 )
+from convlab.smallcnn import SmallCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
