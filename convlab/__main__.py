@@ -125,50 +125,63 @@ def _cli_error(prog: str, exc: BaseException) -> int:
     return 2
 
 
+def _command(sub, name: str, func, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, run by ``func(args)``."""
+    p = sub.add_parser(name, help=help_, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+# train and evaluate: (name, run, arguments, help, description)
+_HEADLESS = (
+    (
+        "train",
+        _cmd_train,
+        add_train_arguments,
+        "train one transfer-learning regime headless (also under torchrun)",
+        "Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.",
+    ),
+    (
+        "evaluate",
+        _cmd_evaluate,
+        add_evaluate_arguments,
+        "accuracy of saved checkpoints, optionally 10-crop and as an ensemble",
+        "Evaluate train checkpoints on their test split; several make an ensemble.",
+    ),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m convlab", description="ConvLab course toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fetch", help="get weights and data sets into the cache, hash-checked")
+    p = _command(sub, "fetch", _cmd_fetch, "get weights and data sets into the cache, hash-checked")
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
     p.add_argument(
         "--force", action="store_true", help="replace cached files that fail their sha256 check (keeps the good ones)"
     )
     p.add_argument("--offline", action="store_true", help="never try online sources")
-    p.set_defaults(func=_cmd_fetch)
-    p = sub.add_parser("assets", help="list the known assets with licence, hash and provenance")
-    p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("learner-copies", help="write the notebooks with exercise solutions replaced by stubs")
+    _command(sub, "assets", _cmd_list, "list the known assets with licence, hash and provenance")
+    p = _command(
+        sub, "learner-copies", _cmd_learner_copies, "write the notebooks with exercise solutions replaced by stubs"
+    )
     p.add_argument(
         "--src",
         help="folder of the course notebooks (default: the repository's notebooks/, found from the package's location)",
     )
     p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
-    p.set_defaults(func=_cmd_learner_copies)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "open",
-        help="open the course in JupyterLab: your copies (solutions removed), or --teacher",
-        description="Open the course in JupyterLab: your own copies in ~/convlab-course (only missing "
-        "notebooks are written there), or the solutions with --teacher. Options after -- go to "
-        "JupyterLab.",
+        run_open,
+        "open the course in JupyterLab: your copies (solutions removed), or --teacher",
+        "Open the course in JupyterLab: your own copies in ~/convlab-course (only missing notebooks are written "
+        "there), or the solutions with --teacher. Options after -- go to JupyterLab.",
     )
     add_open_arguments(p)
-    p.set_defaults(func=run_open)
-    p = sub.add_parser(
-        "train",
-        help="train one transfer-learning regime headless (also under torchrun)",
-        description="Train one regime; writes metrics.json/.csv, best.pt and last.pt to --out.",
-    )
-    p.one_line = True
-    add_train_arguments(p)
-    p.set_defaults(func=_cmd_train)
-    p = sub.add_parser(
-        "evaluate",
-        help="accuracy of saved checkpoints, optionally 10-crop and as an ensemble",
-        description="Evaluate train checkpoints on their test split; several make an ensemble.",
-    )
-    p.one_line = True
-    add_evaluate_arguments(p)
-    p.set_defaults(func=_cmd_evaluate)
+    for name, func, add_arguments, help_, description in _HEADLESS:
+        p = _command(sub, name, func, help_, description)
+        p.one_line = True
+        add_arguments(p)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -33,6 +33,7 @@ images):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -42,7 +43,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -397,15 +398,6 @@ class CachedFeatures(torch.utils.data.Dataset):
         return f"CachedFeatures({shape}, {self._features.dtype}, hit={self.report.hit}, path={self.path})"
 
 
-def _frozen_eval(model: nn.Module, k: int, device: torch.device, channels_last: bool) -> tuple[nn.Module, dict]:
-    frozen, _ = model.split_at(k)
-    modes = {m: m.training for m in frozen.modules()}
-    frozen.eval().to(device)
-    if channels_last:
-        frozen.to(memory_format=torch.channels_last)
-    return frozen, modes
-
-
 def _default_batch(batch_size: int | None, device: torch.device) -> int:
     # On a CPU, small batches are faster per image: the activations of 4-8 images at 112 px stay in the caches
     # (mobilenet_v2, 1 thread: 12.6 ms/img at batch 4, 34 ms/img at batch 64; see benchmarks/bench_transfer.py).
@@ -473,22 +465,65 @@ def _fold_batchnorm(frozen: nn.Module, probe: torch.Tensor) -> nn.Module:
     return folded if pairs and torch.allclose(out, reference, rtol=1e-4, atol=tol) else frozen
 
 
-def _outputs(frozen, dataset, preprocess, chunks, batch_size, device, channels_last, dtype, fold):
-    """Yield ``(chunk_index, features (numpy), labels)`` for each ``(index, start, stop)`` chunk, in batches."""
-    with torch.inference_mode():
-        for c, start, stop in chunks:
-            parts, labels = [], []
-            for b in range(start, stop, batch_size):
-                items = [dataset[i] for i in range(b, min(b + batch_size, stop))]
-                x = preprocess([im for im, _ in items]).to(device)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if fold:
-                    with torch.inference_mode(False):
-                        frozen, fold = _fold_batchnorm(frozen, x[:2].clone()), False
-                parts.append(frozen(x).to("cpu", dtype).contiguous())
-                labels += [int(y) for _, y in items]
-            yield c, torch.cat(parts).numpy(), labels
+@dataclass(frozen=True)
+class _Extraction:
+    """One extraction, its arguments resolved: the first ``k`` stages of ``model`` on ``dataset`` after ``preprocess``.
+
+    What both :func:`extract_features` and :meth:`FeatureCache.get` run; only ``dtype`` and ``fold_batchnorm`` change
+    the values (they are part of the cache key), the rest only the speed.
+    """
+
+    model: nn.Module
+    dataset: Dataset
+    k: int
+    preprocess: Callable
+    batch_size: int
+    dtype: torch.dtype
+    device: torch.device
+    channels_last: bool
+    fold_batchnorm: bool
+
+    @classmethod
+    def resolve(cls, model, dataset, stage, preprocess, batch_size, dtype, device, channels_last, fold_batchnorm):
+        """The defaults filled in (see :meth:`FeatureCache.get`); a random ``preprocess`` is refused."""
+        k = as_backbone(model).resolve_k(stage)
+        preprocess = preprocess or Preprocess.from_spec(model.spec)
+        check_deterministic(dataset, preprocess)
+        dev = resolve_device(device)
+        cl = dev.type == "cpu" if channels_last is None else channels_last
+        return cls(model, dataset, k, preprocess, _default_batch(batch_size, dev), dtype, dev, cl, fold_batchnorm)
+
+    @contextlib.contextmanager
+    def outputs(self, chunks) -> Iterator[Iterator[tuple[int, np.ndarray, list[int]]]]:
+        """Yields an iterator of ``(chunk_index, features (numpy), labels)`` for each ``(index, start, stop)`` chunk,
+        in batches; the frozen stages run in eval mode, and get their modes back when the ``with`` block ends."""
+        frozen, _ = self.model.split_at(self.k)
+        modes = {m: m.training for m in frozen.modules()}
+        frozen.eval().to(self.device)
+        if self.channels_last:
+            frozen.to(memory_format=torch.channels_last)
+        try:
+            yield self._run(frozen, chunks)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+
+    def _run(self, frozen: nn.Module, chunks) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+        fold, size = self.fold_batchnorm, self.batch_size
+        with torch.inference_mode():
+            for c, start, stop in chunks:
+                parts, labels = [], []
+                for b in range(start, stop, size):
+                    items = [self.dataset[i] for i in range(b, min(b + size, stop))]
+                    x = self.preprocess([im for im, _ in items]).to(self.device)
+                    if self.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    if fold:
+                        with torch.inference_mode(False):
+                            frozen, fold = _fold_batchnorm(frozen, x[:2].clone()), False
+                    parts.append(frozen(x).to("cpu", self.dtype).contiguous())
+                    labels += [int(y) for _, y in items]
+                yield c, torch.cat(parts).numpy(), labels
 
 
 def extract_features(
@@ -504,20 +539,11 @@ def extract_features(
     fold_batchnorm: bool = False,
 ) -> CachedFeatures:
     """The frozen part's activations in memory (no disk, no key); see :meth:`FeatureCache.get` for the arguments."""
-    k = as_backbone(model).resolve_k(stage)
-    preprocess = preprocess or Preprocess.from_spec(model.spec)
-    check_deterministic(dataset, preprocess)
-    dev = resolve_device(device)
-    batch_size = _default_batch(batch_size, dev)
-    cl = dev.type == "cpu" if channels_last is None else channels_last
-    frozen, modes = _frozen_eval(model, k, dev, cl)
-    try:
-        parts = list(
-            _outputs(frozen, dataset, preprocess, [(0, 0, len(dataset))], batch_size, dev, cl, dtype, fold_batchnorm)
-        )
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    job = _Extraction.resolve(
+        model, dataset, stage, preprocess, batch_size, dtype, device, channels_last, fold_batchnorm
+    )
+    with job.outputs([(0, 0, len(dataset))]) as outputs:
+        parts = list(outputs)
     feats = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     labels = torch.tensor([y for p in parts for y in p[2]], dtype=torch.long)
     return CachedFeatures(feats, labels, getattr(dataset, "classes", ()))
@@ -692,18 +718,16 @@ class FeatureCache:
                 float rounding (~1e-6 relative), so training on them is no longer bit-identical to training through the
                 frozen stages; off by default, and part of the key.
         """
-        k = as_backbone(model).resolve_k(stage)
-        preprocess = preprocess or Preprocess.from_spec(model.spec)
-        check_deterministic(dataset, preprocess)
+        job = _Extraction.resolve(
+            model, dataset, stage, preprocess, batch_size, dtype, device, channels_last, fold_batchnorm
+        )
         if len(dataset) == 0:
             raise ValueError("dataset: expected at least one item, got an empty data set")
         if shard_size is None:
             shard_size = max(64, -(-len(dataset) // 64))
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size: expected None or an int >= 1, got {shard_size!r}")
-        dev = resolve_device(device)
-        batch_size = _default_batch(batch_size, dev)
-        key = cache_key(model, dataset, k, preprocess, dtype, fold_batchnorm)
+        key = cache_key(model, dataset, job.k, job.preprocess, dtype, fold_batchnorm)
         classes = getattr(dataset, "classes", ())
         folder = self.path_for(key)
         if (folder / "manifest.json").is_file():  # the common case, without a lock: complete entries never change
@@ -715,45 +739,15 @@ class FeatureCache:
             found, rebuilt = self._open_or_discard(folder, key, classes, stacklevel=3)
             if found is not None:
                 return found
-            return self._extract(
-                model,
-                dataset,
-                k,
-                preprocess,
-                key,
-                classes,
-                rebuilt,
-                batch_size=batch_size,
-                shard_size=shard_size,
-                dtype=dtype,
-                device=dev,
-                channels_last=channels_last,
-                fold_batchnorm=fold_batchnorm,
-                progress=progress,
-            )
+            return self._extract(job, key, classes, rebuilt, shard_size, progress)
 
     def _extract(
-        self,
-        model,
-        dataset,
-        k,
-        preprocess,
-        key,
-        classes,
-        rebuilt,
-        *,
-        batch_size,
-        shard_size,
-        dtype,
-        device,
-        channels_last,
-        fold_batchnorm,
-        progress,
+        self, job: _Extraction, key: CacheKey, classes, rebuilt: str | None, shard_size: int, progress: bool
     ) -> CachedFeatures:
         """Compute the missing shards (resuming from those that check out) and assemble them (under the lock)."""
         from tqdm.auto import tqdm
 
-        folder, dev = self.path_for(key), device
+        folder = self.path_for(key)
         t0 = time.perf_counter()
         partial = folder / "partial"
         partial.mkdir(parents=True, exist_ok=True)
@@ -771,7 +765,7 @@ class FeatureCache:
                     state = old
             except (OSError, ValueError):
                 pass  # unreadable: start over
-        n = len(dataset)
+        n = len(job.dataset)
         starts = list(enumerate(range(0, n, shard_size)))
         todo, reused = [], 0
         for b, start in starts:
@@ -783,15 +777,11 @@ class FeatureCache:
                 state["shards"].pop(str(b), None)
                 todo.append((b, start, min(start + shard_size, n)))
 
-        cl = dev.type == "cpu" if channels_last is None else channels_last
-        frozen, modes = _frozen_eval(model, k, dev, cl)
-        try:
+        with job.outputs(todo) as outputs:
             bar = tqdm(
                 total=len(starts), initial=reused, desc=f"features {key.stage_name}", disable=not progress, leave=False
             )
-            for b, array, labels in _outputs(
-                frozen, dataset, preprocess, todo, batch_size, dev, cl, dtype, fold_batchnorm
-            ):
+            for b, array, labels in outputs:
                 shard = partial / f"shard_{b:05d}.npy"
                 _write_npy(shard, array, fsync=False)
                 state["shards"][str(b)] = {
@@ -803,9 +793,6 @@ class FeatureCache:
                 _write_json(progress_file, state, fsync=False)
                 bar.update(1)
             bar.close()
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
         self._assemble(folder, key, state, len(starts), n, time.perf_counter() - t0)
         report = ExtractionReport(False, len(todo), reused, time.perf_counter() - t0, rebuilt)
         return self._open(folder, key, classes, report, verify=False)  # hashed a moment ago by _assemble

@@ -95,7 +95,7 @@ def test_matmul_path_layouts_and_float_source(photos):
 
 
 def test_samples_split_among_threads_change_no_value(photos):
-    """On several cores the samples are shared among Python threads (bands of rows, see _run_split): same output."""
+    """On several cores the samples are shared among Python threads, in bands of rows (threads=): same output."""
     import convlab.augment.pipeline as P
 
     pipe = FusedTrainPipeline(224, pca=PCAColor.imagenet(), method="loop", generator=torch.Generator().manual_seed(5))
@@ -107,7 +107,7 @@ def test_samples_split_among_threads_change_no_value(photos):
     one = P._resized_crop_affine(*args, torch.empty(6, 3, 224, 224).contiguous(memory_format=torch.channels_last))
     for threads in (2, 4):
         out = torch.full((6, 3, 224, 224), float("nan")).contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(P._run_split(*args, out, threads), one, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(P._resized_crop_affine(*args, out, threads), one, atol=1e-6, rtol=1e-6)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # the pipeline takes the threaded path by itself

@@ -21,7 +21,7 @@ still in cache):
 Against the previous two-step version (uint8 resize into a batch buffer, then a chunked ``copy_``,
 ``mul_``, ``add_`` over the float batch), 64 images 256 -> 224, 1 thread, CPU time on a busy 2-core
 machine: CHW in and out 37.0 -> 26.8 ms, HWC (channels_last) in and out 20.1 -> 17.8 ms. On several
-cores the samples are shared among Python threads (:func:`_run_split`): one sample's uint8 resize
+cores the samples are shared among Python threads (:func:`_resized_crop_affine`): one sample's uint8 resize
 runs on one core whatever the intra-op thread count, so intra-op threads alone left a core idle.
 Folding the uint8 -> float conversion into the affine map (``torch.addcmul(b, u8, a)``) is slower than
 ``copy_`` + ``addcmul`` (46 vs 40 us per image at 224 px): PyTorch's mixed uint8/float kernels are not
@@ -96,6 +96,16 @@ def _tile(a: Tensor, b: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
     return (a.expand(1, c, 1, w).contiguous(memory_format=fmt), b.expand(n, c, 1, w).contiguous(memory_format=fmt))
 
 
+# PyTorch runs an elementwise op on fewer elements than this in the calling thread (at::internal::GRAIN_SIZE)
+_GRAIN = 32768
+
+
+@functools.cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """A thread pool per process (``pid``: a forked child must not reuse its parent's threads, it has none)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="convlab-augment")
+
+
 def _resized_crop_affine(
     x: Tensor,
     boxes: Tensor,
@@ -105,6 +115,7 @@ def _resized_crop_affine(
     a: Tensor,
     b: Tensor,
     out: Tensor,
+    threads: int = 1,
     rows: int | None = None,
 ) -> Tensor:
     """``out[i] = resized_crop(x[i]) * a + b[i]``: crops resampled in the source's dtype, the float output written once.
@@ -115,8 +126,27 @@ def _resized_crop_affine(
     converted to float, and that float image (600 kB) still is when the affine map runs over it; no full-size
     uint8 or float intermediate exists, and the source is never converted to float. The values are those of
     :func:`~convlab.augment.functional.resized_crop` (for uint8: rounded to uint8) followed by ``* a + b``.
-    ``rows``: convert and map bands of this many output rows at a time (see :func:`_run_split`).
+
+    ``threads`` > 1: the samples are split among that many Python threads, one per core. Why threads: one sample's
+    uint8 resize runs on one core whatever ``torch.get_num_threads()`` says, so with intra-op threads only the colour
+    ops would use the other cores. PyTorch releases the GIL inside its ops, so Python threads, each with its share of
+    the samples, keep every core busy. Each thread converts and maps its images in bands of ``rows`` output rows,
+    fewer than ``_GRAIN`` elements, which PyTorch runs in the calling thread: no OpenMP team is started from inside
+    the pool (that would put two threads on each core). ``rows`` default: the whole image in one band.
     """
+    if threads > 1:
+        n, c, _, ow = out.shape
+        rows = max(1, (_GRAIN - 1) // (c * ow))
+        parts = [slice(k * n // threads, (k + 1) * n // threads) for k in range(threads)]
+        pool = _pool(threads, os.getpid())
+        jobs = [
+            pool.submit(_resized_crop_affine, x[s], boxes[s], flip[s], size, antialias, a, b[s], out[s], 1, rows)
+            for s in parts
+            if s.stop > s.start
+        ]
+        for job in jobs:
+            job.result()
+        return out
     a, b = _tile(a, b, out)
     oh = out.shape[-2]
     rows = rows or oh
@@ -138,50 +168,6 @@ def _resized_crop_affine(
             o = out[i : i + 1, :, r0 : r0 + rows]
             o.copy_(r[:, :, r0 : r0 + rows])
             torch.addcmul(b[i : i + 1], o, a, out=o)
-    return out
-
-
-# PyTorch runs an elementwise op on fewer elements than this in the calling thread (at::internal::GRAIN_SIZE)
-_GRAIN = 32768
-
-
-@functools.cache
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """A thread pool per process (``pid``: a forked child must not reuse its parent's threads, it has none)."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="convlab-augment")
-
-
-def _run_split(
-    x: Tensor,
-    boxes: Tensor,
-    flip: Tensor,
-    size: tuple[int, int],
-    antialias: bool,
-    a: Tensor,
-    b: Tensor,
-    out: Tensor,
-    threads: int,
-) -> Tensor:
-    """:func:`_resized_crop_affine` with the samples split among ``threads`` Python threads, one per core.
-
-    Why threads: one sample's uint8 resize runs on one core whatever ``torch.get_num_threads()`` says, so with
-    intra-op threads only the colour ops would use the other cores. PyTorch releases the GIL inside its ops, so
-    Python threads, each with its share of the samples, keep every core busy. Each thread converts and maps its
-    images in bands of fewer than ``_GRAIN`` elements, which PyTorch runs in the calling thread: no OpenMP team is
-    started from inside the pool (that would put two threads on each core).
-    """
-    n, c, _, ow = out.shape
-    rows = max(1, (_GRAIN - 1) // (c * ow))
-    parts = [slice(k * n // threads, (k + 1) * n // threads) for k in range(threads)]
-    jobs = [
-        _pool(threads, os.getpid()).submit(
-            _resized_crop_affine, x[s], boxes[s], flip[s], size, antialias, a, b[s], out[s], rows
-        )
-        for s in parts
-        if s.stop > s.start
-    ]
-    for job in jobs:
-        job.result()
     return out
 
 
@@ -334,7 +320,7 @@ class FusedTrainPipeline:
             return self._matmul(x, params, a, b, out)
         args = (x, params["boxes"], params["flip"], self.size, self.antialias, a, b, out)
         threads = min(torch.get_num_threads(), n) if dev.type == "cpu" else 1
-        return _run_split(*args, threads) if threads > 1 else _resized_crop_affine(*args)
+        return _resized_crop_affine(*args, threads)
 
     def _matmul(self, x: Tensor, params: dict[str, Tensor], a: Tensor, b: Tensor, out: Tensor) -> Tensor:
         """Crop + resize + mirror as ``Wy @ x @ Wx^T`` (two small per-sample matrices), colour folded in.

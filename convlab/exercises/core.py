@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["check", "expect", "Exercise", "Question", "Quiz"]
+__all__ = ["check", "expect", "expect_near_reference", "Exercise", "Question", "Quiz"]
 
 
 def check(condition: bool, hint: str) -> None:
@@ -52,6 +52,17 @@ def expect(condition: bool, message: str) -> None:
     __tracebackhide__ = True
     if not condition:
         raise AssertionError(message)
+
+
+def expect_near_reference(acc: float, ref: float, margin: float, data: str, advice: str) -> None:
+    """Inside an exercise's test: the learner's test accuracy ``acc`` on ``data`` may fall short of the reference's
+    ``ref`` on the same data by ``margin`` at most; else ``AssertionError`` with the numbers and ``advice``."""
+    __tracebackhide__ = True
+    expect(
+        acc >= ref - margin,
+        f"test accuracy {acc:.3f} on {data}; the reference reaches {ref:.3f} (accepted: {ref - margin:.3f} or more). "
+        + advice,
+    )
 
 
 def _say(text: str) -> None:
