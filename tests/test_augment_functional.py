@@ -8,7 +8,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from convlab.augment import functional as K
 
-# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+# float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
 
 BIL = InterpolationMode.BILINEAR

@@ -7,7 +7,7 @@ import torch
 
 from convlab.augment import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS, PCAColor, fit_rgb_pca
 
-# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+# float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
 
 

@@ -31,7 +31,7 @@ from convlab.__main__ import main
 
 from conftest import copy_food_photos
 
-# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+# float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
 
 REPO = Path(__file__).resolve().parents[1]

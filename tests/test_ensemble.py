@@ -19,7 +19,7 @@ from convlab.ensemble import (
 )
 from convlab.tta import ViewSet, predict_views
 
-# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+# float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
 
 CLASSES = ("fruits", "other_vegetables", "marine_fish")

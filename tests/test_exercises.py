@@ -188,6 +188,7 @@ def learner_folder(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.own_process
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_learner_copy_runs_to_the_end_with_every_stub_unfilled(path, learner_folder):
     """What a learner gets from Run All before solving anything: every check fails in red (tagged

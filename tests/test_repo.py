@@ -19,11 +19,11 @@ def _readme_commands() -> list[str]:
 
 
 def test_ci_runs_exactly_the_readme_commands():
-    install, test, offline_browser, the_rest, one_thread = _readme_commands()
-    assert install == "bash .ci/install --open" and test == "python3 -m pytest"
+    install, test, offline_browser, the_rest, numeric = _readme_commands()
+    assert install == "bash .ci/install --open" and test == "python3 -m pytest -n auto --dist loadgroup"
     # CI's two test commands are the whole suite: the browser tests with no network, then everything else
     assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
-    assert the_rest == 'python3 -m pytest -m "not browser"'
+    assert the_rest == 'python3 -m pytest -n auto --dist loadgroup -m "not browser"'
     ci = [
         line
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
@@ -32,8 +32,8 @@ def test_ci_runs_exactly_the_readme_commands():
             ("#", "set ", "cd ", "export CONVLAB_REQUIRE_BROWSER=", "export CONVLAB_REQUIRE_OFFLINE=")
         )
     ]
-    assert one_thread == "OMP_NUM_THREADS=1 python3 -m pytest -m numeric"
-    assert ci == ["bash .ci/install", offline_browser, the_rest, one_thread]
+    assert numeric == "python3 -m pytest -m numeric"
+    assert ci == ["bash .ci/install", offline_browser, the_rest, numeric]
 
 
 def test_every_browser_test_is_marked_browser():

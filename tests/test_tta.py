@@ -12,7 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from convlab.tta import View, ViewSet, average_views, crop_views, dense_predict, predict_views, prepare_images
 
-# float kernels: CI runs these files again with one thread (OMP_NUM_THREADS=1), see README
+# float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

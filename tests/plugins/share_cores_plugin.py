@@ -1,0 +1,35 @@
+"""pytest plugin: the suite in several processes (pytest-xdist, ``-n auto``) shares the cores like a seminar server.
+
+README's test command runs the tests in one worker process per core. Left alone, every worker (and every notebook
+kernel a worker starts) would take one PyTorch thread per core, and their OpenMP threads would spin against each
+other (``benchmarks/bench_shared.py`` measured 17x slowdowns that way). So each worker applies convlab's own policy
+for kernels that share a machine (:mod:`convlab.threads`), before torch is imported: ``cores // workers`` threads,
+``CONVLAB_SHARED_KERNELS`` set to the number of workers for the kernels it starts, and ``OMP_WAIT_POLICY=PASSIVE``.
+Values already in the environment win. Without xdist (one process) nothing changes.
+
+Scheduling (``--dist loadgroup``): a notebook's cells run in order in one kernel, so each notebook, and each test
+module (its fixtures are built once), goes to one worker as a whole; tests marked ``own_process`` (each runs a
+whole notebook in a process of its own) are handed out one at a time, so they spread over the workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+_WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS and _WORKERS.isdigit() and int(_WORKERS) > 1:
+    try:
+        _cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        _cores = os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(_WORKERS))))
+    os.environ.setdefault("CONVLAB_SHARED_KERNELS", _WORKERS)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("own_process") is None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
