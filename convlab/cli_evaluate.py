@@ -17,12 +17,17 @@ from torch import nn
 from convlab.cli import CHECKPOINT_FORMAT, UsageError, write_json
 from convlab.cli_train import build_model, eval_preprocess, load_splits
 from convlab.device import resolve_device
-from convlab.engine import eval_epoch, load_checkpoint
+from convlab.engine import Feed, eval_epoch, load_checkpoint
 from convlab.ensemble import Ensemble
 from convlab.preprocess import crop_resize
 from convlab.tta import ViewSet, predict_views, prepare_images
 
 __all__ = ["run_evaluate"]
+
+
+def _softmax_into(parts: list[torch.Tensor]):
+    """An ``on_batch`` for :func:`convlab.engine.eval_epoch` that keeps each batch's class probabilities."""
+    return lambda logits, labels: parts.append(logits.softmax(1))
 
 
 def _model_from_checkpoint(path: str, device):
@@ -102,18 +107,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             with torch.inference_mode():
                 probs = predict_views(model, photos, views)  # the measured default chunk for the device
         else:  # the engine's evaluation loop, keeping each batch's class probabilities
-            parts = []
-            eval_epoch(
-                model,
-                data,
-                torch.arange(len(data)),
-                batch_size=args.batch_size,
-                loss_fn=nn.CrossEntropyLoss(),
-                device=device,
-                transform=prep,
-                channels_last=device.type == "cpu",
-                on_batch=lambda logits, labels, keep=parts.append: keep(logits.softmax(1)),
-            )
+            parts: list[torch.Tensor] = []
+            feed = Feed(data, args.batch_size, device, prep, channels_last=device.type == "cpu")
+            keep = _softmax_into(parts)
+            eval_epoch(model, feed, torch.arange(len(data)), loss_fn=nn.CrossEntropyLoss(), on_batch=keep)
             probs = torch.cat(parts)
         member_probs.append(probs.float().cpu())
     # The ensemble's probabilities come from the member outputs above (Ensemble.combine: its weighted mean),

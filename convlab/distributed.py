@@ -14,8 +14,8 @@ module holds the pieces that make those N processes train *one* model:
   that average *is* the gradient of the mean loss over the global batch, so N ranks with ``global_batch / N`` each
   take the same steps as one process with ``global_batch`` (up to float summation order) whenever nothing else
   depends on the batch split: see "BatchNorm" below.
-- :func:`evaluate_shards` splits an evaluation set over ranks without padding and adds up the sums, so validation
-  metrics are exactly those of one process (the engine's evaluation loop on each share).
+- Validation under :func:`sharding` splits the set over ranks without padding (:func:`shard_indices`) and adds up
+  the sums, so its metrics are exactly those of one process (the engine's evaluation loop on each share).
 - :func:`all_reduce_sums` (loss sums and correct counts), :func:`main_first` (e.g. rank 0 fills a feature cache,
   the others then read it), :func:`rank_seed` (independent random streams per rank, derived from one seed).
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,13 +42,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from convlab.device import eval_mode
-from convlab.engine import Sharding, evaluate_indices
+from convlab.engine import Sharding
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from typing import Any
 
-    from torch.utils.data import Dataset
 
 __all__ = [
     "DistEnv",
@@ -63,7 +61,6 @@ __all__ = [
     "epoch_order",
     "shard_indices",
     "sharding",
-    "evaluate_shards",
 ]
 
 
@@ -230,33 +227,3 @@ def sharding(
         reduce=lambda values: all_reduce_sums(values, device),
         train_module=train_module,
     )
-
-
-def evaluate_shards(
-    model: nn.Module,
-    data: Dataset,
-    env: DistEnv,
-    *,
-    batch_size: int,
-    loss_fn: nn.Module,
-    device: torch.device,
-    transform: Callable | None = None,
-    channels_last: bool = False,
-) -> tuple[float, float, int]:
-    """Mean loss, accuracy and size of ``data``, each rank evaluating every ``world_size``-th item.
-
-    Pass the *unwrapped* model: ranks may run different numbers of batches here, and a DDP forward would wait for
-    the others. The model's train/eval mode is restored afterwards.
-    """
-    with eval_mode(model):
-        return evaluate_indices(
-            model,
-            data,
-            shard_indices(len(data), env),
-            batch_size=batch_size,
-            loss_fn=loss_fn,
-            device=device,
-            transform=transform,
-            channels_last=channels_last,
-            reduce=lambda values: all_reduce_sums(values, device),
-        )

@@ -46,6 +46,7 @@ __all__ = [
     "Sharding",
     "EpochEnd",
     "evaluate_indices",
+    "Feed",
     "train_epoch",
     "eval_epoch",
     "make_optimizer",
@@ -193,30 +194,43 @@ def _use_channels_last(channels_last: bool | None, device: torch.device) -> bool
     return device.type == "cpu" if channels_last is None else bool(channels_last)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """How a data set reaches the model: ``data[order]`` in batches of ``batch_size``; each collated batch goes
+    through ``transform`` (on the CPU), then to ``device``, in ``channels_last`` memory format for 4-D inputs if
+    asked. The training and evaluation loops take one, so both feed the model the same way."""
+
+    data: Dataset
+    batch_size: int
+    device: torch.device
+    transform: Callable | None = None
+    channels_last: bool = False
+
+    def batches(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(inputs, labels)`` on the device, batch by batch, for the items ``data[order]``."""
+        for x, y in _batches(self.data, self.batch_size, order):
+            yield _prepare(x, self.transform, self.device, self.channels_last), y.to(self.device, non_blocking=True)
+
+
 # --------------------------------------------------------------------------------------------- evaluate
 @torch.inference_mode()
 def eval_epoch(
     model: nn.Module,
-    data: Dataset,
+    feed: Feed,
     order: torch.Tensor,
     *,
-    batch_size: int,
     loss_fn: nn.Module,
-    device: torch.device,
-    transform: Callable | None = None,
-    channels_last: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """The evaluation loop: ``data[order]`` through ``model`` in batches; the model's mode is the caller's.
+    """The evaluation loop: ``feed.data[order]`` through ``model`` in batches; the model's mode is the caller's.
 
     Returns ``(loss_sum, predictions, labels)``: the summed per-sample loss and the CPU tensors of predicted and
     true classes, in ``order``. ``on_batch(logits, labels)`` runs after every batch (progress bars, or to keep
     the outputs, e.g. class probabilities).
     """
     loss_sum, preds, labels = 0.0, [], []
-    for x, y in _batches(data, batch_size, order):
-        logits = model(_prepare(x, transform, device, channels_last))
-        y = y.to(device)
+    for x, y in feed.batches(order):
+        logits = model(x)
         loss_sum += float(loss_fn(logits.float(), y)) * len(y)
         preds.append(logits.argmax(1).cpu())
         labels.append(y.cpu())
@@ -233,20 +247,26 @@ def _ticker(bar) -> Callable[[torch.Tensor, torch.Tensor], None]:
     return lambda logits, labels: bar.update(1)
 
 
-def _evaluation(model, data, transform, batch_size, device, loss_fn, channels_last, on_batch=None) -> Evaluation:
-    loss_sum, preds, labels = eval_epoch(
-        model,
-        data,
-        torch.arange(len(data)),
-        batch_size=batch_size,
-        loss_fn=loss_fn,
-        device=device,
-        transform=transform,
-        channels_last=channels_last,
-        on_batch=on_batch,
-    )
-    n = len(labels)
-    return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
+def evaluate_indices(
+    model: nn.Module,
+    feed: Feed,
+    indices: torch.Tensor,
+    *,
+    loss_fn: nn.Module,
+    reduce: Callable[[list[float]], list[float]] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[float, float, int]:
+    """Mean loss, accuracy and count on ``feed.data[indices]`` (:func:`eval_epoch`); the model's mode is the caller's.
+
+    ``reduce`` adds the sums of every process (each evaluating its own ``indices``), so the result is that of the
+    whole set. ``(nan, nan, 0)`` for no items at all.
+    """
+    loss_sum, preds, labels = eval_epoch(model, feed, indices, loss_fn=loss_fn, on_batch=on_batch)
+    sums = [loss_sum, int((preds == labels).sum()), len(labels)]
+    loss_sum, correct, seen = reduce(sums) if reduce is not None else sums
+    if seen == 0:
+        return float("nan"), float("nan"), 0
+    return loss_sum / seen, correct / seen, int(seen)
 
 
 def evaluate(
@@ -266,8 +286,13 @@ def evaluate(
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
+    feed = Feed(data, batch_size, dev, transform, cl)
     with eval_mode(model):
-        return _evaluation(model, data, transform, batch_size, dev, loss_fn or nn.CrossEntropyLoss(), cl)
+        loss_sum, preds, labels = eval_epoch(
+            model, feed, torch.arange(len(data)), loss_fn=loss_fn or nn.CrossEntropyLoss()
+        )
+    n = len(labels)
+    return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
 
 
 # --------------------------------------------------------------------------------------------- fit
@@ -324,29 +349,23 @@ def _improved(value: float, best: float | None, monitor: str, min_delta: float) 
 
 def train_epoch(
     model: nn.Module,
-    data: Dataset,
+    feed: Feed,
     order: torch.Tensor,
     *,
-    batch_size: int,
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
-    device: torch.device,
-    transform: Callable | None = None,
-    channels_last: bool = False,
     on_step: Callable[[], None] | None = None,
 ) -> tuple[float, int, int]:
-    """One pass of optimiser steps over ``data[order]`` in batches of ``batch_size``; the model's mode is the caller's.
+    """One pass of optimiser steps over ``feed.data[order]`` in batches; the model's mode is the caller's.
 
-    ``on_step`` runs after every optimiser step (progress bars, test hooks). Returns ``(loss_sum, correct, seen)``:
-    the summed per-sample loss, the correct predictions and the samples seen. The sums stay on the device until the
-    end, so a GPU is not made to wait after every step.
+    ``on_step`` runs after every optimiser step (progress bars, schedules, test hooks). Returns
+    ``(loss_sum, correct, seen)``: the summed per-sample loss, the correct predictions and the samples seen. The sums
+    stay on the device until the end, so a GPU is not made to wait after every step.
     """
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=feed.device)
+    correct = torch.zeros((), dtype=torch.long, device=feed.device)
     seen = 0
-    for x, y in _batches(data, batch_size, order):
-        x = _prepare(x, transform, device, channels_last)
-        y = y.to(device, non_blocking=True)
+    for x, y in feed.batches(order):
         logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -385,40 +404,6 @@ class EpochEnd:
     improved: bool
     model: nn.Module
     optimizer: torch.optim.Optimizer
-
-
-def evaluate_indices(
-    model: nn.Module,
-    data: Dataset,
-    indices: torch.Tensor,
-    *,
-    batch_size: int,
-    loss_fn: nn.Module,
-    device: torch.device,
-    transform: Callable | None = None,
-    channels_last: bool = False,
-    reduce: Callable[[list[float]], list[float]] | None = None,
-) -> tuple[float, float, int]:
-    """Mean loss, accuracy and count on ``data[indices]`` (:func:`eval_epoch`); the model's mode is the caller's.
-
-    ``reduce`` adds the sums of every process (each evaluating its own ``indices``), so the result is that of the
-    whole set. ``(nan, nan, 0)`` for no items at all.
-    """
-    loss_sum, preds, labels = eval_epoch(
-        model,
-        data,
-        indices,
-        batch_size=batch_size,
-        loss_fn=loss_fn,
-        device=device,
-        transform=transform,
-        channels_last=channels_last,
-    )
-    sums = [loss_sum, int((preds == labels).sum()), len(labels)]
-    loss_sum, correct, seen = reduce(sums) if reduce is not None else sums
-    if seen == 0:
-        return float("nan"), float("nan"), 0
-    return loss_sum / seen, correct / seen, int(seen)
 
 
 def fit(
@@ -519,6 +504,8 @@ def fit(
         opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     val_transform = transform if val_transform is None else val_transform
+    train_feed = Feed(train, batch_size, dev, transform, cl)
+    val_feed = Feed(val, batch_size, dev, val_transform, cl) if val is not None else None
     min_delta = early_stopping.min_delta if early_stopping else 0.0
     best, best_state, bad_epochs = None, None, 0
     for value in getattr(history, monitor):  # the best value so far of a continued run
@@ -579,40 +566,25 @@ def fit(
                 indices = torch.randperm(len(train), generator=generator)
             else:
                 indices = torch.randperm(len(train))
+            on_step = partial(batch_bar.update, 1) if schedule is None else partial(_step_both, batch_bar, schedule)
             total, correct, seen = train_epoch(
-                train_net,
-                train,
-                indices,
-                batch_size=batch_size,
-                optimizer=opt,
-                loss_fn=loss_fn,
-                device=dev,
-                transform=transform,
-                channels_last=cl,
-                on_step=partial(batch_bar.update, 1) if schedule is None else partial(_step_both, batch_bar, schedule),
+                train_net, train_feed, indices, optimizer=opt, loss_fn=loss_fn, on_step=on_step
             )
             if sharding is not None:
                 total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
             history.train_loss.append(total / seen)
             history.train_acc.append(correct / seen)
-            if val is None:
+            if val_feed is None:
                 val_loss = val_acc = float("nan")
-            elif sharding is None:
-                model.eval()
-                ev = _evaluation(model, val, val_transform, batch_size, dev, loss_fn, cl, _ticker(batch_bar))
-                val_loss, val_acc = ev.loss, ev.accuracy
-            else:
+            else:  # each process its share of the validation set (all of it without sharding)
                 with eval_mode(model):
                     val_loss, val_acc, _ = evaluate_indices(
                         model,
-                        val,
-                        sharding.eval_indices(len(val)),
-                        batch_size=batch_size,
+                        val_feed,
+                        sharding.eval_indices(len(val)) if sharding is not None else torch.arange(len(val)),
                         loss_fn=loss_fn,
-                        device=dev,
-                        transform=val_transform,
-                        channels_last=cl,
-                        reduce=sharding.reduce,
+                        reduce=sharding.reduce if sharding is not None else None,
+                        on_batch=_ticker(batch_bar) if sharding is None else None,
                     )
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
