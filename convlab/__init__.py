@@ -1,23 +1,42 @@
 """ConvLab: a hands-on course toolkit for practical ConvNet work.
 
-Modules, one idea each:
+Modules, one idea each, in layers: a module imports only from its own layer or lower ones
+(``tests/test_architecture.py`` checks this, and that nothing imports in a cycle).
 
-- :mod:`convlab.assets`: weights and data sets with sha256, licence and provenance; offline mirrors and downloads.
-- :mod:`convlab.backbones`: pretrained CNNs as named stages with a spec (preprocessing, categories, licence).
-- :mod:`convlab.preprocess`: the one eval preprocessing (resize, centre crop, normalise) that every spec uses.
-- :mod:`convlab.data`: real photo data sets with fixed seeded splits.
-- :mod:`convlab.device`: ``device="auto"``, ``eval_mode()``.
-- :mod:`convlab.transfer`: heads, freezing the first k stages (BatchNorm policy), the regimes and their comparison.
-- :mod:`convlab.engine`: the one training loop (fit) and evaluation loop, history, early stopping, checkpoints.
-- :mod:`convlab.featcache`: frozen activations cached on disk at any freeze boundary, safely keyed.
-- :mod:`convlab.augment`: augmentation kernels, per-sample transforms (torchvision v2), PCA colour, fused pipeline.
-- :mod:`convlab.loading`, :mod:`convlab.profiler`: parallel loading with per-worker seeding; where the trainer waits.
-- :mod:`convlab.handfeatures`: colour and gradient-orientation histograms, learning curves.
-- :mod:`convlab.smallcnn`: the small CNN that notebooks 05-08 train from scratch.
-- :mod:`convlab.tta`, :mod:`convlab.ensemble`: multi-crop test-time views and ensembles, with their cost measured.
-- :mod:`convlab.widgets`: live augmentation previews (ipywidgets, imported only there).
-- :mod:`convlab.display`, :mod:`convlab.plots`, :mod:`convlab.exercises`: tables, figures, self-checks.
-- :mod:`convlab.cli` (+ ``cli_train``, ``cli_evaluate``, :mod:`convlab.distributed`): ``python -m convlab train``.
+**foundations**
+  :mod:`convlab.device` (``device="auto"``, ``eval_mode()``), :mod:`convlab.threads` (threads per kernel on a
+  shared machine), :mod:`convlab.memory` (peak memory of a block of code), :mod:`convlab.atomicio` (files written whole or not
+  at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures); ``convlab._checks`` (shared argument
+  checks, ``check_is_fitted``).
+
+**weights and data**
+  :mod:`convlab.assets` (weights and data sets with sha256, licence and provenance; offline mirrors and
+  downloads), :mod:`convlab.preprocess` (the one eval preprocessing: resize, centre crop, normalise),
+  :mod:`convlab.backbones` (pretrained CNNs as named stages with a spec), :mod:`convlab.data` (real photo data
+  sets with fixed seeded splits), :mod:`convlab.loading` (parallel loading with per-worker seeding).
+
+**training, augmentation, evaluation**
+  :mod:`convlab.engine` (the one training loop, ``fit``, and evaluation loop; history, early stopping,
+  checkpoints), :mod:`convlab.smallcnn` (the small CNN trained from scratch), :mod:`convlab.featcache` (frozen
+  activations cached on disk, safely keyed), :mod:`convlab.transfer` (new heads, freezing the first k stages, the
+  three regimes), :mod:`convlab.distributed` (data-parallel training), :mod:`convlab.profiler` (where the trainer
+  waits), :mod:`convlab.augment` (kernels, per-sample transforms, PCA colour, the fused pipeline),
+  :mod:`convlab.tta` (10-crop and dense test-time views), :mod:`convlab.ensemble` (ensembles and their cost).
+
+**studies behind the seminar's claims**
+  :mod:`convlab.sizeaxis` (data-set size x regime), :mod:`convlab.similarity` (distance from ImageNet by stage
+  probes), :mod:`convlab.augstudy` (each augmentation's effect), :mod:`convlab.handfeatures` (hand-engineered
+  features vs learned ones), :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts`
+  (what a measurement does and does not show).
+
+**course**
+  :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),
+  :mod:`convlab.exercises` (self-checking exercises, learner copies), :mod:`convlab.widgets` (live augmentation
+  previews), :mod:`convlab.slides` (slide metadata: each notebook presents as slides).
+
+**command line**
+  :mod:`convlab.cli` (argument checks), :mod:`convlab.cli_train`, :mod:`convlab.cli_evaluate`
+  (``python -m convlab train`` / ``evaluate``).
 """
 
 import importlib

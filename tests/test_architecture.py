@@ -189,3 +189,69 @@ def test_the_checker_finds_what_it_should(tmp_path):
     probe = Imports("convlab.probe", path)
     assert set(probe.edges) == {"convlab.engine", "convlab.transfer"}
     assert len(probe.private) == 2
+
+
+# The package's layers, lowest first: a module imports only from its own layer or those below it. Every module is
+# in exactly one layer (a new module must be placed here), and convlab/__init__.py's docstring lists the same map.
+# The package stays flat on purpose: a module's path is what learners type in every notebook
+# (`from convlab.transfer import freeze`), so the layers are named here and in the docstring, not in folders.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "foundations": ("_checks", "atomicio", "device", "threads", "memory", "display", "plots"),
+    "weights and data": ("assets", "preprocess", "backbones", "data", "loading"),
+    "training, augmentation, evaluation": (
+        "engine",
+        "smallcnn",
+        "featcache",
+        "transfer",
+        "distributed",
+        "profiler",
+        "augment",
+        "augment.*",
+        "tta",
+        "ensemble",
+    ),
+    "studies behind the seminar's claims": (
+        "augstudy",
+        "cropstudy",
+        "sizeaxis",
+        "similarity",
+        "handfeatures",
+        "verdicts",
+    ),
+    "course": ("course", "course_open", "slides", "widgets", "exercises", "exercises.*"),
+    "command line": ("cli", "cli_train", "cli_evaluate", "__main__"),
+}
+FACADE = "convlab"  # the package's __init__: lazy names over the modules; `import convlab` runs it whatever one imports
+
+
+def _layer_of(module: str) -> int | None:
+    short = module.removeprefix("convlab").removeprefix(".")
+    for rank, members in enumerate(LAYERS.values()):
+        for member in members:
+            if short == member or (member.endswith(".*") and short.startswith(member[:-1])):
+                return rank
+    return None
+
+
+def test_every_module_has_a_layer_and_imports_only_from_its_own_or_lower_ones():
+    unplaced = sorted(m for m in MODULES if m != FACADE and _layer_of(m) is None)
+    assert not unplaced, f"place these modules in a layer (LAYERS in {Path(__file__).name}): {unplaced}"
+    names = list(LAYERS)
+    upward = [
+        f"{a} ({names[_layer_of(a)]}) imports {b} ({names[_layer_of(b)]}), line {line}"
+        for a, imports in GRAPH.items()
+        for b, line in imports.edges.items()
+        if a != FACADE and b != FACADE and _layer_of(b) > _layer_of(a)
+    ]
+    assert not upward, "imports from a higher layer: " + "; ".join(upward)
+
+
+def test_the_package_docstring_lists_every_layer_and_module():
+    import re
+
+    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8")))
+    for layer in LAYERS:
+        assert f"**{layer}**" in doc, f"convlab/__init__.py's docstring: no layer {layer!r}"
+    listed = set(re.findall(r":mod:`convlab\.([\w.]+)`", doc))
+    top = {m.removeprefix("convlab.").split(".")[0] for m in MODULES if m != "convlab"} - {"__main__", "_checks"}
+    assert top <= listed, f"convlab/__init__.py's docstring does not list: {sorted(top - listed)}"
