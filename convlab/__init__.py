@@ -5,9 +5,9 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
 
 **foundations**
   :mod:`convlab.device` (``device="auto"``, ``eval_mode()``), :mod:`convlab.threads` (threads per kernel on a
-  shared machine), :mod:`convlab.memory` (peak memory of a block of code), :mod:`convlab.atomicio` (files written whole or not
-  at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures); ``convlab._checks`` (shared argument
-  checks, ``check_is_fitted``).
+  shared machine), :mod:`convlab.memory` (peak memory of a block of code), :mod:`convlab.atomicio` (files written
+  whole or not at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures); ``convlab._checks``
+  (shared argument checks, ``check_is_fitted``).
 
 **weights and data**
   :mod:`convlab.assets` (weights and data sets with sha256, licence and provenance; offline mirrors and
