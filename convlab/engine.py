@@ -4,9 +4,9 @@
   the global RNG re-seeded inside :func:`torch.random.fork_rng` (your own RNG state is left as it was). The same
   seed on the same machine gives the same :class:`History`, bit for bit (timings aside).
 - Any dataset of ``(x, label)`` pairs works. A dataset with ``get_batch(indices) -> (x, labels)`` (such as
-  :class:`convlab.featcache.CachedFeatures`), or a ``TensorDataset(inputs, labels)``, is read a batch at a time instead
-  of item by item. ``transform`` is
-  applied to each collated batch (a list of images when their sizes differ), e.g. :class:`convlab.transfer.Preprocess`.
+  :class:`convlab.featcache.CachedFeatures`), or a ``TensorDataset(inputs, labels)``, is read a batch at a time
+  instead of item by item. ``transform`` is applied to each collated batch (a list of images when their sizes
+  differ), e.g. :class:`convlab.preprocess.Preprocess`. A :class:`Feed` holds these choices for both loops.
 - ``device="auto"`` uses CUDA when present. On the CPU, 4-D inputs and the model use ``channels_last`` (faster
   convolutions with oneDNN; see ``benchmarks/bench_transfer.py``).
 - ``scheduler`` makes a learning-rate schedule stepped after every optimiser step (one-cycle, cosine, ...);
@@ -263,7 +263,12 @@ def evaluate_indices(
     """
     loss_sum, preds, labels = eval_epoch(model, feed, indices, loss_fn=loss_fn, on_batch=on_batch)
     sums = [loss_sum, int((preds == labels).sum()), len(labels)]
-    loss_sum, correct, seen = reduce(sums) if reduce is not None else sums
+    return _means(reduce(sums) if reduce is not None else sums)
+
+
+def _means(sums: Sequence[float]) -> tuple[float, float, int]:
+    """``(loss_sum, correct, seen)`` -> ``(mean loss, accuracy, seen)``; ``(nan, nan, 0)`` when nothing was seen."""
+    loss_sum, correct, seen = sums
     if seen == 0:
         return float("nan"), float("nan"), 0
     return loss_sum / seen, correct / seen, int(seen)
@@ -291,8 +296,8 @@ def evaluate(
         loss_sum, preds, labels = eval_epoch(
             model, feed, torch.arange(len(data)), loss_fn=loss_fn or nn.CrossEntropyLoss()
         )
-    n = len(labels)
-    return Evaluation(loss_sum / n, float((preds == labels).float().mean()), n, preds, labels)
+    loss, accuracy, n = _means([loss_sum, int((preds == labels).sum()), len(labels)])
+    return Evaluation(loss, accuracy, n, preds, labels)
 
 
 # --------------------------------------------------------------------------------------------- fit
@@ -316,6 +321,7 @@ def _check_order(indices: torch.Tensor, n: int) -> torch.Tensor:
         or indices.ndim != 1
         or indices.is_floating_point()
         or indices.is_complex()
+        or indices.dtype == torch.bool
     ):
         got = (
             f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
@@ -397,7 +403,10 @@ class Sharding:
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """What :func:`fit` passes to ``on_epoch_end`` after each epoch (the history already holds the epoch)."""
+    """What :func:`fit` passes to ``on_epoch_end`` after each epoch (the history already holds the epoch).
+
+    ``model`` is in eval mode after a validation pass (as it was evaluated), in train mode without ``val``.
+    """
 
     epoch: int
     history: History
@@ -447,7 +456,7 @@ def fit(
         scheduler: ``scheduler(optimizer, total_steps)`` makes a learning-rate schedule that is stepped after every
             optimiser step; ``total_steps`` is the number of steps from ``start_epoch`` to ``epochs``, e.g.
             ``lambda opt, n: torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=n)``. Not saved in
-            checkpoints.
+            checkpoints: a continued run (``start_epoch > 0``) starts a fresh schedule over the epochs left.
         transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
         val_transform: the same for ``val`` (default: ``transform``); e.g. the eval view when ``transform`` augments.
         early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"``.
@@ -459,14 +468,18 @@ def fit(
         progress: show ``tqdm`` bars; ``"transient"``: one bar over all batches of all epochs, removed at the end (for
             a caller that runs many fits under a bar of its own).
         start_epoch, history: continue a run: epochs ``start_epoch`` .. ``epochs - 1`` are trained and appended to
-            ``history`` (the earlier epochs' records, from which the best value so far is taken).
+            ``history`` (the earlier epochs' records, from which the best value so far is taken). With ``seed`` the
+            shuffles continue as in the uninterrupted run; dropout continues it only with ``seed=None`` and the
+            global random state restored (as ``python -m convlab train --resume`` does).
         on_epoch_end: called with an :class:`EpochEnd` after every epoch (checkpoints, logs, metrics files).
         after_train_mode: called after ``model.train()`` in every epoch (e.g. to keep BatchNorm statistics fixed).
         sharding: share each epoch between processes (:func:`convlab.distributed.sharding`); the caller has put
             the model on its device and wrapped it.
         order: ``order(epoch)`` gives the indices of ``train`` to step through in ``epoch``, in batches of
             ``batch_size`` (1-D integers; repeats allowed, e.g. ``torch.randint`` for sampling with replacement);
-            default: a permutation of ``train`` per epoch, drawn from the generator seeded with ``seed``.
+            default: a permutation of ``train`` per epoch, drawn from the generator seeded with ``seed``. It is called
+            once per epoch, in order; with ``scheduler=`` every epoch must give as many indices as the first. For a
+            run that may be continued, draw from ``torch.Generator().manual_seed(seed + epoch)``.
     """
     _check_data(train, "train")
     if val is not None:
@@ -515,10 +528,16 @@ def fit(
             bad_epochs += 1
     train_net = sharding.train_module if sharding is not None and sharding.train_module is not None else model
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if generator is not None and order is None and sharding is None:
+        for _ in range(start_epoch):  # a continued run shuffles each epoch as the uninterrupted run did
+            torch.randperm(len(train), generator=generator)
     if sharding is not None:
         epoch_order = sharding.order
     elif order is not None:
-        epoch_order = lambda epoch: _check_order(order(epoch), len(train))  # noqa: E731
+
+        def epoch_order(epoch: int) -> torch.Tensor:
+            return _check_order(order(epoch), len(train))
+
     else:
         epoch_order = None
     n_val_batches = math.ceil(len(val) / batch_size) if val is not None and sharding is None else 0
@@ -562,6 +581,11 @@ def fit(
             )
             if epoch_order is not None:
                 indices = first if epoch == start_epoch else epoch_order(epoch)
+                if schedule is not None and len(indices) != len(first):
+                    raise ValueError(
+                        f"order: expected {len(first)} indices in every epoch with scheduler= (its steps are counted "
+                        f"from the first epoch), got {len(indices)} in epoch {epoch}"
+                    )
             elif generator is not None:
                 indices = torch.randperm(len(train), generator=generator)
             else:
@@ -577,15 +601,15 @@ def fit(
             if val_feed is None:
                 val_loss = val_acc = float("nan")
             else:  # each process its share of the validation set (all of it without sharding)
-                with eval_mode(model):
-                    val_loss, val_acc, _ = evaluate_indices(
-                        model,
-                        val_feed,
-                        sharding.eval_indices(len(val)) if sharding is not None else torch.arange(len(val)),
-                        loss_fn=loss_fn,
-                        reduce=sharding.reduce if sharding is not None else None,
-                        on_batch=_ticker(batch_bar) if sharding is None else None,
-                    )
+                model.eval()  # until the next epoch's train(): on_epoch_end sees the model as it was evaluated
+                val_loss, val_acc, _ = evaluate_indices(
+                    model,
+                    val_feed,
+                    sharding.eval_indices(len(val)) if sharding is not None else torch.arange(len(val)),
+                    loss_fn=loss_fn,
+                    reduce=sharding.reduce if sharding is not None else None,
+                    on_batch=_ticker(batch_bar) if sharding is None else None,
+                )
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             if not transient:

@@ -261,3 +261,48 @@ def test_order_and_sharding_exclude_each_other():
     sharding = Sharding(order=lambda e: torch.arange(8), eval_indices=torch.arange, reduce=lambda values: values)
     with pytest.raises(ValueError, match="order: expected None with sharding="):
         fit(_model(), _data(), epochs=1, order=lambda e: torch.arange(8), sharding=sharding, progress=False)
+
+
+def test_a_continued_run_shuffles_as_the_uninterrupted_one():
+    """2 + 2 epochs (the same optimizer carried over, as a checkpoint would) take the steps of 4 straight epochs."""
+
+    def run(*spans):
+        model = _model(dropout=0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        history = None
+        for start, stop in spans:
+            history = fit(
+                model,
+                _data(),
+                epochs=stop,
+                batch_size=8,
+                optimizer=opt,
+                start_epoch=start,
+                history=history,
+                progress=False,
+            )
+        return history
+
+    assert run((0, 2), (2, 4)).train_loss == pytest.approx(run((0, 4)).train_loss, rel=1e-6)
+
+
+def test_with_a_scheduler_every_epoch_needs_as_many_indices_as_the_first():
+    def one_cycle(optimizer, total_steps):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=total_steps)
+
+    with pytest.raises(ValueError, match="order: expected 8 indices in every epoch with scheduler=.*got 16 in epoch 1"):
+        fit(_model(), _data(), epochs=2, order=lambda e: torch.arange(8 * (e + 1)), scheduler=one_cycle, progress=False)
+
+
+def test_order_refuses_a_boolean_mask():
+    with pytest.raises(TypeError, match="got torch.bool tensor"):
+        fit(_model(), _data(), epochs=1, order=lambda e: torch.rand(48) < 0.5, progress=False)
+
+
+def test_fit_and_evaluate_report_the_same_validation_numbers_and_the_callback_sees_eval_mode():
+    seen_modes = []
+    model, train, val = _model(), _data(), _data(seed=1)
+    h = fit(model, train, val, epochs=1, progress=False, on_epoch_end=lambda end: seen_modes.append(end.model.training))
+    result = evaluate(model, val)
+    assert seen_modes == [False]
+    assert h.val_acc[-1] == result.accuracy and h.val_loss[-1] == pytest.approx(result.loss, rel=1e-6)

@@ -29,6 +29,7 @@ if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS and _WORKERS.isdigit() and
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the groups it schedules by
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("own_process") is None and item.get_closest_marker("xdist_group") is None:
