@@ -37,7 +37,7 @@ from convlab.data import ImageSet, Splits
 from convlab.data import stratified_split as _stratified_split
 from convlab.device import resolve_device
 from convlab.engine import evaluate, fit
-from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from convlab.smallcnn import SmallCNN
 
 if TYPE_CHECKING:
@@ -194,12 +194,8 @@ def make_augment(
 
 
 # ----------------------------------------------------------------------------------------------- training
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return (x.float() / 255 - _MEAN) / _STD
+    return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def train_once(

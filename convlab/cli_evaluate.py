@@ -16,7 +16,7 @@ from torch import nn
 
 from convlab.cli import CHECKPOINT_FORMAT, UsageError, write_json
 from convlab.cli_train import build_model, eval_preprocess, load_splits
-from convlab.device import resolve_device
+from convlab.device import resolve_device, use_channels_last
 from convlab.engine import Feed, eval_epoch, load_checkpoint
 from convlab.ensemble import Ensemble
 from convlab.preprocess import crop_resize
@@ -47,7 +47,7 @@ def _model_from_checkpoint(path: str, device):
     model = build_model(cfg["backbone"], None, ckpt["classes"], cfg["dropout"], 0)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    if device.type == "cpu":  # faster oneDNN convolutions; predict_views and evaluate follow the weights' format
+    if use_channels_last(None, device):  # predict_views and the evaluation loop follow the weights' format
         model.to(memory_format=torch.channels_last)
     return model, ckpt
 
@@ -108,7 +108,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 probs = predict_views(model, photos, views)  # the measured default chunk for the device
         else:  # the engine's evaluation loop, keeping each batch's class probabilities
             parts: list[torch.Tensor] = []
-            feed = Feed(data, args.batch_size, device, prep, channels_last=device.type == "cpu")
+            feed = Feed(data, args.batch_size, device, prep, channels_last=use_channels_last(None, device))
             keep = _softmax_into(parts)
             eval_epoch(model, feed, torch.arange(len(data)), loss_fn=nn.CrossEntropyLoss(), on_batch=keep)
             probs = torch.cat(parts)

@@ -32,7 +32,7 @@ from convlab.cli import (
     write_json,
 )
 from convlab.data import Splits, load_fashion_mnist, load_food, load_image_folder
-from convlab.device import resolve_device
+from convlab.device import resolve_device, use_channels_last
 from convlab.engine import EpochEnd, History, evaluate, fit, load_checkpoint, make_optimizer, save_checkpoint
 from convlab.featcache import FeatureCache
 from convlab.preprocess import Preprocess, crop_resize, resize_center_crop
@@ -338,7 +338,7 @@ def _train(args, env, device, regime, out: Path) -> int:
             for m in trainable_bns:
                 m.eval()
 
-    channels_last = device.type == "cpu"
+    channels_last = use_channels_last(None, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     groups = param_groups(model, head_lr, regime.backbone_lr_scale)

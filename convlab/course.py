@@ -1,8 +1,9 @@
 """The course map: which notebook teaches which idea, with which ``convlab`` modules, and how long it takes.
 
 One list serves the ``00_start_here`` notebook and a test that keeps README.md's map in step with the notebooks.
-``cpu_s`` is the measured sum of the notebook's cell times when the test suite runs it (nbval) on 2 CPU cores (the
-README's map shows the same numbers, a test keeps them equal); ``gpu_s`` is ``None`` until measured on a GPU.
+``cpu_s`` is the measured sum of the notebook's cell times when the test suite ran it (nbval) in one process on 2
+idle CPU cores (README's map says which run, and shows the same numbers: a test keeps them equal); ``gpu_s`` is
+``None`` until measured on a GPU.
 :func:`benchmark_summary` reads the benchmark scripts' latest JSON results into the table notebook 00 shows.
 """
 

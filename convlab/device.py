@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "model_device", "eval_mode"]
+__all__ = ["resolve_device", "model_device", "eval_mode", "use_channels_last"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -26,6 +26,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     return resolved
+
+
+def use_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """Whether 4-D inputs and weights go channels_last: ``None`` means on the CPU only (faster oneDNN convolutions
+    there; on CUDA the default layout is as fast without the conversion), else what the caller asked for."""
+    return device.type == "cpu" if channels_last is None else bool(channels_last)
 
 
 def model_device(model: nn.Module) -> torch.device:

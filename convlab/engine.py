@@ -34,7 +34,7 @@ from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from convlab.atomicio import atomic_write
-from convlab.device import eval_mode, resolve_device
+from convlab.device import eval_mode, resolve_device, use_channels_last
 from convlab.display import markdown_table
 
 __all__ = [
@@ -187,11 +187,7 @@ def _check_data(data, name: str) -> None:
     if data is None or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
         raise TypeError(f"{name}: expected a dataset of (x, label) pairs, got {type(data).__name__}")
     if len(data) == 0:
-        raise ValueError(f"{name}: expected a non-empty dataset")
-
-
-def _use_channels_last(channels_last: bool | None, device: torch.device) -> bool:
-    return device.type == "cpu" if channels_last is None else bool(channels_last)
+        raise ValueError(f"{name}: expected a non-empty dataset, got one of length 0")
 
 
 @dataclass(frozen=True)
@@ -287,7 +283,7 @@ def evaluate(
     """Loss and accuracy of ``model`` on ``data`` in eval mode (the model's mode is restored afterwards)."""
     _check_data(data, "data")
     dev = resolve_device(device)
-    cl = _use_channels_last(channels_last, dev)
+    cl = use_channels_last(channels_last, dev)
     model.to(dev)
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -503,7 +499,7 @@ def fit(
             f"got {len(history)} epochs monitoring {history.monitor!r}"
         )
     dev = resolve_device(device)
-    cl = _use_channels_last(channels_last, dev)
+    cl = use_channels_last(channels_last, dev)
     if sharding is None:
         model.to(dev)
         if cl:
@@ -513,7 +509,7 @@ def fit(
     else:
         groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
         if not groups:
-            raise ValueError("model: has no trainable parameters (everything is frozen)")
+            raise ValueError("model: expected trainable parameters, got none (everything is frozen)")
         opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     val_transform = transform if val_transform is None else val_transform

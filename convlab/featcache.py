@@ -55,7 +55,7 @@ from torch import nn
 from convlab.assets import convlab_home, sha256_file
 from convlab.atomicio import atomic_write, file_lock
 from convlab.backbones import as_backbone
-from convlab.device import resolve_device
+from convlab.device import resolve_device, use_channels_last
 from convlab.preprocess import Preprocess
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
@@ -399,8 +399,8 @@ class CachedFeatures(torch.utils.data.Dataset):
 
 
 def _default_batch(batch_size: int | None, device: torch.device) -> int:
-    # On a CPU, small batches are faster per image: the activations of 4-8 images at 112 px stay in the caches
-    # (mobilenet_v2, 1 thread: 12.6 ms/img at batch 4, 34 ms/img at batch 64; see benchmarks/bench_transfer.py).
+    # On a CPU, small batches are faster per image: the activations of a few images stay in the caches
+    # (benchmarks/bench_transfer.py measures it per batch size; its JSON is in benchmarks/results/).
     if batch_size is None:
         return 8 if device.type == "cpu" else 64
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -490,7 +490,7 @@ class _Extraction:
         preprocess = preprocess or Preprocess.from_spec(model.spec)
         check_deterministic(dataset, preprocess)
         dev = resolve_device(device)
-        cl = dev.type == "cpu" if channels_last is None else channels_last
+        cl = use_channels_last(channels_last, dev)
         return cls(model, dataset, k, preprocess, _default_batch(batch_size, dev), dtype, dev, cl, fold_batchnorm)
 
     @contextlib.contextmanager

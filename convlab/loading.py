@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from convlab._checks import check_size
 from convlab.data import IMAGE_SUFFIXES, class_folders, decode_image_file, image_files
 from convlab.device import resolve_device
+from convlab.preprocess import fit_size
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from collections.abc import Iterable
@@ -55,7 +56,6 @@ __all__ = [
     "sample_seed",
     "seeded_rngs",
     "seed_worker",
-    "fit_size",
     "DeviceAugmentedLoader",
     "augment_on_device",
     "NumpyBrightness",
@@ -157,21 +157,6 @@ class EpochSampler(Sampler):
 
 
 # ----------------------------------------------------------------------------- the file-backed dataset
-def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize (keeping the aspect ratio) so the image covers ``size = (h, w)``, then centre-crop to it.
-
-    Returns the image unchanged if it already has that size; works on uint8 and float ``(..., C, H, W)``.
-    """
-    from torchvision.transforms.v2 import functional as TF
-
-    h, w = image.shape[-2:]
-    if (h, w) == tuple(size):
-        return image
-    scale = max(size[0] / h, size[1] / w)
-    new = (max(size[0], round(h * scale)), max(size[1], round(w * scale)))
-    return TF.center_crop(TF.resize(image, list(new), antialias=True), list(size))
-
-
 class FileImageDataset(Dataset):
     """Photos read from disk on every access: decode to RGB, ``transform``, fit to ``size``.
 

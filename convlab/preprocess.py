@@ -3,7 +3,8 @@
 - :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`: the per-channel statistics torchvision's ImageNet weights expect.
 - :func:`crop_resize`: the shorter side to resize to before a centre crop of ``size`` (ImageNet eval: 256 for 224),
   scaled with ``size`` so that smaller inputs keep the same crop ratio.
-- :func:`resize_center_crop`: the uint8 resize + centre-crop kernel.
+- :func:`resize_center_crop`: the uint8 resize + centre-crop kernel; :func:`fit_size`: the same to cover any
+  ``(h, w)``, keeping the aspect ratio; :func:`normalize`: [0, 255] pixels to normalised floats.
 - :class:`Preprocess`: the three together as a frozen dataclass; its fields are part of a feature-cache key.
 
 A backbone's spec says which statistics and sizes apply (``BackboneSpec.mean``, ``input_size``, ...);
@@ -22,7 +23,7 @@ from torchvision.transforms.v2 import functional as F
 if TYPE_CHECKING:  # annotations only
     from convlab.backbones import BackboneSpec
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "crop_resize", "resize_center_crop", "Preprocess"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "crop_resize", "resize_center_crop", "fit_size", "normalize", "Preprocess"]
 
 #: Per-channel mean and standard deviation of ImageNet pixels in [0, 1] (torchvision's weights expect them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,6 +43,26 @@ def resize_center_crop(x: torch.Tensor, size: int, resize: int | None) -> torch.
     if resize is None:
         return F.resize(x, [size, size], antialias=True)
     return F.center_crop(F.resize(x, [resize], antialias=True), [size, size])
+
+
+def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (keeping the aspect ratio) so the image covers ``size = (h, w)``, then centre-crop to it.
+
+    Returns the image unchanged if it already has that size; works on uint8 and float ``(..., C, H, W)``.
+    """
+    h, w = image.shape[-2:]
+    if (h, w) == tuple(size):
+        return image
+    scale = max(size[0] / h, size[1] / w)
+    new = (max(size[0], round(h * scale)), max(size[1], round(w * scale)))
+    return F.center_crop(F.resize(image, list(new), antialias=True), list(size))
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Pixels in [0, 255] (uint8 or float) ``(B, C, H, W)`` -> float32 ``(x / 255 - mean) / std`` per channel."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return x.to(torch.float32).div(255).sub_(mean_t).div_(std_t)
 
 
 @dataclass(frozen=True)
@@ -123,7 +144,4 @@ class Preprocess:
         x = resize_center_crop(x, self.size, self.resize)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = x.to(torch.float32).div_(255)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std).contiguous()
+        return normalize(x, self.mean, self.std).contiguous()

@@ -60,7 +60,6 @@ __all__ = [
     "Comparison",
     "run_regime",
     "compare",
-    "markdown_table",
 ]
 
 BN_POLICIES = ("frozen", "train")

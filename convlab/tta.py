@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from convlab._checks import check_size, check_uint8_images
-from convlab.device import model_device
+from convlab.device import eval_mode, model_device, use_channels_last
 
 __all__ = [
     "View",
@@ -317,17 +317,15 @@ def _evaluating(model: nn.Module, device: torch.device, channels_last: bool | No
     before its first forward: those run in the format they have.) Gradients are the caller's business: the
     public functions are decorated with ``torch.inference_mode``.
     """
-    use_cl = device.type == "cpu" if channels_last is None else bool(channels_last)
+    use_cl = use_channels_last(channels_last, device)
     lazy = any(nn.parameter.is_lazy(p) for p in model.parameters())
     convert = use_cl and not lazy and not _wants_channels_last(model)
-    was_training = model.training
-    model.eval()
     if convert:
         model.to(memory_format=torch.channels_last)
     try:
-        yield torch.channels_last if use_cl else torch.contiguous_format
+        with eval_mode(model):
+            yield torch.channels_last if use_cl else torch.contiguous_format
     finally:
-        model.train(was_training)
         if convert:
             model.to(memory_format=torch.contiguous_format)
 

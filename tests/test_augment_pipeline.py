@@ -56,11 +56,11 @@ def test_float_input_and_determinism(photos):
 
 
 def test_errors(photos):
-    with pytest.raises(ValueError, match="`method` must be one of"):
+    with pytest.raises(ValueError, match="method: expected one of"):
         FusedTrainPipeline(32, method="fast")
-    with pytest.raises(ValueError, match=r"`out` must be a float32 tensor of shape \(6, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"out: expected a float32 tensor of shape \(6, 3, 32, 32\)"):
         FusedTrainPipeline(32)(photos, out=torch.empty(6, 3, 31, 32))
-    with pytest.raises(ValueError, match="must be a batch"):
+    with pytest.raises(ValueError, match=r"images: expected a batch \(B, 3, H, W\)"):
         FusedTrainPipeline(32)(photos[0])
     with pytest.raises(RuntimeError, match="not fitted"):
         FusedTrainPipeline(32, pca=PCAColor())

@@ -185,7 +185,7 @@ def test_fit_rejects_bad_arguments(kwargs, match):
 def test_fit_refuses_a_fully_frozen_model():
     model = _model()
     model.requires_grad_(False)
-    with pytest.raises(ValueError, match="no trainable"):
+    with pytest.raises(ValueError, match="model: expected trainable parameters, got none"):
         fit(model, _data(), epochs=1, progress=False)
 
 

@@ -16,11 +16,11 @@ from convlab.loading import (
     UnreadableImageError,
     augment_on_device,
     augmentation_draws,
-    fit_size,
     make_loader,
     naive_numpy_augment,
     sample_seed,
 )
+from convlab.preprocess import fit_size
 
 
 def _photo(rng: np.random.Generator, h: int = 40, w: int = 56) -> np.ndarray:

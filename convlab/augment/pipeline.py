@@ -18,13 +18,11 @@ still in cache):
    the source. On the matmul path the scale is folded into the small intermediate ``x @ Wx^T`` and the
    offset added to the output.
 
-Against the previous two-step version (uint8 resize into a batch buffer, then a chunked ``copy_``,
-``mul_``, ``add_`` over the float batch), 64 images 256 -> 224, 1 thread, CPU time on a busy 2-core
-machine: CHW in and out 37.0 -> 26.8 ms, HWC (channels_last) in and out 20.1 -> 17.8 ms. On several
-cores the samples are shared among Python threads (:func:`_resized_crop_affine`): one sample's uint8 resize
-runs on one core whatever the intra-op thread count, so intra-op threads alone left a core idle.
-Folding the uint8 -> float conversion into the affine map (``torch.addcmul(b, u8, a)``) is slower than
-``copy_`` + ``addcmul`` (46 vs 40 us per image at 224 px): PyTorch's mixed uint8/float kernels are not
+This writes each output pixel once, instead of a uint8 batch buffer followed by float passes over the whole
+batch; ``benchmarks/bench_augment.py`` measures the result. On several cores the samples are shared among Python
+threads (:func:`_resized_crop_affine`): one sample's uint8 resize runs on one core whatever the intra-op thread
+count, so intra-op threads alone would leave a core idle. The uint8 -> float conversion stays a separate
+``copy_`` rather than being folded into ``torch.addcmul(b, u8, a)``: PyTorch's mixed uint8/float kernels are not
 vectorised. The operands ``a`` and ``b`` are tiled along W in the output's memory format, so that the innermost
 loop of ``addcmul`` runs over contiguous rows of all operands (vectorised); that changes no value.
 
@@ -214,11 +212,11 @@ class FusedTrainPipeline:
         self.ratio = _check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
         self.flip_p = _check_p(flip_p)
         if not isinstance(color_shift, numbers.Real) or not 0.0 <= color_shift <= 1.0:
-            raise ValueError(f"`color_shift` must be in [0, 1], got {color_shift!r}")
+            raise ValueError(f"color_shift: expected a number in [0, 1], got {color_shift!r}")
         self.color_shift = float(color_shift)
         if pca is not None:
             if not isinstance(pca, PCAColor):
-                raise TypeError(f"`pca` must be a PCAColor or None, got {type(pca).__name__}")
+                raise TypeError(f"pca: expected a PCAColor or None, got {type(pca).__name__}")
             pca.check_is_fitted()
         self.pca = pca
         self.mean = torch.tensor(mean, dtype=torch.float32)
@@ -229,11 +227,14 @@ class FusedTrainPipeline:
             or not bool((self.std > 0).all())
             or not bool(torch.isfinite(self.mean).all() and torch.isfinite(self.std).all())
         ):
-            raise ValueError(f"`mean` and `std` must be 3 finite numbers (RGB), std > 0; got {mean!r}, {std!r}")
+            raise ValueError(f"mean, std: expected 3 finite numbers each (RGB), std > 0; got {mean!r}, {std!r}")
         if method not in _METHODS:
-            raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
+            raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
         if method == "matmul" and antialias:
-            raise ValueError("`antialias=True` is only implemented for method='loop'")
+            raise ValueError(
+                "antialias: expected False with method='matmul' (antialiasing is implemented only for "
+                "method='loop'), got True"
+            )
         self.method = method
         self.antialias = bool(antialias)
         self.channels_last = bool(channels_last)
@@ -291,7 +292,7 @@ class FusedTrainPipeline:
         """
         x = check_image(images, "images", channels=3)
         if x.ndim != 4:
-            raise ValueError(f"`images` must be a batch (B, 3, H, W), got shape {tuple(x.shape)}")
+            raise ValueError(f"images: expected a batch (B, 3, H, W), got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
         oh, ow = self.size
         params = self.draw(n, h, w) if params is None else params
@@ -305,7 +306,7 @@ class FusedTrainPipeline:
                 out = out.contiguous(memory_format=torch.channels_last)
         elif out.shape != shape or out.dtype != torch.float32 or out.device != x.device:
             raise ValueError(
-                f"`out` must be a float32 tensor of shape {shape} on {x.device}, "
+                f"out: expected a float32 tensor of shape {shape} on {x.device}, "
                 f"got {out.dtype} {tuple(out.shape)} on {out.device}"
             )
         if x.dtype not in (torch.uint8, torch.float32):

@@ -62,7 +62,7 @@ class PhotoDraws(Dataset):
 
     def __getitem__(self, index: int):
         from convlab.data import decode_image_file
-        from convlab.loading import fit_size
+        from convlab.preprocess import fit_size
 
         image = fit_size(decode_image_file(self.paths[index]), (self.size, self.size))
         draw = self.augment.draw()
