@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
@@ -125,7 +126,13 @@ def _cli_error(prog: str, exc: BaseException) -> int:
     return 2
 
 
-def _command(sub, name: str, func, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help_: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
     """Add the subcommand ``name``, run by ``func(args)``."""
     p = sub.add_parser(name, help=help_, description=description)
     p.set_defaults(func=func)

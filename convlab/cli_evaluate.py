@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from convlab.tta import ViewSet, predict_views, prepare_images
 __all__ = ["run_evaluate"]
 
 
-def _softmax_into(parts: list[torch.Tensor]):
+def _softmax_into(parts: list[torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """An ``on_batch`` for :func:`convlab.engine.eval_epoch` that keeps each batch's class probabilities."""
     return lambda logits, labels: parts.append(logits.softmax(1))
 
@@ -125,7 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             {
                 "model": str(name),
                 "views": "10-crop" if views is not None else "centre",
-                "accuracy": float((probs.argmax(1) == labels).float().mean()),
+                "accuracy": int((probs.argmax(1) == labels).sum()) / len(labels),  # as convlab.engine.evaluate
                 "loss": float(-probs.clamp_min(1e-12).log().gather(1, labels[:, None]).mean()),
                 "num_samples": len(data),
             }

@@ -130,11 +130,12 @@ def _resized_crop_affine(
     ops would use the other cores. PyTorch releases the GIL inside its ops, so Python threads, each with its share of
     the samples, keep every core busy. Each thread converts and maps its images in bands of ``rows`` output rows,
     fewer than ``_GRAIN`` elements, which PyTorch runs in the calling thread: no OpenMP team is started from inside
-    the pool (that would put two threads on each core). ``rows`` default: the whole image in one band.
+    the pool (that would put two threads on each core). ``rows`` default: the whole image in one band with one
+    thread, the largest band under ``_GRAIN`` with several.
     """
     if threads > 1:
         n, c, _, ow = out.shape
-        rows = max(1, (_GRAIN - 1) // (c * ow))
+        rows = rows if rows is not None else max(1, (_GRAIN - 1) // (c * ow))
         parts = [slice(k * n // threads, (k + 1) * n // threads) for k in range(threads)]
         pool = _pool(threads, os.getpid())
         jobs = [
