@@ -29,7 +29,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from convlab.atomicio import atomic_write_bytes, file_lock
+from convlab.atomicio import atomic_path, atomic_write_bytes, file_lock
 
 __all__ = [
     "Asset",
@@ -608,10 +607,7 @@ def _install_file(asset: Asset, source: Source, file: AssetFile, bar) -> None:
     """Copy one file from ``source`` to the cache atomically, verifying its hash before it becomes visible."""
     target = asset.folder / file.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{file.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(target, suffix=".part") as tmp:  # renamed over target only if the hash checks out
         source.retrieve(file, tmp, bar.update if bar is not None else None)
         found = sha256_file(tmp)
         if found != file.sha256:
@@ -620,9 +616,6 @@ def _install_file(asset: Asset, source: Source, file: AssetFile, bar) -> None:
                 f"  expected {file.sha256}\n  found    {found}\n"
                 "Refused: the file was tampered with, truncated or is another version, and was not loaded or cached."
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def asset_path(asset: str | Asset, file: str | None = None) -> Path:

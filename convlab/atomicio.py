@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "file_lock"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "file_lock"]
 
 # Locks between the threads of one process. ``flock`` already excludes two open() calls of one process on a local
 # disk, but an NFS client emulates it with POSIX locks, which belong to the whole process.
@@ -85,25 +85,51 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             os.close(fd)  # closing the descriptor releases the lock
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], fsync: bool = True) -> None:
-    """Call ``write(f)`` on a uniquely named temporary file in ``path``'s folder, then rename it over ``path``.
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by setting it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
-    Readers see the old file or the complete new one, never a part; concurrent writers never share a temporary
-    file. ``fsync`` makes the bytes durable before the rename (a power cut then cannot leave a renamed but empty
-    file); skip it for files whose damage is detected anyway.
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A uniquely named empty temporary file in ``path``'s folder for the block to fill (``.<name>.<random><suffix>``).
+
+    When the block ends normally the file is renamed over ``path``; when it raises (e.g. a check of the new bytes
+    fails), the file is removed and ``path`` is left as it was. Readers see the old file or the complete new one,
+    never a part; concurrent writers never share a temporary file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private; open() honours the umask
+    finally:
+        os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], fsync: bool = True) -> None:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, then rename it over ``path`` (:func:`atomic_path`).
+
+    ``fsync`` makes the bytes durable before the rename (a power cut then cannot leave a renamed but empty file);
+    skip it for files whose damage is detected anyway.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:

@@ -221,3 +221,24 @@ def test_fetch_installs_under_the_assets_lock(tmp_home, tmp_path):
     fetch(watched, allow_network=False)
     assert locked == [True]
     assert not _held_by_another(asset.folder / ".lock")
+
+
+def test_atomic_path_renames_on_success_and_leaves_the_old_file_on_error(tmp_path):
+    import os
+
+    from convlab.atomicio import atomic_path
+
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(ValueError, match="refused"), atomic_path(target, suffix=".part") as tmp:
+        tmp.write_bytes(b"half")
+        raise ValueError("refused")  # e.g. a hash mismatch
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+    old_umask = os.umask(0o027)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"new")
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+    assert target.stat().st_mode & 0o777 == 0o640  # like open(): the umask, not mkstemp's private 0600

@@ -33,6 +33,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from convlab.atomicio import atomic_write_bytes
+
 __all__ = [
     "strip_solutions",
     "none_solutions",
@@ -268,9 +270,7 @@ def notebook_problems(nb: dict) -> list[str]:
 
 
 def _write_notebook(path: Path, nb: dict) -> None:
-    tmp = path.with_suffix(".ipynb.tmp")
-    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
