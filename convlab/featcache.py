@@ -498,6 +498,8 @@ class _Extraction:
         """Yields an iterator of ``(chunk_index, features (numpy), labels)`` for each ``(index, start, stop)`` chunk,
         in batches; the frozen stages run in eval mode, and get their modes back when the ``with`` block ends."""
         frozen, _ = self.model.split_at(self.k)
+        # Each module's own mode, not device.eval_mode's one flag: train(mode) on the frozen part would put a
+        # BatchNorm that transfer's policy holds in eval back into train mode.
         modes = {m: m.training for m in frozen.modules()}
         frozen.eval().to(self.device)
         if self.channels_last:
