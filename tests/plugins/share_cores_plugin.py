@@ -8,8 +8,8 @@ for kernels that share a machine (:mod:`convlab.threads`), before torch is impor
 Values already in the environment win. Without xdist (one process) nothing changes.
 
 Scheduling (``--dist loadgroup``): a notebook's cells run in order in one kernel, so each notebook, and each test
-module (its fixtures are built once), goes to one worker as a whole; tests marked ``own_process`` (each runs a
-whole notebook in a process of its own) are handed out one at a time, so they spread over the workers.
+module (its fixtures are built once), goes to one worker as a whole; each test marked ``own_process`` (it runs a
+whole notebook in a process of its own) is a group of its own, so those spread over the workers.
 """
 
 from __future__ import annotations
@@ -32,5 +32,9 @@ if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS and _WORKERS.isdigit() and
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the groups it schedules by
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("own_process") is None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        # loadgroup schedules by group, and an item without one by its module: an own_process test gets a group
+        # of its own (its node id), so the ten learner copies of one module do not all queue on one worker
+        own = item.get_closest_marker("own_process") is not None
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if own else item.nodeid.split("::", 1)[0]))
