@@ -1,10 +1,11 @@
 """pytest plugin: the suite in several processes (pytest-xdist, ``-n auto``) shares the cores like a seminar server.
 
-README's test command runs the tests in one worker process per core. Left alone, every worker (and every notebook
-kernel a worker starts) would take one PyTorch thread per core, and their OpenMP threads would spin against each
-other (``benchmarks/bench_shared.py`` measured 17x slowdowns that way). So each worker applies convlab's own policy
-for kernels that share a machine (:mod:`convlab.threads`), before torch is imported: ``cores // workers`` threads,
-``CONVLAB_SHARED_KERNELS`` set to the number of workers for the kernels it starts, and ``OMP_WAIT_POLICY=PASSIVE``.
+README's test command runs the tests in one worker process per usable core (``-n auto``, counted here). Left
+alone, every worker (and every notebook kernel a worker starts) would take one PyTorch thread per core, and their
+OpenMP threads would spin against each other (``benchmarks/bench_shared.py`` measured 17x slowdowns that way).
+So each worker applies convlab's own policy for kernels that share a machine (:mod:`convlab.threads`), before
+torch is imported: ``cores // workers`` threads, ``CONVLAB_SHARED_KERNELS`` set to the number of workers for the
+kernels it starts, and ``OMP_WAIT_POLICY=PASSIVE``.
 Values already in the environment win. Without xdist (one process) nothing changes.
 
 Scheduling (``--dist loadgroup``): a notebook's cells run in order in one kernel, so each notebook, and each test
@@ -18,15 +19,22 @@ import os
 
 import pytest
 
+from convlab.threads import usable_cpus  # the standard library only: torch is not imported yet
+
 _WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
 if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS and _WORKERS.isdigit() and int(_WORKERS) > 1:
-    try:
-        _cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        _cores = os.cpu_count() or 1
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(_WORKERS))))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(usable_cpus()) // int(_WORKERS))))
     os.environ.setdefault("CONVLAB_SHARED_KERNELS", _WORKERS)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per CPU this process may use (its affinity, capped by a cgroup quota, as convlab's
+    thread policy counts them), not psutil's physical cores. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    return max(1, int(usable_cpus()))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the groups it schedules by
