@@ -107,12 +107,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private; open() honours the umask
-    finally:
-        os.close(fd)
     tmp = Path(name)
     try:
+        # mkstemp's 0600 would make the result private; open() honours the umask. A file system that refuses
+        # chmod (some network or FUSE mounts) keeps mkstemp's mode rather than failing the write.
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
         yield tmp
         os.replace(tmp, path)
     finally:

@@ -169,7 +169,7 @@ def _prepare(x, transform, device: torch.device, channels_last: bool) -> torch.T
         x = transform(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            "inputs: got a list of differently sized images; pass transform= (e.g. convlab.transfer.Preprocess) "
+            "inputs: got a list of differently sized images; pass transform= (e.g. convlab.preprocess.Preprocess) "
             "to turn them into one batch tensor"
         )
     if x.dtype == torch.uint8:
@@ -547,7 +547,8 @@ def fit(
         if epoch_order is not None and start_epoch < epochs:
             first = epoch_order(start_epoch)
         n_train_batches = math.ceil((len(first) if first is not None else len(train)) / batch_size)
-        schedule = scheduler(opt, (epochs - start_epoch) * n_train_batches) if scheduler is not None else None
+        steps = (epochs - start_epoch) * n_train_batches
+        schedule = scheduler(opt, steps) if scheduler is not None and steps > 0 else None
         transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
         epoch_bar = tqdm(
             range(start_epoch, epochs),
@@ -592,8 +593,9 @@ def fit(
             )
             if sharding is not None:
                 total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
-            history.train_loss.append(total / seen)
-            history.train_acc.append(correct / seen)
+            train_loss, train_acc, _ = _means([total, correct, seen])
+            history.train_loss.append(train_loss)
+            history.train_acc.append(train_acc)
             if val_feed is None:
                 val_loss = val_acc = float("nan")
             else:  # each process its share of the validation set (all of it without sharding)

@@ -9,6 +9,8 @@ output or widget update, and the cell going idle.
 The limit is 10 s on idle cores (``CONVLAB_SILENCE_LIMIT_S`` changes it). On a busy machine every cell runs slower
 by about the load per core, so the limit is scaled by ``max(1, load average / cores)``: the rule is "10 s on 2 idle
 cores", not "10 s whatever else runs" (``CONVLAB_SILENCE_SCALE_WITH_LOAD=0`` turns the scaling off).
+``CONVLAB_SILENCE_REPORT=file`` appends every cell's node id, run time, longest silence and load factor to ``file``
+(to see how close the notebooks come to the limit).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def pytest_runtest_call(item):
     mine = [m for m in seen if m.get("parent_header", {}).get("msg_id") == ids[-1]] if ids else seen
     total, silence = longest_silence(mine)
     limit = LIMIT_S * factor
+    report = os.environ.get("CONVLAB_SILENCE_REPORT")  # a file to append each cell's numbers to (tab-separated)
+    if report:
+        with open(report, "a", encoding="utf-8") as f:
+            f.write(f"{item.nodeid}\t{total:.2f}\t{silence:.2f}\t{factor:.2f}\n")
     if silence > limit:
         raise AssertionError(
             f"this cell ran {total:.0f} s and showed nothing for {silence:.0f} s (limit {limit:.0f} s: {LIMIT_S:g} s "

@@ -10,7 +10,7 @@ Values already in the environment win. Without xdist (one process) nothing chang
 
 Scheduling (``--dist loadgroup``): a notebook's cells run in order in one kernel, so each notebook, and each test
 module (its fixtures are built once), goes to one worker as a whole; each test marked ``own_process`` (it runs a
-whole notebook in a process of its own) is a group of its own, so those spread over the workers.
+whole notebook in a process of its own) is a work unit of its own, so those spread over the workers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
-        # loadgroup schedules by group, and an item without one by its module: an own_process test gets a group
-        # of its own (its node id), so the ten learner copies of one module do not all queue on one worker
-        own = item.get_closest_marker("own_process") is not None
-        item.add_marker(pytest.mark.xdist_group(item.nodeid if own else item.nodeid.split("::", 1)[0]))
+        if item.get_closest_marker("own_process") is not None:
+            continue  # without a group, loadgroup makes the item a work unit of its own: these spread over workers
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
