@@ -4,7 +4,8 @@ one zero on the exercises, without crashing.
 
 The course directory is made in a temporary folder exactly as README's teacher section says (nbgrader_config.py,
 ``source/course/``). Generation does not execute notebooks, so it runs on all of them; autograde executes, so it
-runs notebook 00 only (the fastest), once solved and once as released.
+runs the three fastest notebooks (00, 01 and 07: a set-up check, weights and licences, DataLoader worker processes),
+each once solved and once as released.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if not os.environ.get("CI"):  # CI installs nbgrader (the grading extra): there 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ASSIGNMENT = "course"
-GRADED = "00_start_here.ipynb"
+GRADED = ("00_start_here.ipynb", "01_open_source_weights.ipynb", "07_parallel_data_loading.ipynb")
 
 pytestmark = pytest.mark.slow
 
@@ -81,19 +82,21 @@ def test_autograde_gives_full_marks_when_solved_and_zero_when_not(course):
     for student, origin in (("solved", course / "source"), ("unsolved", course / "release")):
         target = course / "submitted" / student / ASSIGNMENT
         target.mkdir(parents=True)
-        shutil.copy(origin / ASSIGNMENT / GRADED, target / GRADED)
+        for name in GRADED:
+            shutil.copy(origin / ASSIGNMENT / name, target / name)
     _nbgrader(course, "autograde", ASSIGNMENT, "--create", "--force")
-    n_checks = len(exercise_pairs(json.loads((ROOT / "notebooks" / GRADED).read_text())))
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        solved = gradebook.find_submission_notebook(Path(GRADED).stem, ASSIGNMENT, "solved")
-        unsolved = gradebook.find_submission_notebook(Path(GRADED).stem, ASSIGNMENT, "unsolved")
-        assert solved.max_score == unsolved.max_score == n_checks
-        assert solved.score == n_checks, [(g.name, g.score) for g in solved.grades]
-        assert unsolved.score == 0, [(g.name, g.score) for g in unsolved.grades]
-        assert len(unsolved.grades) == n_checks and all(g.auto_score == 0 for g in unsolved.grades)
-    # the unsolved notebook ran to the end: only its check cells failed, every other cell ran without an error
-    graded = json.loads((course / "autograded" / "unsolved" / ASSIGNMENT / GRADED).read_text())
-    code = [c for c in graded["cells"] if c["cell_type"] == "code"]
-    assert all(c["execution_count"] is not None for c in code)
-    failed = [c for c in code if any(o["output_type"] == "error" for o in c["outputs"])]
-    assert failed and all("check" in c["metadata"].get("tags", []) for c in failed), [c["source"] for c in failed]
+    for name in GRADED:
+        n_checks = len(exercise_pairs(json.loads((ROOT / "notebooks" / name).read_text())))
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            solved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, "solved")
+            unsolved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, "unsolved")
+            assert solved.max_score == unsolved.max_score == n_checks, name
+            assert solved.score == n_checks, (name, [(g.name, g.score) for g in solved.grades])
+            assert unsolved.score == 0, (name, [(g.name, g.score) for g in unsolved.grades])
+            assert len(unsolved.grades) == n_checks and all(g.auto_score == 0 for g in unsolved.grades), name
+        # the unsolved notebook ran to the end: only its check cells failed, every other cell ran without an error
+        graded = json.loads((course / "autograded" / "unsolved" / ASSIGNMENT / name).read_text())
+        code = [c for c in graded["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] is not None for c in code), name
+        failed = [c for c in code if any(o["output_type"] == "error" for o in c["outputs"])]
+        assert failed and all("check" in c["metadata"].get("tags", []) for c in failed), [c["source"] for c in failed]
