@@ -316,7 +316,7 @@ def measure_inference(
         probs = predict_views(model, source, views, chunk_size=chunk_size, device=dev)
         _sync(dev)
         seconds = time.perf_counter() - t
-    top1 = (probs.argmax(dim=1).cpu() == labels).float().mean().item()
+    top1 = int((probs.argmax(dim=1).cpu() == labels).sum()) / len(labels)  # correct / n, as convlab.engine
     models = _members_of(model)
     return {
         "config": name or f"{models} model{'s' * (models > 1)} x {len(views)} crop{'s' * (len(views) > 1)}",

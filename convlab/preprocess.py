@@ -60,6 +60,11 @@ def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Pixels in [0, 255] (uint8 or float) ``(B, C, H, W)`` -> float32 ``(x / 255 - mean) / std`` per channel."""
+    if x.ndim != 4 or x.shape[1] != len(mean) or len(std) != len(mean):
+        raise ValueError(
+            f"x: expected a batch (B, {len(mean)}, H, W) for {len(mean)} means and {len(std)} stds, "
+            f"got shape {tuple(x.shape)}"
+        )
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.to(torch.float32).div(255).sub_(mean_t).div_(std_t)

@@ -20,7 +20,7 @@ from convlab.loading import (
     naive_numpy_augment,
     sample_seed,
 )
-from convlab.preprocess import fit_size
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, fit_size, normalize
 
 
 def _photo(rng: np.random.Generator, h: int = 40, w: int = 56) -> np.ndarray:
@@ -245,3 +245,15 @@ def test_device_augmentation_on_uint8_batches(folder):
     flipped = [torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(runs[0][0][0], plain)]
     kept = [torch.equal(a, b) for a, b in zip(runs[0][0][0], plain)]
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_normalize_is_the_formula_on_uint8_and_float_and_refuses_other_shapes():
+    x = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - mean) / std
+    assert torch.equal(normalize(x, IMAGENET_MEAN, IMAGENET_STD), expected)
+    floats = x.float()
+    assert torch.equal(normalize(floats, IMAGENET_MEAN, IMAGENET_STD), expected) and torch.equal(floats, x.float())
+    with pytest.raises(ValueError, match=r"x: expected a batch \(B, 3, H, W\).*got shape \(3, 4, 5\)"):
+        normalize(x[0], IMAGENET_MEAN, IMAGENET_STD)

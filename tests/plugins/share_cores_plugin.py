@@ -19,7 +19,13 @@ import os
 
 import pytest
 
-from convlab.threads import usable_cpus  # the standard library only: torch is not imported yet
+try:
+    from convlab.threads import usable_cpus  # the standard library only: torch is not imported yet
+except ImportError:  # convlab not importable: let the tests say so, and count the CPUs without it
+
+    def usable_cpus() -> float:
+        return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
 
 _WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
 if os.environ.get("PYTEST_XDIST_WORKER") and _WORKERS and _WORKERS.isdigit() and int(_WORKERS) > 1:
