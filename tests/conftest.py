@@ -39,3 +39,10 @@ def copy_food_photos(root: Path, photos: slice) -> Path:
         for path in sorted(source.glob(f"{letter}*.jpeg"))[photos]:
             shutil.copy(path, root / name / path.name)
     return root
+
+
+def train_argv(data: Path, out: Path, options: str, *extra: str, cache: Path | None = None) -> list[str]:
+    """Arguments of a quiet ``python -m convlab train`` on the image folder ``data`` into ``out``: ``options`` (one
+    string, split on spaces), then ``extra`` (later values win, e.g. a second ``--epochs``), then ``--cache-dir``."""
+    cache_dir = ["--cache-dir", str(cache)] if cache is not None else []
+    return ["train", "--out", str(out), "--data", str(data), "--no-progress", *options.split(), *extra, *cache_dir]

@@ -22,7 +22,7 @@ from PIL import Image
 from convlab.__main__ import main
 from convlab.data import decode_image_file, load_image_folder
 
-from conftest import copy_food_photos
+from conftest import copy_food_photos, train_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("fruits", "marine_fish", "other_vegetables")
@@ -54,25 +54,8 @@ def trained(photos, tmp_path_factory) -> Path:
 
 
 def _train(data: Path, out: Path, *extra: str, cache: bool = True) -> list[str]:
-    return [
-        "train",
-        "--out",
-        str(out),
-        "--data",
-        str(data),
-        "--regime",
-        "freeze_first",
-        "--freeze-k",
-        "6",
-        "--input-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--no-progress",
-        *extra,
-    ] + (["--cache-dir", str(out.parent / "features")] if cache else [])
+    options = "--regime freeze_first --freeze-k 6 --input-size 32 --epochs 1 --batch-size 4"
+    return train_argv(data, out, options, *extra, cache=out.parent / "features" if cache else None)
 
 
 def _copy(photos: Path, tmp: Path) -> Path:

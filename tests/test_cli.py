@@ -21,7 +21,7 @@ import torch
 
 from convlab.__main__ import main
 
-from conftest import copy_food_photos
+from conftest import copy_food_photos, train_argv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,26 +33,8 @@ def photo_folder(tmp_path_factory) -> Path:
 
 
 def _train_args(data: Path, out: Path, cache: Path, epochs: int = 2) -> list[str]:
-    return [
-        "train",
-        "--out",
-        str(out),
-        "--data",
-        str(data),
-        "--regime",
-        "freeze_first",
-        "--freeze-k",
-        "6",
-        "--input-size",
-        "64",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "8",
-        "--cache-dir",
-        str(cache),
-        "--no-progress",
-    ]
+    options = f"--regime freeze_first --freeze-k 6 --input-size 64 --epochs {epochs} --batch-size 8"
+    return train_argv(data, out, options, cache=cache)
 
 
 def _run(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ import torch
 from convlab import distributed as D
 from convlab.__main__ import main
 
-from conftest import copy_food_photos
+from conftest import copy_food_photos, train_argv
 
 # float kernels: CI runs these files again in one process with a thread per core (README)
 pytestmark = pytest.mark.numeric
@@ -98,27 +98,8 @@ REGIMES = {
 
 
 def _args(out: Path, data: Path, cache: Path, regime: list[str]) -> list[str]:
-    return [
-        "train",
-        "--out",
-        str(out),
-        "--data",
-        str(data),
-        *regime,
-        "--bn-stats",
-        "frozen",
-        "--dropout",
-        "0",
-        "--input-size",
-        "64",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--cache-dir",
-        str(cache),
-        "--no-progress",
-    ]
+    options = "--bn-stats frozen --dropout 0 --input-size 64 --epochs 2 --batch-size 8"
+    return train_argv(data, out, options, *regime, cache=cache)
 
 
 @pytest.mark.parametrize("regime", sorted(REGIMES))

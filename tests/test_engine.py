@@ -303,6 +303,6 @@ def test_fit_and_evaluate_report_the_same_validation_numbers_and_the_callback_se
     seen_modes = []
     model, train, val = _model(), _data(), _data(seed=1)
     h = fit(model, train, val, epochs=1, progress=False, on_epoch_end=lambda end: seen_modes.append(end.model.training))
-    result = evaluate(model, val)
+    result = evaluate(model, val, batch_size=32)  # fit's batch size: the same forward passes, the same logits
     assert seen_modes == [False]
     assert h.val_acc[-1] == result.accuracy and h.val_loss[-1] == pytest.approx(result.loss, rel=1e-6)
