@@ -6,8 +6,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
 **foundations**
   :mod:`convlab.device` (``device="auto"``, ``eval_mode()``), :mod:`convlab.threads` (threads per kernel on a
   shared machine), :mod:`convlab.memory` (peak memory of a block of code), :mod:`convlab.atomicio` (files written
-  whole or not at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures); ``convlab._checks``
-  (shared argument checks, ``check_is_fitted``).
+  whole or not at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures), :mod:`convlab.studyrun`
+  (a study's runs in one resumable JSON); ``convlab._checks`` (shared argument checks, ``check_is_fitted``).
 
 **weights and data**
   :mod:`convlab.assets` (weights and data sets with sha256, licence and provenance; offline mirrors and
@@ -25,9 +25,11 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
 
 **studies behind the seminar's claims**
   :mod:`convlab.sizeaxis` (data-set size x regime), :mod:`convlab.similarity` (distance from ImageNet by stage
-  probes), :mod:`convlab.augstudy` (each augmentation's effect), :mod:`convlab.handfeatures` (hand-engineered
-  features vs learned ones), :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts`
-  (what a measurement does and does not show).
+  probes), :mod:`convlab.augstudy` (each augmentation's effect on the food photos), :mod:`convlab.augregimes`
+  (augmentation in a model that overfits and one that underfits), :mod:`convlab.colourstudy` (colour augmentation
+  under another light), :mod:`convlab.handfeatures` (hand-engineered features vs learned ones),
+  :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts` (the one verdict rule: what a
+  measurement does and does not show).
 
 **course**
   :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),
@@ -35,8 +37,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
   previews), :mod:`convlab.slides` (slide metadata: each notebook presents as slides).
 
 **command line**
-  :mod:`convlab.cli` (argument checks), :mod:`convlab.cli_train`, :mod:`convlab.cli_evaluate`
-  (``python -m convlab train`` / ``evaluate``).
+  :mod:`convlab.cli` (argument checks), :mod:`convlab.cli_train`, :mod:`convlab.cli_evaluate`,
+  :mod:`convlab.cli_study` (``python -m convlab train`` / ``evaluate`` / ``study``).
 """
 
 import importlib

@@ -118,6 +118,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args)
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from convlab.cli_study import run_study
+
+    return run_study(args)
+
+
 def _cli_error(prog: str, exc: BaseException) -> int:
     """One line on stderr (with the rank under torchrun, where every process reports for itself)."""
     rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
@@ -185,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         "there), or the solutions with --teacher. Options after -- go to JupyterLab.",
     )
     add_open_arguments(p)
+    from convlab.cli_study import add_study_arguments
+
+    p = _command(
+        sub,
+        "study",
+        _cmd_study,
+        "run one of the course's studies (resumable; writes one JSON)",
+        "Run a study at a scale; started again, it skips the runs its JSON already has.",
+    )
+    add_study_arguments(p)
     for name, func, add_arguments, help_, description in _HEADLESS:
         p = _command(sub, name, func, help_, description)
         p.one_line = True

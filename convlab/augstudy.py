@@ -15,8 +15,9 @@ small CNN trained **from scratch** on the food photos (about 140 training photos
 
 Every condition of a seed shares the split, the initial weights and the batch order, so the *effect* of a
 transform is the paired difference ``acc(transform) - acc(none)`` per seed: its mean and standard deviation over
-seeds are what :class:`TransformStudy` reports, with a verdict per transform (``|mean| > 2 sd``: a real effect at
-this scale; otherwise it cannot be told from seed-to-seed noise).
+seeds are what :class:`TransformStudy` reports, with the course's one verdict rule per transform
+(:func:`convlab.verdicts.paired_ci`: "better" or "worse" when the 95% interval of the mean effect excludes zero,
+else a tie).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from convlab.device import resolve_device
 from convlab.engine import evaluate, fit
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from convlab.smallcnn import SmallCNN
+from convlab.verdicts import paired_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +54,10 @@ __all__ = [
     "RECOMMENDED",
     "resplit",
     "make_augment",
+    "train_model",
+    "centre_accuracy",
     "train_once",
+    "frames",
     "Run",
     "TransformRow",
     "TransformStudy",
@@ -112,7 +117,8 @@ CONFIGS = {
 }
 
 
-def _frames(images: Sequence[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+def frames(images: Sequence[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+    """uint8 photos of any sizes -> one uint8 batch ``(N, 3, *frame)``, each resized (antialiased) to ``frame``."""
     from torchvision.transforms.v2 import functional as TF
 
     return torch.stack([TF.resize(im, list(frame), antialias=True) for im in images])
@@ -198,23 +204,20 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def train_once(
+def train_model(
     name: str,
     train_frames: torch.Tensor,
     train_labels: torch.Tensor,
-    test_frames: torch.Tensor,
-    test_labels: torch.Tensor,
     num_classes: int,
     seed: int,
     config: StudyConfig,
     device: str | torch.device = "cpu",
-) -> float:
-    """Train a 3-block :class:`~convlab.smallcnn.SmallCNN` from scratch with augmentation ``name`` on the fly; return
-    its test accuracy on centre views.
+) -> torch.nn.Module:
+    """Train a 3-block :class:`~convlab.smallcnn.SmallCNN` from scratch with augmentation ``name`` on the fly.
 
     ``seed`` fixes the initial weights and the batch order (the same for every ``name``) and, through a separate
     generator, the augmentation draws (on the CPU). AdamW with a one-cycle learning-rate schedule, trained by
-    :func:`convlab.engine.fit` on ``device``.
+    :func:`convlab.engine.fit` on ``device``. Returns the model in eval mode.
     """
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
@@ -235,9 +238,37 @@ def train_once(
         channels_last=False,
         progress=False,
     )
-    test = TensorDataset(_centre(test_frames, config.size), test_labels)
-    # one batch, as the study has always been evaluated: a batch size changes the last bits of the logits
+    return model.eval()
+
+
+def centre_accuracy(
+    model: torch.nn.Module,
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    config: StudyConfig,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Accuracy of ``model`` on the centre views of uint8 ``frames`` ``(N, 3, H, W)``, in one batch (a batch size
+    changes the last bits of the logits, so the study always evaluates in one)."""
+    test = TensorDataset(_centre(frames, config.size), labels)
+    dev = resolve_device(device)
     return evaluate(model, test, transform=_normalise, batch_size=len(test), device=dev, channels_last=False).accuracy
+
+
+def train_once(
+    name: str,
+    train_frames: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_frames: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    config: StudyConfig,
+    device: str | torch.device = "cpu",
+) -> float:
+    """:func:`train_model`, then its test accuracy on the centre views of ``test_frames``."""
+    model = train_model(name, train_frames, train_labels, num_classes, seed, config, device)
+    return centre_accuracy(model, test_frames, test_labels, config, device)
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -252,7 +283,8 @@ class Run:
 
 @dataclass(frozen=True)
 class TransformRow:
-    """One transform over all seeds: accuracy and the paired effect against ``none`` (mean ± sd over seeds)."""
+    """One transform over all seeds: accuracy and the paired effect against ``none`` (mean, sd and 95% interval
+    over seeds), with :func:`convlab.verdicts.paired_ci`'s verdict."""
 
     transform: str
     what: str
@@ -261,6 +293,8 @@ class TransformRow:
     acc_sd: float
     effect_mean: float
     effect_sd: float
+    ci_low: float
+    ci_high: float
     verdict: str
 
 
@@ -273,16 +307,6 @@ LITERATURE = (
     "Taylor & Nitschke (2018, Caltech101, from scratch): cropping was the most effective single transform, "
     "colour changes helped much less.",
 )
-
-
-def _verdict(mean: float, sd: float, n: int) -> str:
-    if math.isnan(sd) or n < 2:
-        return "one seed: no spread to compare with"
-    if sd == 0.0 and mean == 0.0:
-        return "no change on any seed"
-    if abs(mean) > 2 * sd:
-        return ("helps" if mean > 0 else "hurts") + f" (|effect| > 2 sd over {n} seeds)"
-    return "within seed noise (|effect| <= 2 sd)"
 
 
 @dataclass
@@ -369,16 +393,14 @@ class TransformStudy:
             acc, eff = self.accs(name), self.effects(name)
             sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")
             if name == "none":
-                em, es, verdict = 0.0, 0.0, "baseline"
+                em, es, lo, hi, verdict = 0.0, 0.0, 0.0, 0.0, "baseline"
+            elif len(eff) < 2:
+                em, es, lo, hi, verdict = eff[0], float("nan"), float("nan"), float("nan"), "one seed: no interval"
             else:
-                em = statistics.fmean(eff)
-                es = statistics.stdev(eff) if len(eff) > 1 else float("nan")
-                verdict = _verdict(em, es, len(eff))
-            out.append(
-                TransformRow(
-                    name, TRANSFORMS.get(name, ("", None))[0], len(acc), statistics.fmean(acc), sd, em, es, verdict
-                )
-            )
+                ci = paired_ci(self.accs(name), self.accs("none"), f"{name} vs none")
+                em, es, lo, hi, verdict = ci.mean, statistics.stdev(eff), ci.low, ci.high, ci.verdict
+            what = TRANSFORMS.get(name, ("", None))[0]
+            out.append(TransformRow(name, what, len(acc), statistics.fmean(acc), sd, em, es, lo, hi, verdict))
         return out
 
     def one_image(self) -> float:
@@ -402,38 +424,37 @@ class TransformStudy:
             )
         if base is not None:
             lines.append(f"Without augmentation: {base.acc_mean:.3f} ± {base.acc_sd:.3f} (mean ± sd over seeds).")
-        real = [r for r in rows if r.transform != "none" and ("helps" in r.verdict or "hurts" in r.verdict)]
+        shown = [r for r in rows if r.verdict in ("better", "worse")]
         for r in rows[1:]:
-            lines.append(f"{r.transform}: effect {r.effect_mean:+.3f} ± {r.effect_sd:.3f} -> {r.verdict}.")
-        sds = [r.effect_sd for r in rows[1:] if not math.isnan(r.effect_sd)]
-        if sds:
             lines.append(
-                f"Smallest effect this run can tell from noise (2 x the median sd of the paired effects): "
-                f"{2 * statistics.median(sds):.3f}, i.e. {2 * statistics.median(sds) * self.test_images:.1f} "
-                f"test photos."
+                f"{r.transform}: effect {r.effect_mean:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                f"-> {r.verdict}."
             )
-        if not real:
+        widths = [(r.ci_high - r.ci_low) / 2 for r in rows[1:] if not math.isnan(r.ci_high)]
+        if widths:
+            w = statistics.median(widths)
             lines.append(
-                "No transform's effect exceeds 2 sd here: the effects are smaller than what "
-                f"{len(self.config.seeds)} seeds of {self.test_images} test photos can resolve (AlexNet's "
-                "1 % from PCA colour would be one photo)."
+                f"Resolution of this run: the median 95% interval is ± {w:.3f}, i.e. ± {w * self.test_images:.1f} "
+                "test photos; a smaller effect reads as a tie."
             )
-            if self.scale != "full":
-                lines.append("SCALE = 'full' (5 seeds, twice the epochs, more pixels) estimates the spread better.")
+        if not shown:
+            lines.append(
+                "No transform's interval excludes zero: every effect is a tie at this resolution (AlexNet's 1 % "
+                f"from PCA colour would be {0.01 * self.test_images:.1f} test photos here)."
+            )
         return lines
 
     def plot(self, title: str = "") -> Figure:
-        """Effect against ``none`` per transform: mean ± sd (bars) and each seed (dots); the shaded band is ± 2 sd."""
+        """Effect against ``none`` per transform: the mean and its 95% interval (bars) and each seed (dots)."""
         import matplotlib.pyplot as plt
 
         rows = [r for r in self.rows() if r.transform != "none"]
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
-            ax.fill_betweenx(
-                [y - 0.3, y + 0.3], r.effect_mean - 2 * r.effect_sd, r.effect_mean + 2 * r.effect_sd, color="0.88"
-            )
-            ax.errorbar(r.effect_mean, y, xerr=r.effect_sd, fmt="o", color="C0", capsize=4)
+            colour = {"better": "C2", "worse": "C3"}.get(r.verdict, "0.4")
+            err = [[r.effect_mean - r.ci_low], [r.ci_high - r.effect_mean]]
+            ax.errorbar(r.effect_mean, y, xerr=err, fmt="o", color=colour, capsize=4)
             ax.scatter(self.effects(r.transform), [y] * len(self.effects(r.transform)), s=12, color="C1", zorder=3)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(ys, [r.transform for r in rows])
@@ -476,7 +497,7 @@ def transform_study(
     n_train = n_test = 0
     for seed in config.seeds:
         sp = resplit(splits, seed, fractions)
-        tr, te = _frames(sp.train.images, config.frame), _frames(sp.test.images, config.frame)
+        tr, te = frames(sp.train.images, config.frame), frames(sp.test.images, config.frame)
         n_train, n_test = len(tr), len(te)
         for name in names:
             t = time.perf_counter()

@@ -55,7 +55,7 @@ __all__ = [
     "load_checkpoint",
 ]
 
-_MONITORS = ("val_loss", "val_acc", "train_loss")
+_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,8 @@ class History:
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    ``monitor``: ``"val_loss"`` (lower is better), ``"val_acc"`` (higher is better) or ``"train_loss"``.
+    ``monitor``: ``"val_loss"`` (lower is better), ``"val_acc"`` (higher is better), ``"train_loss"`` or
+    ``"train_acc"`` (train until the training set is fitted as well as it will be).
     ``restore_best``: put the best epoch's weights back into the model at the end.
     """
 
@@ -346,7 +347,7 @@ def _improved(value: float, best: float | None, monitor: str, min_delta: float) 
         return False
     if best is None:
         return True
-    return value > best + min_delta if monitor == "val_acc" else value < best - min_delta
+    return value > best + min_delta if monitor.endswith("_acc") else value < best - min_delta
 
 
 def train_epoch(
@@ -455,7 +456,7 @@ def fit(
             checkpoints: a continued run (``start_epoch > 0``) starts a fresh schedule over the epochs left.
         transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
         val_transform: the same for ``val`` (default: ``transform``); e.g. the eval view when ``transform`` augments.
-        early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"``.
+        early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"`` or ``"train_acc"``.
         checkpoint: file to save the best epoch to (model, optimizer, epoch, history), atomically.
         seed: seeds shuffling and dropout; the same seed gives the same history. ``None``: the caller owns the random
             state (the global RNG is used as it is, e.g. restored from a checkpoint).
@@ -489,7 +490,7 @@ def fit(
     monitor = early_stopping.monitor if early_stopping else ("val_loss" if val is not None else "train_loss")
     if order is not None and sharding is not None:
         raise ValueError("order: expected None with sharding= (the sharding gives each process its indices)")
-    if monitor != "train_loss" and val is None:
+    if not monitor.startswith("train_") and val is None:
         raise ValueError(f"early_stopping: monitor {monitor!r} needs a validation set (val=...)")
     if history is None:
         history = History(monitor=monitor)

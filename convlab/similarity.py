@@ -10,10 +10,11 @@ hold generic features (edges, colours, textures), late stages features specific 
   stage: CS231n's fourth case ("small data set, very different: train a linear classifier on activations from
   somewhere earlier in the network").
 
-The number this module reports for "distance from ImageNet" is :attr:`StageProbe.late_gain`: the probe accuracy of
-the last stage minus the best accuracy of any earlier stage (mean over draws of the training images, with its
-standard error). Positive: the ImageNet-specific late features help (close); near zero or negative: they do not
-(far). It depends on the data, the backbone *and* the input size, so compare data sets at the same settings.
+The number this module reports for "distance from ImageNet" is :meth:`StageProbe.late`: the probe test accuracy of
+the last stage minus that of the best earlier stage, the earlier stage chosen on *validation* accuracy (never on
+the test set), paired over draws of the training images with its 95% interval (the course's one rule). Better: the
+ImageNet-specific late features help (close); a tie or worse: they do not (far). It depends on the data, the
+backbone *and* the input size, so compare data sets at the same resolution and per-class counts.
 
 All stages are extracted in ONE pass per image (the pooled output of each stage is kept as the image flows
 through), and the probes are fitted full-batch with L-BFGS, so a probe costs well under a second.
@@ -32,6 +33,7 @@ from convlab.backbones import stages_of
 from convlab.data import ImageSet
 from convlab.device import eval_mode
 from convlab.preprocess import Preprocess
+from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = ["stage_features", "fit_linear_probe", "StageProbe", "stage_probe"]
 
@@ -93,7 +95,8 @@ def fit_linear_probe(
 
 @dataclass(frozen=True)
 class StageProbe:
-    """Linear-probe test accuracy per stage: ``acc[stage]`` lists one value per draw of the training images."""
+    """Linear-probe accuracy per stage: ``acc[stage]`` lists the test accuracy of each draw of the training images,
+    ``val_acc[stage]`` the validation accuracy of the same probes (the stage to read out is chosen on it)."""
 
     name: str
     per_class: int
@@ -101,6 +104,7 @@ class StageProbe:
     stages: tuple[str, ...]
     acc: dict[str, tuple[float, ...]]
     n_test: int
+    val_acc: dict[str, tuple[float, ...]] | None = None
 
     def mean(self, stage: str) -> float:
         return statistics.fmean(self.acc[stage])
@@ -112,13 +116,26 @@ class StageProbe:
 
     @property
     def best_stage(self) -> str:
-        return max(self.stages, key=self.mean)
+        """The stage with the best mean *validation* accuracy (test accuracy when no validation set was given)."""
+        scores = self.val_acc or self.acc
+        return max(self.stages, key=lambda s: statistics.fmean(scores[s]))
+
+    @property
+    def earlier_stage(self) -> str:
+        """The best stage before the last, chosen on validation accuracy like :attr:`best_stage`."""
+        scores = self.val_acc or self.acc
+        return max(self.stages[:-1], key=lambda s: statistics.fmean(scores[s]))
+
+    def late(self) -> PairedCI:
+        """The last stage's test accuracy minus that of :attr:`earlier_stage`, paired over the draws, with its 95%
+        interval (:func:`convlab.verdicts.paired_ci`)."""
+        last, earlier = self.stages[-1], self.earlier_stage
+        return paired_ci(self.acc[last], self.acc[earlier], f"{self.name}: {last} vs {earlier}")
 
     @property
     def late_gain(self) -> tuple[float, float]:
-        """``(gain, standard error)``: last stage minus the best earlier stage, paired over the same draws."""
-        last = self.stages[-1]
-        earlier = max(self.stages[:-1], key=self.mean)
+        """``(gain, standard error)`` of :meth:`late`."""
+        last, earlier = self.stages[-1], self.earlier_stage
         diffs = [a - b for a, b in zip(self.acc[last], self.acc[earlier])]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
         return statistics.fmean(diffs), se
@@ -129,6 +146,7 @@ class StageProbe:
             {
                 "data": self.name,
                 "stage": s,
+                "val_acc": round(statistics.fmean(self.val_acc[s]), 4) if self.val_acc else None,
                 "probe_acc": round(self.mean(s), 4),
                 "sem": round(self.sem(s), 4),
                 "draws": len(self.acc[s]),
@@ -137,23 +155,24 @@ class StageProbe:
         ]
 
     def verdict(self) -> str:
-        """One sentence computed from the numbers, with the noise taken into account (two standard errors)."""
-        gain, se = self.late_gain
+        """One sentence computed from the numbers by the course's one rule (a paired 95% interval over draws)."""
         last, best = self.stages[-1], self.best_stage
         where = (
-            f"the last stage ({last}) is best"
+            f"the last stage ({last}) is best on validation"
             if best == last
-            else f"the best stage is {best} ({self.mean(best):.3f}), not the last ({self.mean(last):.3f})"
+            else f"the best stage on validation is {best} (test {self.mean(best):.3f}), "
+            f"not the last ({self.mean(last):.3f})"
         )
-        if gain > 2 * se:
-            kind = "the late, ImageNet-specific features help: close to ImageNet"
-        elif gain < -2 * se:
-            kind = "an earlier stage beats the last one beyond noise: far from ImageNet (CS231n's fourth case)"
-        else:
-            kind = "the last stage is no better than an earlier one (within two standard errors): far-ish from ImageNet"
+        ci = self.late()
+        kind = {
+            "better": "the late, ImageNet-specific features help: close to ImageNet",
+            "worse": "an earlier stage beats the last one beyond its interval: far from ImageNet "
+            "(CS231n's fourth case)",
+            "tie": "the last stage is no better than an earlier one (a tie): far-ish from ImageNet",
+        }[ci.verdict]
         return (
-            f"{self.name}, {self.per_class}/class, {self.input_size} px: {where}; late gain "
-            f"{gain:+.3f} ± {se:.3f} -> {kind}"
+            f"{self.name}, {self.per_class}/class, {self.input_size} px: {where}; late gain {ci.mean:+.3f}, 95% CI "
+            f"[{ci.low:+.3f}, {ci.high:+.3f}] over {ci.n} draws -> {kind}"
         )
 
 
@@ -168,23 +187,30 @@ def stage_probe(
     stages: Sequence[str] | None = None,
     name: str = "",
     weight_decay: float = 1e-2,
+    val: ImageSet | None = None,
 ) -> StageProbe:
     """Fit a linear probe on each stage's pooled features, for several draws of ``per_class`` training images.
 
-    Features of ``train`` (the pool the draws come from) and ``test`` are extracted once; each draw (a seed in
-    ``draws``) picks ``per_class`` images per class from ``train`` with :meth:`ImageSet.per_class`.
+    Features of ``train`` (the pool the draws come from), ``test`` and ``val`` are extracted once; each draw (a seed
+    in ``draws``) picks ``per_class`` images per class from ``train`` with :meth:`ImageSet.per_class`. With ``val``
+    the stage to read out is chosen on validation accuracy, never on the test set.
     """
     names = tuple(stages or [n for n, _ in stages_of(model).named_children()])
     ftrain = stage_features(model, train, preprocess)
     ftest = stage_features(model, test, preprocess)
+    fval = stage_features(model, val, preprocess) if val is not None else None
     num_classes = len(train.classes)
     ids = {image_id: i for i, image_id in enumerate(train.ids)}
     acc: dict[str, list[float]] = {s: [] for s in names}
+    vacc: dict[str, list[float]] = {s: [] for s in names}
     for seed in draws:
         pick = torch.tensor([ids[i] for i in train.per_class(per_class, seed=seed).ids])
         for s in names:
             probe = fit_linear_probe(ftrain[s][pick], train.labels[pick], num_classes, weight_decay)
             with torch.no_grad():
                 acc[s].append(float((probe(ftest[s]).argmax(1) == test.labels).double().mean()))
+                if fval is not None:
+                    vacc[s].append(float((probe(fval[s]).argmax(1) == val.labels).double().mean()))
     size = preprocess.size
-    return StageProbe(name, per_class, size, names, {s: tuple(v) for s, v in acc.items()}, len(test))
+    val_acc = {s: tuple(v) for s, v in vacc.items()} if fval is not None else None
+    return StageProbe(name, per_class, size, names, {s: tuple(v) for s, v in acc.items()}, len(test), val_acc)

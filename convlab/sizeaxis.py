@@ -6,19 +6,19 @@ with lots of data fine-tune everything. To test "more data -> fewer frozen stage
 the training-set size, so :func:`run_size_axis` draws every size from ONE data set (Fashion-MNIST by default: 6,000
 training images per class), with the same test images, input size, backbone and learning rates.
 
-**Training budget.** An equal number of optimizer steps for every size (what an earlier version of this course did)
-either starves the large sets or grossly over-trains the small ones; equal *epochs* gives a 10-images-per-class set
-only a handful of steps. :class:`Budget` does both: a regime at a size sees each training image ``min_epochs``
-times and takes at least ``min_steps`` optimizer steps, so steps grow with the set size (``min_epochs x
-ceil(n / batch_size)`` once that exceeds ``min_steps``). Head-only regimes train on cached features, where an epoch
-costs milliseconds, so they get :data:`HEAD_BUDGET` (30 epochs, at least 300 steps: trained to convergence; with
-2 epochs a head on 1,000 Fashion-MNIST features reached 0.71 test accuracy instead of 0.76). The fine-tuned regimes
-get ``budget`` (default 2 epochs, at least 40 steps: what a 2-core CPU affords). That handicap works *against*
-fine-tuning, so where fine-tuning still wins the verdict is conservative; ``SCALE = "full"`` gives them 5 epochs.
+**Training budget.** An equal number of optimizer steps for every size either starves the large sets or grossly
+over-trains the small ones; equal *epochs* gives a 10-images-per-class set only a handful of steps. :class:`Budget`
+does both: a regime at a size sees each training image ``min_epochs`` times and takes at least ``min_steps``
+optimizer steps, so steps grow with the set size. Head-only regimes train on cached features, where an epoch costs
+milliseconds, so they get :data:`HEAD_BUDGET` (30 epochs, at least 300 steps). The notebooks' live runs give the
+fine-tuned regimes ``budget`` (2 epochs, at least 40 steps: what a notebook affords on a CPU), which handicaps
+fine-tuning; the stored full study (:func:`run`, ``python -m convlab study size-axis --scale full``) trains every
+regime until its training accuracy stops improving and stores the epochs, steps and training accuracy of each run.
 
-The verdict (:meth:`SizeAxis.verdict`) is computed from the rows: the best regime per size, which regimes are
-within two standard errors of it (the sd over seeds, each seed a different draw of train and test images and a
-different initialisation), and whether the rule held, failed or could not be told apart from noise.
+The verdict (:meth:`SizeAxis.verdict`) is computed from the rows with the course's one rule: for each size, the
+paired differences between regimes over seeds (each seed a different draw of the training images and initialisation,
+the same for every regime) with a 95% interval; a regime is best only where its interval against the others excludes
+zero, and a tie is reported as a tie.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from convlab.backbones import NUM_STAGES
 from convlab.data import Splits
 from convlab.transfer import Preprocess, Regime, run_regime
+from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = [
     "Budget",
@@ -42,19 +44,26 @@ __all__ = [
     "SizeAxis",
     "default_regimes",
     "run_size_axis",
+    "run_one",
     "SCALES",
+    "KEY",
+    "STUDY_SCALES",
+    "study_regimes",
+    "config",
+    "compatible",
+    "run",
 ]
 
-#: Configurations: ``small`` runs on a 2-core CPU within a notebook's budget; ``full`` is the real curve (a GPU, or
-#: a patient CPU: about an hour per seed for the 5,000-per-class fine-tunes).
+#: Configurations of the notebooks' live runs: ``small`` runs on a 2-core CPU within a notebook's budget; ``full``
+#: is the stored study's axis (:data:`STUDY_SCALES`; about an hour per seed on a 2-core CPU).
 SCALES = {
     "small": {"input_size": 32, "test_per_class": 50, "seeds": (0, 1, 2), "min_epochs": 2},
     "full": {
-        "input_size": 64,
-        "test_per_class": 500,
-        "seeds": (0, 1, 2, 3, 4),
-        "sizes": (10, 30, 100, 300, 1000, 3000, 5000),
-        "min_epochs": 5,
+        "input_size": 32,
+        "test_per_class": 200,
+        "seeds": (0, 1, 2),
+        "sizes": (10, 100, 300, 1000),
+        "min_epochs": 10,
     },
 }
 
@@ -116,7 +125,8 @@ class SizeAxisRow:
 
 @dataclass(frozen=True)
 class SizeAxisVerdict:
-    """What the table says. ``best[size]``: the best regime; ``tied[size]``: regimes within two standard errors."""
+    """What the table says. ``best[size]``: the best regime; ``tied[size]``: regimes whose paired 95% interval against
+    the best includes zero (a tie)."""
 
     best: dict[int, str]
     tied: dict[int, list[str]]
@@ -125,7 +135,8 @@ class SizeAxisVerdict:
     @property
     def lines(self) -> list[str]:
         out = [
-            f"{size:>5}/class: best {self.best[size]}; within noise of it: {', '.join(self.tied[size])}"
+            f"{size:>5}/class: best {self.best[size]}; tied with it (95% interval includes 0): "
+            f"{', '.join(g for g in self.tied[size] if g != self.best[size]) or 'none'}"
             for size in self.best
         ]
         return out + [f"{claim}: {result}" for claim, result in self.claims]
@@ -184,63 +195,110 @@ class SizeAxis:
                 )
         return out
 
-    def verdict(self, z: float = 2.0, expect: dict[int, str] | None = None) -> SizeAxisVerdict:
-        """Best regime per size, and the seminar's claims, each "held", "failed" or "within noise" (``z`` standard
-        errors).
+    def paired(self, size: int, new: str, base: str) -> PairedCI:
+        """``new`` minus ``base`` at ``size``, paired by seed (the same training images and test images), with its 95%
+        interval (:func:`convlab.verdicts.paired_ci`)."""
+        a = {r.seed: r.test_acc for r in self.rows if r.size == size and r.regime == new}
+        b = {r.seed: r.test_acc for r in self.rows if r.size == size and r.regime == base}
+        seeds = sorted(set(a) & set(b))
+        return paired_ci([a[s] for s in seeds], [b[s] for s in seeds], f"{new} vs {base} at {size}/class")
+
+    def verdict(self, expect: dict[int, str] | None = None) -> SizeAxisVerdict:
+        """Best regime per size, and the seminar's claims, each "held", "failed" or "a tie", by the course's one rule:
+        paired differences over seeds with a 95% interval (:meth:`paired`); a difference whose interval includes
+        zero is a tie.
 
         ``expect`` maps a size to the regime the seminar recommends there; default: the most frozen regime at the
         smallest size and, with more than one size, the least frozen at the largest. With more than one size the
-        claim "more data -> fewer frozen stages" is tested too (the best k never goes up as the size grows).
+        claim "more data -> fewer frozen stages" is tested too.
         """
         best, tied = {}, {}
         for size in self.sizes:
-            stats = {g: self.mean_sem(size, g) for g in self.ks if self._acc(size, g)}
-            top = max(stats, key=lambda g: (stats[g][0], self.ks[g]))
+            present = [g for g in self.ks if self._acc(size, g)]
+            top = max(present, key=lambda g: (self.mean_sem(size, g)[0], self.ks[g]))
             best[size] = top
-            tied[size] = [
-                g for g, (m, s) in stats.items() if stats[top][0] - m <= z * math.hypot(_nz(s), _nz(stats[top][1]))
-            ]
+            tied[size] = [g for g in present if g == top or not self._separated(size, top, g)]
         if expect is None:
             expect = {self.sizes[0]: max(self.ks, key=self.ks.get)}
             if len(self.sizes) > 1:
                 expect[self.sizes[-1]] = min(self.ks, key=self.ks.get)
 
         def claim(regime: str, size: int) -> str:
-            m, _ = self.mean_sem(size, regime)
-            top, (tm, _) = best[size], self.mean_sem(size, best[size])
+            top = best[size]
             if regime == top:
                 others = [g for g in self.ks if g != regime and self._acc(size, g)]
-                second = max(others, key=lambda g: self.mean_sem(size, g)[0]) if others else None
-                margin = f" ({m:.3f} vs {second} {self.mean_sem(size, second)[0]:.3f})" if second else ""
-                clear = second is None or second not in tied[size]
-                return ("held" if clear else "within noise (best, but not by two standard errors)") + margin
+                if not others:
+                    return "held (the only regime)"
+                second = max(others, key=lambda g: self.mean_sem(size, g)[0])
+                d = self._diff(size, regime, second)
+                if second in tied[size]:
+                    return f"a tie with {second} ({d})"
+                return f"held ({d})"
+            d = self._diff(size, top, regime)
             if regime in tied[size]:
-                return f"within noise ({regime} {m:.3f}, best {top} {tm:.3f})"
-            return f"failed ({regime} {m:.3f} vs best {top} {tm:.3f})"
+                return f"a tie ({d}): {regime} is as good as the best within the interval"
+            return f"failed ({d})"
 
         claims = [(f"{size}/class: {regime} is best", claim(regime, size)) for size, regime in sorted(expect.items())]
         if len(self.sizes) > 1:
             ks = [self.ks[best[s]] for s in self.sizes]
-            trend = "held" if all(a >= b for a, b in zip(ks, ks[1:])) else "failed"
-            if trend == "held" and len(set(ks)) == 1:
+            clear = [len(tied[s]) == 1 for s in self.sizes]
+            if any(a < b for a, b in zip(ks, ks[1:])):
+                trend = "failed (the best k rises somewhere)"
+            elif len(set(ks)) == 1:
                 trend = "not shown (the same k was best at every size)"
+            elif clear[0] or clear[-1]:
+                trend = (
+                    "held ("
+                    + ", ".join(f"{s}/class: {best[s]}" + ("" if c else " (tied)") for s, c in zip(self.sizes, clear))
+                    + ")"
+                )
+            else:
+                trend = (
+                    "a tie (the best regimes at the smallest and largest sizes are within their intervals of others)"
+                )
             claims.append((f"more data -> fewer frozen stages (best k per size {ks})", trend))
         return SizeAxisVerdict(best, tied, claims)
 
+    def _separated(self, size: int, top: str, other: str) -> bool:
+        """Whether ``top`` beats ``other`` beyond the 95% interval (needs 2 paired seeds)."""
+        try:
+            return self.paired(size, top, other).verdict == "better"
+        except ValueError:
+            return False
+
+    def _diff(self, size: int, a: str, b: str) -> str:
+        ma, mb = self.mean_sem(size, a)[0], self.mean_sem(size, b)[0]
+        try:
+            ci = self.paired(size, a, b)
+            return (
+                f"{a} {ma:.3f} vs {b} {mb:.3f}: {ci.mean * 100:+.1f} points, "
+                f"95% CI [{ci.low * 100:+.1f}, {ci.high * 100:+.1f}]"
+            )
+        except ValueError:
+            return f"{a} {ma:.3f} vs {b} {mb:.3f}, one seed: no interval"
+
     def plot(self, title: str = ""):
-        """Test accuracy against training images per class (log scale), one line per regime, error bars = 2 sem."""
+        """Test accuracy against training images per class (log scale), one line per regime, error bars = the 95%
+        Student-t interval of the mean over seeds."""
         import matplotlib.pyplot as plt
+        from scipy import stats
 
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for regime, k in self.ks.items():
             pts = [(s, *self.mean_sem(s, regime)) for s in self.sizes if self._acc(s, regime)]
             xs, ms, ss = zip(*pts)
             ax.errorbar(
-                xs, ms, yerr=[2 * (s if s == s else 0.0) for s in ss], marker="o", capsize=3, label=f"{regime} (k={k})"
+                xs,
+                ms,
+                yerr=[_nz(s) * stats.t.ppf(0.975, max(1, len(self._acc(x, regime)) - 1)) for x, s in zip(xs, ss)],
+                marker="o",
+                capsize=3,
+                label=f"{regime} (k={k})",
             )
         ax.set_xscale("log")
         ax.set_xlabel("training images per class")
-        ax.set_ylabel("test accuracy (mean ± 2 sem over seeds)")
+        ax.set_ylabel("test accuracy (mean, 95% interval)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -266,7 +324,81 @@ class SizeAxis:
     @classmethod
     def from_json(cls, path: str | Path) -> SizeAxis:
         d = json.loads(Path(path).read_text())
-        return cls([SizeAxisRow(**r) for r in d["rows"]], d["ks"], d.get("meta", {}))
+        fields = SizeAxisRow.__dataclass_fields__
+        rows = [SizeAxisRow(**{k: v for k, v in r.items() if k in fields}) for r in d["rows"]]
+        ks = d.get("ks") or {r.regime: r.k for r in rows}  # a study record (python -m convlab study) has no "ks"
+        return cls(rows, ks, d.get("meta", {}))
+
+
+def run_one(
+    size: int,
+    name: str,
+    regime: Regime,
+    seed: int,
+    splits: Splits,
+    *,
+    prep: Preprocess,
+    budget: Budget,
+    head_budget: Budget,
+    backbone: str = "mobilenet_v2",
+    until_fitted: bool = False,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    make_param_groups: Callable | None = None,
+) -> SizeAxisRow:
+    """Train ``regime`` on ``splits`` (``size`` training images per class) once; its :class:`SizeAxisRow`.
+
+    The budget's epochs are a cap; with ``until_fitted`` the run stops earlier once its training accuracy has not
+    improved by 0.2 points for 3 epochs (:class:`convlab.engine.EarlyStopping` on ``"train_acc"``).
+    ``make_param_groups``: see :func:`convlab.transfer.run_regime`.
+    """
+    from convlab.engine import EarlyStopping
+
+    b = head_budget if regime.frozen == NUM_STAGES else budget
+    epochs = b.epochs(len(splits.train))
+    stop = EarlyStopping(patience=3, monitor="train_acc", min_delta=0.002, restore_best=False) if until_fitted else None
+    t = time.perf_counter()
+    r = run_regime(
+        regime,
+        splits,
+        backbone,
+        epochs=epochs,
+        batch_size=b.batch_size,
+        preprocess=prep,
+        early_stopping=stop,
+        seed=seed,
+        cache_dir=cache_dir,
+        device=device,
+        progress="transient" if progress else False,
+        make_param_groups=make_param_groups,
+    )  # a bar per run, gone when it ends
+    ran = len(r.history)
+    return SizeAxisRow(
+        size,
+        name,
+        regime.frozen,
+        seed,
+        r.row.test_acc,
+        r.history.train_acc[-1],
+        ran,
+        ran * math.ceil(len(splits.train) / b.batch_size),
+        time.perf_counter() - t,
+    )
+
+
+def _fashion(val_per_class: int, test_per_class: int) -> Callable[[int, int], Splits]:
+    from convlab.data import load_fashion_mnist
+
+    def load(seed: int, n: int) -> Splits:
+        # load_fashion_mnist keeps the first `n` images of one seeded permutation per class: the sizes are nested,
+        # the validation and test images the same, and a size's draw does not depend on the other sizes in the
+        # table (so notebook 02's 10-per-class row is the same runs as notebook 04's).
+        return load_fashion_mnist(
+            train_per_class=n, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed
+        )
+
+    return load
 
 
 def run_size_axis(
@@ -284,6 +416,7 @@ def run_size_axis(
     cache_dir: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    make_param_groups: Callable | None = None,
 ) -> SizeAxis:
     """Train every regime at every size (images per class) for every seed; returns a :class:`SizeAxis`.
 
@@ -291,60 +424,40 @@ def run_size_axis(
     ``val_per_class`` validation and ``test_per_class`` test images per class, drawn with ``seed``; for one seed the
     training sets of the sizes are nested and share the validation and test images).
     Validation is a token set (nothing is chosen on it: fixed budget, last epoch), to keep its cost out of the bill.
+    ``make_param_groups(model, lr, backbone_lr_scale)`` builds the optimizer groups of every run (default
+    :func:`convlab.transfer.param_groups`).
     """
     from tqdm.auto import tqdm
 
     from convlab.backbones import BACKBONES
-    from convlab.data import load_fashion_mnist
 
     regimes = regimes or default_regimes()
     sizes = sorted(sizes)
-    if load is None:
-
-        def load(seed, n):
-            return load_fashion_mnist(
-                train_per_class=n, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed
-            )
-
+    load = load or _fashion(val_per_class, test_per_class)
     prep = Preprocess.from_spec(BACKBONES[backbone], size=input_size, crop=False)  # small centred images: no crop
     rows = []
     bar = tqdm(total=len(seeds) * len(sizes) * len(regimes), desc="size axis runs", disable=not progress)
     for seed in seeds:
         for size in sizes:
-            # load_fashion_mnist keeps the first `size` images of one seeded permutation per class: the sizes are
-            # nested, the validation and test images the same, and a size's draw does not depend on the other sizes
-            # in the table (so notebook 02's 10-per-class row is the same runs as notebook 04's).
             sub = load(seed, size)
             for name, regime in regimes.items():
-                b = head_budget if regime.frozen == 7 else budget
-                epochs = b.epochs(len(sub.train))
-                t = time.perf_counter()
-                r = run_regime(
+                row = run_one(
+                    size,
+                    name,
                     regime,
+                    seed,
                     sub,
-                    backbone,
-                    epochs=epochs,
-                    batch_size=b.batch_size,
-                    preprocess=prep,
-                    seed=seed,
+                    prep=prep,
+                    budget=budget,
+                    head_budget=head_budget,
+                    backbone=backbone,
                     cache_dir=cache_dir,
                     device=device,
-                    progress="transient" if progress else False,
-                )  # a bar per run, gone when it ends
-                rows.append(
-                    SizeAxisRow(
-                        size,
-                        name,
-                        regime.frozen,
-                        seed,
-                        r.row.test_acc,
-                        r.history.train_acc[-1],
-                        epochs,
-                        b.steps(len(sub.train)),
-                        time.perf_counter() - t,
-                    )
+                    progress=progress,
+                    make_param_groups=make_param_groups,
                 )
-                bar.set_postfix(size=size, regime=name, acc=f"{r.row.test_acc:.3f}")
+                rows.append(row)
+                bar.set_postfix(size=size, regime=name, acc=f"{row.test_acc:.3f}")
                 bar.update(1)
     bar.close()
     meta = {
@@ -356,3 +469,105 @@ def run_size_axis(
         "seeds": list(seeds),
     }
     return SizeAxis(rows, {n: r.frozen for n, r in regimes.items()}, meta)
+
+
+# ----------------------------------------------------------------------------- the stored full-scale study
+#: The fields that name one run in a stored study (``python -m convlab study size-axis``).
+KEY = ("size", "regime", "seed")
+
+#: ``python -m convlab study size-axis --scale NAME``: ``full`` is the stored study of notebook 04.
+STUDY_SCALES = {
+    "small": {
+        "sizes": (10, 100),
+        "seeds": (0, 1),
+        "test_per_class": 50,
+        "input_size": 32,
+        "budget": {"min_epochs": 2, "min_steps": 40},
+        "head_budget": {"min_epochs": 30, "min_steps": 300},
+    },
+    "full": {
+        "sizes": (10, 100, 300, 1000),
+        "seeds": (0, 1, 2),
+        "test_per_class": 200,
+        "input_size": 32,
+        "budget": {"min_epochs": 10, "min_steps": 400},
+        "head_budget": {"min_epochs": 60, "min_steps": 600},
+        # more seeds where 3 left the head-vs-fine-tune interval at the largest size too wide to resolve
+        "extra_seeds": {"1000": (3, 4)},
+    },
+}
+
+
+def study_regimes() -> dict[str, Regime]:
+    """The regimes of the stored study: :func:`default_regimes`."""
+    return default_regimes()
+
+
+def config(scale: str) -> dict:
+    """What determines a stored study's results."""
+    if scale not in STUDY_SCALES:
+        raise ValueError(f"scale: expected one of {list(STUDY_SCALES)}, got {scale!r}")
+    cfg = STUDY_SCALES[scale]
+    return {
+        **json.loads(json.dumps(cfg)),
+        "backbone": "mobilenet_v2",
+        "val_per_class": 2,
+        "regimes": {n: asdict(r) for n, r in study_regimes().items()},
+        "until_fitted": "training accuracy not improved by 0.2 points for 3 epochs (the budget's epochs are a cap)",
+    }
+
+
+def compatible(old: dict, new: dict, rows: Sequence[dict]) -> bool:
+    """Whether rows stored under config ``old`` stay valid under ``new``: the same but for more ``extra_seeds``."""
+    if {k: v for k, v in old.items() if k != "extra_seeds"} != {k: v for k, v in new.items() if k != "extra_seeds"}:
+        return False
+    more = new.get("extra_seeds", {})
+    return all(set(v) <= set(more.get(k, [])) for k, v in old.get("extra_seeds", {}).items())
+
+
+def run(scale: str, record, *, progress: bool = True) -> SizeAxis:
+    """Run (or finish) a stored study into ``record`` (a :class:`convlab.studyrun.StudyRecord`), size by size."""
+    from convlab.backbones import BACKBONES
+    from convlab.studyrun import run_jobs
+
+    cfg = config(scale)
+    regimes = study_regimes()
+    prep = Preprocess.from_spec(BACKBONES[cfg["backbone"]], size=cfg["input_size"], crop=False)
+    load = _fashion(cfg["val_per_class"], cfg["test_per_class"])
+    extra = cfg.get("extra_seeds", {})
+    jobs = [
+        {"size": n, "regime": g, "seed": s}
+        for n in cfg["sizes"]
+        for s in [*cfg["seeds"], *extra.get(str(n), [])]
+        for g in regimes
+    ]
+    data: dict[tuple[int, int], Splits] = {}
+
+    def one(job) -> dict:
+        key = (job["seed"], job["size"])
+        if key not in data:
+            data.clear()
+            data[key] = load(*key)
+        row = run_one(
+            job["size"],
+            job["regime"],
+            regimes[job["regime"]],
+            job["seed"],
+            data[key],
+            prep=prep,
+            budget=Budget(**cfg["budget"]),
+            head_budget=Budget(**cfg["head_budget"]),
+            backbone=cfg["backbone"],
+            until_fitted=True,
+            device="auto",
+            progress=False,
+        )
+        return asdict(row)
+
+    rows = run_jobs(record, jobs, one, progress=progress, desc="size axis runs")
+    fields = SizeAxisRow.__dataclass_fields__
+    return SizeAxis(
+        [SizeAxisRow(**{k: r[k] for k in fields}) for r in rows],
+        {n: r.frozen for n, r in regimes.items()},
+        dict(record.meta),
+    )

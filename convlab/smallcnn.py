@@ -16,23 +16,35 @@ __all__ = ["SmallCNN"]
 class SmallCNN(nn.Module):
     """``depth`` blocks of 3x3 conv, BatchNorm and ReLU, with channels ``width``, ``2 width``, ``4 width``, ... and
     2x2 max-pooling after every block but the last; then global average pooling, dropout and a linear classifier:
-    ``(B, 3, H, W)`` float -> ``(B, num_classes)`` logits.
+    ``(B, in_channels, H, W)`` float -> ``(B, num_classes)`` logits.
 
     The defaults (4 blocks of 16-32-64-128 channels, dropout 0.2: about 100k parameters) are notebook 08's network.
+    ``in_channels``: 3 for colour photos, 1 for grayscale (Fashion-MNIST).
     ``conv_bias``: give the convolutions a bias. It is redundant before BatchNorm and off by default; the augmentation
     study keeps it because its stored full-scale results were drawn with it (the bias draws shift every later one).
     """
 
     def __init__(
-        self, num_classes: int, width: int = 16, depth: int = 4, dropout: float = 0.2, conv_bias: bool = False
+        self,
+        num_classes: int,
+        width: int = 16,
+        depth: int = 4,
+        dropout: float = 0.2,
+        conv_bias: bool = False,
+        in_channels: int = 3,
     ):
         super().__init__()
-        for name, value, low in (("num_classes", num_classes, 1), ("width", width, 1), ("depth", depth, 1)):
+        for name, value, low in (
+            ("num_classes", num_classes, 1),
+            ("width", width, 1),
+            ("depth", depth, 1),
+            ("in_channels", in_channels, 1),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
-        chans = [3] + [width * 2**i for i in range(depth)]
+        chans = [in_channels] + [width * 2**i for i in range(depth)]
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [

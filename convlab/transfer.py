@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -352,13 +352,15 @@ def run_regime(
     device: str | torch.device = "auto",
     cache_dir: str | os.PathLike | None = None,
     progress: bool | str = True,
+    make_param_groups: Callable[[nn.Module, float, float], list[dict]] | None = None,
 ) -> RegimeResult:
     """Train one regime on ``splits`` (train / val / test ImageSets) and evaluate it on the test set.
 
     The backbone gets a fresh ``len(splits.classes)``-way head (seeded with ``seed``). With frozen stages and the
     ``"frozen"`` BatchNorm policy the activations at the freeze boundary are cached once (train, val and test), and
     only the stages after it and the head run during training. ``preprocess`` defaults to the backbone's eval
-    preprocessing at ``input_size`` (224 when ``None``).
+    preprocessing at ``input_size`` (224 when ``None``). ``make_param_groups(model, lr, backbone_lr_scale)`` builds
+    the optimizer's groups (default :func:`param_groups`; notebook 04's exercise writes one).
     """
     if not isinstance(regime, Regime):
         raise TypeError(f"regime: expected a Regime (e.g. Regime.head_only()), got {type(regime).__name__}")
@@ -371,7 +373,7 @@ def run_regime(
         freeze(model, regime.frozen, bn=regime.bn)
         prep = preprocess or Preprocess.from_spec(model.spec, size=input_size)
         head_lr = regime.lr if regime.lr is not None else lr
-        groups = param_groups(model, head_lr, regime.backbone_lr_scale)
+        groups = (make_param_groups or param_groups)(model, head_lr, regime.backbone_lr_scale)
         extract_s = 0.0
         if regime.uses_cache:
             t = time.perf_counter()

@@ -1,5 +1,10 @@
 """Turn a notebook's measurements into verdicts with their uncertainty: small dataclasses, not f-string cells.
 
+**The one rule.** Two configurations trained on the same seeds (the same training images, initial weights and batch
+order for both) give one paired difference per seed. :func:`paired_ci` is the mean of those differences with its 95%
+Student-t confidence interval; the effect is *shown* ("better" or "worse") only when the interval excludes zero, and
+otherwise it is a **tie**. Every study, verdict and quiz of the course uses this rule.
+
 - :func:`paired_difference`: two configurations scored on the *same* photos (and seeds): the accuracy gain,
   its spread over seeds and a bootstrap interval over photos, the photos fixed and broken, a sign test.
 - :func:`cost_ratio`: the time of one configuration over another's, from back-to-back repeats.
@@ -22,6 +27,8 @@ import numpy as np
 from convlab.display import Table
 
 __all__ = [
+    "PairedCI",
+    "paired_ci",
     "mean_sd",
     "sign_test",
     "PairedDifference",
@@ -40,6 +47,83 @@ def mean_sd(values: Sequence[float], fmt: str = ".3f") -> str:
     values = [float(v) for v in values]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):{fmt}} ± {sd:{fmt}}"
+
+
+@dataclass(frozen=True)
+class PairedCI:
+    """The mean of paired differences ``new - base`` (one per seed) and its confidence interval.
+
+    ``verdict`` is ``"better"`` or ``"worse"`` when the interval excludes zero, else ``"tie"``.
+    """
+
+    label: str
+    diffs: tuple[float, ...]
+    mean: float
+    low: float
+    high: float
+    confidence: float = 0.95
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "tie"
+
+    @property
+    def shown(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.verdict != "tie"
+
+    def row(self, scale: float = 100.0, unit: str = "points") -> dict:
+        """A table row: the effect and its interval in ``unit`` (accuracy points by default)."""
+        return {
+            "comparison": self.label,
+            f"effect ({unit})": f"{self.mean * scale:+.2f}",
+            f"{self.confidence:.0%} CI": f"[{self.low * scale:+.2f}, {self.high * scale:+.2f}]",
+            "seeds": self.n,
+            "verdict": self.verdict,
+        }
+
+    def __str__(self) -> str:
+        what = {"better": "shown: better", "worse": "shown: worse", "tie": "a tie (the interval includes 0)"}
+        return (
+            f"{self.label}: {self.mean * 100:+.2f} points, {self.confidence:.0%} CI [{self.low * 100:+.2f}, "
+            f"{self.high * 100:+.2f}] over {self.n} paired seeds -> {what[self.verdict]}"
+        )
+
+
+def paired_ci(
+    new: Sequence[float], base: Sequence[float], label: str = "new vs base", confidence: float = 0.95
+) -> PairedCI:
+    """Mean of ``new[i] - base[i]`` over paired seeds with its Student-t ``confidence`` interval.
+
+    Args:
+        new, base: one value per seed (e.g. test accuracies), in the same seed order; at least 2 pairs.
+    """
+    from scipy import stats
+
+    a = np.asarray(new, dtype=float)
+    b = np.asarray(base, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"new, base: expected two 1-D sequences of equal length, got shapes {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"new, base: expected at least 2 paired seeds for an interval, got {len(a)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}")
+    d = a - b
+    mean = float(d.mean())
+    half = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return PairedCI(label, tuple(float(x) for x in d), mean, mean - half, mean + half, confidence)
 
 
 def sign_test(b: int, c: int) -> float:

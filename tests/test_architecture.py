@@ -196,7 +196,7 @@ def test_the_checker_finds_what_it_should(tmp_path):
 # The package stays flat on purpose: a module's path is what learners type in every notebook
 # (`from convlab.transfer import freeze`), so the layers are named here and in the docstring, not in folders.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("_checks", "atomicio", "device", "threads", "memory", "display", "plots"),
+    "foundations": ("_checks", "atomicio", "device", "threads", "memory", "display", "plots", "studyrun"),
     "weights and data": ("assets", "preprocess", "backbones", "data", "loading"),
     "training, augmentation, evaluation": (
         "engine",
@@ -212,6 +212,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "studies behind the seminar's claims": (
         "augstudy",
+        "augregimes",
+        "colourstudy",
         "cropstudy",
         "sizeaxis",
         "similarity",
@@ -219,7 +221,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "verdicts",
     ),
     "course": ("course", "course_open", "slides", "widgets", "exercises", "exercises.*"),
-    "command line": ("cli", "cli_train", "cli_evaluate", "__main__"),
+    "command line": ("cli", "cli_train", "cli_evaluate", "cli_study", "__main__"),
 }
 FACADE = "convlab"  # the package's __init__: lazy names over the modules; `import convlab` runs it whatever one imports
 

@@ -89,8 +89,8 @@ def test_unknown_transform_and_bad_names_are_refused(splits):
 
 def test_training_is_deterministic_per_seed(splits):
     sp = resplit(splits, 0, (0.6, 0.0, 0.4))
-    tr = augstudy._frames(sp.train.images, TINY.frame)
-    te = augstudy._frames(sp.test.images, TINY.frame)
+    tr = augstudy.frames(sp.train.images, TINY.frame)
+    te = augstudy.frames(sp.test.images, TINY.frame)
     runs = [train_once("PCA colour", tr, sp.train.labels, te, sp.test.labels, 3, 0, TINY) for _ in range(2)]
     assert runs[0] == runs[1] and 0.0 <= runs[0] <= 1.0
 
@@ -113,12 +113,14 @@ def _study(pairs):
     return TransformStudy(runs, StudyConfig(seeds=tuple(range(len(pairs)))), "small", 100, 50)
 
 
-def test_verdict_says_when_the_effect_is_noise():
-    assert "within seed noise" in _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).rows()[1].verdict
-    assert "helps" in _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).rows()[1].verdict
-    assert "hurts" in _study([(0.80, 0.70), (0.81, 0.72), (0.79, 0.70)]).rows()[1].verdict
+def test_verdict_is_the_paired_interval_rule_and_a_tie_is_a_tie():
+    assert _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).rows()[1].verdict == "tie"
+    assert _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).rows()[1].verdict == "better"
+    assert _study([(0.80, 0.70), (0.81, 0.72), (0.79, 0.70)]).rows()[1].verdict == "worse"
+    row = _study([(0.80, 0.90), (0.81, 0.92), (0.79, 0.90)]).rows()[1]
+    assert row.ci_low > 0 and row.ci_low < row.effect_mean < row.ci_high
     claims = _study([(0.80, 0.82), (0.90, 0.88), (0.70, 0.74)]).claims()
-    assert "No transform" in claims[-2] and "Smallest effect" in claims[-3] and "SCALE = 'full'" in claims[-1]
+    assert "No transform's interval excludes zero" in claims[-1] and "Resolution of this run" in claims[-2]
 
 
 def test_stored_study_round_trips_and_says_it_is_stored(tmp_path):

@@ -162,10 +162,11 @@ QUIZ = Quiz(
             tolerance=0.0,
         ),
         "q4": Question(
-            "Over 3 seeds a transform's paired effect is +0.02 ± 0.03 (mean ± sd). What does this run say?",
+            "Over 5 paired seeds a transform's effect is +0.4 points with a 95% interval of [-0.3, +1.1]. What does "
+            "this run say?",
             "a",
-            "An effect within about 2 standard deviations of zero cannot be told from seed-to-seed noise with 3 seeds: "
-            "more seeds, more test images or a larger effect are needed before claiming anything.",
+            "The interval includes zero, so by the course's rule the run is a tie: it cannot tell the effect from "
+            "zero. Its width says what it could have missed: an effect larger than about 1 point would have shown.",
             options={
                 "a": "it cannot tell the effect from noise",
                 "b": "the transform helps by 2 points",
@@ -173,7 +174,7 @@ QUIZ = Quiz(
                 "d": "the transform has no effect at all",
             },
             wrong={
-                "b": "+0.02 is smaller than the spread: the sign could flip with other seeds.",
+                "b": "+0.4 is the mean, but the interval reaches below zero: the sign could flip with other seeds.",
                 "c": "the mean is positive, and within the noise anyway.",
                 "d": "absence of evidence is not evidence of absence: the run is too small to tell.",
             },
