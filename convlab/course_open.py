@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_COURSE_DIR",
-    "course_notebooks",
-    "sync_learner_folder",
     "lab_command",
     "add_open_arguments",
     "run_open",
@@ -31,45 +27,6 @@ __all__ = [
 ]
 
 DEFAULT_COURSE_DIR = Path("~/convlab-course")
-_SUPPORT_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "*.ipynb", "__pycache__")
-
-
-def course_notebooks() -> Path:
-    """The repository's ``notebooks/`` (the teacher's versions, with solutions)."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
-
-
-@dataclass
-class SyncReport:
-    """What :func:`sync_learner_folder` did: copies ``written`` now, copies ``kept`` as the learner left them."""
-
-    folder: Path
-    written: list[Path] = field(default_factory=list)
-    kept: list[Path] = field(default_factory=list)
-
-
-def sync_learner_folder(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> SyncReport:
-    """Write the learner copy of every course notebook missing from ``dest``, and the files the notebooks read
-    beside them (``figures/``, results); keep everything already there. Returns what was written and kept."""
-    from convlab.exercises.copies import write_learner_copies
-
-    src = Path(src) if src is not None else course_notebooks()
-    dest = Path(dest).expanduser()
-    if dest.resolve() == src.resolve():
-        raise ValueError(f"dest: the learner folder must not be the course's own notebooks/ ({src})")
-    names = sorted(p.name for p in src.glob("[0-9][0-9]_*.ipynb"))
-    existing = {n for n in names if (dest / n).exists()}
-    written = write_learner_copies(src, dest, overwrite=False)
-    for item in src.iterdir():  # support files, missing ones only (never over a learner's file)
-        if item.is_dir() and item.name not in (".ipynb_checkpoints", "__pycache__"):
-            shutil.copytree(
-                item,
-                dest / item.name,
-                ignore=_SUPPORT_IGNORE,
-                dirs_exist_ok=True,
-                copy_function=lambda s, d: None if Path(d).exists() else shutil.copy2(s, d),
-            )
-    return SyncReport(dest, written, [dest / n for n in sorted(existing)])
 
 
 def _quiet_settings(settings_dir: Path) -> None:
@@ -140,6 +97,8 @@ def _port(text: str) -> int:
 
 
 def run_open(args: argparse.Namespace) -> int:
+    from convlab.exercises.copies import course_notebooks, make_course_folder
+
     if args.teacher:
         root = course_notebooks()
         settings = None  # the teacher's own JupyterLab settings
@@ -147,15 +106,20 @@ def run_open(args: argparse.Namespace) -> int:
     else:
         folder = args.dir or Path(os.environ.get("CONVLAB_COURSE_DIR") or DEFAULT_COURSE_DIR)
         try:
-            report = sync_learner_folder(folder)
-        except (OSError, ValueError) as exc:
-            print(f"python -m convlab open: error: {exc}", file=sys.stderr)
+            report = make_course_folder(folder)
+        except ValueError as exc:  # inside the course's notebooks/
+            print(f"python -m convlab open: error: --dir {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"python -m convlab open: error: --dir {folder}: {exc}", file=sys.stderr)
             return 2
         root = report.folder
         settings = root / ".jupyter" / "lab" / "user-settings"
+        notebooks = [p for p in report.written if p.suffix == ".ipynb"]
+        edited = [p for p in report.kept if p.suffix == ".ipynb"]
         print(
-            f"your course folder: {root}\n  new copies: {len(report.written)}; kept as you left them: "
-            f"{len(report.kept)} (delete one to get a fresh copy)"
+            f"your course folder: {root}\n  new copies: {len(notebooks)}; copies you changed, kept as you left "
+            f"them: {len(edited)} (delete one to get a fresh copy)"
         )
     if settings is not None:
         _quiet_settings(settings)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from convlab.course_open import course_notebooks, lab_command, sync_learner_folder
-from convlab.exercises import STUB
+from convlab.course_open import lab_command
+from convlab.exercises import STUB, course_notebooks, make_course_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -50,21 +50,22 @@ def test_bad_port_is_refused_with_status_2(tmp_path, port):
     assert "Traceback" not in result.stderr and not (tmp_path / "00_start_here.ipynb").exists()
 
 
-def test_sync_writes_missing_copies_and_keeps_the_learners(tmp_path):
-    first = sync_learner_folder(tmp_path / "course")
-    assert [p.name for p in first.written] == [p.name for p in NOTEBOOKS] and not first.kept
+def test_course_folder_writes_missing_copies_and_keeps_the_learners(tmp_path):
+    first = make_course_folder(tmp_path / "course")
+    assert [p.name for p in first.written if p.suffix == ".ipynb"] == [p.name for p in NOTEBOOKS] and not first.kept
     assert (tmp_path / "course" / "figures").is_dir()
     edited, removed = first.written[0], first.written[1]
     edited.write_text(edited.read_text().replace(STUB.split("(")[0], "return 42  # mine"))
     removed.unlink()
     figure = next((tmp_path / "course" / "figures").iterdir())
     figure.write_bytes(b"mine")
-    second = sync_learner_folder(tmp_path / "course")
+    second = make_course_folder(tmp_path / "course")
     assert [p.name for p in second.written] == [removed.name], "only the missing copy is written again"
+    assert second.kept == sorted([edited, figure]) and second.backups is None
     assert "return 42  # mine" in edited.read_text() and figure.read_bytes() == b"mine"
     assert STUB.split("(")[0] in removed.read_text() and "### BEGIN SOLUTION" not in removed.read_text()
-    with pytest.raises(ValueError, match="must not be"):
-        sync_learner_folder(course_notebooks())
+    with pytest.raises(ValueError, match="outside the course notebooks"):
+        make_course_folder(course_notebooks())
 
 
 def test_lab_command_is_loopback_quiet_and_passes_options_on(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from convlab.exercises import BEGIN, END, STUB, learner_notebook, none_solutions, strip_solutions, write_learner_copies
+from convlab.exercises import BEGIN, END, STUB, learner_notebook, make_course_folder, none_solutions, strip_solutions
 from convlab.exercises.copies import CHECK_TAGS, exercise_pairs, mark_for_nbgrader, notebook_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_none_solutions_returns_none_in_functions_and_assigns_none_at_module_lev
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_learner_copy_in_sync(path, tmp_path):
     nb = json.loads(path.read_text())
-    written = write_learner_copies(ROOT / "notebooks", tmp_path)
+    written = [p for p in make_course_folder(tmp_path, ROOT / "notebooks").written if p.suffix == ".ipynb"]
     copy = json.loads((tmp_path / path.name).read_text())
     assert len(written) == len(NOTEBOOKS)
     assert copy == learner_notebook(nb)
@@ -177,13 +177,20 @@ def test_notebook_is_marked_for_nbgrader(path):
 
 @pytest.fixture(scope="module")
 def learner_folder(tmp_path_factory):
-    """Every notebook's learner copy (every stub unfilled) with the files the notebooks read beside them, as
-    ``python -m convlab open`` lays them out for a learner."""
-    from convlab.course_open import sync_learner_folder
-
+    """Every notebook's learner copy (every stub unfilled) with the files the notebooks read beside them, made as
+    README says to make copies without JupyterLab: ``python -m convlab learner-copies --out DIR`` (``python -m
+    convlab open`` makes the same folder: tests/test_course_open.py)."""
     folder = tmp_path_factory.mktemp("learner")
-    report = sync_learner_folder(folder, ROOT / "notebooks")
-    assert [p.name for p in report.written] == [p.name for p in NOTEBOOKS]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    made = subprocess.run(
+        [sys.executable, "-m", "convlab", "learner-copies", "--out", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in folder.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
     return folder
 
 

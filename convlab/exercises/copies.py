@@ -28,9 +28,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import re
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convlab.atomicio import atomic_write_bytes
@@ -39,7 +43,10 @@ __all__ = [
     "strip_solutions",
     "none_solutions",
     "learner_notebook",
-    "write_learner_copies",
+    "course_notebooks",
+    "check_course_folder",
+    "make_course_folder",
+    "CourseFolder",
     "exercise_pairs",
     "mark_for_nbgrader",
     "notebook_problems",
@@ -54,6 +61,7 @@ END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your solution")'
 CHECK_TAGS = ("check", "raises-exception")
 NBGRADER_SCHEMA = 3
+_NOTEBOOK_NAME = re.compile(r"[0-9][0-9]_.*\.ipynb")
 
 
 def _replace_blocks(source: str, stub: Callable[[str, int, list[str]], list[str]]) -> str:
@@ -133,25 +141,113 @@ def learner_notebook(nb: dict) -> dict:
     return out
 
 
-def write_learner_copies(src_dir: str | Path, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
-    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths.
+def course_notebooks() -> Path:
+    """The repository's ``notebooks/`` beside the package (the teacher's versions, with the solutions)."""
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
-    ``overwrite=False`` keeps every copy already in ``out_dir`` (a learner's edits) and writes only missing ones.
-    """
-    src_dir, out_dir = Path(src_dir), Path(out_dir)
-    notebooks = sorted(src_dir.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise ValueError(f"src_dir: expected notebooks named NN_topic.ipynb in {src_dir}, found none")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in notebooks:
-        if not overwrite and (out_dir / path.name).exists():
+
+@dataclass
+class CourseFolder:
+    """What :func:`make_course_folder` did in ``folder``: files ``written`` now (missing ones, or fresh ones over
+    ``backups``), files ``kept`` as they were because they differ from what would be written (a learner's edits,
+    or copies of an older course), files ``unchanged`` (already what would be written); with ``fresh=True``, the
+    files it replaced were ``moved`` into the folder ``backups`` (``None`` if it moved none)."""
+
+    folder: Path
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    moved: list[Path] = field(default_factory=list)
+    backups: Path | None = None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_course_folder(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> Path:
+    """``dest`` as a folder for a course copy, or ValueError if it is (or resolves to, through a symbolic link or a
+    relative path) the course notebooks ``src`` or the repository's ``notebooks/``, or lies inside either: a
+    learner copy written there would replace the solutions with stubs."""
+    dest = Path(dest).expanduser()
+    where = dest.resolve()
+    for protected in dict.fromkeys(p.resolve() for p in (course_notebooks(), Path(src or course_notebooks()))):
+        if _is_within(where, protected):
+            raise ValueError(
+                f"{dest}: expected a folder outside the course notebooks {protected}, got "
+                f"{'that folder' if where == protected else 'a folder inside it'} (copies there would replace the "
+                "solutions with stubs); choose another folder"
+            )
+    return dest
+
+
+def _course_files(src: Path) -> list[tuple[Path, Path]]:
+    """``(source file, path relative to the course folder)`` for every course notebook (``NN_*.ipynb``) and every
+    file the notebooks read beside them (``results/``, ``figures/``, ...), in name order. Hidden files, other
+    notebooks, ``.ipynb_checkpoints`` and ``__pycache__`` are left out."""
+    found = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or not path.is_file():
             continue
-        copy = learner_notebook(json.loads(path.read_text()))
-        target = out_dir / path.name
-        _write_notebook(target, copy)
-        written.append(target)
-    return written
+        if path.suffix == ".ipynb" and not (len(rel.parts) == 1 and _NOTEBOOK_NAME.fullmatch(path.name)):
+            continue
+        found.append((path, rel))
+    return found
+
+
+def make_course_folder(
+    dest: str | os.PathLike, src: str | os.PathLike | None = None, fresh: bool = False
+) -> CourseFolder:
+    """Make (or bring up to date) a learner's course folder ``dest`` from the course notebooks ``src`` (default:
+    :func:`course_notebooks`): the learner copy (:func:`learner_notebook`) of every ``NN_*.ipynb`` and every file
+    the notebooks read beside them (``results/``, ``figures/``, ...), so that each copy runs top to bottom there.
+
+    Nothing a person wrote is lost: a missing file is written; a file that already holds what would be written is
+    left alone; a file that differs (a learner's edits, an older copy) is *kept* as it is and reported, or with
+    ``fresh=True`` moved to ``dest/backups/<date-time>/`` and replaced by a fresh copy. ``dest`` must lie outside
+    ``src`` and the repository's ``notebooks/`` (:func:`check_course_folder`), and every folder written into is
+    checked the same way before anything is written (a symbolic link inside ``dest`` cannot lead there).
+    ``python -m convlab learner-copies`` and ``python -m convlab open`` both make their folders here.
+    """
+    src = Path(src).expanduser() if src is not None else course_notebooks()
+    dest = check_course_folder(dest, src)
+    files = _course_files(src)
+    if not any(len(rel.parts) == 1 and rel.suffix == ".ipynb" for _, rel in files):
+        raise ValueError(f"src: expected notebooks named NN_topic.ipynb in {src}, found none")
+    plan = []
+    for path, rel in files:  # everything read and checked before the first write
+        data = path.read_bytes()
+        if len(rel.parts) == 1 and rel.suffix == ".ipynb":
+            data = _notebook_bytes(learner_notebook(json.loads(data)))
+        target = dest / rel
+        check_course_folder(_nearest_existing(target.parent), src)
+        plan.append((target, data))
+    report = CourseFolder(dest)
+    backup = dest / "backups" / time.strftime("%Y%m%d-%H%M%S")
+    for target, data in plan:
+        if target.is_file() and target.read_bytes() == data:
+            report.unchanged.append(target)
+            continue
+        if target.exists() or target.is_symlink():
+            if not fresh:
+                report.kept.append(target)
+                continue
+            moved = backup / target.relative_to(dest)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, moved)
+            report.moved.append(moved)
+            report.backups = backup
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+        report.written.append(target)
+    return report
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ exercises, nbgrader
@@ -269,8 +365,12 @@ def notebook_problems(nb: dict) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def _notebook_bytes(nb: dict) -> bytes:
+    return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+
+
 def _write_notebook(path: Path, nb: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, _notebook_bytes(nb))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
