@@ -276,3 +276,61 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             )
     finally:
         kernel.close()
+
+
+def _unmatched(text: str) -> str:
+    """Notebook 00 with one solution's END marker (or, for "begin", its BEGIN marker) deleted."""
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    cell = next(c for c in nb["cells"] if BEGIN in _src(c))
+    marker = END if text == "end" else BEGIN
+    cell["source"] = "".join(line for line in _src(cell).splitlines(keepends=True) if line.strip() != marker)
+    return json.dumps(nb)
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        ("", "got an empty file"),
+        ("{}", "got JSON without 'cells'"),
+        ("[]", "got a JSON list"),
+        ('{"cells": [1]}', "cell 0: expected an object with a 'cell_type'"),
+        (NOTEBOOKS[0].read_text()[:500], "got invalid JSON at line"),
+        (None, "expected a notebook file, got No such file or directory"),
+        (_unmatched("end"), f"{BEGIN!r} without a matching {END!r}"),
+        (_unmatched("begin"), f"{END!r} without a matching {BEGIN!r}"),
+    ],
+    ids=["empty", "empty object", "a list", "a number as a cell", "truncated", "missing", "no END", "no BEGIN"],
+)
+def test_check_reports_a_malformed_notebook_or_unmatched_markers_in_one_line(content, said, tmp_path, capsys):
+    from convlab.exercises.copies import main
+
+    (tmp_path / "src").mkdir()
+    path, good = tmp_path / "src" / "00_x.ipynb", tmp_path / "src" / "01_good.ipynb"
+    if content is not None:
+        path.write_text(content)
+    good.write_text(NOTEBOOKS[1].read_text())
+    before = path.read_bytes() if content is not None else None
+    for mode in ("--check", "--mark"):
+        assert main([mode, str(path), str(good)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and err.startswith(str(path)), err  # the good one: no line
+        assert (path.read_bytes() if path.exists() else None) == before, f"{mode} changed a malformed notebook"
+    if said.endswith(repr(END)):  # learner copies refuse it in one line too, and write nothing
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convlab",
+                "learner-copies",
+                "--src",
+                str(tmp_path / "src"),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
+        assert not (tmp_path / "o").exists()

@@ -50,6 +50,7 @@ __all__ = [
     "exercise_pairs",
     "mark_for_nbgrader",
     "notebook_problems",
+    "read_notebook",
     "BEGIN",
     "END",
     "STUB",
@@ -122,6 +123,46 @@ def none_solutions(source: str) -> str:
     return _replace_blocks(source, stub)
 
 
+def _parse_notebook(data: bytes, where: str | os.PathLike) -> dict:
+    """The notebook in ``data`` (the bytes of an ``.ipynb`` file), or ValueError in one sentence naming ``where``:
+    an empty file, invalid JSON (e.g. a truncated file), or JSON that is not a notebook."""
+    expected = "expected a notebook (JSON with a list of cells)"
+    if not data.strip():
+        raise ValueError(f"{where}: {expected}, got an empty file")
+    try:
+        nb = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{where}: {expected}, got invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}; truncated "
+            "or damaged?)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: {expected}, got bytes that are not UTF-8 text ({exc.reason})") from None
+    if not isinstance(nb, dict):
+        raise ValueError(f"{where}: {expected}, got a JSON {type(nb).__name__}")
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError(
+            f"{where}: {expected}, got JSON {'without' if 'cells' not in nb else 'with a non-list'} 'cells'"
+        )
+    for k, cell in enumerate(nb["cells"]):
+        source = cell.get("source", "") if isinstance(cell, dict) else None
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise ValueError(f"{where}: cell {k}: expected an object with a 'cell_type', got {str(cell)[:60]!r}")
+        if not isinstance(source, str) and not (isinstance(source, list) and all(isinstance(x, str) for x in source)):
+            raise ValueError(f"{where}: cell {k}: expected its 'source' as text or a list of lines, got {source!r:.60}")
+    return nb
+
+
+def read_notebook(path: str | os.PathLike) -> dict:
+    """The notebook at ``path`` (parsed JSON), checked for the structure this module relies on; a missing,
+    unreadable, empty, truncated or foreign file raises ValueError in one sentence naming ``path``."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: expected a notebook file, got {exc.strerror or exc}") from None
+    return _parse_notebook(data, path)
+
+
 def _source(cell: dict) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -130,12 +171,15 @@ def _source(cell: dict) -> str:
 def learner_notebook(nb: dict) -> dict:
     """A copy of a notebook (as parsed JSON) with solutions replaced by stubs and outputs cleared."""
     out = json.loads(json.dumps(nb))
-    for cell in out["cells"]:
+    for k, cell in enumerate(out["cells"]):
         if cell.get("cell_type") != "code":
             continue
         src = _source(cell)
-        if BEGIN in src:
-            cell["source"] = strip_solutions(src)
+        if BEGIN in src or END in src:
+            try:
+                cell["source"] = strip_solutions(src)
+            except ValueError as exc:
+                raise ValueError(f"cell {k}: {str(exc).removeprefix('source: ')}") from None
         cell["outputs"] = []
         cell["execution_count"] = None
     return out
@@ -219,7 +263,10 @@ def make_course_folder(
     for path, rel in files:  # everything read and checked before the first write
         data = path.read_bytes()
         if len(rel.parts) == 1 and rel.suffix == ".ipynb":
-            data = _notebook_bytes(learner_notebook(json.loads(data)))
+            try:
+                data = _notebook_bytes(learner_notebook(_parse_notebook(data, path)))
+            except ValueError as exc:
+                raise ValueError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
         target = dest / rel
         check_course_folder(_nearest_existing(target.parent), src)
         plan.append((target, data))
@@ -344,9 +391,20 @@ def mark_for_nbgrader(nb: dict, points: int = 1) -> dict:
 
 
 def notebook_problems(nb: dict) -> list[str]:
-    """What keeps a notebook from the exercise conventions (empty if none): a solution outside a function body,
-    an exercise without a check cell, a check cell without both :data:`CHECK_TAGS`, missing nbgrader marks."""
+    """What keeps a notebook from the exercise conventions (empty if none): a ``BEGIN`` marker without its ``END``
+    (or the reverse), a solution outside a function body, an exercise without a check cell, a check cell without
+    both :data:`CHECK_TAGS`, missing nbgrader marks. Unmatched markers are reported alone: the other conventions
+    depend on where the solutions are."""
     problems = []
+    for k, cell in enumerate(nb["cells"]):
+        src = _source(cell)
+        if cell.get("cell_type") == "code" and (BEGIN in src or END in src):
+            try:
+                strip_solutions(src)
+            except ValueError as exc:
+                problems.append(f"cell {k} ({src.strip().splitlines()[0][:50]!r}): {str(exc).removeprefix('source: ')}")
+    if problems:  # the rest (pairs, marks) depends on where the solutions are: fix the markers first
+        return problems
     for i, j in exercise_pairs(nb):
         src = _source(nb["cells"][i])
         where = f"cell {i} ({src.strip().splitlines()[0][:50]!r})"
@@ -390,13 +448,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     status = 0
     for path in args.notebooks:
-        nb = json.loads(path.read_text())
-        if args.mark:
+        try:
+            nb = read_notebook(path)
+        except ValueError as exc:  # missing, empty, truncated, not a notebook: one line, and on to the next
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        problems = notebook_problems(nb)
+        if args.mark and not any(
+            p.endswith(f"without a matching {BEGIN!r}") or p.endswith(f"without a matching {END!r}") for p in problems
+        ):
             marked = mark_for_nbgrader(nb)
             if marked != nb:
                 _write_notebook(path, marked)
             print(f"{path}: {len(exercise_pairs(marked))} exercise(s) marked{'' if marked != nb else ' (unchanged)'}")
-        for problem in notebook_problems(json.loads(path.read_text())):
+            problems = notebook_problems(marked)
+        for problem in problems:
             print(f"{path}: {problem}", file=sys.stderr)
             status = 1
     return status
