@@ -16,11 +16,14 @@ every check cell its *autograded test* metadata (1 point, locked). ``python -m c
 notebooks/*.ipynb`` writes the marks into the notebooks; ``--check`` only reports what is missing (marks, tags,
 solutions outside a function body) and exits with status 1 if anything is.
 
-``python -m convlab learner-copies --out DIR`` writes copies in which every solution is replaced by a stub that
-raises ``NotImplementedError``; a test runs each check on the stub (it must fail) and on the solution (it must pass).
-The test also runs each check on a wrong-typed answer (:func:`none_solutions`: the solution returns, or assigns,
-``None``): the check must then fail with its hint (``AssertionError``), not crash with a ``TypeError`` or
-``AttributeError`` that tells the learner nothing, so a check cell starts with an ``isinstance``/shape check.
+``python -m convlab learner-copies --out DIR`` and ``python -m convlab open`` make a course folder
+(:func:`make_course_folder`) of copies in which every solution is replaced by a stub that raises
+``NotImplementedError``, with the files the notebooks read beside them; a copy the learner changed is kept, and no
+folder inside the course's ``notebooks/`` is accepted. A test runs each check on the stub (it must fail) and on the
+solution (it must pass). The test also runs each check on a wrong-typed answer (:func:`none_solutions`: the
+solution returns, or assigns, ``None``): the check must then fail with its hint (``AssertionError``), not crash
+with a ``TypeError`` or ``AttributeError`` that tells the learner nothing, so a check cell starts with an
+``isinstance``/shape check.
 """
 
 from __future__ import annotations
