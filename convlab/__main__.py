@@ -26,7 +26,7 @@ from convlab.cli import (
 )
 from convlab.course_open import add_open_arguments, run_open
 from convlab.display import Table
-from convlab.exercises.copies import write_learner_copies
+from convlab.exercises.copies import check_course_folder, course_notebooks, make_course_folder
 
 __all__ = ["main"]
 
@@ -70,24 +70,35 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_notebooks() -> Path:
-    """The course notebooks beside the package: ``<repository>/notebooks`` (an editable or source install),
-    whatever the current folder is."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
 def _cmd_learner_copies(args: argparse.Namespace) -> int:
-    src = Path(args.src).expanduser() if args.src is not None else _default_notebooks()
+    src = Path(args.src).expanduser() if args.src is not None else course_notebooks()
     if not src.is_dir():
         where = "--src" if args.src is not None else "--src (default: the notebooks beside the package)"
         raise UsageError(f"{where}: no such folder: {src}; pass --src with the folder of the course notebooks")
     check_writable_folder("--out", args.out, "choose a folder you can write to")
     try:
-        written = write_learner_copies(src, args.out)
+        check_course_folder(args.out, src)
+    except ValueError as exc:
+        raise UsageError(f"--out {exc}") from None
+    try:
+        report = make_course_folder(args.out, src, fresh=args.fresh)
     except ValueError as exc:
         raise UsageError(f"--src {src}: {exc}") from None
-    for path in written:
+    for path in report.written:
         print(path)
+    if report.backups is not None:
+        print(
+            f"note: moved {len(report.moved)} file(s) that differed from a fresh copy to {report.backups}",
+            file=sys.stderr,
+        )
+    if report.kept:
+        names = ", ".join(str(p.relative_to(report.folder)) for p in report.kept[:3])
+        more = f" and {len(report.kept) - 3} more" if len(report.kept) > 3 else ""
+        print(
+            f"note: kept {len(report.kept)} file(s) in {report.folder} that differ from a fresh copy (your edits): "
+            f"{names}{more}; --fresh moves them to {report.folder / 'backups'} and writes fresh copies",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -181,7 +192,17 @@ def main(argv: list[str] | None = None) -> int:
         "--src",
         help="folder of the course notebooks (default: the repository's notebooks/, found from the package's location)",
     )
-    p.add_argument("--out", default="learner_notebooks", help="where to write the copies (default: learner_notebooks)")
+    p.add_argument(
+        "--out",
+        default="learner_notebooks",
+        help="where to write the copies, outside notebooks/ (default: learner_notebooks); copies there that differ "
+        "from a fresh one (your edits) are kept",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="replace copies that differ from a fresh one, after moving them to OUT/backups/<date-time>/",
+    )
     p = _command(
         sub,
         "open",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "file_lock"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "file_lock", "LockBusyError"]
 
 # Locks between the threads of one process. ``flock`` already excludes two open() calls of one process on a local
 # disk, but an NFS client emulates it with POSIX locks, which belong to the whole process.
@@ -39,7 +39,16 @@ def _thread_lock(path: Path) -> threading.Lock:
         return _THREAD_LOCKS.setdefault(os.path.abspath(path), threading.Lock())
 
 
-def _lock_fd(fd: int) -> None:
+class LockBusyError(OSError):
+    """:func:`file_lock` with ``wait=False``: another process (or thread) holds the lock ``path``."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.EWOULDBLOCK, f"{path}: locked by another process")
+        self.path = path
+
+
+def _lock_fd(fd: int, wait: bool = True) -> bool:
+    """Lock ``fd`` exclusively; with ``wait=False`` return False at once if another holds it."""
     try:
         import fcntl
     except ImportError:  # Windows: lock the first byte; LK_LOCK retries for ~10 s, so keep asking
@@ -47,32 +56,46 @@ def _lock_fd(fd: int) -> None:
 
         while True:
             try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                return
+                msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+                return True
             except OSError as exc:
-                if exc.errno != errno.EDEADLOCK:
+                if exc.errno not in (errno.EDEADLOCK, errno.EACCES):
                     raise
+                if not wait:
+                    return False
     else:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
+def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive inter-process lock named by the file ``path`` (created if missing; its folder too).
 
-    Blocks until the lock is free: the holder is filling the entry that the caller wants, so waiting for it is
-    the right thing to do. Not re-entrant: do not take the same lock twice in one thread. The lock file is left in
-    place (deleting it could let two processes lock two different files of the same name).
+    ``wait=True`` blocks until the lock is free: the holder is filling the entry that the caller wants, so waiting
+    for it is the right thing to do. ``wait=False`` raises :class:`LockBusyError` at once instead (two runs that
+    would write the same files: the second must refuse, not follow).
+
+    The kernel drops the lock when its holder exits or is killed, so a lock file left by a dead process is simply
+    taken by the next caller. Not re-entrant: do not take the same lock twice in one thread. The lock file is left
+    in place (deleting it could let two processes lock two different files of the same name).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _thread_lock(path):
+    thread_lock = _thread_lock(path)
+    if not thread_lock.acquire(blocking=wait):
+        raise LockBusyError(path)
+    try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             try:
-                _lock_fd(fd)
+                if not _lock_fd(fd, wait):
+                    raise LockBusyError(path)
             except OSError as exc:
-                if exc.errno not in _NO_LOCKING:
+                if isinstance(exc, LockBusyError) or exc.errno not in _NO_LOCKING:
                     raise
                 warnings.warn(
                     f"{path}: this file system cannot lock files ({exc}); processes that write the same "
@@ -83,6 +106,8 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+    finally:
+        thread_lock.release()
 
 
 def _umask() -> int:

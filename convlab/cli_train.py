@@ -9,6 +9,7 @@ trains, and an epoch callback writes ``last.pt``, ``best.pt`` and the metrics af
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from convlab import distributed as D
-from convlab.atomicio import atomic_write_bytes
+from convlab.atomicio import LockBusyError, atomic_write_bytes, file_lock
 from convlab.augment import FusedTrainPipeline, PCAColor
 from convlab.backbones import load_backbone
 from convlab.cli import (
@@ -228,11 +229,35 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--device: {exc}") from None
     regime = _regime(args.regime, args.freeze_k, args.lr)
     out = Path(args.out).expanduser()
-    with D.process_group(env, device) as device:
-        return _train(args, env, device, regime, out)
+    with D.process_group(env, device) as device, contextlib.ExitStack() as held:
+        return _train(args, env, device, regime, out, held)
 
 
-def _train(args, env, device, regime, out: Path) -> int:
+#: the lock file that makes one ``train`` run at a time the writer of an --out folder
+TRAIN_LOCK = ".convlab-train.lock"
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path, resume: bool):
+    """Hold ``out``'s train lock for the whole run, or :class:`UsageError` if another run holds it. Under the lock,
+    --out is checked again for a finished or running run's ``last.pt`` (a run may have written it since the
+    arguments were checked). A dead run's lock is free: the kernel released it when the process ended."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with file_lock(out / TRAIN_LOCK, wait=False):
+            if not resume and (out / "last.pt").exists():
+                raise UsageError(
+                    f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out"
+                )
+            yield
+    except LockBusyError as exc:
+        raise UsageError(
+            f"--out {out}: another 'python -m convlab train' is writing there ({exc.path.name} is locked); wait for "
+            "it to end, or choose another --out"
+        ) from None
+
+
+def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> int:
     main = env.is_main
 
     def log(msg: str) -> None:
@@ -243,6 +268,8 @@ def _train(args, env, device, regime, out: Path) -> int:
     if len(splits.train) == 0:
         raise UsageError(f"--data {args.data}: the training split is empty")
     data_fingerprint = {name: getattr(splits, name).fingerprint() for name in ("train", "val", "test")}
+    if main:  # from here until the run ends, no other train run may write --out (released when `held` closes)
+        held.enter_context(_out_lock(out, args.resume))
 
     # --- resume: rank 0 reads last.pt and sends it to every rank; checked against the data before any work
     ckpt = None

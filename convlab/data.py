@@ -85,7 +85,7 @@ FASHION_MNIST_CLASSES = (
 )
 
 #: File name endings read as images (lower case) by :func:`load_image_folder` and :func:`image_files`.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -210,7 +210,9 @@ def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Decode a JPEG/PNG/... file with Pillow into a uint8 ``(channels, H, W)`` tensor (RGB or grayscale).
 
     The image comes out the way a photo viewer shows it: the EXIF orientation tag is applied (a phone photo
-    taken upright is upright), and 16-bit images are scaled to 8 bits (65535 -> 255), not clipped.
+    taken upright is upright), 16-bit images are scaled to 8 bits (65535 -> 255), not clipped, and an image with
+    transparency (RGBA, grey + alpha, a palette with a transparent colour) is composited over white, as a viewer
+    on a white page shows it: a transparent pixel becomes white, whatever colour values it hides.
 
     Raises ValueError naming the file if it is not a readable image (corrupt, truncated or another format), or if
     it has more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``): a tiny file can
@@ -237,11 +239,16 @@ def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 def _to_uint8_array(im, channels: int) -> np.ndarray:
     """``(H, W)`` or ``(H, W, 3)`` uint8. Pillow's ``convert`` clips 16-bit grey (mode ``I;16``/``I``) at 255
-    instead of scaling it, so those modes are scaled here: ``round(v * 255 / 65535)``."""
+    instead of scaling it, so those modes are scaled here: ``round(v * 255 / 65535)``. Transparency is composited
+    over white (``convert("RGB")`` alone would drop the alpha channel and show the hidden colours)."""
+    from PIL import Image
+
     if im.mode.startswith("I;16") or im.mode == "I":
         wide = np.asarray(im).astype(np.float64)
         grey = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2) if channels == 3 else grey
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
     return np.asarray(im.convert("RGB" if channels == 3 else "L"))
 
 
@@ -394,8 +401,9 @@ def load_image_folder(
 
     Set-ups that would train to a meaningless number are refused with a ValueError naming the folder: fewer than
     two classes, a class folder without images, split folders whose classes differ, class names that differ only
-    in case. Hidden files (names starting with ``.``, such as macOS's ``._photo.jpg`` resource files) are skipped
-    with a warning.
+    in case. Hidden files (names starting with ``.``, such as macOS's ``._photo.jpg`` resource files) and files
+    that are not images by their names (:data:`IMAGE_SUFFIXES`; e.g. ``notes.txt``, ``photo.heic``) are skipped
+    with a warning naming them. Images with transparency are composited over white (:func:`decode_image_file`).
 
     Args:
         on_error: ``"raise"`` (default) stops at the first unreadable file with a ValueError naming it;
@@ -481,10 +489,15 @@ def image_files(folder: Path, hidden: bool = False) -> list[Path]:
 
 
 def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> ImageSet:
-    images, labels, ids, hidden = [], [], [], []
+    images, labels, ids, hidden, other = [], [], [], [], []
     for label, name in enumerate(classes):
         folder = root / name
         files = image_files(folder, hidden=True)
+        other += sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
+        )
         count = 0
         for path in files:
             if path.name.startswith("."):  # ._photo.jpg (macOS resource fork), .thumbnail.png, ...
@@ -506,6 +519,13 @@ def _read_class_folders(root: Path, on_error: str, classes: Sequence[str]) -> Im
                 f"root: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
                 "add images or remove the folder"
             )
+    if other:
+        names = ", ".join(str(p.relative_to(root)) for p in other[:3]) + (", ..." if len(other) > 3 else "")
+        warnings.warn(
+            f"skipped {len(other)} file(s) under {root} that are not images by their names ({names}); images are "
+            f"{', '.join(IMAGE_SUFFIXES)}",
+            stacklevel=3,
+        )
     if hidden:
         warnings.warn(
             f"skipped {len(hidden)} hidden file(s) under {root} (names starting with '.', e.g. "

@@ -302,7 +302,36 @@ def _exif_rotated(path: Path) -> Path:
 
 
 def _rgba(path: Path) -> Path:
-    Image.fromarray(np.full((6, 5, 4), 200, np.uint8)).save(path)
+    """6x5 RGBA: colour (10, 200, 30) everywhere; opaque in the top half, fully transparent below, and half
+    transparent in the last row."""
+    a = np.zeros((6, 5, 4), np.uint8)
+    a[..., :3] = (10, 200, 30)
+    a[:3, :, 3], a[3:, :, 3], a[5, :, 3] = 255, 0, 128
+    Image.fromarray(a).save(path)
+    return path
+
+
+def _check_rgba(x: torch.Tensor) -> None:
+    """Composited over white: opaque pixels keep their colour, transparent ones are white, half is between."""
+    assert x.shape == (3, 6, 5)
+    assert x[:, :3].reshape(3, -1).T.unique(dim=0).tolist() == [[10, 200, 30]]
+    assert bool((x[:, 3:5] == 255).all()), "a transparent pixel shows white, not the colour it hides"
+    half = [round(c * 128 / 255 + 255 * (1 - 128 / 255)) for c in (10, 200, 30)]
+    assert (x[:, 5] - torch.tensor(half)[:, None]).abs().max() <= 1
+
+
+def _palette_transparent(path: Path) -> Path:
+    """A GIF whose palette colour 0 (black) is transparent: the left half."""
+    a = np.full((4, 6), 1, np.uint8)
+    a[:, :3] = 0
+    im = Image.fromarray(a, mode="P")
+    im.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    im.save(path, transparency=0)
+    return path
+
+
+def _tiff(path: Path) -> Path:
+    Image.fromarray(np.full((4, 6, 3), (50, 100, 150), np.uint8)).save(path)
     return path
 
 
@@ -322,13 +351,30 @@ def _check_exif(x: torch.Tensor) -> None:
     [
         (_ramp16, _check_ramp),
         (_exif_rotated, _check_exif),
-        (_rgba, lambda x: x.shape == (3, 6, 5) and bool((x == 200).all())),
+        (_rgba, _check_rgba),
+        (_palette_transparent, lambda x: bool((x[:, :, :3] == 255).all()) and x[:, 0, 3].tolist() == [200, 10, 10]),
+        (_tiff, lambda x: x.shape == (3, 4, 6) and x[:, 0, 0].tolist() == [50, 100, 150]),
     ],
-    ids=["16-bit grey PNG", "EXIF orientation 6", "RGBA PNG"],
+    ids=["16-bit grey PNG", "EXIF orientation 6", "RGBA PNG", "GIF with a transparent colour", "TIFF"],
 )
 def test_odd_files_decode_as_a_viewer_shows_them(make, check, tmp_path):
-    x = decode_image_file(make(tmp_path / f"{make.__name__}.{'jpg' if 'exif' in make.__name__ else 'png'}"))
+    suffix = {"_exif_rotated": "jpg", "_palette_transparent": "gif", "_tiff": "tif"}.get(make.__name__, "png")
+    x = decode_image_file(make(tmp_path / f"{make.__name__}.{suffix}"))
     assert check(x) is not False
+
+
+def test_a_tiff_is_read_and_files_that_are_not_images_are_named_in_a_note(tmp_path, photos):
+    data = _copy(photos, tmp_path)
+    _tiff(data / "fruits" / "scan.TIF")
+    (data / "fruits" / "notes.txt").write_text("where the photos came from")
+    (data / "marine_fish" / "photo.heic").write_bytes(b"not read by Pillow")
+    with pytest.warns(UserWarning) as caught:
+        splits = load_image_folder(data)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "skipped 2 file(s)" in said[0], said
+    assert "fruits/notes.txt" in said[0] and "marine_fish/photo.heic" in said[0] and ".tif" in said[0]
+    ids = splits.train.ids + splits.val.ids + splits.test.ids
+    assert len(ids) == 13 and "fruits/scan.TIF" in ids
 
 
 def test_bomb_and_resource_files_are_skipped_with_a_note(tmp_path, photos):

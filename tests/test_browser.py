@@ -7,7 +7,8 @@ screenshots land in ``tests/artifacts/screenshots``; with ``CONVLAB_UPDATE_FIGUR
 (``notebooks/figures/preview_*.jpg``, shown in README and notebook 00) are rewritten from them. Deselect locally
 with ``-m "not browser"``; CI runs them and sets ``CONVLAB_REQUIRE_BROWSER=1``, which turns a missing Chromium into
 a failure instead of a skip, and runs them with no network but loopback
-(``bash .ci/offline python3 -m pytest tests/test_browser.py``): the page must make no request beyond the lab. A failed
+(``bash .ci/offline python3 -m pytest tests/test_browser.py``): the page must make no request beyond the lab, and the
+lab server and its kernels no connection beyond loopback (the network guard counts their refused attempts). A failed
 wait keeps the page's screenshot, the lab's log and the browser's console, failed requests and step times in
 ``test-artifacts/browser/<notebook>/`` (git-ignored) and names that folder in its message.
 """
@@ -25,7 +26,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import convlab_netguard
 import pytest
+
+from convlab.course_open import OFFLINE_LAB_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
@@ -89,11 +93,21 @@ def _free_port() -> int:
 class Lab:
     url: str
     log: Path
+    pid: int
+    netguard_log: Path  # every network call the lab server (or a kernel it started) tried and the guard refused
+
+    def assert_offline(self) -> None:
+        """The lab server ran under the network guard and tried no connection beyond loopback."""
+        guard = convlab_netguard.read_log(self.netguard_log)
+        assert self.pid in guard.installed, "the network guard must run in the lab server (sitecustomize)"
+        assert guard.blocked == [], f"the lab server or its kernels tried to reach the network: {guard.blocked}"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A fresh JupyterLab: its own root, settings, config and runtime folders, no token, no news or update checks."""
+    """A fresh JupyterLab: its own root, settings, config and runtime folders, no token, off the network as
+    ``convlab open`` starts it (:data:`convlab.course_open.OFFLINE_LAB_OPTIONS`), its refused network calls counted
+    by the network guard (``CONVLAB_NETGUARD_LOG``)."""
     base = tmp_path_factory.mktemp("lab")
     root, settings = base / "root", base / "settings"
     root.mkdir()
@@ -114,6 +128,7 @@ def lab(tmp_path_factory):
         JUPYTER_CONFIG_DIR=str(base / "config"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTER_DATA_DIR=str(base / "data"),
+        **{convlab_netguard.LOG_ENV: str(base / "netguard.log")},
     )
     env.pop("JUPYTER_PATH", None)
     cmd = [
@@ -127,8 +142,7 @@ def lab(tmp_path_factory):
         "--IdentityProvider.token=",
         "--ServerApp.password=",
         "--ServerApp.disable_check_xsrf=True",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        *OFFLINE_LAB_OPTIONS,
         "--allow-root",
         # window.jupyterapp: the test asks the page itself whether the notebook's kernel is connected
         "--LabApp.expose_app_in_browser=True",
@@ -148,7 +162,7 @@ def lab(tmp_path_factory):
         else:
             proc.kill()
             raise RuntimeError(f"JupyterLab did not answer on {url}:\n{(base / 'lab.log').read_text()[-3000:]}")
-        yield Lab(url, base / "lab.log")
+        yield Lab(url, base / "lab.log", proc.pid, base / "netguard.log")
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -339,6 +353,7 @@ def test_slider_updates_preview(path, lab, browser):
             if figure and os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
                 preview.screenshot(path=str(ROOT / "notebooks" / "figures" / figure), type="jpeg", quality=80)
         assert not record.outside, f"the page reached beyond the lab (the course must work offline): {record.outside}"
+        lab.assert_offline()
     finally:
         page.close()
         _shut_down_kernels(lab.url)
@@ -377,3 +392,13 @@ def test_notebook_presents_as_slides(lab, browser):
     if os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
         page.screenshot(path=str(ROOT / "notebooks" / "figures" / SLIDES_FIGURE), type="jpeg", quality=80)
     assert not record.outside, f"the slides reached beyond the lab: {record.outside}"
+    lab.assert_offline()
+
+
+def test_the_extension_manager_lists_without_a_package_index(lab):
+    """What the extension manager's panel asks when opened and searched: answered from what is installed, with no
+    network call (the default manager asks a package index)."""
+    for query in ("", "widgets"):
+        url = f"{lab.url}/lab/api/extensions?query={query}&page=1&per_page=30"
+        assert urllib.request.urlopen(url, timeout=60).status == 200
+    lab.assert_offline()

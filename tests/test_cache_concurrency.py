@@ -242,3 +242,46 @@ def test_atomic_path_renames_on_success_and_leaves_the_old_file_on_error(tmp_pat
         os.umask(old_umask)
     assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
     assert target.stat().st_mode & 0o777 == 0o640  # like open(): the umask, not mkstemp's private 0600
+
+
+_HOLD_LOCK = """
+import sys
+from convlab.atomicio import file_lock
+with file_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_lock_that_must_not_wait_is_refused_while_held_and_free_once_its_holder_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from convlab.atomicio import LockBusyError, file_lock
+
+    lock = tmp_path / "out" / ".lock"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusyError, match="locked by another process"), file_lock(lock, wait=False):
+            pass
+        holder.send_signal(signal.SIGKILL)  # no clean-up runs: the lock file stays, the kernel frees the lock
+        holder.wait(timeout=60)
+        assert lock.exists()
+        # taken now; a second take (another thread of this process, or this one) is refused too
+        with file_lock(lock, wait=False), pytest.raises(LockBusyError), file_lock(lock, wait=False):
+            pass
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

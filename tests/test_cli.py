@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from convlab.__main__ import main
+from convlab.cli_train import TRAIN_LOCK
 
 from conftest import copy_food_photos, train_argv
 
@@ -51,6 +52,7 @@ _KILL_AFTER_STEPS = """
 import os, signal, sys
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from convlab.__main__ import main
+from convlab.cli_train import TRAIN_LOCK
 steps = 0
 def kill(optimizer, args, kwargs):
     global steps
@@ -94,10 +96,65 @@ def runs(photo_folder, tmp_path_factory) -> dict[str, Path]:
     crash = _run_killed_after(4, _train_args(photo_folder, killed, cache))
     assert crash.returncode == -signal.SIGKILL, crash.stderr
     after_crash = json.loads((killed / "metrics.json").read_text())
+    # the killed run's lock file stays; the kernel released its lock, so the resumed run takes it
+    assert (killed / TRAIN_LOCK).exists()
     (killed / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # what a kill inside atomic_write leaves
     code, log = _main(_train_args(photo_folder, killed, cache) + ["--resume"])
     assert code == 0
     return {"whole": whole, "killed": killed, "after_crash": after_crash, "resume_log": log}
+
+
+# ``python -m convlab ARGV...`` that stops after its first optimizer step (it holds --out's lock and is training),
+# says PAUSED on stdout, and goes on when a line arrives on stdin.
+_PAUSE_AFTER_FIRST_STEP = """
+import sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from convlab.__main__ import main
+paused = False
+def pause(optimizer, args, kwargs):
+    global paused
+    if not paused:
+        paused = True
+        print("PAUSED", flush=True)
+        sys.stdin.readline()
+register_optimizer_step_post_hook(pause)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _files(folder: Path) -> list | None:
+    return sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) if folder.is_dir() else None
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(photo_folder, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "features"
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen(
+            [sys.executable, "-c", _PAUSE_AFTER_FIRST_STEP, *_train_args(photo_folder, out, cache)],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        said = [first.stdout.readline()]
+        while said[-1] and said[-1].strip() != "PAUSED":  # until the first run is training
+            said.append(first.stdout.readline())
+        assert said[-1].strip() == "PAUSED", "".join(said) + (tmp_path / "first.err").read_text()
+        before = _files(out)
+        second = _run(_train_args(photo_folder, out, cache))
+        lines = [line for line in second.stderr.splitlines() if not line.startswith("note:")]
+        assert second.returncode == 2 and len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        assert f"--out {out}: another 'python -m convlab train' is writing there" in lines[0]
+        assert _files(out) == before, "the refused run wrote to --out"
+        rest, _ = first.communicate("\n", timeout=300)
+        assert first.returncode == 0 and f"wrote {out / 'metrics.json'}" in rest, rest
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
 
 
 def _shape(obj):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from convlab.exercises import BEGIN, END, STUB, learner_notebook, none_solutions, strip_solutions, write_learner_copies
+from convlab.exercises import BEGIN, END, STUB, learner_notebook, make_course_folder, none_solutions, strip_solutions
 from convlab.exercises.copies import CHECK_TAGS, exercise_pairs, mark_for_nbgrader, notebook_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_none_solutions_returns_none_in_functions_and_assigns_none_at_module_lev
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_learner_copy_in_sync(path, tmp_path):
     nb = json.loads(path.read_text())
-    written = write_learner_copies(ROOT / "notebooks", tmp_path)
+    written = [p for p in make_course_folder(tmp_path, ROOT / "notebooks").written if p.suffix == ".ipynb"]
     copy = json.loads((tmp_path / path.name).read_text())
     assert len(written) == len(NOTEBOOKS)
     assert copy == learner_notebook(nb)
@@ -177,13 +177,20 @@ def test_notebook_is_marked_for_nbgrader(path):
 
 @pytest.fixture(scope="module")
 def learner_folder(tmp_path_factory):
-    """Every notebook's learner copy (every stub unfilled) with the files the notebooks read beside them, as
-    ``python -m convlab open`` lays them out for a learner."""
-    from convlab.course_open import sync_learner_folder
-
+    """Every notebook's learner copy (every stub unfilled) with the files the notebooks read beside them, made as
+    README says to make copies without JupyterLab: ``python -m convlab learner-copies --out DIR`` (``python -m
+    convlab open`` makes the same folder: tests/test_course_open.py)."""
     folder = tmp_path_factory.mktemp("learner")
-    report = sync_learner_folder(folder, ROOT / "notebooks")
-    assert [p.name for p in report.written] == [p.name for p in NOTEBOOKS]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    made = subprocess.run(
+        [sys.executable, "-m", "convlab", "learner-copies", "--out", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in folder.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
     return folder
 
 
@@ -269,3 +276,61 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             )
     finally:
         kernel.close()
+
+
+def _unmatched(text: str) -> str:
+    """Notebook 00 with one solution's END marker (or, for "begin", its BEGIN marker) deleted."""
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    cell = next(c for c in nb["cells"] if BEGIN in _src(c))
+    marker = END if text == "end" else BEGIN
+    cell["source"] = "".join(line for line in _src(cell).splitlines(keepends=True) if line.strip() != marker)
+    return json.dumps(nb)
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        ("", "got an empty file"),
+        ("{}", "got JSON without 'cells'"),
+        ("[]", "got a JSON list"),
+        ('{"cells": [1]}', "cell 0: expected an object with a 'cell_type'"),
+        (NOTEBOOKS[0].read_text()[:500], "got invalid JSON at line"),
+        (None, "expected a notebook file, got No such file or directory"),
+        (_unmatched("end"), f"{BEGIN!r} without a matching {END!r}"),
+        (_unmatched("begin"), f"{END!r} without a matching {BEGIN!r}"),
+    ],
+    ids=["empty", "empty object", "a list", "a number as a cell", "truncated", "missing", "no END", "no BEGIN"],
+)
+def test_check_reports_a_malformed_notebook_or_unmatched_markers_in_one_line(content, said, tmp_path, capsys):
+    from convlab.exercises.copies import main
+
+    (tmp_path / "src").mkdir()
+    path, good = tmp_path / "src" / "00_x.ipynb", tmp_path / "src" / "01_good.ipynb"
+    if content is not None:
+        path.write_text(content)
+    good.write_text(NOTEBOOKS[1].read_text())
+    before = path.read_bytes() if content is not None else None
+    for mode in ("--check", "--mark"):
+        assert main([mode, str(path), str(good)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and err.startswith(str(path)), err  # the good one: no line
+        assert (path.read_bytes() if path.exists() else None) == before, f"{mode} changed a malformed notebook"
+    if said.endswith(repr(END)):  # learner copies refuse it in one line too, and write nothing
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convlab",
+                "learner-copies",
+                "--src",
+                str(tmp_path / "src"),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
+        assert not (tmp_path / "o").exists()

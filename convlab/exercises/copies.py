@@ -16,11 +16,14 @@ every check cell its *autograded test* metadata (1 point, locked). ``python -m c
 notebooks/*.ipynb`` writes the marks into the notebooks; ``--check`` only reports what is missing (marks, tags,
 solutions outside a function body) and exits with status 1 if anything is.
 
-``python -m convlab learner-copies --out DIR`` writes copies in which every solution is replaced by a stub that
-raises ``NotImplementedError``; a test runs each check on the stub (it must fail) and on the solution (it must pass).
-The test also runs each check on a wrong-typed answer (:func:`none_solutions`: the solution returns, or assigns,
-``None``): the check must then fail with its hint (``AssertionError``), not crash with a ``TypeError`` or
-``AttributeError`` that tells the learner nothing, so a check cell starts with an ``isinstance``/shape check.
+``python -m convlab learner-copies --out DIR`` and ``python -m convlab open`` make a course folder
+(:func:`make_course_folder`) of copies in which every solution is replaced by a stub that raises
+``NotImplementedError``, with the files the notebooks read beside them; a copy the learner changed is kept, and no
+folder inside the course's ``notebooks/`` is accepted. A test runs each check on the stub (it must fail) and on the
+solution (it must pass). The test also runs each check on a wrong-typed answer (:func:`none_solutions`: the
+solution returns, or assigns, ``None``): the check must then fail with its hint (``AssertionError``), not crash
+with a ``TypeError`` or ``AttributeError`` that tells the learner nothing, so a check cell starts with an
+``isinstance``/shape check.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import re
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convlab.atomicio import atomic_write_bytes
@@ -39,10 +46,14 @@ __all__ = [
     "strip_solutions",
     "none_solutions",
     "learner_notebook",
-    "write_learner_copies",
+    "course_notebooks",
+    "check_course_folder",
+    "make_course_folder",
+    "CourseFolder",
     "exercise_pairs",
     "mark_for_nbgrader",
     "notebook_problems",
+    "read_notebook",
     "BEGIN",
     "END",
     "STUB",
@@ -54,6 +65,7 @@ END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your solution")'
 CHECK_TAGS = ("check", "raises-exception")
 NBGRADER_SCHEMA = 3
+_NOTEBOOK_NAME = re.compile(r"[0-9][0-9]_.*\.ipynb")
 
 
 def _replace_blocks(source: str, stub: Callable[[str, int, list[str]], list[str]]) -> str:
@@ -114,6 +126,46 @@ def none_solutions(source: str) -> str:
     return _replace_blocks(source, stub)
 
 
+def _parse_notebook(data: bytes, where: str | os.PathLike) -> dict:
+    """The notebook in ``data`` (the bytes of an ``.ipynb`` file), or ValueError in one sentence naming ``where``:
+    an empty file, invalid JSON (e.g. a truncated file), or JSON that is not a notebook."""
+    expected = "expected a notebook (JSON with a list of cells)"
+    if not data.strip():
+        raise ValueError(f"{where}: {expected}, got an empty file")
+    try:
+        nb = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{where}: {expected}, got invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}; truncated "
+            "or damaged?)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: {expected}, got bytes that are not UTF-8 text ({exc.reason})") from None
+    if not isinstance(nb, dict):
+        raise ValueError(f"{where}: {expected}, got a JSON {type(nb).__name__}")
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError(
+            f"{where}: {expected}, got JSON {'without' if 'cells' not in nb else 'with a non-list'} 'cells'"
+        )
+    for k, cell in enumerate(nb["cells"]):
+        source = cell.get("source", "") if isinstance(cell, dict) else None
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise ValueError(f"{where}: cell {k}: expected an object with a 'cell_type', got {str(cell)[:60]!r}")
+        if not isinstance(source, str) and not (isinstance(source, list) and all(isinstance(x, str) for x in source)):
+            raise ValueError(f"{where}: cell {k}: expected its 'source' as text or a list of lines, got {source!r:.60}")
+    return nb
+
+
+def read_notebook(path: str | os.PathLike) -> dict:
+    """The notebook at ``path`` (parsed JSON), checked for the structure this module relies on; a missing,
+    unreadable, empty, truncated or foreign file raises ValueError in one sentence naming ``path``."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: expected a notebook file, got {exc.strerror or exc}") from None
+    return _parse_notebook(data, path)
+
+
 def _source(cell: dict) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -122,36 +174,130 @@ def _source(cell: dict) -> str:
 def learner_notebook(nb: dict) -> dict:
     """A copy of a notebook (as parsed JSON) with solutions replaced by stubs and outputs cleared."""
     out = json.loads(json.dumps(nb))
-    for cell in out["cells"]:
+    for k, cell in enumerate(out["cells"]):
         if cell.get("cell_type") != "code":
             continue
         src = _source(cell)
-        if BEGIN in src:
-            cell["source"] = strip_solutions(src)
+        if BEGIN in src or END in src:
+            try:
+                cell["source"] = strip_solutions(src)
+            except ValueError as exc:
+                raise ValueError(f"cell {k}: {str(exc).removeprefix('source: ')}") from None
         cell["outputs"] = []
         cell["execution_count"] = None
     return out
 
 
-def write_learner_copies(src_dir: str | Path, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
-    """Write a learner copy of every ``NN_*.ipynb`` in ``src_dir`` into ``out_dir``; return the written paths.
+def course_notebooks() -> Path:
+    """The repository's ``notebooks/`` beside the package (the teacher's versions, with the solutions)."""
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
-    ``overwrite=False`` keeps every copy already in ``out_dir`` (a learner's edits) and writes only missing ones.
-    """
-    src_dir, out_dir = Path(src_dir), Path(out_dir)
-    notebooks = sorted(src_dir.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise ValueError(f"src_dir: expected notebooks named NN_topic.ipynb in {src_dir}, found none")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in notebooks:
-        if not overwrite and (out_dir / path.name).exists():
+
+@dataclass
+class CourseFolder:
+    """What :func:`make_course_folder` did in ``folder``: files ``written`` now (missing ones, or fresh ones over
+    ``backups``), files ``kept`` as they were because they differ from what would be written (a learner's edits,
+    or copies of an older course), files ``unchanged`` (already what would be written); with ``fresh=True``, the
+    files it replaced were ``moved`` into the folder ``backups`` (``None`` if it moved none)."""
+
+    folder: Path
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    moved: list[Path] = field(default_factory=list)
+    backups: Path | None = None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_course_folder(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> Path:
+    """``dest`` as a folder for a course copy, or ValueError if it is (or resolves to, through a symbolic link or a
+    relative path) the course notebooks ``src`` or the repository's ``notebooks/``, or lies inside either: a
+    learner copy written there would replace the solutions with stubs."""
+    dest = Path(dest).expanduser()
+    where = dest.resolve()
+    for protected in dict.fromkeys(p.resolve() for p in (course_notebooks(), Path(src or course_notebooks()))):
+        if _is_within(where, protected):
+            raise ValueError(
+                f"{dest}: expected a folder outside the course notebooks {protected}, got "
+                f"{'that folder' if where == protected else 'a folder inside it'} (copies there would replace the "
+                "solutions with stubs); choose another folder"
+            )
+    return dest
+
+
+def _course_files(src: Path) -> list[tuple[Path, Path]]:
+    """``(source file, path relative to the course folder)`` for every course notebook (``NN_*.ipynb``) and every
+    file the notebooks read beside them (``results/``, ``figures/``, ...), in name order. Hidden files, other
+    notebooks, ``.ipynb_checkpoints`` and ``__pycache__`` are left out."""
+    found = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or not path.is_file():
             continue
-        copy = learner_notebook(json.loads(path.read_text()))
-        target = out_dir / path.name
-        _write_notebook(target, copy)
-        written.append(target)
-    return written
+        if path.suffix == ".ipynb" and not (len(rel.parts) == 1 and _NOTEBOOK_NAME.fullmatch(path.name)):
+            continue
+        found.append((path, rel))
+    return found
+
+
+def make_course_folder(
+    dest: str | os.PathLike, src: str | os.PathLike | None = None, fresh: bool = False
+) -> CourseFolder:
+    """Make (or bring up to date) a learner's course folder ``dest`` from the course notebooks ``src`` (default:
+    :func:`course_notebooks`): the learner copy (:func:`learner_notebook`) of every ``NN_*.ipynb`` and every file
+    the notebooks read beside them (``results/``, ``figures/``, ...), so that each copy runs top to bottom there.
+
+    Nothing a person wrote is lost: a missing file is written; a file that already holds what would be written is
+    left alone; a file that differs (a learner's edits, an older copy) is *kept* as it is and reported, or with
+    ``fresh=True`` moved to ``dest/backups/<date-time>/`` and replaced by a fresh copy. ``dest`` must lie outside
+    ``src`` and the repository's ``notebooks/`` (:func:`check_course_folder`), and every folder written into is
+    checked the same way before anything is written (a symbolic link inside ``dest`` cannot lead there).
+    ``python -m convlab learner-copies`` and ``python -m convlab open`` both make their folders here.
+    """
+    src = Path(src).expanduser() if src is not None else course_notebooks()
+    dest = check_course_folder(dest, src)
+    files = _course_files(src)
+    if not any(len(rel.parts) == 1 and rel.suffix == ".ipynb" for _, rel in files):
+        raise ValueError(f"src: expected notebooks named NN_topic.ipynb in {src}, found none")
+    plan = []
+    for path, rel in files:  # everything read and checked before the first write
+        data = path.read_bytes()
+        if len(rel.parts) == 1 and rel.suffix == ".ipynb":
+            try:
+                data = _notebook_bytes(learner_notebook(_parse_notebook(data, path)))
+            except ValueError as exc:
+                raise ValueError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
+        target = dest / rel
+        check_course_folder(_nearest_existing(target.parent), src)
+        plan.append((target, data))
+    report = CourseFolder(dest)
+    backup = dest / "backups" / time.strftime("%Y%m%d-%H%M%S")
+    for target, data in plan:
+        if target.is_file() and target.read_bytes() == data:
+            report.unchanged.append(target)
+            continue
+        if target.exists() or target.is_symlink():
+            if not fresh:
+                report.kept.append(target)
+                continue
+            moved = backup / target.relative_to(dest)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, moved)
+            report.moved.append(moved)
+            report.backups = backup
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+        report.written.append(target)
+    return report
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ exercises, nbgrader
@@ -248,9 +394,20 @@ def mark_for_nbgrader(nb: dict, points: int = 1) -> dict:
 
 
 def notebook_problems(nb: dict) -> list[str]:
-    """What keeps a notebook from the exercise conventions (empty if none): a solution outside a function body,
-    an exercise without a check cell, a check cell without both :data:`CHECK_TAGS`, missing nbgrader marks."""
+    """What keeps a notebook from the exercise conventions (empty if none): a ``BEGIN`` marker without its ``END``
+    (or the reverse), a solution outside a function body, an exercise without a check cell, a check cell without
+    both :data:`CHECK_TAGS`, missing nbgrader marks. Unmatched markers are reported alone: the other conventions
+    depend on where the solutions are."""
     problems = []
+    for k, cell in enumerate(nb["cells"]):
+        src = _source(cell)
+        if cell.get("cell_type") == "code" and (BEGIN in src or END in src):
+            try:
+                strip_solutions(src)
+            except ValueError as exc:
+                problems.append(f"cell {k} ({src.strip().splitlines()[0][:50]!r}): {str(exc).removeprefix('source: ')}")
+    if problems:  # the rest (pairs, marks) depends on where the solutions are: fix the markers first
+        return problems
     for i, j in exercise_pairs(nb):
         src = _source(nb["cells"][i])
         where = f"cell {i} ({src.strip().splitlines()[0][:50]!r})"
@@ -269,8 +426,12 @@ def notebook_problems(nb: dict) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def _notebook_bytes(nb: dict) -> bytes:
+    return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+
+
 def _write_notebook(path: Path, nb: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, _notebook_bytes(nb))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,13 +451,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     status = 0
     for path in args.notebooks:
-        nb = json.loads(path.read_text())
-        if args.mark:
+        try:
+            nb = read_notebook(path)
+        except ValueError as exc:  # missing, empty, truncated, not a notebook: one line, and on to the next
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        problems = notebook_problems(nb)
+        if args.mark and not any(
+            p.endswith(f"without a matching {BEGIN!r}") or p.endswith(f"without a matching {END!r}") for p in problems
+        ):
             marked = mark_for_nbgrader(nb)
             if marked != nb:
                 _write_notebook(path, marked)
             print(f"{path}: {len(exercise_pairs(marked))} exercise(s) marked{'' if marked != nb else ' (unchanged)'}")
-        for problem in notebook_problems(json.loads(path.read_text())):
+            problems = notebook_problems(marked)
+        for problem in problems:
             print(f"{path}: {problem}", file=sys.stderr)
             status = 1
     return status
