@@ -424,6 +424,11 @@ def torchvision_code(transforms: Sequence[Augmentation]) -> str:
     return "\n".join(lines)
 
 
+def _pre(code: str) -> str:
+    """Code as HTML, long lines wrapped (a copy keeps them whole)."""
+    return f"<pre style='white-space: pre-wrap; word-break: break-word'>{html.escape(code)}</pre>"
+
+
 def _unchanged(x: Tensor) -> Tensor:
     return x
 
@@ -479,6 +484,8 @@ class ChainPreview:
         if name not in AUGMENTATIONS:
             raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
         sliders = _sliders(name)
+        for s in sliders.values():  # narrower than a notebook's: the grid stands beside the chain
+            s.layout, s.style = W.Layout(width="540px"), {"description_width": "220px"}
         title = W.HTML()
         up = W.Button(description="move up", layout={"width": "90px"})
         remove = W.Button(description="remove", layout={"width": "90px"})
@@ -540,8 +547,8 @@ class ChainPreview:
         self.image.value = png_bytes(grid)
         _natural_size(self.image, grid)
         empty = "# the chain is empty: add a step"
-        self.code.value = f"<pre>{html.escape(chain_code(transforms, seed) if transforms else empty)}</pre>"
-        self.torchvision.value = f"<pre>{html.escape(torchvision_code(transforms) if transforms else empty)}</pre>"
+        self.code.value = _pre(chain_code(transforms, seed) if transforms else empty)
+        self.torchvision.value = _pre(torchvision_code(transforms) if transforms else empty)
 
 
 def chain_preview(
@@ -565,9 +572,9 @@ def chain_preview(
     for name in names:
         if name not in AUGMENTATIONS:
             raise ValueError(f"names: expected names from {sorted(AUGMENTATIONS)}, got {name!r}")
-    adder = W.Dropdown(options=list(AUGMENTATIONS), value="RandomShear", description="augmentation")
+    adder = W.Dropdown(options=list(AUGMENTATIONS), value="RandomShear", layout={"width": "220px"})
     add = W.Button(description="add to the chain", layout={"width": "160px"})
-    seed_box = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", layout={"width": "180px"})
+    seed_box = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", layout={"width": "160px"})
     again = W.Button(description="new draws", layout={"width": "120px"})
     again.add_class("convlab-new-draws")
     sizes = _size_control(size)
@@ -578,7 +585,7 @@ def chain_preview(
     tv.add_class("convlab-torchvision-code")
     message.add_class("convlab-message")
     steps_box = W.VBox()
-    box = W.VBox(
+    controls = W.VBox(
         [
             W.HTML("<b>The chain</b>: each copy goes through the steps in order, with its own random parameters."),
             steps_box,
@@ -586,14 +593,21 @@ def chain_preview(
             W.HBox([seed_box, again]),
             sizes,
             message,
+        ],
+        layout={"width": "560px", "margin": "0 16px 0 0"},
+    )
+    shown = W.VBox(
+        [
             W.HTML("Top left: the <b>original</b>; then the augmented copies."),
             image,
             W.HTML("<b>convlab</b> (draws exactly this grid):"),
             code,
             W.HTML("<b>torchvision v2</b> (the same settings where it has the transform; its own draws):"),
             tv,
-        ]
+        ],
+        layout={"max_width": "760px"},
     )
+    box = W.HBox([controls, shown])
     box.add_class("convlab-chain")
     chain = ChainPreview(photo, box, image, code, tv, message, seed_box, sizes, steps_box, adder, n=n, ncols=ncols)
     add.on_click(lambda _: chain.add(adder.value))

@@ -121,9 +121,11 @@ def _run(code: str) -> dict:
 
 
 def _pre(html_value: str) -> str:
+    """The text of a code widget's HTML, as the page shows it."""
     import html
+    import re
 
-    return html.unescape(html_value.removeprefix("<pre>").removesuffix("</pre>"))
+    return html.unescape(re.sub(r"<[^>]+>", "", html_value))
 
 
 @pytest.mark.parametrize("second", sorted(AUGMENTATIONS))
