@@ -15,6 +15,7 @@ standard library at the top, so ``python -m convlab explore --help`` answers at 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -175,7 +176,7 @@ def run_explore(args: argparse.Namespace) -> int:
         photos = photos.expanduser().resolve()
         if not photos.is_dir():
             return _error(f"--photos {args.photos}: no such folder; pass a folder that holds your photos")
-    if shutil.which("voila") is None and not _has_module("voila"):
+    if importlib.util.find_spec("voila") is None:
         return _error("Voila is not installed; install the course's packages: pip install -e '.[course]'")
     port = args.port if args.port is not None else _free_port()
     token = secrets.token_urlsafe(24)
@@ -210,12 +211,6 @@ def run_explore(args: argparse.Namespace) -> int:
                     proc.kill()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

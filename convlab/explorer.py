@@ -209,12 +209,15 @@ class ExplorerApp:
         if name not in self.fitted:
             self.fitted[name] = fit_photo_set(list(self.sets[name].values()))
         pca = self.fitted[name]
-        self.pca_image.value = _figure_png(pca_axes_figure(pca))
+        png = _figure_png(pca_axes_figure(pca))
+        self.pca_image.value = png
+        self.pca_image.layout.width = f"{int.from_bytes(png[16:20], 'big')}px"  # its own size (the PNG header's)
         imagenet = PCAColor.imagenet()
         n = len(self.sets[name])
-        self.pca_table.value = _basis_table(pca, f"{name} ({n} photo{'s' if n > 1 else ''})") + _basis_table(
+        tables = _basis_table(pca, f"{name} ({n} photo{'s' if n > 1 else ''})") + _basis_table(
             imagenet, "ImageNet (published; the chain's PCAColor uses it)"
         )
+        self.pca_table.value = f"<div style='display: flex; gap: 40px'>{tables}</div>"
 
     def _on_source(self, change: Any) -> None:
         if not self._busy and change["new"] in self.sets:

@@ -426,7 +426,11 @@ def torchvision_code(transforms: Sequence[Augmentation]) -> str:
 
 def _pre(code: str) -> str:
     """Code as HTML, long lines wrapped (a copy keeps them whole)."""
-    return f"<pre style='white-space: pre-wrap; word-break: break-word'>{html.escape(code)}</pre>"
+    style = (
+        "white-space: pre-wrap; word-break: break-word; font-family: monospace; line-height: 1.4; margin: 0; "
+        "padding: 6px 8px; background: #f5f5f5"
+    )
+    return f'<pre style="{style}">{html.escape(code)}</pre>'
 
 
 def _unchanged(x: Tensor) -> Tensor:

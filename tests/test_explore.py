@@ -324,7 +324,6 @@ def test_explorer_page_upload_chain_slider_and_code(served, browser, tmp_path):
             )
         except Exception as exc:
             raise failed("the code line does not show the slider's new value") from exc
-        assert redraw < 1.0, f"the grid took {redraw:.2f} s to redraw after the slider moved (limit 1 s)"
 
         # the code under the grid, run here, draws the page's grid bit for bit
         text = code.locator("pre").inner_text()
@@ -346,5 +345,9 @@ def test_explorer_page_upload_chain_slider_and_code(served, browser, tmp_path):
         if os.environ.get("CONVLAB_UPDATE_FIGURES") == "1":
             explorer.screenshot(path=str(FIGURE), type="jpeg", quality=80)
         assert not record.outside, f"the page reached beyond the server (it must work offline): {record.outside}"
+        assert redraw < 1.0, (
+            f"the grid took {redraw:.2f} s to redraw after the slider moved (limit 1 s; load average "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs)"
+        )
     finally:
         page.close()
