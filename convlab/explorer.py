@@ -174,7 +174,8 @@ class ExplorerApp:
         self.fitted.pop(UPLOADS, None)
         lines = [f"Refused: {html.escape(r)}." for r in refused]
         if accepted:
-            lines.insert(0, f"Added {len(accepted)} photo{'s' if len(accepted) > 1 else ''}: {', '.join(accepted)}.")
+            names = html.escape(", ".join(accepted))
+            lines.insert(0, f"Added {len(accepted)} photo{'s' if len(accepted) > 1 else ''}: {names}.")
             self._offer_sets()
             self._show_set(UPLOADS, accepted[0])
         self.upload_message.value = "<br>".join(lines)
