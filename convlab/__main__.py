@@ -1,4 +1,4 @@
-"""Command line: ``python -m convlab fetch|assets|learner-copies|open|train|evaluate``.
+"""Command line: ``python -m convlab fetch|assets|learner-copies|open|explore|train|evaluate``.
 
 ``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli` and run by :mod:`convlab.cli_train` and
 :mod:`convlab.cli_evaluate`; ``torchrun ... -m convlab train`` runs ``train`` data-parallel (see
@@ -27,6 +27,7 @@ from convlab.cli import (
 from convlab.course_open import add_open_arguments, run_open
 from convlab.display import Table
 from convlab.exercises.copies import check_course_folder, course_notebooks, make_course_folder
+from convlab.explore_open import add_explore_arguments, run_explore
 
 __all__ = ["main"]
 
@@ -222,6 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         "Run a study at a scale; started again, it skips the runs its JSON already has.",
     )
     add_study_arguments(p)
+    p = _command(
+        sub,
+        "explore",
+        run_explore,
+        "the augmentation explorer as a web page: your photos, a chain of augmentations, the code to copy",
+        "Serve the augmentation explorer on 127.0.0.1 (Voila, with a token; nothing is fetched from the internet) "
+        "and open it in the browser: the course's photos, scikit-image's and your own (--photos, or upload them "
+        "in the page), every augmentation of the course with sliders, a chain of them on a grid of seeded draws, "
+        "the code for convlab and torchvision v2, and the photo set's PCA colour axes.",
+    )
+    add_explore_arguments(p)
     for name, func, add_arguments, help_, description in _HEADLESS:
         p = _command(sub, name, func, help_, description)
         p.one_line = True

@@ -42,6 +42,7 @@ __all__ = [
     "imagenet_samples",
     "sample_photos",
     "decode_image_file",
+    "decode_image_bytes",
     "IMAGE_SUFFIXES",
     "class_folders",
     "image_files",
@@ -218,6 +219,17 @@ def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
     it has more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``): a tiny file can
     claim a 20000x20000 image and take gigabytes to decode.
     """
+    return _decode(path, str(path), channels)
+
+
+def decode_image_bytes(data: bytes, name: str, channels: int = 3) -> torch.Tensor:
+    """:func:`decode_image_file` for the bytes of an image file (an upload, say); errors name the file ``name``."""
+    import io
+
+    return _decode(io.BytesIO(bytes(data)), name, channels)
+
+
+def _decode(source, name: str, channels: int) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     if channels not in (1, 3):
@@ -226,13 +238,14 @@ def decode_image_file(path: str | Path, channels: int = 3) -> torch.Tensor:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat both as the same refusal
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im = ImageOps.exif_transpose(im)
                 array = _to_uint8_array(im, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        raise ValueError(f"{name}: refused as a possible decompression bomb ({exc})") from None
     except Exception as exc:  # UnidentifiedImageError, OSError (truncated), SyntaxError, struct errors, ...
-        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        why = str(exc).replace(f" {source!r}", "")  # a file object's repr says nothing to the user
+        raise ValueError(f"{name}: not a readable image ({type(exc).__name__}: {why})") from exc
     array = array[:, :, None] if array.ndim == 2 else array
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 

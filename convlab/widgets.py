@@ -6,6 +6,9 @@
 - :func:`static_grid`: the same grid as a matplotlib figure, seeded (renders on GitHub).
 - :func:`pca_explorer`: a training set's RGB principal axes and eigenvalues, and sliders for the three
   alphas of AlexNet's PCA colour augmentation.
+- :func:`chain_preview`: several augmentations in order (add, remove, reorder), each with its sliders, applied
+  per sample to a grid of seeded draws ("new draws"), with the code for the chain in convlab and, where it has
+  the transforms, in torchvision v2 (:func:`chain_code`, :func:`torchvision_code`).
 
 ipywidgets is imported only inside the functions that build widgets. Every preview is returned as an
 object whose ``update()`` can be called directly (tests and scripts need no Jupyter kernel).
@@ -13,17 +16,21 @@ object whose ``update()`` can be called directly (tests and scripts need no Jupy
 
 from __future__ import annotations
 
+import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
+from ._checks import fmt_arg
 from .augment import (
+    FusedTrainPipeline,
     PCAColor,
     RandomColorShift,
     RandomCrop,
@@ -41,8 +48,16 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
 
 __all__ = [
     "AUGMENTATIONS",
+    "UNITS",
     "AugmentationPreview",
     "augmentation_preview",
+    "ChainPreview",
+    "chain_preview",
+    "chain_code",
+    "torchvision_code",
+    "draw_grid",
+    "thumbnail",
+    "pca_axes_figure",
     "static_grid",
     "pca_explorer",
     "PCAExplorer",
@@ -51,7 +66,8 @@ __all__ = [
 
 # name -> (factory(size, **slider values), {param: (min, max, step, default)})
 Slider = tuple[float, float, float, float]
-AUGMENTATIONS: dict[str, tuple[Callable[..., BatchRandomTransform], dict[str, Slider]]] = {
+Augmentation = BatchRandomTransform | FusedTrainPipeline
+AUGMENTATIONS: dict[str, tuple[Callable[..., Augmentation], dict[str, Slider]]] = {
     "RandomHorizontalFlip": (lambda s, **k: RandomHorizontalFlip(**k), {"p": (0.0, 1.0, 0.05, 0.5)}),
     "RandomCrop": (
         lambda s, frac, **k: RandomCrop(max(1, int(round(frac * s))), **k),
@@ -81,6 +97,18 @@ AUGMENTATIONS: dict[str, tuple[Callable[..., BatchRandomTransform], dict[str, Sl
         lambda s, **k: PCAColor.imagenet(clamp=True, **k),
         {"sigma": (0.0, 1.0, 0.01, 0.1), "p": (0.0, 1.0, 0.05, 1.0)},
     ),
+    # the training pipeline: crop + mirror + colour shift + PCA colour + normalise in one pass (shown un-normalised)
+    "FusedTrainPipeline": (
+        lambda s, min_scale, sigma, **k: FusedTrainPipeline(
+            s, scale=(min_scale, 1.0), pca=PCAColor.imagenet(sigma=sigma) if sigma > 0 else None, **k
+        ),
+        {
+            "min_scale": (0.05, 1.0, 0.05, 0.08),
+            "flip_p": (0.0, 1.0, 0.05, 0.5),
+            "color_shift": (0.0, 0.5, 0.01, 0.1),
+            "sigma": (0.0, 1.0, 0.01, 0.1),
+        },
+    ),
 }
 
 
@@ -96,6 +124,8 @@ UNITS: dict[str, str] = {
     "smoothness": "control-point spacing, px",
     "magnitude": "largest shift / value range",
     "sigma": "std of AlexNet's alphas",
+    "flip_p": "mirror probability per image",
+    "color_shift": "largest shift / value range",
 }
 SLIDER_LAYOUT = {"width": "780px"}  # a long track: finer steps per pixel on a projector
 SLIDER_STYLE = {"description_width": "280px"}
@@ -126,8 +156,9 @@ def _check_photo(photo: Any) -> Tensor:
     return photo
 
 
-def _thumbnail(photo: Tensor, size: int) -> Tensor:
-    """Centre square crop resized to ``size`` (uint8, (3, size, size))."""
+def thumbnail(photo: Tensor, size: int) -> Tensor:
+    """The photo's centre square resized to ``size`` (bilinear, antialiased): uint8 ``(3, size, size)``, the first
+    tile of every preview grid and the image the augmentations are applied to."""
     h, w = photo.shape[-2:]
     s = min(h, w)
     sq = photo[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
@@ -143,25 +174,50 @@ def png_bytes(image: Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _build(name: str, size: int, values: dict[str, float], seed: int) -> BatchRandomTransform:
+def _build(name: str, size: int, values: dict[str, float], generator: torch.Generator) -> Augmentation:
     if name not in AUGMENTATIONS:
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     factory, _ = AUGMENTATIONS[name]
-    return factory(size, generator=torch.Generator().manual_seed(int(seed)), **values)
+    return factory(size, generator=generator, **values)
 
 
-def _grid(photo: Tensor, transform: BatchRandomTransform, n: int, ncols: int, size: int) -> Tensor:
-    thumb = _thumbnail(photo, size)
+def _last_step(transform: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    return transform.transforms[-1] if isinstance(transform, v2.Compose) and transform.transforms else transform
+
+
+def _to_uint8(out: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
+    """What the augmented batch looks like: the fused pipeline's normalisation undone, floats in [0, 1] as uint8."""
+    last = _last_step(transform)
+    if isinstance(last, FusedTrainPipeline):
+        out = out * last.std.view(1, 3, 1, 1) + last.mean.view(1, 3, 1, 1)
+    if out.dtype != torch.uint8:
+        out = (out.float() * 255).round().clamp(0, 255).byte()
+    return out
+
+
+def draw_grid(photo: Tensor, transform: Callable[[Tensor], Tensor], n: int, ncols: int, size: int) -> Tensor:
+    """The preview grid: the photo's :func:`thumbnail` first, then ``transform`` applied once to a batch of ``n``
+    copies of it (each copy gets its own draw), as one uint8 ``(3, H, W)`` image with ``ncols`` tiles per row.
+
+    ``transform``: a convlab augmentation, a :class:`FusedTrainPipeline` (shown un-normalised) or a ``v2.Compose``
+    of them; crops are shown resized to ``size``. This is what every preview shows, so a pasted code line can be
+    checked against it bit for bit.
+    """
+    thumb = thumbnail(_check_photo(photo), size)
     batch = thumb.expand(n, -1, -1, -1).contiguous()
-    out = transform(batch)
+    out = _to_uint8(transform(batch), transform)
     if out.shape[-2:] != batch.shape[-2:]:  # crops: show them at the thumbnail size
         out = F.interpolate(out.float(), size=(size, size), mode="bilinear").round().clamp(0, 255).byte()
     return make_grid(torch.cat([thumb[None], out]), nrow=ncols, padding=2, pad_value=255)
 
 
-def _code_line(transform: BatchRandomTransform, seed: int) -> str:
-    r = repr(transform)
-    return r[:-1] + f", generator=torch.Generator().manual_seed({seed}))"
+def _with_generator(transform: Augmentation, generator: str) -> str:
+    """The transform's repr (the code that builds it) with ``generator=...`` added."""
+    return repr(transform)[:-1] + f", generator={generator})"
+
+
+def _code_line(transform: Augmentation, seed: int) -> str:
+    return _with_generator(transform, f"torch.Generator().manual_seed({seed})")
 
 
 def _caption(name: str, n: int, seed: int) -> str:
@@ -186,24 +242,62 @@ class AugmentationPreview:
     size: int = 160
     caption: Any = None
     size_control: Any = None
-    transform: BatchRandomTransform | None = field(default=None, init=False)
+    transform: Augmentation | None = field(default=None, init=False)
 
     def values(self) -> dict[str, float]:
         """The sliders' values, rounded to their steps (no float noise from the browser)."""
-        steps = {k: st for k, (_, _, st, _) in AUGMENTATIONS[self.name][1].items()}
-        return {k: _slider_value(s.value, steps[k]) for k, s in self.sliders.items() if k != "seed"}
+        return _values(self.name, self.sliders)
 
     def update(self, change: Any = None) -> None:
         seed = int(self.sliders["seed"].value)
         if self.size_control is not None:
             self.size = int(self.size_control.value)
-        self.transform = _build(self.name, self.size, self.values(), seed)
-        grid = _grid(self.photo, self.transform, self.n, self.ncols, self.size)
+        self.transform = _build(self.name, self.size, self.values(), torch.Generator().manual_seed(seed))
+        grid = draw_grid(self.photo, self.transform, self.n, self.ncols, self.size)
         self.image.value = png_bytes(grid)
         _natural_size(self.image, grid)
         self.code.value = f"<code>{_code_line(self.transform, seed)}</code>"
         if self.caption is not None:
             self.caption.value = _caption(self.name, self.n, seed)
+
+
+def _sliders(name: str) -> dict[str, Any]:
+    """One slider per parameter of the augmentation ``name``, in its real unit (named beside it), at its default."""
+    import ipywidgets as W
+
+    return {
+        k: W.FloatSlider(
+            value=d,
+            min=lo,
+            max=hi,
+            step=st,
+            description=f"{k} ({UNITS[k]})",
+            continuous_update=True,
+            readout_format=f".{_decimals(st)}f",
+            layout=SLIDER_LAYOUT,
+            style=SLIDER_STYLE,
+        )
+        for k, (lo, hi, st, d) in AUGMENTATIONS[name][1].items()
+    }
+
+
+def _size_control(size: int) -> Any:
+    """Toggle buttons for the preview size: 160, 240 or 320 px (a projector), and ``size`` if it is none of those."""
+    import ipywidgets as W
+
+    options = dict(SIZES)
+    return W.ToggleButtons(
+        options=list(SIZES) if size in options.values() else [*SIZES, (f"{size} px", size)],
+        value=size,
+        description="preview size",
+        style={"description_width": "100px"},
+    )
+
+
+def _values(name: str, sliders: dict[str, Any]) -> dict[str, float]:
+    """The sliders' values, rounded to their steps (no float noise from the browser)."""
+    steps = {k: st for k, (_, _, st, _) in AUGMENTATIONS[name][1].items()}
+    return {k: _slider_value(s.value, steps[k]) for k, s in sliders.items() if k in steps}
 
 
 def augmentation_preview(
@@ -221,29 +315,9 @@ def augmentation_preview(
     photo = _check_photo(photo)
     if name not in AUGMENTATIONS:
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
-    _, specs = AUGMENTATIONS[name]
-    sliders: dict[str, Any] = {
-        k: W.FloatSlider(
-            value=d,
-            min=lo,
-            max=hi,
-            step=st,
-            description=f"{k} ({UNITS[k]})",
-            continuous_update=True,
-            readout_format=f".{_decimals(st)}f",
-            layout=SLIDER_LAYOUT,
-            style=SLIDER_STYLE,
-        )
-        for k, (lo, hi, st, d) in specs.items()
-    }
+    sliders = _sliders(name)
     sliders["seed"] = W.IntSlider(value=0, min=0, max=99, description="seed", layout=SLIDER_LAYOUT, style=SLIDER_STYLE)
-    options = dict(SIZES)
-    sizes = W.ToggleButtons(
-        options=list(SIZES) if size in options.values() else [*SIZES, (f"{size} px", size)],
-        value=size,
-        description="preview size",
-        style={"description_width": "100px"},
-    )
+    sizes = _size_control(size)
     image = W.Image(format="png")
     code, caption = W.HTML(), W.HTML()
     box = W.VBox([caption, *sliders.values(), sizes, image, code])
@@ -255,6 +329,300 @@ def augmentation_preview(
         s.observe(prev.update, names="value")
     prev.update()
     return prev
+
+
+# ----------------------------------------------------------------------------- a chain of augmentations
+def chain_code(transforms: Sequence[Augmentation], seed: int) -> str:
+    """Python that builds ``transforms`` as one ``v2.Compose`` drawing from one generator seeded with ``seed``: run
+    on the same images, it draws exactly what :class:`ChainPreview` drew (the steps draw in order from ``g``)."""
+    names = set()
+    for t in transforms:
+        names.add(type(t).__name__)
+        if isinstance(t, FusedTrainPipeline) and t.pca is not None:
+            names.add("PCAColor")
+    lines = ["import torch", "from torchvision.transforms import v2"]
+    if names:
+        lines.append(f"from convlab.augment import {', '.join(sorted(names))}")
+    lines += [
+        f"g = torch.Generator().manual_seed({int(seed)})",
+        f"augment = v2.Compose([{', '.join(_with_generator(t, 'g') for t in transforms)}])",
+    ]
+    return "\n".join(lines)
+
+
+def _tv_size(size: tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else str(tuple(size))
+
+
+def _tv_interpolation(t: Any) -> str:
+    fill = f", fill={fmt_arg(t.fill)}" if t.fill != 0 else ""
+    return f"interpolation=v2.InterpolationMode.{t.interpolation.upper()}{fill}"
+
+
+def _tv_maybe(expr: str, p: float) -> str:
+    return expr if p == 1.0 else f"v2.RandomApply([{expr}], p={fmt_arg(p)})"
+
+
+def _tv_resized_crop(size: tuple[int, int], scale: tuple, ratio: tuple, antialias: bool) -> str:
+    ratio_arg = "" if ratio == (3 / 4, 4 / 3) else f", ratio={fmt_arg(ratio)}"
+    return f"v2.RandomResizedCrop(size={_tv_size(size)}, scale={fmt_arg(scale)}{ratio_arg}, antialias={antialias})"
+
+
+def _tv_step(t: Augmentation) -> tuple[list[str], str | None]:
+    """torchvision v2 expressions for one convlab step, and what torchvision lacks of it (or None)."""
+    if isinstance(t, RandomHorizontalFlip):
+        return [f"v2.RandomHorizontalFlip(p={fmt_arg(t.p)})"], None
+    if isinstance(t, RandomCrop):
+        return [f"v2.RandomCrop(size={_tv_size(t.size)})"], None
+    if isinstance(t, RandomResizedCrop):
+        return [_tv_resized_crop(t.size, t.scale, t.ratio, t.antialias)], None
+    if isinstance(t, RandomRotation):
+        return [_tv_maybe(f"v2.RandomRotation(degrees={fmt_arg(t.degrees)}, {_tv_interpolation(t)})", t.p)], None
+    if isinstance(t, RandomShear):
+        sx, sy = t.shear_x, t.shear_y
+        values = sx if sy == (0.0, 0.0) else (*sx, *sy)  # two values: shear along x only
+        shear = "(" + ", ".join(fmt_arg(v) for v in values) + ")"
+        return [_tv_maybe(f"v2.RandomAffine(degrees=0, shear={shear}, {_tv_interpolation(t)})", t.p)], None
+    if isinstance(t, RandomElasticWarp):
+        return [], "RandomElasticWarp (v2.ElasticTransform smooths full-size noise with a Gaussian: another field)"
+    if isinstance(t, RandomColorShift):
+        return [], "RandomColorShift (v2.ColorJitter scales brightness, contrast, saturation, hue; no RGB offset)"
+    if isinstance(t, PCAColor):
+        return [], "PCAColor (AlexNet's PCA lighting)"
+    if isinstance(t, FusedTrainPipeline):
+        exprs = [
+            _tv_resized_crop(t.size, t.scale, t.ratio, t.antialias),
+            f"v2.RandomHorizontalFlip(p={fmt_arg(t.flip_p)})",
+            "v2.ToDtype(torch.float32, scale=True)",
+            f"v2.Normalize(mean={[round(v, 4) for v in t.mean.tolist()]}, std={[round(v, 4) for v in t.std.tolist()]})",
+        ]
+        lacks = [what for what, on in (("colour shift", t.color_shift > 0), ("PCA colour", t.pca is not None)) if on]
+        return exprs, f"FusedTrainPipeline's {' and '.join(lacks)}" if lacks else None
+    raise TypeError(f"transform: expected one of the course's augmentations, got {type(t).__name__}")
+
+
+def torchvision_code(transforms: Sequence[Augmentation]) -> str:
+    """The nearest torchvision v2 code for ``transforms``: the steps torchvision has (same parameters, bilinear
+    where convlab is bilinear), and a comment naming the steps it lacks. torchvision draws one set of parameters
+    per call, so it is applied to one image at a time; its draws are not convlab's (only convlab's code line
+    reproduces the preview)."""
+    exprs, missing = [], []
+    for t in transforms:
+        e, lacks = _tv_step(t)
+        exprs += e
+        if lacks:
+            missing.append(lacks)
+    if not exprs:
+        lines = ["# torchvision v2 has none of these steps"]
+    else:
+        lines = [
+            "import torch",
+            "from torchvision.transforms import v2",
+            f"augment = v2.Compose([{', '.join(exprs)}])  # one draw per call: apply it to one image at a time",
+        ]
+    lines += [f"# not in torchvision: {m}" for m in missing]
+    return "\n".join(lines)
+
+
+def _pre(code: str) -> str:
+    """Code as HTML, long lines wrapped (a copy keeps them whole)."""
+    style = (
+        "white-space: pre-wrap; word-break: break-word; font-family: monospace; line-height: 1.4; margin: 0; "
+        "padding: 6px 8px; background: #f5f5f5"
+    )
+    return f'<pre style="{style}">{html.escape(code)}</pre>'
+
+
+def _unchanged(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class ChainStep:
+    """One step of a :class:`ChainPreview`: an augmentation's name, its sliders and its row of controls."""
+
+    name: str
+    sliders: dict[str, Any]
+    widget: Any
+    title: Any
+    up: Any
+    remove: Any
+
+
+@dataclass
+class ChainPreview:
+    """Several augmentations applied in order, per sample, to a grid of seeded draws.
+
+    ``widget`` to display. ``add(name)``, ``remove(i)``, ``move_up(i)``, ``new_draws()`` and ``set_photo(photo)``
+    change it; ``update()`` re-renders from the current controls. After an update, ``transforms`` holds the steps
+    as built and ``grid`` the image shown; ``code`` shows :func:`chain_code` for them (which reproduces ``grid``
+    through :func:`draw_grid`) and ``torchvision`` shows :func:`torchvision_code`. A setting that cannot run (a
+    crop larger than its input, the fused pipeline before another step) is named in ``message`` and the last
+    grid stays.
+    """
+
+    photo: Tensor
+    widget: Any
+    image: Any
+    code: Any
+    torchvision: Any
+    message: Any
+    seed: Any
+    size_control: Any
+    steps_box: Any
+    adder: Any
+    steps: list[ChainStep] = field(default_factory=list)
+    n: int = 8
+    ncols: int = 3
+    transforms: list[Augmentation] = field(default_factory=list, init=False)
+    grid: Tensor | None = field(default=None, init=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.size_control.value)
+
+    def add(self, name: str) -> ChainStep:
+        """Append the augmentation ``name`` (one of :data:`AUGMENTATIONS`) at its default settings."""
+        import ipywidgets as W
+
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
+        sliders = _sliders(name)
+        for s in sliders.values():  # narrower than a notebook's: the grid stands beside the chain
+            s.layout, s.style = W.Layout(width="540px"), {"description_width": "220px"}
+        title = W.HTML()
+        up = W.Button(description="move up", layout={"width": "90px"})
+        remove = W.Button(description="remove", layout={"width": "90px"})
+        box = W.VBox([W.HBox([title, up, remove]), *sliders.values()])
+        box.add_class("convlab-chain-step")
+        step = ChainStep(name, sliders, box, title, up, remove)
+        up.on_click(lambda _: self.move_up(self.steps.index(step)))
+        remove.on_click(lambda _: self.remove(self.steps.index(step)))
+        for s in sliders.values():
+            s.observe(self.update, names="value")
+        self.steps.append(step)
+        self._relayout()
+        return step
+
+    def remove(self, index: int) -> None:
+        """Take out step ``index`` (0 = the first)."""
+        self.steps.pop(index)
+        self._relayout()
+
+    def move_up(self, index: int) -> None:
+        """Swap step ``index`` with the one before it (the first step stays first)."""
+        if index > 0:
+            self.steps[index - 1], self.steps[index] = self.steps[index], self.steps[index - 1]
+            self._relayout()
+
+    def new_draws(self) -> None:
+        """The next seed: every copy gets new random parameters."""
+        self.seed.value = int(self.seed.value) + 1  # its observer redraws
+
+    def set_photo(self, photo: Tensor) -> None:
+        """Show the chain on another photo (uint8 ``(3, H, W)``)."""
+        self.photo = _check_photo(photo)
+        self.update()
+
+    def _relayout(self) -> None:
+        for i, step in enumerate(self.steps):
+            step.title.value = f"<b>{i + 1}. {step.name}</b>"
+        self.steps_box.children = [s.widget for s in self.steps]
+        self.update()
+
+    def update(self, change: Any = None) -> None:
+        seed, size = int(self.seed.value), self.size
+        g = torch.Generator().manual_seed(seed)
+        names = [s.name for s in self.steps]
+        if "FusedTrainPipeline" in names[:-1]:
+            self.message.value = (
+                "FusedTrainPipeline returns normalised floats for the network: make it the last step "
+                "(move the steps after it up)."
+            )
+            return
+        try:
+            transforms = [_build(s.name, size, _values(s.name, s.sliders), g) for s in self.steps]
+            grid = draw_grid(self.photo, v2.Compose(transforms) if transforms else _unchanged, self.n, self.ncols, size)
+        except ValueError as exc:
+            self.message.value = f"This setting cannot run: {html.escape(str(exc))}."
+            return
+        self.transforms, self.grid = transforms, grid
+        self.message.value = "" if transforms else "The chain is empty: add a step."
+        self.image.value = png_bytes(grid)
+        _natural_size(self.image, grid)
+        empty = "# the chain is empty: add a step"
+        self.code.value = _pre(chain_code(transforms, seed) if transforms else empty)
+        self.torchvision.value = _pre(torchvision_code(transforms) if transforms else empty)
+
+
+def chain_preview(
+    photo: Tensor,
+    names: Sequence[str] = ("RandomRotation",),
+    *,
+    n: int = 8,
+    ncols: int = 3,
+    size: int = 240,
+    seed: int = 0,
+) -> ChainPreview:
+    """A chain of augmentations (``names``, in order; more can be added in the widget) applied per sample to
+    ``n`` seeded draws of ``photo``'s centre square at ``size`` px, the original first.
+
+    Each step has its sliders in real units, "move up" and "remove"; below the grid: the seed with "new draws", the
+    preview size, and the code for the chain in convlab (reproduces the grid) and in torchvision v2.
+    """
+    import ipywidgets as W
+
+    photo = _check_photo(photo)
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"names: expected names from {sorted(AUGMENTATIONS)}, got {name!r}")
+    adder = W.Dropdown(options=list(AUGMENTATIONS), value="RandomShear", layout={"width": "220px"})
+    add = W.Button(description="add to the chain", layout={"width": "160px"})
+    seed_box = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", layout={"width": "160px"})
+    again = W.Button(description="new draws", layout={"width": "120px"})
+    again.add_class("convlab-new-draws")
+    sizes = _size_control(size)
+    image = W.Image(format="png")
+    image.add_class("convlab-grid")
+    code, tv, message = W.HTML(), W.HTML(), W.HTML()
+    code.add_class("convlab-code")
+    tv.add_class("convlab-torchvision-code")
+    message.add_class("convlab-message")
+    steps_box = W.VBox()
+    controls = W.VBox(
+        [
+            W.HTML("<b>The chain</b>: each copy goes through the steps in order, with its own random parameters."),
+            steps_box,
+            W.HBox([adder, add]),
+            W.HBox([seed_box, again]),
+            sizes,
+            message,
+        ],
+        layout={"width": "560px", "margin": "0 16px 0 0"},
+    )
+    shown = W.VBox(
+        [
+            W.HTML("Top left: the <b>original</b>; then the augmented copies."),
+            image,
+            W.HTML("<b>convlab</b> (draws exactly this grid):"),
+            code,
+            W.HTML("<b>torchvision v2</b> (the same settings where it has the transform; its own draws):"),
+            tv,
+        ],
+        layout={"max_width": "760px"},
+    )
+    box = W.HBox([controls, shown])
+    box.add_class("convlab-chain")
+    chain = ChainPreview(photo, box, image, code, tv, message, seed_box, sizes, steps_box, adder, n=n, ncols=ncols)
+    add.on_click(lambda _: chain.add(adder.value))
+    again.on_click(lambda _: chain.new_draws())
+    seed_box.observe(chain.update, names="value")
+    sizes.observe(chain.update, names="value")
+    for name in names:
+        chain.add(name)
+    if not names:
+        chain.update()
+    return chain
 
 
 def static_grid(
@@ -277,8 +645,8 @@ def static_grid(
     unknown = set(values) - set(defaults)
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {name}; expected some of {sorted(defaults)}")
-    t = _build(name, size, {**defaults, **values}, seed)
-    grid = _grid(photo, t, n, ncols, size)
+    t = _build(name, size, {**defaults, **values}, torch.Generator().manual_seed(seed))
+    grid = draw_grid(photo, t, n, ncols, size)
     fig, ax = plt.subplots(figsize=(2.2 * ncols, 2.2 * grid.shape[1] / grid.shape[2] * ncols))
     ax.imshow(grid.permute(1, 2, 0).numpy())
     ax.set_title(_code_line(t, seed), fontsize=8, family="monospace")
@@ -311,7 +679,7 @@ class PCAExplorer:
     def update(self, change: Any = None) -> None:
         a = self.alphas()
         alpha = torch.tensor([a])
-        thumb = _thumbnail(self.photo, self.size)
+        thumb = thumbnail(self.photo, self.size)
         off = self.pca.offsets(alpha)[0]
         out = K.pca_color(thumb, alpha, self.pca.eigenvalues_, self.pca.eigenvectors_)
         pair = torch.cat([thumb, torch.full((3, thumb.shape[1], 8), 255, dtype=torch.uint8), out], dim=2)
@@ -325,7 +693,9 @@ class PCAExplorer:
         )
 
 
-def _axes_figure(pca: PCAColor, max_alpha: float = 3.0):
+def pca_axes_figure(pca: PCAColor, max_alpha: float = 3.0) -> Figure:
+    """A fitted PCA colour basis as a figure: the eigenvalues (log scale) and each principal axis as a colour ramp
+    (mid grey moved by alpha * lambda * axis, alpha in the sliders' unit)."""
     import matplotlib.pyplot as plt
 
     vals, vecs = pca.eigenvalues_, pca.eigenvectors_
@@ -378,7 +748,7 @@ def pca_explorer(
     }
     image = W.Image(format="png")
     code = W.HTML()
-    fig = _axes_figure(pca, max_alpha)
+    fig = pca_axes_figure(pca, max_alpha)
     title = W.HTML(
         "<b>AlexNet's PCA colour</b>: every pixel gets the same RGB offset, alpha1*lambda1*PC1 + "
         "alpha2*lambda2*PC2 + alpha3*lambda3*PC3. Left: the <b>original</b>; right: shifted. (Training "

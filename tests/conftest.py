@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import torch
+
+#: the browser the real-browser tests drive (Debian's Chromium; .ci/install installs it)
+CHROMIUM = os.environ.get("CONVLAB_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -46,3 +51,54 @@ def train_argv(data: Path, out: Path, options: str, *extra: str, cache: Path | N
     string, split on spaces), then ``extra`` (later values win, e.g. a second ``--epochs``), then ``--cache-dir``."""
     cache_dir = ["--cache-dir", str(cache)] if cache is not None else []
     return ["train", "--out", str(out), "--data", str(data), "--no-progress", *options.split(), *extra, *cache_dir]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        yield b
+        b.close()
+
+
+class PageRecord:
+    """Everything a browser test's page said: console messages, page errors, failed requests, and every request
+    to anything but ``server_url`` (there must be none: the course runs offline)."""
+
+    def __init__(self, page, server_url: str):
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+        self.outside: list[str] = []
+        page.on("console", lambda m: self._add(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self._add(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self._add(f"requestfailed: {r.method} {r.url} ({r.failure})"))
+        page.on("websocket", lambda ws: self._add(f"websocket: {ws.url}"))
+
+        def request(r):
+            if not r.url.startswith((server_url, "data:", "blob:", "about:")):
+                self.outside.append(r.url)
+                self._add(f"request outside the server: {r.method} {r.url}")
+
+        page.on("request", request)
+
+    def mark(self, what: str) -> None:
+        """A step of the test, with its time (printed: ``pytest -rA`` shows them for a passing test too)."""
+        self._add(what)
+        print(self.lines[-1], f"(load average {os.getloadavg()[0]:.1f})")
+
+    def _add(self, line: str) -> None:
+        self.lines.append(f"[{time.monotonic() - self.t0:7.1f} s] {line}")

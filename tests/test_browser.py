@@ -7,7 +7,7 @@ screenshots land in ``tests/artifacts/screenshots``; with ``CONVLAB_UPDATE_FIGUR
 (``notebooks/figures/preview_*.jpg``, shown in README and notebook 00) are rewritten from them. Deselect locally
 with ``-m "not browser"``; CI runs them and sets ``CONVLAB_REQUIRE_BROWSER=1``, which turns a missing Chromium into
 a failure instead of a skip, and runs them with no network but loopback
-(``bash .ci/offline python3 -m pytest tests/test_browser.py``): the page must make no request beyond the lab, and the
+(``bash .ci/offline python3 -m pytest -m browser tests``): the page must make no request beyond the lab, and the
 lab server and its kernels no connection beyond loopback (the network guard counts their refused attempts). A failed
 wait keeps the page's screenshot, the lab's log and the browser's console, failed requests and step times in
 ``test-artifacts/browser/<notebook>/`` (git-ignored) and names that folder in its message.
@@ -31,11 +31,12 @@ import pytest
 
 from convlab.course_open import OFFLINE_LAB_OPTIONS
 
+from conftest import CHROMIUM, PageRecord
+
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 #: what a failed browser test leaves for the developer: page screenshot, the lab's log, browser console, requests
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM = os.environ.get("CONVLAB_CHROMIUM", "/usr/bin/chromium")
 
 
 def _tags(cell) -> list[str]:
@@ -74,7 +75,7 @@ def test_chromium_is_installed_where_required():
 
 
 def test_every_committed_figure_is_made_by_this_test():
-    made = set(FIGURES.values()) | {SLIDES_FIGURE}
+    made = set(FIGURES.values()) | {SLIDES_FIGURE, "explore.jpg"}  # explore.jpg: tests/test_explore.py
     committed = {p.name for p in (ROOT / "notebooks" / "figures").glob("*.jpg")}
     assert committed == made, f"figures without a screenshot source: {committed - made}; missing: {made - committed}"
 
@@ -170,28 +171,6 @@ def lab(tmp_path_factory):
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-            ],
-        )
-        yield b
-        b.close()
-
-
 def _page_errors(page) -> list[str]:
     """The text of every error or stderr output on the page, to say why a preview did not appear."""
     sel = (
@@ -215,36 +194,7 @@ _FIRST_CELL_QUEUED = """() => {
 }"""
 
 
-class _PageRecord:
-    """Everything the page said while the test ran: console messages, page errors, failed requests, and every
-    request that left loopback (there must be none: the course runs offline)."""
-
-    def __init__(self, page, lab_url: str):
-        self.t0 = time.monotonic()
-        self.lines: list[str] = []
-        self.outside: list[str] = []
-        page.on("console", lambda m: self._add(f"console.{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: self._add(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: self._add(f"requestfailed: {r.method} {r.url} ({r.failure})"))
-        page.on("websocket", lambda ws: self._add(f"websocket: {ws.url}"))
-
-        def request(r):
-            if not r.url.startswith((lab_url, "data:", "blob:", "about:")):
-                self.outside.append(r.url)
-                self._add(f"request outside the lab: {r.method} {r.url}")
-
-        page.on("request", request)
-
-    def mark(self, what: str) -> None:
-        """A step of the test, with its time (printed: ``pytest -rA`` shows them for a passing test too)."""
-        self._add(what)
-        print(self.lines[-1], f"(load average {os.getloadavg()[0]:.1f})")
-
-    def _add(self, line: str) -> None:
-        self.lines.append(f"[{time.monotonic() - self.t0:7.1f} s] {line}")
-
-
-def _keep_artifacts(page, record: _PageRecord, lab: Lab, stem: str) -> Path:
+def _keep_artifacts(page, record: PageRecord, lab: Lab, stem: str) -> Path:
     """Save the page's screenshot, the lab's log and the page's record under test-artifacts/ (git-ignored)."""
     where = ARTIFACTS / stem
     shutil.rmtree(where, ignore_errors=True)
@@ -263,7 +213,7 @@ def _keep_artifacts(page, record: _PageRecord, lab: Lab, stem: str) -> Path:
 def test_slider_updates_preview(path, lab, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    record = _PageRecord(page, lab.url)
+    record = PageRecord(page, lab.url)
 
     def failed(message: str, exc: Exception) -> AssertionError:
         record.mark(f"failed: {message}")
@@ -371,7 +321,7 @@ def test_notebook_presents_as_slides(lab, browser):
     """jupyterlab-rise opens a notebook as reveal.js slides: one slide per section, the title slide first."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
-    record = _PageRecord(page, lab.url)
+    record = PageRecord(page, lab.url)
     cells = json.loads((ROOT / "notebooks" / SLIDES_NOTEBOOK).read_text())["cells"]
     expected = sum(c.get("metadata", {}).get("slideshow", {}).get("slide_type") == "slide" for c in cells)
     assert expected >= 3, (

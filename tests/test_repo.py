@@ -22,7 +22,7 @@ def test_ci_runs_exactly_the_readme_commands():
     install, test, offline_browser, the_rest, numeric = _readme_commands()
     assert install == "bash .ci/install --open" and test == "python3 -m pytest -n auto --dist loadgroup"
     # CI's two test commands are the whole suite: the browser tests with no network, then everything else
-    assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
+    assert offline_browser == "bash .ci/offline python3 -m pytest -m browser tests"
     assert the_rest == 'python3 -m pytest -n auto --dist loadgroup -m "not browser"'
     ci = [
         line
@@ -37,22 +37,25 @@ def test_ci_runs_exactly_the_readme_commands():
 
 
 def test_every_browser_test_is_marked_browser():
-    """The offline run and the main run split the suite by the ``browser`` marker: nothing may run twice or never."""
+    """The offline run and the main run split the suite by the ``browser`` marker: every test that drives Chromium
+    (asks for the ``browser`` fixture) must carry it, in its module's ``pytestmark`` or its own decorators."""
     import ast
 
-    tree = ast.parse((ROOT / "tests" / "test_browser.py").read_text())
-    marks = [
-        n
-        for n in tree.body
-        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-    ]
-    assert marks and "pytest.mark.browser" in ast.unparse(marks[0].value)
-    others = [
-        p.name
-        for p in (ROOT / "tests").glob("test_*.py")
-        if p.name not in ("test_browser.py", "test_repo.py") and "pytest.mark.browser" in p.read_text()
-    ]
-    assert not others, f"browser-marked tests outside tests/test_browser.py run in neither part: {others}"
+    unmarked = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_marks = " ".join(
+            ast.unparse(n.value)
+            for n in tree.body
+            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+        )
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                uses_browser = "browser" in [a.arg for a in node.args.args]
+                marks = module_marks + " ".join(ast.unparse(d) for d in node.decorator_list)
+                if uses_browser and "pytest.mark.browser" not in marks:
+                    unmarked.append(f"{path.name}::{node.name}")
+    assert not unmarked, f"browser tests without the browser mark run in neither CI step: {unmarked}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
