@@ -1,4 +1,4 @@
-"""Command line: ``python -m convlab fetch|assets|learner-copies|open|train|evaluate``.
+"""Command line: ``python -m convlab fetch|assets|learner-copies|open|hub|train|evaluate``.
 
 ``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli` and run by :mod:`convlab.cli_train` and
 :mod:`convlab.cli_evaluate`; ``torchrun ... -m convlab train`` runs ``train`` data-parallel (see
@@ -27,6 +27,7 @@ from convlab.cli import (
 from convlab.course_open import add_open_arguments, run_open
 from convlab.display import Table
 from convlab.exercises.copies import write_learner_copies
+from convlab.hub import add_hub_arguments, run_hub
 
 __all__ = ["main"]
 
@@ -185,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         "there), or the solutions with --teacher. Options after -- go to JupyterLab.",
     )
     add_open_arguments(p)
+    p = _command(
+        sub,
+        "hub",
+        run_hub,
+        "start JupyterHub for a class on this machine: logins, a server and learner copies each, nbgrader",
+        "Start JupyterHub on 127.0.0.1 for a class: each learner logs in (roster.csv in the class folder) and gets a "
+        "server of their own with their own copies of the notebooks (never overwritten); kernels share the cores "
+        "fairly; the teacher's account holds the solutions, the slides and the nbgrader course; idle servers are "
+        "stopped. Options after -- go to JupyterHub.",
+    )
+    add_hub_arguments(p)
     for name, func, add_arguments, help_, description in _HEADLESS:
         p = _command(sub, name, func, help_, description)
         p.one_line = True
