@@ -22,7 +22,7 @@ def test_ci_runs_exactly_the_readme_commands():
     install, test, offline_browser, the_rest, numeric = _readme_commands()
     assert install == "bash .ci/install --open" and test == "python3 -m pytest -n auto --dist loadgroup"
     # CI's two test commands are the whole suite: the browser tests with no network, then everything else
-    assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py"
+    assert offline_browser == "bash .ci/offline python3 -m pytest tests/test_browser.py tests/test_hub.py"
     assert the_rest == 'python3 -m pytest -n auto --dist loadgroup -m "not browser"'
     ci = [
         line
@@ -37,22 +37,28 @@ def test_ci_runs_exactly_the_readme_commands():
 
 
 def test_every_browser_test_is_marked_browser():
-    """The offline run and the main run split the suite by the ``browser`` marker: nothing may run twice or never."""
+    """The offline run and the main run split the suite by the ``browser`` marker: nothing may run twice or never.
+    The offline run names its files, so every module marked ``browser`` is one of them, and each of them is marked."""
     import ast
 
-    tree = ast.parse((ROOT / "tests" / "test_browser.py").read_text())
-    marks = [
-        n
-        for n in tree.body
-        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-    ]
-    assert marks and "pytest.mark.browser" in ast.unparse(marks[0].value)
+    offline = _readme_commands()[2].split("pytest ", 1)[1].split()
+    named = {Path(f).name for f in offline}
+    for name in named:
+        tree = ast.parse((ROOT / "tests" / name).read_text())
+        marks = [
+            n
+            for n in tree.body
+            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+        ]
+        assert marks and "pytest.mark.browser" in ast.unparse(marks[0].value), f"{name}: pytestmark lacks browser"
     others = [
         p.name
         for p in (ROOT / "tests").glob("test_*.py")
-        if p.name not in ("test_browser.py", "test_repo.py") and "pytest.mark.browser" in p.read_text()
+        if p.name not in named | {"test_repo.py"} and "pytest.mark.browser" in p.read_text()
     ]
-    assert not others, f"browser-marked tests outside tests/test_browser.py run in neither part: {others}"
+    assert not others, (
+        f"browser-marked tests outside the offline run's files ({sorted(named)}) run in neither part: {others}"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
