@@ -50,7 +50,8 @@ class SyncReport:
 
 def sync_learner_folder(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> SyncReport:
     """Write the learner copy of every course notebook missing from ``dest``, and the files the notebooks read
-    beside them (``figures/``, results); keep everything already there. Returns what was written and kept."""
+    beside them (``figures/``, results, the slides' ``*.css``); keep everything already there. Returns what was
+    written and kept."""
     from convlab.exercises.copies import write_learner_copies
 
     src = Path(src) if src is not None else course_notebooks()
@@ -61,6 +62,8 @@ def sync_learner_folder(dest: str | os.PathLike, src: str | os.PathLike | None =
     existing = {n for n in names if (dest / n).exists()}
     written = write_learner_copies(src, dest, overwrite=False)
     for item in src.iterdir():  # support files, missing ones only (never over a learner's file)
+        if item.suffix == ".css" and item.is_file() and not (dest / item.name).exists():
+            shutil.copy2(item, dest / item.name)  # the slides' style (convlab.slides)
         if item.is_dir() and item.name not in (".ipynb_checkpoints", "__pycache__"):
             shutil.copytree(
                 item,

@@ -175,7 +175,8 @@ def make_roster(path: str | os.PathLike, learners: str | None, teacher: str) -> 
 
 def teacher_course(course: str | os.PathLike, src: str | os.PathLike | None = None) -> list[Path]:
     """The teacher's nbgrader course folder: ``source/<notebook>/`` holds each course notebook with its solutions
-    and the files it reads (``figures/``, ``results/``). Writes only what is missing; returns the notebooks written."""
+    and the files it reads (``figures/``, ``results/``, the slides' ``*.css``). Writes only what is missing; returns
+    the notebooks written."""
     src = Path(src) if src is not None else course_notebooks()
     course = Path(course)
     written = []
@@ -186,6 +187,8 @@ def teacher_course(course: str | os.PathLike, src: str | os.PathLike | None = No
             shutil.copy2(nb, folder / nb.name)
             written.append(folder / nb.name)
         for item in src.iterdir():
+            if item.name in ("rise.css", f"{nb.stem}.css") and not (folder / item.name).exists():
+                shutil.copy2(item, folder / item.name)  # the slides' style (convlab.slides)
             if item.is_dir() and item.name not in (".ipynb_checkpoints", "__pycache__"):
                 shutil.copytree(
                     item,

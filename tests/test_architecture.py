@@ -218,7 +218,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "handfeatures",
         "verdicts",
     ),
-    "course": ("course", "course_open", "slides", "widgets", "exercises", "exercises.*"),
+    "course": ("course", "course_open", "hub", "hub_config", "slides", "widgets", "exercises", "exercises.*"),
     "command line": ("cli", "cli_train", "cli_evaluate", "__main__"),
 }
 FACADE = "convlab"  # the package's __init__: lazy names over the modules; `import convlab` runs it whatever one imports
