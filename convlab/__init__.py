@@ -33,6 +33,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
 
 **course**
   :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),
+  :mod:`convlab.hub` (``python -m convlab hub``: a class on one machine), :mod:`convlab.hub_config` (its
+  JupyterHub login and servers),
   :mod:`convlab.exercises` (self-checking exercises, learner copies), :mod:`convlab.widgets` (live augmentation
   previews), :mod:`convlab.slides` (slide metadata: each notebook presents as slides), :mod:`convlab.explorer`
   (the augmentation explorer app), :mod:`convlab.explore_open` (``python -m convlab explore``).

@@ -1,4 +1,4 @@
-"""Command line: ``python -m convlab fetch|assets|learner-copies|open|explore|train|evaluate``.
+"""Command line: ``python -m convlab fetch|assets|learner-copies|open|explore|hub|study|train|evaluate``.
 
 ``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli` and run by :mod:`convlab.cli_train` and
 :mod:`convlab.cli_evaluate`; ``torchrun ... -m convlab train`` runs ``train`` data-parallel (see
@@ -28,6 +28,7 @@ from convlab.course_open import add_open_arguments, run_open
 from convlab.display import Table
 from convlab.exercises.copies import check_course_folder, course_notebooks, make_course_folder
 from convlab.explore_open import add_explore_arguments, run_explore
+from convlab.hub import add_hub_arguments, run_hub
 
 __all__ = ["main"]
 
@@ -234,6 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         "the code for convlab and torchvision v2, and the photo set's PCA colour axes.",
     )
     add_explore_arguments(p)
+    p = _command(
+        sub,
+        "hub",
+        run_hub,
+        "start JupyterHub for a class on this machine: logins, a server and learner copies each, nbgrader",
+        "Start JupyterHub on 127.0.0.1 for a class: each learner logs in (roster.csv in the class folder) and gets a "
+        "server of their own with their own copies of the notebooks (never overwritten); kernels share the cores "
+        "fairly; the teacher's account holds the solutions, the slides and the nbgrader course; idle servers are "
+        "stopped. Options after -- go to JupyterHub.",
+    )
+    add_hub_arguments(p)
     for name, func, add_arguments, help_, description in _HEADLESS:
         p = _command(sub, name, func, help_, description)
         p.one_line = True

@@ -220,7 +220,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "handfeatures",
         "verdicts",
     ),
-    "course": ("course", "course_open", "slides", "widgets", "explorer", "explore_open", "exercises", "exercises.*"),
+    "course": (
+        "course",
+        "course_open",
+        "hub",
+        "hub_config",
+        "slides",
+        "widgets",
+        "explorer",
+        "explore_open",
+        "exercises",
+        "exercises.*",
+    ),
     "command line": ("cli", "cli_train", "cli_evaluate", "cli_study", "__main__"),
 }
 FACADE = "convlab"  # the package's __init__: lazy names over the modules; `import convlab` runs it whatever one imports
