@@ -1,7 +1,10 @@
 """Notebook 06 (colour augmentation): fit AlexNet's PCA colour basis, compute its per-image offsets; the quiz.
 
-Two exercises on the real food photos:
+Three exercises on the real food photos:
 
+- ``COLOR_SHIFT``: random colour shifting of a batch: one offset per image and channel, uniform in
+  ``[-magnitude, magnitude]`` (drawn ``torch.empty(B, 3).uniform_(-m, m, generator=g)``), added to uint8 photos with
+  saturation at 0 and 255; checked against ``convlab.augment.RandomColorShift`` with the same generator.
 - ``FIT_PCA`` (the main one): the eigenvalues and eigenvectors of the 3 x 3 covariance of the RGB values of all
   training pixels (values in [0, 1]), largest first, eigenvector ``i`` in column ``i``. Checked against numpy
   (``np.cov`` + ``np.linalg.eigh``) on the food training photos; an eigenvector's sign is arbitrary, so columns are
@@ -19,7 +22,25 @@ import torch
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["rgb_pca_reference", "alexnet_offsets_reference", "FIT_PCA", "OFFSETS", "QUIZ", "train_photos"]
+__all__ = [
+    "color_shift_reference",
+    "rgb_pca_reference",
+    "alexnet_offsets_reference",
+    "COLOR_SHIFT",
+    "FIT_PCA",
+    "OFFSETS",
+    "QUIZ",
+    "train_photos",
+]
+
+
+def color_shift_reference(images: torch.Tensor, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """Shift the colour of each uint8 photo of ``images`` (B, 3, H, W): offsets uniform in ``[-magnitude,
+    magnitude]`` (a fraction of 0..255), one per image and channel, drawn ``torch.empty(B, 3).uniform_(-magnitude,
+    magnitude, generator=generator)``; the result rounded and saturated to 0..255, uint8."""
+    offsets = torch.empty(images.shape[0], 3).uniform_(-magnitude, magnitude, generator=generator)
+    shifted = images.float() + 255 * offsets.view(-1, 3, 1, 1)
+    return shifted.round().clamp(0, 255).to(torch.uint8)
 
 
 def rgb_pca_reference(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +60,66 @@ def alexnet_offsets_reference(
     return (alpha * eigenvalues) @ eigenvectors.T
 
 
-@lru_cache(maxsize=1)
 def train_photos() -> tuple[torch.Tensor, ...]:
-    """The food training photos (memoised; loaded on first use, not at import)."""
+    """The food training photos: fresh copies of a memoised load (loaded on first use, not at import)."""
+    return tuple(p.clone() for p in _train_photos())
+
+
+@lru_cache(maxsize=1)
+def _train_photos() -> tuple[torch.Tensor, ...]:
     from convlab.data import load_food
 
     return tuple(load_food().train.images)
+
+
+def _test_color_shift(color_shift) -> None:
+    from convlab import augment as aug
+
+    batch = torch.stack([p[:, :96, :96] for p in train_photos()[:12]])
+    out = color_shift(batch, 0.1, torch.Generator().manual_seed(0))
+    expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
+    expect(tuple(out.shape) == tuple(batch.shape), f"keep the shape {tuple(batch.shape)}, got {tuple(out.shape)}")
+    expect(out.dtype == torch.uint8, f"return uint8 photos like the input, got {out.dtype}")
+    diff = out.float() - batch.float()
+    inside = (batch > 40) & (batch < 215)  # pixels that no offset of at most 0.1 x 255 can saturate
+    per_channel = [diff[b, c][inside[b, c]] for b in range(12) for c in range(3)]
+    expect(
+        all(len(d) == 0 or float(d.max() - d.min()) <= 1 for d in per_channel),
+        "within one photo, every pixel of a channel must move by the same offset (a global colour cast, not noise)",
+    )
+    expect(
+        float(diff.abs().amax()) <= 0.1 * 255 + 1,
+        f"an offset of {float(diff.abs().amax()):.0f} levels is larger than magnitude 0.1 allows (25.5): offsets "
+        "are fractions of the 0..255 range",
+    )
+    expect(
+        len({round(float(d.mean())) for d in per_channel if len(d)}) > 6,
+        "every photo and channel needs its own random offset: draw a (B, 3) tensor",
+    )
+    for magnitude, seed in ((0.1, 0), (0.3, 1), (0.05, 2)):
+        want = aug.RandomColorShift(magnitude, generator=torch.Generator().manual_seed(seed))(batch)
+        got = color_shift(batch, magnitude, torch.Generator().manual_seed(seed))
+        expect(
+            bool(((got.int() - want.int()).abs() <= 1).all()),
+            f"magnitude {magnitude}, seed {seed}: not equal to convlab's RandomColorShift with the same generator: "
+            "draw torch.empty(B, 3).uniform_(-magnitude, magnitude, generator=generator), add 255 x offset to each "
+            "channel, and saturate at 0 and 255 (no wrap-around: compute in float, clamp, then uint8)",
+        )
+
+
+COLOR_SHIFT = Exercise(
+    name="color_shift",
+    test=_test_color_shift,
+    reference=color_shift_reference,
+    hints=[
+        "A colour shift is a global cast: draw three numbers per photo (R, G, B offsets), and add each to every "
+        "pixel of its channel. uint8 arithmetic wraps around (250 + 10 = 4), so compute in float and clamp.",
+        "The API: torch.empty(B, 3).uniform_(-magnitude, magnitude, generator=generator); broadcasting with "
+        "offsets.view(B, 3, 1, 1); images.float() + 255 * offsets, then .round().clamp(0, 255).to(torch.uint8).",
+    ],
+    skill="random colour shifting of a batch, reproducible from a torch.Generator",
+    handle="nb06.COLOR_SHIFT",
+)
 
 
 def _numpy_pca(images) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 - :data:`HAND_BASELINE` (main exercise): a hand-engineered baseline in plain numpy/scikit-learn: features of the
   learner's choice (colour histograms, HOG) + logistic regression, trained on 20 food photos per class; the check
-  scores its predictions on the real test photos against the reference's accuracy (within a margin).
+  scores its predictions on the real test photos, handed over in a fresh random order (a function that returns the
+  stored test labels scores at chance), against the reference's accuracy (within a margin).
 - :data:`CHANNEL_HISTOGRAM` (kata): a per-channel colour histogram.
 - :data:`QUIZ`.
 
@@ -66,7 +67,9 @@ def _reference_accuracy() -> float:
 
 def _test_hand_baseline(hand_baseline) -> None:
     tr_x, tr_y, te_x, te_y = _food_task()
-    pred = hand_baseline(list(tr_x), tr_y.clone(), list(te_x))
+    order = torch.randperm(len(te_y)).tolist()  # a fresh order: predictions must come from the photos themselves
+    te_x, te_y = [te_x[i] for i in order], te_y[order]
+    pred = hand_baseline(list(tr_x), tr_y.clone(), te_x)
     expect(
         pred is not None and hasattr(pred, "__len__"),
         f"return the predicted class of every test photo (a tensor or array), got {type(pred).__name__}",
