@@ -7,6 +7,7 @@ stub test (the stub raises ``NotImplementedError``) but tells a learner nothing.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -250,6 +251,12 @@ def _is_quiz(exercise_cell: dict) -> bool:
     return "def quiz_answers(" in _src(exercise_cell)
 
 
+def _measured_names(path: Path) -> list[str]:
+    """The values of the run that the notebook's quiz asks about (its check cell reads them by name)."""
+    module = importlib.import_module(f"convlab.exercises.nb{path.name[:2]}")
+    return [q.measured for q in module.QUIZ.questions.values() if q.measured]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
     """On the stub an exercise's check fails (an error that nbgrader scores 0) and shows its reason alone, with no
@@ -264,6 +271,8 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             result = kernel.run(_src(cell))
             assert result["status"] == "ok", f"setup cell failed: {result.get('ename')}: {result.get('evalue')}"
         for exercise, check_cell in _exercises(nb):
+            if _is_quiz(exercise):  # stands in for the run the measured questions ask about
+                assert kernel.run("\n".join(f"{name} = 0.5" for name in _measured_names(path)))["status"] == "ok"
             assert kernel.run(strip_solutions(_src(exercise)))["status"] == "ok"
             on_stub = kernel.run(_src(check_cell))
             if _is_quiz(exercise):

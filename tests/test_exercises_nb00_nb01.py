@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from torch import nn
 
-from convlab.exercises import Quiz, nb00, nb01
+from convlab.exercises import nb00, nb01
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,20 +66,5 @@ def test_new_head_reference_passes_and_rebuilding_fails():
     assert "keep the Dropout" in nb01.NEW_HEAD.run(drop_dropout)
 
 
-@pytest.mark.parametrize(
-    "quiz, answers",
-    [
-        (nb00.QUIZ, {"q1": "c", "q2": "b", "q3": "a", "q4": 64}),
-        (nb01.QUIZ, {"q1": "b", "q2": 3843, "q3": "c", "q4": "a"}),
-    ],
-    ids=["nb00", "nb01"],
-)
-def test_quizzes_have_explanations_for_every_wrong_option(quiz: Quiz, answers, capsys):
-    assert len(quiz.questions) >= 3
-    for key, q in quiz.questions.items():
-        assert q.why
-        if q.options:
-            assert set(q.wrong) == set(q.options) - {q.answer}, f"{key}: explain every wrong option"
-    quiz.check(answers)
-    assert f"{len(answers)} of {len(answers)} right" in capsys.readouterr().out
+def test_quiz_q2_of_notebook_01_is_what_count_parameters_counts():
     assert nb01.QUIZ.questions["q2"].answer == nb01.count_parameters_reference(nn.Linear(1280, 3))

@@ -258,5 +258,103 @@ QUIZ = Quiz(
                 "c": "that is torch.no_grad() / torch.inference_mode(); eval() does not touch autograd.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what percentage of the whole model's parameters does the new head hold (the line "
+                "printed under your `count_parameters`)? (2 decimals)"
+            ),
+            answer=None,
+            measured="head_percent",
+            tolerance=0.005,
+            rel_tolerance=0.02,
+            why=(
+                "A new head is a tiny part of the model: with the backbone frozen, almost nothing is trained, "
+                "which is why little data suffices."
+            ),
+            wrong={
+                "low": "divide the head's count by the whole model's and multiply by 100.",
+                "high": "the head is Linear(1280, 3): a few thousand of about 2.2 million.",
+            },
+        ),
+        "q6": Question(
+            "After `replace_classifier(net, 3)`, which of MobileNetV2's weights are still the published ones?",
+            options={
+                "a": "only the first layer",
+                "b": "all but the last Linear layer",
+                "c": "none: a new head resets the network",
+            },
+            answer="b",
+            why=(
+                "Only `classifier[1]` is new (random); every convolution and BatchNorm keeps its ImageNet weights, "
+                "which is the point of transfer."
+            ),
+            wrong={
+                "a": "every stage keeps its weights, not only the first.",
+                "c": "replacing one module leaves the others untouched.",
+            },
+        ),
+        "q7": Question(
+            "Why take the input size, mean and std from the weights' spec rather than choosing your own?",
+            options={
+                "a": "the spec's values are faster to compute",
+                "b": (
+                    "the weights were trained on inputs prepared one exact way; another input distribution "
+                    "shifts every activation"
+                ),
+                "c": "other values raise an error",
+            },
+            answer="b",
+            why=(
+                "A network is a function of the inputs it was trained on: the spec (like torchvision's "
+                "`transforms` and timm's `pretrained_cfg`) records how to prepare them."
+            ),
+            wrong={
+                "a": "speed is not the reason; matching the training inputs is.",
+                "c": "nothing checks it: wrong preprocessing fails silently, with worse predictions.",
+            },
+        ),
+        "q8": Question(
+            ("A checkpoint's keys all start with `module.` and `load_state_dict` fails on them. The likeliest cause?"),
+            options={
+                "a": "the file is corrupt",
+                "b": "it belongs to another architecture",
+                "c": "it was saved from a model wrapped in DataParallel or DistributedDataParallel",
+            },
+            answer="c",
+            why=("The wrappers hold the model as `.module`; strip the prefix (or save `model.module.state_dict()`)."),
+            wrong={
+                "a": (
+                    "a corrupt file fails to load at all, or fails its hash; consistent prefixes point to a wrapper."
+                ),
+                "b": "another architecture gives different names and shapes, not one common prefix.",
+            },
+        ),
+        "q9": Question(
+            "`load_state_dict(sd, strict=False)` returns the missing and unexpected keys. Why read them?",
+            options={
+                "a": "strict=False is slower",
+                "b": "they are always empty",
+                "c": ("a silent mismatch leaves layers at random initialisation: the model loads but predicts badly"),
+            },
+            answer="c",
+            why=(
+                "strict=False is for the keys you mean to skip (e.g. a replaced head); anything else listed there "
+                "is a bug waiting to show up as poor accuracy."
+            ),
+            wrong={
+                "a": "speed is the same.",
+                "b": "with a replaced head they list at least the head's weight and bias.",
+            },
+        ),
     },
+    research=[
+        (
+            "Load `efficientnet_lite0` instead of MobileNetV2: how many parameters, and how do its top-5 guesses "
+            "on the food photos compare?"
+        ),
+        (
+            "Read torchvision's weights metadata (`torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2.meta`): "
+            "which recipe trained them and what accuracy is claimed?"
+        ),
+    ],
 )

@@ -186,5 +186,87 @@ QUIZ = Quiz(
                 "c": "from scratch needs far more data than fine-tuning; 100 images are hopeless.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what test accuracy did your `train_head` reach with 10 images per class (the line "
+                "printed under it)? (3 decimals)"
+            ),
+            answer=None,
+            measured="acc10",
+            tolerance=0.0015,
+            why=(
+                "That number, with its standard error printed beside it, is your head's honest score on 10 images "
+                "per class."
+            ),
+            wrong={
+                "low": "read the line printed under your head's check.",
+                "high": "read the line printed under your head's check.",
+            },
+        ),
+        "q6": Question(
+            "A head scores 0.70 on 500 test images. What is the standard error of that accuracy? (3 decimals)",
+            answer=0.0205,
+            tolerance=0.001,
+            why=(
+                "sqrt(p (1 - p) / n) = sqrt(0.7 x 0.3 / 500) = 0.0205: differences of a point or two between heads "
+                "are within the noise of 500 images."
+            ),
+            wrong={
+                "low": "sqrt(0.7 x 0.3 / 500): divide by n inside the root.",
+                "high": "sqrt(0.7 x 0.3 / 500).",
+            },
+        ),
+        "q7": Question(
+            ("Why does a head on cached features train in seconds where fine-tuning takes minutes on the same images?"),
+            options={
+                "a": "the cached features are smaller images",
+                "b": (
+                    "the backbone runs once per image, and no gradient flows through it: each step trains one "
+                    "linear layer"
+                ),
+                "c": "the head uses a larger learning rate",
+            },
+            answer="b",
+            why=(
+                "Almost all the compute of a step is the backbone's forward and backward pass; the cache pays the "
+                "forward once and the frozen backbone needs no backward."
+            ),
+            wrong={
+                "a": ("the features are vectors (1280 numbers), not images, and the saving is the skipped backbone."),
+                "c": "the learning rate changes how far a step goes, not what a step costs.",
+            },
+        ),
+        "q8": Question(
+            (
+                "A feature cache must be keyed by everything that changes its content. Which change does NOT need "
+                "a new cache?"
+            ),
+            options={
+                "a": "the input size",
+                "b": "the head's learning rate",
+                "c": "the normalisation (mean and std)",
+                "d": "the backbone's weights",
+            },
+            answer="b",
+            why=(
+                "The cache holds the backbone's outputs: anything before or inside the backbone changes them; the "
+                "head's training settings do not."
+            ),
+            wrong={
+                "a": "another size gives other activations.",
+                "c": "other inputs, other features.",
+                "d": "other weights, other features.",
+            },
+        ),
     },
+    research=[
+        (
+            "Train your head on the stage probe's best earlier stage instead of the last one: how much does the "
+            "test accuracy at 10 images per class change, with its standard error?"
+        ),
+        (
+            "Fit scikit-learn's LogisticRegression on the same cached features: the same accuracy as your loop? "
+            "how long does each take?"
+        ),
+    ],
 )

@@ -199,22 +199,18 @@ QUIZ = Quiz(
     "Notebook 05 quiz",
     {
         "q1": Question(
-            "Why can notebook 02's feature cache (frozen backbone, features computed once) not serve randomly "
-            "augmented training images?",
-            "b",
-            "A cache stores one fixed view per image. A random augmentation must be drawn afresh each epoch; a cached "
-            "draw would be replayed in every epoch, a fixed offline copy rather than augmentation. So convlab's cache "
-            "refuses random transforms (RandomTransformError), and this notebook trains on the fly instead.",
+            "A network trained on random 32 x 56 crops of 36 x 64 frames: what should it see at test time?",
+            "a",
+            "The centre crop is the expected training view, and the same every time the photo is tested; averaging "
+            "several fixed crops (notebook 09's 10-crop) is better still, at a cost.",
             options={
-                "a": "cached features are stored in float16, which loses the augmentation",
-                "b": "it stores one fixed view per image, so a random draw would be replayed in every epoch",
-                "c": "augmented images have a different size than the cached ones",
-                "d": "it can: augmentation changes only the head's input",
+                "a": "the centre 32 x 56 crop (or several fixed crops, averaged)",
+                "b": "a random 32 x 56 crop, a new one each time the photo is tested",
+                "c": "a 24 x 42 crop, to be safe",
             },
             wrong={
-                "a": "the precision of the stored features is not the problem.",
-                "c": "a transform can keep the size (flips, colour) and the cache still cannot hold it.",
-                "d": "the augmentation changes the pixels, so the backbone's features change too.",
+                "b": "a random test crop makes the prediction for one photo change from run to run.",
+                "c": "a crop of another size shows objects at a scale the network never saw in training.",
             },
         ),
         "q2": Question(
@@ -263,5 +259,112 @@ QUIZ = Quiz(
                 "d": "absence of evidence is not evidence of absence: the run is too small to tell.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what fraction of the pixels of your rotated and sheared photos (the grid under "
+                "`rotate_shear`) is fill, zero in all three channels? (2 decimals)"
+            ),
+            answer=None,
+            measured="fill_fraction",
+            tolerance=0.01,
+            why=(
+                "Every rotated or sheared frame has corners that come from outside the photo: the model sees black "
+                "wedges in training that no test photo has."
+            ),
+            wrong={
+                "low": "count the pixels whose three channels are all zero.",
+                "high": "count only pixels that are zero in all three channels.",
+            },
+        ),
+        "q6": Question(
+            (
+                "`grid_sample` gets, for every output pixel, where to read in the input. For a rotation by +a, "
+                "which map do you give it?"
+            ),
+            options={
+                "a": "either: they give the same image",
+                "b": "the inverse map: output to input, a rotation by -a",
+                "c": "the forward map, a rotation by +a",
+            },
+            answer="b",
+            why=(
+                "Resampling pulls: each output pixel asks where it came from, so the grid is the inverse of the "
+                "transform you want."
+            ),
+            wrong={
+                "a": "a rotation by +a and by -a are mirror images of each other.",
+                "c": "the forward map turns the image the other way.",
+            },
+        ),
+        "q7": Question(
+            "Rotating a 72 x 128 photo: why not rotate its normalised [-1, 1] coordinates directly?",
+            options={
+                "a": (
+                    "normalised x and y have different pixel scales (2 / W and 2 / H): a rotation there "
+                    "stretches and shears the photo"
+                ),
+                "b": "grid_sample cannot rotate",
+                "c": "it works: normalised coordinates are made for that",
+            },
+            answer="a",
+            why=(
+                "A rotation is a rotation in pixels; in normalised coordinates it becomes D R D^-1 with D = diag(2 "
+                "/ W, 2 / H)."
+            ),
+            wrong={
+                "b": "it resamples any map you give it.",
+                "c": "only for square images: your check's wrong-scale message shows the difference.",
+            },
+        ),
+        "q8": Question(
+            (
+                "Elastic warps helped most on handwritten digits (Simard et al. 2003). Why them, more than photos "
+                "of rigid objects?"
+            ),
+            options={
+                "a": (
+                    "handwriting really varies by small local deformations; a rigid object seen by a camera "
+                    "does not bend"
+                ),
+                "b": "digits are small images",
+                "c": "warps work only on grayscale images",
+            },
+            answer="a",
+            why=(
+                "An augmentation should produce images that could really occur with the same label: bent strokes "
+                "do, bent peppers rarely."
+            ),
+            wrong={
+                "b": "the size of the image is not the reason.",
+                "c": "warps apply to any channels.",
+            },
+        ),
+        "q9": Question(
+            (
+                "A random-resized crop (Inception's) picks a window of random area and aspect ratio and resizes it "
+                "to a fixed size. What does it add over a plain random crop?"
+            ),
+            options={
+                "a": "changes of scale and aspect ratio: the object appears at different sizes",
+                "b": "changes of colour",
+                "c": "nothing",
+            },
+            answer="a",
+            why=("A plain crop only translates; a resized crop also zooms, which is why it is the ImageNet default."),
+            wrong={
+                "b": "it changes geometry only.",
+                "c": "it zooms and stretches, which a plain crop does not.",
+            },
+        ),
     },
+    research=[
+        (
+            'Switch your rotate_shear to `padding_mode="reflection"`: do the black corners\' effect on the '
+            "study's rotation row change?"
+        ),
+        (
+            "Which augmentations does Keller Jordan's airbench use for CIFAR-10, and why flips and translations "
+            "but no rotations?"
+        ),
+    ],
 )

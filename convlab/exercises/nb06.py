@@ -283,5 +283,92 @@ QUIZ = Quiz(
                 "d": "the basis is used only for training: test images are not augmented.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what percentage of the colour variance of the food training pixels does your first "
+                "eigenvalue carry (`rgb_pca` above)? (1 decimal)"
+            ),
+            answer=None,
+            measured="top_share",
+            tolerance=0.15,
+            why=(
+                "Most of the colour variance of natural photos lies along one axis, brightness; PCA colour "
+                "augmentation moves mostly along it."
+            ),
+            wrong={
+                "low": "divide the first eigenvalue by the sum of the three.",
+                "high": "divide the first eigenvalue by the sum of all three.",
+            },
+        ),
+        "q6": Question(
+            "What does the first eigenvector of natural photos' RGB covariance mostly encode?",
+            options={
+                "a": "brightness: R, G and B move together, about (0.58, 0.58, 0.58) up to sign",
+                "b": "redness",
+                "c": "noise",
+            },
+            answer="a",
+            why=(
+                "ImageNet's first eigenvector is (-0.5675, -0.5808, -0.5836): almost equal weights, i.e. lighter "
+                "or darker."
+            ),
+            wrong={
+                "b": "redness would weigh R alone.",
+                "c": "the largest eigenvalue is the largest systematic variation.",
+            },
+        ),
+        "q7": Question(
+            (
+                "A uint8 pixel of 250 plus an offset of 10 levels, computed as uint8 + uint8 in PyTorch: what "
+                "value comes out?"
+            ),
+            answer=4,
+            tolerance=0.0,
+            why=(
+                "uint8 wraps around modulo 256: 260 becomes 4, a dark pixel in a bright area. That is why your "
+                "color_shift computes in float and clamps."
+            ),
+            wrong={
+                "low": "260 modulo 256.",
+                "high": "uint8 does not saturate: it wraps modulo 256.",
+            },
+        ),
+        "q8": Question(
+            "Why draw AlexNet's alpha once per image rather than once per pixel?",
+            options={
+                "a": "per-pixel draws would change the labels",
+                "b": "it mimics a change of illumination, which shifts the colour of the whole image",
+                "c": "it is faster",
+            },
+            answer="b",
+            why=(
+                "One offset per image is a global colour cast; a draw per pixel would be colour noise, another "
+                "augmentation with another effect."
+            ),
+            wrong={
+                "a": "noise keeps labels too; it is just another thing.",
+                "c": "speed is a side benefit, not the reason.",
+            },
+        ),
+        "q9": Question(
+            "A colour shift of magnitude 0.1: up to how many levels of 255 can a channel move?",
+            answer=25.5,
+            tolerance=0.05,
+            why="Offsets are fractions of the value range: 0.1 x 255 = 25.5 levels.",
+            wrong={
+                "low": "0.1 x 255.",
+                "high": "0.1 x 255.",
+            },
+        ),
     },
+    research=[
+        (
+            "Fit the PCA basis on the test photos instead of the training photos: how much do the eigenvalues "
+            "differ, and why must you not do it anyway?"
+        ),
+        (
+            "Apply Albumentations' FancyPCA (a PCA per image) and AlexNet's PCA colour to the same photo: which "
+            "changes the colours more, and which keeps the photo's own colour statistics?"
+        ),
+    ],
 )

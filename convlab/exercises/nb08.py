@@ -199,5 +199,106 @@ QUIZ = Quiz(
                 "c": "A crossover is where two curves meet: moving either moves it.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: trained on the last seed's photos, which share of the test photos did your "
+                "hand-engineered baseline classify correctly (printed above)? (3 decimals)"
+            ),
+            answer=None,
+            measured="hand_acc",
+            tolerance=0.0015,
+            why=(
+                "Read beside the learned features' accuracy at the same size, that is the gap that knowledge put "
+                "in by hand leaves."
+            ),
+            wrong={
+                "low": "the last line printed under your hand_baseline's check.",
+                "high": "the last line printed under your hand_baseline's check.",
+            },
+        ),
+        "q6": Question(
+            "What does HOG describe?",
+            options={
+                "a": "the orientations of edges in small cells, normalised over blocks: shape, not colour",
+                "b": "the colour distribution",
+                "c": "filters learned from the data",
+            },
+            answer="a",
+            why=(
+                "Dalal and Triggs (2005): gradient orientation histograms per cell; robust to lighting, blind to "
+                "colour."
+            ),
+            wrong={
+                "b": "that is a colour histogram.",
+                "c": "HOG's filters are fixed by hand (image gradients).",
+            },
+        ),
+        "q7": Question(
+            "Why standardise hand features before a logistic regression?",
+            options={
+                "a": "it adds information",
+                "b": "scikit-learn refuses unscaled features",
+                "c": (
+                    "features on different scales are regularised and optimised unequally; standardising puts "
+                    "them on one footing"
+                ),
+            },
+            answer="c",
+            why=(
+                "L2 regularisation penalises all weights alike, so a feature measured in large units gets a small "
+                "weight cheaply: scale decides, not usefulness."
+            ),
+            wrong={
+                "a": "a linear rescaling adds nothing; it changes how the fit treats each feature.",
+                "b": "it accepts them, and fits worse.",
+            },
+        ),
+        "q8": Question(
+            "Why does every point of the learning curves get several seeds?",
+            options={
+                "a": "seeds change the test set",
+                "b": (
+                    "with few photos per class, which photos are drawn moves accuracy by more than many "
+                    "differences between methods"
+                ),
+                "c": "to use the cores",
+            },
+            answer="b",
+            why=(
+                "The spread over seeds is the yardstick for a difference: without it, one lucky draw decides the "
+                "verdict."
+            ),
+            wrong={
+                "a": "the test set is fixed; the training draw changes.",
+                "c": "seeds are about evidence, not speed.",
+            },
+        ),
+        "q9": Question(
+            "In 2012, how did the best hand-engineered ImageNet entry compare with AlexNet (top-5 error)?",
+            options={
+                "a": "about 26% against AlexNet's 15%",
+                "b": "about equal",
+                "c": "better than AlexNet",
+            },
+            answer="a",
+            why=(
+                "Fisher vectors on SIFT reached 26.2% top-5 error, AlexNet 15.3%: with 1.2 M images, learned "
+                "features won by a wide margin."
+            ),
+            wrong={
+                "b": "the gap was about 11 points.",
+                "c": "AlexNet won that year's challenge.",
+            },
+        ),
     },
+    research=[
+        (
+            "Add a third hand feature (e.g. local binary patterns from scikit-image) to your baseline: does the "
+            "crossover with the CNN move, and by how much?"
+        ),
+        (
+            "At which training-set size do frozen ImageNet features stop beating your hand baseline on "
+            "Fashion-MNIST, if ever?"
+        ),
+    ],
 )
