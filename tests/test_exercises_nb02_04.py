@@ -85,7 +85,7 @@ def _endless(features, labels, num_classes):
         (lambda x, y, c: _ReplayTestLabels(), "near chance"),
         (_zeroes_the_labels, "changed its argument 2 in place (restored now)"),
         (_zeroes_the_labels_by_hand, "changed its argument 2 in place (restored now)"),
-        (_endless, "ran for more than 2 s, this check's time limit"),
+        (_endless, "computed for more than 2 s, this check's time limit"),
     ],
     ids=["calls-reference", "replays-test-labels", "zeroes-labels", "zeroes-labels-by-hand", "endless"],
 )

@@ -28,9 +28,9 @@ Hints come in levels and only on request: a failing check says why and that a hi
 :meth:`Exercise.hint` shows the next level (the idea first, then the API); running the check again spends nothing.
 The reference solution is shown only by :meth:`Exercise.solution`.
 
-The learner's code runs under a guard (:class:`Exercise` ``time_limit_s``): a time limit with a clear message, a
-refusal when it calls the reference solution, and tensor arguments checked after each call (a function that changes
-them in place fails, and they are restored, so a wrong answer cannot poison the data that later checks share).
+The learner's code runs under a guard: a time limit in processor time (:class:`Exercise` ``time_limit_s``) with a clear
+message, a refusal when it calls the reference solution, and tensor arguments checked after each call (a function that
+changes them in place fails, and they are restored, so a wrong answer cannot poison the data that later checks share).
 """
 
 from __future__ import annotations
@@ -170,19 +170,20 @@ class _Guard:
             def ring(signum, frame):
                 raise _TimeLimit
 
-            previous_handler = signal.signal(signal.SIGALRM, ring)
-            signal.setitimer(signal.ITIMER_REAL, left, 1.0)  # rings again every second if the first is swallowed
+            # processor time, not wall time: a correct answer on a busy shared machine is not cut short
+            previous_handler = signal.signal(signal.SIGPROF, ring)
+            signal.setitimer(signal.ITIMER_PROF, left, 1.0)  # rings again every second if the first is swallowed
         previous_profile = sys.getprofile()
-        start = time.perf_counter()
+        start = time.process_time()
         sys.setprofile(self._profile)
         try:
             result = fn(*args, **kwargs)
         finally:
             sys.setprofile(previous_profile)
-            self.spent_s += time.perf_counter() - start
+            self.spent_s += time.process_time() - start
             if timed:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous_handler)
+                signal.setitimer(signal.ITIMER_PROF, 0)
+                signal.signal(signal.SIGPROF, previous_handler)
         if self.called is not None:
             raise _ReferenceCalled
         changed = [where for where, t, saved in snapshot if not _same(t, saved)]
@@ -244,7 +245,8 @@ class Exercise:
         skill: one line naming the skill practised, shown with a pass.
         handle: how the notebook refers to this exercise (e.g. ``"nb02.TRAIN_HEAD"``), for the messages that say
             how to ask for the next hint or the solution.
-        time_limit_s: the most seconds the learner's code may run in one check, all its calls together.
+        time_limit_s: the most seconds of processor time the learner's code may use in one check, all its calls
+            together (processor time, so that a busy machine does not fail a correct answer).
         forbidden: functions the learner's code may not call (the reference always is): a check refuses an answer
             that calls one, with a sentence.
     """
@@ -287,10 +289,15 @@ class Exercise:
             return f"`{self.name}` is not written yet (it still raises NotImplementedError): replace the stub."
         except _TimeLimit:
             return (
-                f"`{self.name}` ran for more than {self.time_limit_s:g} s, this check's time limit (the reference "
-                "needs far less): look for a loop that never ends, or far more work than the task needs."
+                f"`{self.name}` computed for more than {self.time_limit_s:g} s, this check's time limit (the "
+                "reference needs far less): look for a loop that never ends, or far more work than the task needs."
             )
         except _ReferenceCalled:
+            if guard.called != getattr(self.reference, "__name__", None):
+                return (
+                    f"`{self.name}` calls `{guard.called}`, which does what this exercise asks you to write: the "
+                    "check refuses that. Write it with plain PyTorch."
+                )
             return (
                 f"`{self.name}` calls the reference solution `{guard.called}`: the check refuses that. Write your "
                 f"own version (`{self.handle}.solution()` shows the reference if you want to read it)."

@@ -9,8 +9,9 @@ Three exercises on the real food photos:
   training pixels (values in [0, 1]), largest first, eigenvector ``i`` in column ``i``. Checked against numpy
   (``np.cov`` + ``np.linalg.eigh``) on the food training photos; an eigenvector's sign is arbitrary, so columns are
   compared up to sign.
-- ``OFFSETS``: AlexNet's per-image RGB offsets ``eigenvectors @ (alpha[b] * eigenvalues)`` for a batch of alphas,
-  checked against ``convlab.augment.PCAColor`` (the offsets of its own draws, and the augmented photos).
+- ``PCA_COLOR``: AlexNet's PCA colour augmentation of a batch of photos with a fitted basis: ``alpha`` drawn
+  ``torch.randn(B, 3, generator=g) * sigma``, offsets ``eigenvectors @ (alpha[b] * eigenvalues)``, added to the uint8
+  photos with saturation; checked against ``convlab.augment.PCAColor`` fitted on the food photos, same generator.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from convlab.exercises.core import Exercise, Question, Quiz, expect
 __all__ = [
     "color_shift_reference",
     "rgb_pca_reference",
-    "alexnet_offsets_reference",
+    "pca_color_reference",
     "COLOR_SHIFT",
     "FIT_PCA",
-    "OFFSETS",
+    "PCA_COLOR",
     "QUIZ",
     "train_photos",
 ]
@@ -53,11 +54,19 @@ def rgb_pca_reference(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.T
     return vals.flip(0).float(), vecs.flip(1).float()
 
 
-def alexnet_offsets_reference(
-    alpha: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor
+def pca_color_reference(
+    images: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """``(B, 3)`` RGB offsets: row ``b`` = ``eigenvectors @ (alpha[b] * eigenvalues)``."""
-    return (alpha * eigenvalues) @ eigenvectors.T
+    """AlexNet's PCA colour augmentation of uint8 photos ``images`` (B, 3, H, W): ``alpha = torch.randn(B, 3,
+    generator=generator) * sigma``; photo ``b`` gets ``255 * eigenvectors @ (alpha[b] * eigenvalues)`` added to every
+    pixel, rounded and saturated to 0..255 (eigenvector ``i`` in column ``i``)."""
+    alpha = torch.randn(images.shape[0], 3, generator=generator) * sigma
+    offsets = (alpha * eigenvalues) @ eigenvectors.T  # (B, 3): row b = eigenvectors @ (alpha[b] * eigenvalues)
+    return (images.float() + 255 * offsets.view(-1, 3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
 
 
 def train_photos() -> tuple[torch.Tensor, ...]:
@@ -157,33 +166,45 @@ def _test_fit(rgb_pca) -> None:
     )
 
 
-def _test_offsets(alexnet_offsets) -> None:
+def _test_pca_color(pca_color) -> None:
     from convlab import augment as aug
 
     photos = train_photos()
-    pca = aug.PCAColor(sigma=1.0, generator=torch.Generator().manual_seed(0)).fit(list(photos))
-    batch = torch.stack([p[:, :64, :64] for p in photos[:8]])
-    augmented = pca(batch)
-    alpha = pca.last_params["alpha"]
-    out = alexnet_offsets(alpha, pca.eigenvalues_, pca.eigenvectors_)
+    fitted = aug.PCAColor(sigma=0.5).fit(list(photos))
+    vals, vecs = fitted.eigenvalues_, fitted.eigenvectors_
+    batch = torch.stack([p[:, :96, :96] for p in photos[:8]])
+    out = pca_color(batch, vals, vecs, 0.5, torch.Generator().manual_seed(0))
     expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
-    expect(tuple(out.shape) == (8, 3), f"return one RGB offset per image: (8, 3), got {tuple(out.shape)}")
+    expect(tuple(out.shape) == tuple(batch.shape), f"keep the shape {tuple(batch.shape)}, got {tuple(out.shape)}")
+    expect(out.dtype == torch.uint8, f"return uint8 photos like the input, got {out.dtype}")
+    diff = out.float() - batch.float()
+    inside = (batch > 60) & (batch < 195)
+    expect(
+        all(float(d.max() - d.min()) <= 1 for b in range(8) for c in range(3) if len(d := diff[b, c][inside[b, c]])),
+        "within one photo, every pixel of a channel must move by the same offset: one alpha per photo, not per pixel",
+    )
+    grey = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8)
     lam = torch.tensor([0.5, 0.1, 0.01])
-    swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # columns: G, B, R axes
+    swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # columns: the G, B and R axes
+    g = torch.Generator().manual_seed(3)
+    a0 = float(torch.randn(1, 3, generator=torch.Generator().manual_seed(3))[0, 0])
+    moved = pca_color(grey, lam, swap, 0.1, g).float()[0, :, 0, 0] - 128
     expect(
-        torch.allclose(alexnet_offsets(torch.tensor([[1.0, 0.0, 0.0]]), lam, swap), torch.tensor([[0.0, 0.5, 0.0]])),
-        "eigenvector i is COLUMN i: alpha = (1, 0, 0) must move along column 0 (here the G axis) by 0.5",
+        abs(float(moved[1]) - round(255 * 0.1 * a0 * 0.5)) <= 1 and abs(float(moved[0])) <= 1,
+        "eigenvector i is COLUMN i: the first component of alpha must move along column 0 (here the G axis), by "
+        "255 x alpha_0 x lambda_0",
     )
-    expect(
-        torch.allclose(out, pca.offsets(alpha), atol=1e-6),
-        "the offsets differ from PCAColor.offsets for the same alphas on the food basis: multiply alpha by the "
-        "eigenvalues element-wise, then by the eigenvector matrix",
-    )
-    mine = (batch.float() + (out * 255).view(8, 3, 1, 1)).round().clamp(0, 255)
-    expect(
-        bool(((mine - augmented.float()).abs() <= 1).all()),
-        "adding your offsets (x255) to the photos does not reproduce PCAColor's augmented photos",
-    )
+    for sigma, seed in ((0.5, 0), (0.1, 1), (1.0, 2)):
+        fitted.sigma = sigma
+        fitted.generator = torch.Generator().manual_seed(seed)
+        want = fitted(batch)
+        got = pca_color(batch, vals, vecs, sigma, torch.Generator().manual_seed(seed))
+        expect(
+            bool(((got.int() - want.int()).abs() <= 1).all()),
+            f"sigma {sigma}, seed {seed}: not equal to convlab's PCAColor on the food basis with the same generator: "
+            "draw alpha = torch.randn(B, 3, generator=generator) * sigma, multiply by the eigenvalues, combine the "
+            "eigenvector COLUMNS, add 255 x offset and saturate at 0 and 255",
+        )
 
 
 FIT_PCA = Exercise(
@@ -201,18 +222,18 @@ FIT_PCA = Exercise(
     handle="nb06.FIT_PCA",
 )
 
-OFFSETS = Exercise(
-    name="alexnet_offsets",
-    test=_test_offsets,
-    reference=alexnet_offsets_reference,
+PCA_COLOR = Exercise(
+    name="pca_color",
+    test=_test_pca_color,
+    reference=pca_color_reference,
     hints=[
-        "Each image's offset is a weighted sum of the eigenvectors (columns), weight i = alpha_i * lambda_i. Do it "
-        "for all rows of alpha at once.",
-        "Broadcasting: alpha (B, 3) times eigenvalues (3,) gives the weights per image; for a batch of row vectors "
-        "v, applying a matrix M to each row is one matrix product with M's transpose.",
+        "Per photo: three random numbers alpha ~ N(0, sigma); the photo's offset is a weighted sum of the three "
+        "eigenvectors (columns), weight i = alpha_i * lambda_i; add it to every pixel, as in your color_shift.",
+        "Broadcasting: alpha (B, 3) times eigenvalues (3,) gives the weights per photo; applying a matrix M to "
+        "each row of a (B, 3) tensor is one product with M's transpose; view(B, 3, 1, 1) adds it to every pixel.",
     ],
-    skill="AlexNet's per-image PCA colour offsets, batched",
-    handle="nb06.OFFSETS",
+    skill="AlexNet's PCA colour augmentation of a batch, with a fitted basis",
+    handle="nb06.PCA_COLOR",
 )
 
 

@@ -93,9 +93,10 @@ HAND_BASELINE = Exercise(
     hints=[
         "Turn every photo into a fixed-length vector of numbers you chose (how much of each colour; which way the "
         "edges point), standardise each number over the training photos, and fit a linear classifier.",
-        "`convlab.handfeatures.color_histogram(images)` and `hog_features(images)` (or numpy/skimage yourself), "
-        "`torch.cat(..., dim=1).numpy()`, then sklearn's `make_pipeline(StandardScaler(), LogisticRegression("
-        "C=0.1, max_iter=2000)).fit(X, y)` and `.predict(X_test)`.",
+        "Features: convlab.handfeatures has colour histograms and HOG (or compute your own with numpy or "
+        "scikit-image), one row per photo; torch.cat joins feature blocks. Classifier: scikit-learn's "
+        "StandardScaler and LogisticRegression (a small C regularises; raise max_iter if it warns), chained with "
+        "make_pipeline; fit on the training rows, predict the test rows.",
     ],
     skill="a hand-engineered baseline on real photos",
     handle="nb08.HAND_BASELINE",
@@ -141,7 +142,8 @@ CHANNEL_HISTOGRAM = Exercise(
     reference=reference_channel_histogram,
     hints=[
         "Count, per channel, how many pixels fall in each of `bins` equal ranges of 0..255; divide by the pixel count.",
-        "`idx = image.long() * bins // 256`, then `torch.bincount(idx[c].flatten(), minlength=bins)` per channel.",
+        "A pixel value v in 0..255 falls in bin v * bins // 256 (integer arithmetic: convert from uint8 first). "
+        "torch.bincount counts how often each bin occurs (minlength fixes the length); do it per channel.",
     ],
     skill="a colour histogram feature",
     handle="nb08.CHANNEL_HISTOGRAM",
