@@ -7,6 +7,7 @@ stub test (the stub raises ``NotImplementedError``) but tells a learner nothing.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -235,9 +236,17 @@ class _Kernel:
         from jupyter_client.manager import start_new_kernel
 
         self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+        self.outputs: list[dict] = []
 
     def run(self, code: str) -> dict:
-        reply = self.kc.execute_interactive(code, timeout=600, output_hook=lambda msg: None)
+        """Run ``code``; its reply's content (status, ename, evalue, traceback); its outputs in ``self.outputs``."""
+        self.outputs = []
+
+        def keep(msg):
+            if msg["msg_type"] in ("error", "stream", "execute_result", "display_data"):
+                self.outputs.append({"output_type": msg["msg_type"], **msg["content"]})
+
+        reply = self.kc.execute_interactive(code, timeout=600, output_hook=keep)
         return reply["content"]
 
     def close(self):
@@ -245,8 +254,21 @@ class _Kernel:
         self.km.shutdown_kernel(now=True)
 
 
+def _is_quiz(exercise_cell: dict) -> bool:
+    return "def quiz_answers(" in _src(exercise_cell)
+
+
+def _measured_names(path: Path) -> list[str]:
+    """The values of the run that the notebook's quiz asks about (its check cell reads them by name)."""
+    module = importlib.import_module(f"convlab.exercises.nb{path.name[:2]}")
+    return [q.measured for q in module.QUIZ.questions.values() if q.measured]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
+    """On the stub an exercise's check fails (an error that nbgrader scores 0) and shows its reason alone, with no
+    traceback through convlab's source; an unanswered quiz shows an invitation whose plain text is the score 0
+    (nbgrader's partial credit) instead of an error."""
     nb = json.loads(path.read_text())
     setup = [c for c in nb["cells"] if "setup" in c.get("metadata", {}).get("tags", [])]
     assert setup, "tag the configuration and import cells 'setup'"
@@ -256,16 +278,28 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             result = kernel.run(_src(cell))
             assert result["status"] == "ok", f"setup cell failed: {result.get('ename')}: {result.get('evalue')}"
         for exercise, check_cell in _exercises(nb):
+            if _is_quiz(exercise):  # stands in for the run the measured questions ask about
+                assert kernel.run("\n".join(f"{name} = 0.5" for name in _measured_names(path)))["status"] == "ok"
             assert kernel.run(strip_solutions(_src(exercise)))["status"] == "ok"
             on_stub = kernel.run(_src(check_cell))
-            assert on_stub["status"] == "error" and on_stub["ename"] in ("AssertionError", "NotImplementedError"), (
-                f"check must fail on the stub, got {on_stub.get('status')} {on_stub.get('ename')}: "
-                f"{on_stub.get('evalue')}"
-            )
+            if _is_quiz(exercise):
+                assert on_stub["status"] == "ok", f"an unanswered quiz is no error: {on_stub.get('evalue')}"
+                results = [o for o in kernel.outputs if o["output_type"] == "execute_result"]
+                assert len(results) == 1 and results[0]["data"]["text/plain"] == "0.0", kernel.outputs
+                assert results[0]["data"]["text/markdown"].startswith("**Your turn:**")
+            else:
+                assert on_stub["status"] == "error" and on_stub["ename"] == "NotYet", (
+                    f"check must fail on the stub, got {on_stub.get('status')} {on_stub.get('ename')}: "
+                    f"{on_stub.get('evalue')}"
+                )
+                shown = "\n".join(on_stub["traceback"])
+                assert "not written yet" in shown and "hint()" in shown, shown
+                assert "convlab/" not in shown and "core.py" not in shown and "Traceback" not in shown, shown
+                assert all(len(line) <= 100 for line in on_stub["traceback"]), on_stub["traceback"]
             assert kernel.run(none_solutions(_src(exercise)))["status"] == "ok"
             on_none = kernel.run(_src(check_cell))
-            assert on_none["status"] == "error" and on_none["ename"] == "AssertionError", (
-                f"{_src(exercise)[:60]!r}: its check must fail with its hint (AssertionError from check(...)) on a "
+            assert on_none["status"] == "error" and on_none["ename"] == "NotYet", (
+                f"{_src(exercise)[:60]!r}: its check must fail with its reason (NotYet from the check) on a "
                 "wrong-typed answer (None); start the check cell with check(isinstance(...), hint). Got "
                 f"{on_none.get('status')} {on_none.get('ename')}: {on_none.get('evalue')}"
             )
@@ -273,6 +307,9 @@ def test_every_check_fails_on_stub_and_on_none_and_passes_on_solution(path):
             on_solution = kernel.run(_src(check_cell))
             assert on_solution["status"] == "ok", (
                 f"check must pass on the solution: {on_solution.get('ename')}: {on_solution.get('evalue')}"
+            )
+            assert not [o for o in kernel.outputs if o["output_type"] == "execute_result"], (
+                "a passing check returns nothing (nbgrader would read a returned number as a partial grade)"
             )
     finally:
         kernel.close()
@@ -334,3 +371,10 @@ def test_check_reports_a_malformed_notebook_or_unmatched_markers_in_one_line(con
         )
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_ends_with_a_next_line(path):
+    nb = json.loads(path.read_text())
+    last = nb["cells"][-1]
+    assert last["cell_type"] == "markdown" and "Next:" in _src(last), _src(last)[-200:]

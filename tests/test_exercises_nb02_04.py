@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from convlab.exercises import Quiz, nb02, nb03, nb04
+from convlab.exercises import nb02, nb03, nb04
 from convlab.similarity import StageProbe, fit_linear_probe
 from convlab.sizeaxis import Budget, SizeAxis, SizeAxisRow
 
@@ -32,6 +33,72 @@ def test_reference_passes_and_stub_and_none_fail(exercise):
 def test_train_head_rejects_an_untrained_head():
     reason = nb02.TRAIN_HEAD.run(lambda x, y, c: nn.Linear(x.shape[1], c))
     assert reason is not None and ("chance" in reason or "reference" in reason)
+
+
+def _calls_the_reference(features, labels, num_classes):
+    return nb02.train_head_reference(features, labels, num_classes)
+
+
+class _ReplayTestLabels(nn.Module):
+    """A "head" that ignores its input and returns one-hot of the cached test labels."""
+
+    def forward(self, x):
+        labels = nb02.little_features()[3]
+        return nn.functional.one_hot(labels[: len(x)], 10).float()
+
+
+def _own_loop(features, labels, num_classes):
+    head = nn.Linear(features.shape[1], num_classes)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(head(features), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return head
+
+
+def _zeroes_the_labels(features, labels, num_classes):
+    head = _own_loop(features, labels, num_classes)
+    labels.zero_()
+    return head
+
+
+def _zeroes_the_labels_by_hand(features, labels, num_classes):
+    labels.zero_()
+    head = nn.Linear(features.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.zero_()
+    return head
+
+
+def _endless(features, labels, num_classes):
+    while True:
+        features = features + 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cheat, reason",
+    [
+        (_calls_the_reference, "calls the reference solution `train_head_reference`"),
+        (lambda x, y, c: _ReplayTestLabels(), "near chance"),
+        (_zeroes_the_labels, "changed its argument 2 in place (restored now)"),
+        (_zeroes_the_labels_by_hand, "changed its argument 2 in place (restored now)"),
+        (_endless, "computed for more than 2 s, this check's time limit"),
+    ],
+    ids=["calls-reference", "replays-test-labels", "zeroes-labels", "zeroes-labels-by-hand", "endless"],
+)
+def test_train_head_cannot_be_fooled_or_poisoned_and_the_right_answer_passes_after(cheat, reason):
+    """The cases a learner found: each is refused with its sentence, and the shared data is intact afterwards, so
+    the reference and a learner's own correct loop still pass."""
+    exercise = dataclasses.replace(nb02.TRAIN_HEAD, time_limit_s=2.0)
+    got = exercise.run(cheat)
+    assert got is not None and reason in got, got
+    _, train_y, _, test_y = nb02.little_features()
+    assert train_y.bincount().tolist() == [10] * 10 and test_y.bincount().tolist() == [50] * 10
+    assert exercise.run(exercise.reference) is None
+    assert exercise.run(_own_loop) is None
 
 
 def test_freeze_check_catches_requires_grad_without_batchnorm():
@@ -61,19 +128,6 @@ def test_every_scenario_explains_and_a_wrong_choice_names_it():
     assert all(a.why and a.accept for a in nb04.SCENARIOS)
     reason = nb04.CHOOSE_REGIME.run(lambda s: ("full", 0))
     assert "10 per class" in reason and "fourth case" in reason
-
-
-@pytest.mark.parametrize("quiz", [nb02.QUIZ, nb03.QUIZ, nb04.QUIZ], ids=["nb02", "nb03", "nb04"])
-def test_quiz_has_explained_answers(quiz):
-    assert isinstance(quiz, Quiz) and len(quiz.questions) >= 3
-    for key, q in quiz.questions.items():
-        assert q.verdict(q.answer)[0], key
-        assert q.why
-        if q.options:
-            assert set(q.wrong) == set(q.options) - {q.answer}, f"{key}: explain every wrong option"
-    quiz.check({k: q.answer for k, q in quiz.questions.items()})
-    with pytest.raises(AssertionError):
-        quiz.check({})
 
 
 def test_budget_scales_steps_with_size_and_has_floors():

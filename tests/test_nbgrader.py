@@ -5,7 +5,9 @@ one zero on the exercises, without crashing.
 The course directory is made in a temporary folder exactly as README's teacher section says (nbgrader_config.py,
 ``source/course/``). Generation does not execute notebooks, so it runs on all of them; autograde executes, so it
 runs the three fastest notebooks (00, 01 and 07: a set-up check, weights and licences, DataLoader worker processes),
-each once solved and once as released.
+each once solved and once as released. ``test_autograde_every_notebook`` does the same for every notebook, one at a
+time (about twice the course's run time, so outside the main run): ``CONVLAB_GRADE_ALL=1 python3 -m pytest
+tests/test_nbgrader.py -k every_notebook`` (add ``and 05_`` to grade one notebook).
 """
 
 from __future__ import annotations
@@ -76,27 +78,41 @@ def test_generate_assignment_releases_every_notebook_without_solutions(course):
             assert cell["source"] == ours["cells"][j]["source"] and cell["metadata"]["nbgrader"]["locked"]
 
 
-def test_autograde_gives_full_marks_when_solved_and_zero_when_not(course):
+def _grade(course: Path, names: tuple[str, ...], solved_id: str, unsolved_id: str) -> None:
+    """Autograde ``names`` once solved (the source) and once as released; check full marks and zero, and that the
+    released copy ran to the end with only its check cells failing (an unanswered quiz fails without an error: it
+    returns the score 0, nbgrader's partial credit)."""
     from nbgrader.api import Gradebook
 
-    for student, origin in (("solved", course / "source"), ("unsolved", course / "release")):
+    for student, origin in ((solved_id, course / "source"), (unsolved_id, course / "release")):
         target = course / "submitted" / student / ASSIGNMENT
         target.mkdir(parents=True)
-        for name in GRADED:
+        for name in names:
             shutil.copy(origin / ASSIGNMENT / name, target / name)
-    _nbgrader(course, "autograde", ASSIGNMENT, "--create", "--force")
-    for name in GRADED:
+        _nbgrader(course, "autograde", ASSIGNMENT, "--create", "--force", f"--student={student}")
+    for name in names:
         n_checks = len(exercise_pairs(json.loads((ROOT / "notebooks" / name).read_text())))
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-            solved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, "solved")
-            unsolved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, "unsolved")
+            solved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, solved_id)
+            unsolved = gradebook.find_submission_notebook(Path(name).stem, ASSIGNMENT, unsolved_id)
             assert solved.max_score == unsolved.max_score == n_checks, name
             assert solved.score == n_checks, (name, [(g.name, g.score) for g in solved.grades])
             assert unsolved.score == 0, (name, [(g.name, g.score) for g in unsolved.grades])
             assert len(unsolved.grades) == n_checks and all(g.auto_score == 0 for g in unsolved.grades), name
-        # the unsolved notebook ran to the end: only its check cells failed, every other cell ran without an error
-        graded = json.loads((course / "autograded" / "unsolved" / ASSIGNMENT / name).read_text())
+        graded = json.loads((course / "autograded" / unsolved_id / ASSIGNMENT / name).read_text())
         code = [c for c in graded["cells"] if c["cell_type"] == "code"]
         assert all(c["execution_count"] is not None for c in code), name
         failed = [c for c in code if any(o["output_type"] == "error" for o in c["outputs"])]
         assert failed and all("check" in c["metadata"].get("tags", []) for c in failed), [c["source"] for c in failed]
+        quiz = next(c for c in code if "QUIZ.check(" in "".join(c["source"]))
+        assert [o["data"]["text/plain"] for o in quiz["outputs"] if o["output_type"] == "execute_result"] == ["0.0"]
+
+
+def test_autograde_gives_full_marks_when_solved_and_zero_when_not(course):
+    _grade(course, GRADED, "solved", "unsolved")
+
+
+@pytest.mark.skipif(not os.environ.get("CONVLAB_GRADE_ALL"), reason="set CONVLAB_GRADE_ALL=1 to grade every notebook")
+@pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
+def test_autograde_every_notebook(course, name):
+    _grade(course, (name,), f"solved{name[:2]}", f"unsolved{name[:2]}")

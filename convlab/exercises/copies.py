@@ -5,9 +5,10 @@ Conventions in the committed notebooks (which hold the solutions, so the course 
 - An *exercise cell* defines a function; its solution sits between ``### BEGIN SOLUTION`` and
   ``### END SOLUTION`` lines inside the function body.
 - The next code cell is its *check cell*, usually ``nbNN.NAME.check(function)`` (:meth:`Exercise.check
-  <convlab.exercises.core.Exercise.check>`), which raises an ``AssertionError`` with the next hint when the answer
-  is wrong. A check cell only uses what the notebook's ``setup``-tagged cells (configuration, imports) define, so it
-  can be run right after the exercise cell.
+  <convlab.exercises.core.Exercise.check>`), which raises an ``AssertionError`` with the reason (and where a hint
+  is) when the answer is wrong. A check cell only uses what the notebook's ``setup``-tagged cells (configuration,
+  imports) define, so it can be run right after the exercise cell; a quiz's check cell also passes the values of
+  the run that its measured questions ask about (``QUIZ.check(quiz_answers, measured={"acc10": acc10})``).
 - The check cell is tagged ``check`` *and* ``raises-exception``: it raises while the exercise is unfinished, and the
   tag makes JupyterLab's Run All, nbval and nbgrader go on past it, so a learner's copy always runs to the end.
 

@@ -121,5 +121,99 @@ QUIZ = Quiz(
             tolerance=0,
             wrong={"low": "each hex character carries 4 bits.", "high": "each hex character carries 4 bits."},
         ),
+        "q5": Question(
+            (
+                "From your run: your `file_sha256` read the MobileNetV2 weights file in chunks of 1 MiB "
+                "(`chunk_size = 1 << 20`). How many chunks did it read (the last one may be short)?"
+            ),
+            answer=None,
+            measured="weights_chunks",
+            why=(
+                "The file's size in MiB, rounded up: reading in chunks keeps the memory use at one chunk however "
+                "large the file is."
+            ),
+            wrong={
+                "low": "round up: a last, shorter chunk counts too.",
+                "high": "divide the size in bytes by 2**20.",
+            },
+        ),
+        "q6": Question(
+            "Why does convlab pin a sha256 for every file rather than its size?",
+            options={
+                "a": "a hash is quicker to read than a size",
+                "b": "the size is enough to notice a changed file",
+                "c": ("a changed, corrupted or swapped file can have the same size; any changed byte changes the hash"),
+            },
+            answer="c",
+            why=(
+                "Equal sizes say little: a flipped bit, a different checkpoint of the same architecture or a "
+                "tampered file all keep the size. A cryptographic hash changes with any byte."
+            ),
+            wrong={
+                "a": "the size is free; the hash reads the whole file. It is worth it.",
+                "b": "two checkpoints of one architecture have exactly the same size.",
+            },
+        ),
+        "q7": Question(
+            "Where does convlab keep the weights and photos it has verified?",
+            options={
+                "a": "nowhere: every notebook downloads them again",
+                "b": "in its cache folder, `$CONVLAB_HOME` (default `~/.cache/convlab`)",
+                "c": "beside each notebook",
+            },
+            answer="b",
+            why="The set-up verifies every file into the cache once; the notebooks read from there, offline.",
+            wrong={
+                "a": "the course runs offline once installed: nothing is downloaded by a notebook.",
+                "c": "the notebooks folder holds notebooks and figures only.",
+            },
+        ),
+        "q8": Question(
+            (
+                "A repository's code is MIT-licensed, and its pretrained weights are released for non-commercial "
+                "use only. You ship a product with both. Which licence governs the weights?"
+            ),
+            options={
+                "a": "none: weights are numbers, not a work",
+                "b": "MIT: it covers everything in the repository",
+                "c": "the weights' own licence: code and weights are licensed separately",
+            },
+            answer="c",
+            why=(
+                "Weights often carry their own terms (and inherit obligations from their training data): read the "
+                "model card, not only the code's LICENSE file."
+            ),
+            wrong={
+                "a": "published weights come with terms of use; treat them like any other licensed asset.",
+                "b": "the weights' release states its own terms, which the code's licence does not override.",
+            },
+        ),
+        "q9": Question(
+            (
+                "You edited your copy of a notebook in `~/convlab-course` and run `python -m convlab open` again. "
+                "What happens to your edits?"
+            ),
+            options={
+                "a": "they are kept: only notebooks missing from the folder are added",
+                "b": "they are merged with the course's notebook",
+                "c": "they are overwritten by a fresh copy",
+            },
+            answer="a",
+            why="Your work is never overwritten; delete a copy to get a fresh one.",
+            wrong={
+                "b": "nothing is merged: your copy stays as it is.",
+                "c": "only missing notebooks are written.",
+            },
+        ),
     },
+    research=[
+        (
+            "Find the model card of a published model you would like to use (torchvision, timm or Hugging Face): "
+            "which licence covers its weights, which data trained them, and is a hash published?"
+        ),
+        (
+            "Time `sha256sum` and your `file_sha256` on the weights file: which is faster, and which chunk size "
+            "makes yours fastest?"
+        ),
+    ],
 )

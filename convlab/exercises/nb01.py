@@ -1,5 +1,5 @@
-"""Notebook 01 (open-source weights): load MobileNetV2's weights by hand, swap in a 3-way classifier, count
-parameters; a quiz on provenance, ``weights_only`` and preprocessing.
+"""Notebook 01 (open-source weights): measure published weights' top-1 and top-5 accuracy yourself, load
+MobileNetV2's weights by hand, swap in a 3-way classifier; a quiz on provenance, ``weights_only`` and preprocessing.
 
 The checks compare the learner's model with convlab's loader (:func:`convlab.load_backbone`, the oracle) on the 20
 labelled ImageNet photos, and run the new head on real food photos. Expensive loads are memoised on first use, not
@@ -14,16 +14,17 @@ import functools
 import torch
 from torch import nn
 
+from convlab.backbones import Backbone
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
 __all__ = [
     "LOAD_WEIGHTS",
     "NEW_HEAD",
-    "COUNT_PARAMETERS",
+    "TOP_K_ACCURACY",
     "QUIZ",
     "load_mobilenet_v2_reference",
     "replace_classifier_reference",
-    "count_parameters_reference",
+    "top_k_accuracy_reference",
 ]
 
 
@@ -46,9 +47,14 @@ def replace_classifier_reference(model: nn.Module, num_classes: int) -> nn.Modul
     return model
 
 
-def count_parameters_reference(module: nn.Module) -> int:
-    """The number of scalar parameters of ``module`` (every parameter tensor's ``numel``)."""
-    return sum(p.numel() for p in module.parameters())
+def top_k_accuracy_reference(model: nn.Module, images: list[torch.Tensor], labels: torch.Tensor, k: int) -> float:
+    """The fraction of ``images`` (uint8 ``(3, H, W)`` photos of any sizes) whose true class (``labels``, ``(N,)``)
+    is among the ``k`` classes the convlab backbone ``model`` finds most likely, through its spec's preprocessing."""
+    model.eval()  # BatchNorm on its running statistics, Dropout off: the published model's behaviour
+    with torch.inference_mode():
+        logits = model(model.spec.preprocess(images))
+    top = logits.topk(k, dim=1).indices  # (N, k)
+    return float((top == labels.view(-1, 1)).any(dim=1).double().mean())
 
 
 # ------------------------------------------------------------------------------------------------ real data
@@ -144,20 +150,32 @@ def _test_new_head(replace_classifier) -> None:
     )
 
 
-def _test_count_parameters(count_parameters) -> None:
-    got = count_parameters(nn.Linear(1280, 3))
-    expect(isinstance(got, int), f"return a Python int (sum of p.numel()), got {type(got).__name__}")
-    expect(got == 1280 * 3 + 3, f"a Linear(1280, 3) has a 3x1280 weight matrix plus 3 biases, got {got}")
-    expect(
-        count_parameters(nn.Conv2d(3, 8, 3)) == 8 * 3 * 3 * 3 + 8,
-        "count every parameter tensor (weights and biases), not just the first",
-    )
-    from torchvision.models import mobilenet_v2
+def _test_top_k_accuracy(top_k_accuracy) -> None:
+    from convlab.backbones import load_backbone
+    from convlab.data import imagenet_samples
 
+    samples = imagenet_samples()
+    order = torch.randperm(len(samples.labels))  # a fresh order: the accuracy must come from the photos
+    images, labels = [samples.images[i] for i in order.tolist()], samples.labels[order].clone()
+    model = load_backbone("mobilenet_v2").train()  # as a training loop would leave it
+    got = top_k_accuracy(model, images, labels, 1)
     expect(
-        count_parameters(mobilenet_v2()) == 3_504_872,
-        "MobileNetV2 has 3,504,872 parameters: count the parameters of every submodule (module.parameters() recurses)",
+        isinstance(got, (float, int)) or (isinstance(got, torch.Tensor) and got.numel() == 1),
+        f"return the accuracy as a number (a float in [0, 1]), got {type(got).__name__}",
     )
+    oracle = load_backbone("mobilenet_v2").eval()
+    for k in (1, 5):
+        predictions = Backbone.predict(oracle, images, k=k)
+        want = sum(int(y) in p.indices for p, y in zip(predictions, labels.tolist())) / len(labels)
+        got = float(top_k_accuracy(model, images, labels, k))
+        if abs(got - want * len(labels)) < 1e-9 and got > 1:
+            expect(False, "return a fraction of the photos (right / total), not a count")
+        expect(
+            abs(got - want) < 1e-9,
+            f"top-{k} accuracy {got:.3f} on the 20 labelled ImageNet photos; the published weights reach {want:.3f}: "
+            "put the model in eval mode (it arrives in train mode), preprocess with model.spec.preprocess, and "
+            f"count a photo as right when its label is among the {k} largest logits",
+        )
 
 
 LOAD_WEIGHTS = Exercise(
@@ -189,16 +207,21 @@ NEW_HEAD = Exercise(
     handle="nb01.NEW_HEAD",
 )
 
-COUNT_PARAMETERS = Exercise(
-    name="count_parameters",
-    test=_test_count_parameters,
-    reference=count_parameters_reference,
+TOP_K_ACCURACY = Exercise(
+    name="top_k_accuracy",
+    test=_test_top_k_accuracy,
+    reference=top_k_accuracy_reference,
+    forbidden=[Backbone.predict],  # convlab's own top-k: the exercise asks for the measurement itself
     hints=[
-        "Every learnable tensor of a module (and of its submodules) is in `module.parameters()`; add up their sizes.",
-        "The API: Tensor.numel() is a tensor's number of elements.",
+        "Measure, do not eyeball: prepare the photos exactly as the weights expect (the spec knows how), run the "
+        "model as published (inference behaviour, no gradients), and count a photo as right when its label is "
+        "among the k most likely classes.",
+        "The API: model.eval(); model.spec.preprocess(list_of_photos) gives a normalised batch; torch.no_grad() "
+        "or torch.inference_mode(); logits.topk(k, dim=1).indices is (N, k); compare with labels.view(-1, 1) and "
+        "reduce with .any(dim=1), then take the mean.",
     ],
-    skill="counting what a model would train",
-    handle="nb01.COUNT_PARAMETERS",
+    skill="measuring published weights' top-1 and top-5 accuracy on labelled photos, as the spec says to feed them",
+    handle="nb01.TOP_K_ACCURACY",
 )
 
 QUIZ = Quiz(
@@ -258,5 +281,103 @@ QUIZ = Quiz(
                 "c": "that is torch.no_grad() / torch.inference_mode(); eval() does not touch autograd.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what percentage of the whole model's parameters does the new head hold (printed in "
+                "section 5)? (2 decimals)"
+            ),
+            answer=None,
+            measured="head_percent",
+            tolerance=0.005,
+            rel_tolerance=0.02,
+            why=(
+                "A new head is a tiny part of the model: with the backbone frozen, almost nothing is trained, "
+                "which is why little data suffices."
+            ),
+            wrong={
+                "low": "divide the head's count by the whole model's and multiply by 100.",
+                "high": "the head is Linear(1280, 3): a few thousand of about 2.2 million.",
+            },
+        ),
+        "q6": Question(
+            "After `replace_classifier(net, 3)`, which of MobileNetV2's weights are still the published ones?",
+            options={
+                "a": "only the first layer",
+                "b": "all but the last Linear layer",
+                "c": "none: a new head resets the network",
+            },
+            answer="b",
+            why=(
+                "Only `classifier[1]` is new (random); every convolution and BatchNorm keeps its ImageNet weights, "
+                "which is the point of transfer."
+            ),
+            wrong={
+                "a": "every stage keeps its weights, not only the first.",
+                "c": "replacing one module leaves the others untouched.",
+            },
+        ),
+        "q7": Question(
+            "Why take the input size, mean and std from the weights' spec rather than choosing your own?",
+            options={
+                "a": "the spec's values are faster to compute",
+                "b": (
+                    "the weights were trained on inputs prepared one exact way; another input distribution "
+                    "shifts every activation"
+                ),
+                "c": "other values raise an error",
+            },
+            answer="b",
+            why=(
+                "A network is a function of the inputs it was trained on: the spec (like torchvision's "
+                "`transforms` and timm's `pretrained_cfg`) records how to prepare them."
+            ),
+            wrong={
+                "a": "speed is not the reason; matching the training inputs is.",
+                "c": "nothing checks it: wrong preprocessing fails silently, with worse predictions.",
+            },
+        ),
+        "q8": Question(
+            ("A checkpoint's keys all start with `module.` and `load_state_dict` fails on them. The likeliest cause?"),
+            options={
+                "a": "the file is corrupt",
+                "b": "it belongs to another architecture",
+                "c": "it was saved from a model wrapped in DataParallel or DistributedDataParallel",
+            },
+            answer="c",
+            why=("The wrappers hold the model as `.module`; strip the prefix (or save `model.module.state_dict()`)."),
+            wrong={
+                "a": (
+                    "a corrupt file fails to load at all, or fails its hash; consistent prefixes point to a wrapper."
+                ),
+                "b": "another architecture gives different names and shapes, not one common prefix.",
+            },
+        ),
+        "q9": Question(
+            "`load_state_dict(sd, strict=False)` returns the missing and unexpected keys. Why read them?",
+            options={
+                "a": "strict=False is slower",
+                "b": "they are always empty",
+                "c": ("a silent mismatch leaves layers at random initialisation: the model loads but predicts badly"),
+            },
+            answer="c",
+            why=(
+                "strict=False is for the keys you mean to skip (e.g. a replaced head); anything else listed there "
+                "is a bug waiting to show up as poor accuracy."
+            ),
+            wrong={
+                "a": "speed is the same.",
+                "b": "with a replaced head they list at least the head's weight and bias.",
+            },
+        ),
     },
+    research=[
+        (
+            "Load `efficientnet_lite0` instead of MobileNetV2: how many parameters, and how do its top-5 guesses "
+            "on the food photos compare?"
+        ),
+        (
+            "Read torchvision's weights metadata (`torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2.meta`): "
+            "which recipe trained them and what accuracy is claimed?"
+        ),
+    ],
 )

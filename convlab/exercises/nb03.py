@@ -197,5 +197,100 @@ QUIZ = Quiz(
                 "c": "the drop was clear.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: how many parameters did your `freeze_first_k` leave trainable at k = K_SHOW (the "
+                "line printed under it)?"
+            ),
+            answer=None,
+            measured="trainable_k",
+            rel_tolerance=0.001,
+            why=(
+                "The trainable count falls slowly as k grows because the early stages hold few parameters: "
+                "freezing them saves compute and memory for activations more than parameters."
+            ),
+            wrong={
+                "low": "count the parameters of the list your function returned.",
+                "high": "count only the parameters your function returned (requires_grad True).",
+            },
+        ),
+        "q6": Question(
+            "You cache the activations at the freeze boundary. What happens to the time per epoch as k grows?",
+            options={
+                "a": "it stays the same",
+                "b": "it drops: the frozen stages run once, not every epoch",
+                "c": "it grows",
+            },
+            answer="b",
+            why="With the boundary cached, an epoch runs only the trainable stages: forward and backward.",
+            wrong={
+                "a": "the frozen stages' forward passes are no longer repeated each epoch.",
+                "c": "freezing removes work; it adds none.",
+            },
+        ),
+        "q7": Question(
+            "Which stages are the ones to freeze, and why?",
+            options={
+                "a": "the first ones: their features (edges, colours, textures) are generic across tasks",
+                "b": "the last ones: they hold the most parameters",
+                "c": "any: each stage is equally specific",
+            },
+            answer="a",
+            why=(
+                "Generality falls with depth (Yosinski et al. 2014): the first stages transfer almost unchanged, "
+                "the last are specific to ImageNet's classes."
+            ),
+            wrong={
+                "b": "the last stages are the most specific to ImageNet: they are the ones to retrain.",
+                "c": "early features are generic, late ones specific.",
+            },
+        ),
+        "q8": Question(
+            (
+                "You give the optimiser only the trainable parameters. What does AdamW's weight decay do to the "
+                "frozen weights?"
+            ),
+            options={
+                "a": "resets them to zero",
+                "b": "nothing: the optimiser never sees them",
+                "c": "shrinks them a little each step",
+            },
+            answer="b",
+            why=(
+                "Weight decay is applied by the optimiser to the parameters it holds; the frozen ones are not "
+                "among them. (Passing them with requires_grad=False also skips them: they get no gradient.)"
+            ),
+            wrong={
+                "a": "nothing resets them.",
+                "c": "only parameters given to the optimiser decay.",
+            },
+        ),
+        "q9": Question(
+            "100 images per class, data close to ImageNet: what does the seminar's rule suggest?",
+            options={
+                "a": "freeze the early stages, fine-tune the last few and the head",
+                "b": "fine-tune everything from the first layer",
+                "c": "train the network from scratch",
+            },
+            answer="a",
+            why=(
+                "More data than a head needs, too little to re-learn everything: unfreeze from the top down, as "
+                "far as the data carries."
+            ),
+            wrong={
+                "b": ("100 images per class rarely carry the whole network; that is the regime for lots of data."),
+                "c": "from scratch wastes the pretrained features and needs far more data.",
+            },
+        ),
     },
+    research=[
+        (
+            "Plot test accuracy against k at 10, 100 and 1,000 images per class: where does the best k move as "
+            "data grows?"
+        ),
+        (
+            "Freeze with requires_grad only (BatchNorm left in train mode) and compare with a proper freeze: how "
+            "much does the statistics' drift cost?"
+        ),
+    ],
 )

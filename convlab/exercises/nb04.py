@@ -268,5 +268,103 @@ QUIZ = Quiz(
                 "c": "the input size is fixed by the configuration.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: how many parameters are in your group with the highest learning rate (the table "
+                "under your `make_param_groups`)?"
+            ),
+            answer=None,
+            measured="fastest_group_params",
+            why="The fastest group is the new head, which starts from random and has the most to learn.",
+            wrong={
+                "low": "sum the numel of every parameter in that group.",
+                "high": "only the group with the highest learning rate.",
+            },
+        ),
+        "q6": Question(
+            "Fine-tuning everything at the head's learning rate (1e-3) on 10 images per class: the main risk?",
+            options={
+                "a": "large updates wreck the pretrained features while 100 images overfit the rest",
+                "b": "training takes longer",
+                "c": "none",
+            },
+            answer="a",
+            why=(
+                "Big steps on pretrained weights undo what ImageNet taught them, and 2.2 M weights fit 100 images "
+                "perfectly: a low backbone rate and few epochs limit both."
+            ),
+            wrong={
+                "b": "the cost per step is the same; the harm is to the weights.",
+                "c": "the size axis shows what fine-tuning all costs on little data.",
+            },
+        ),
+        "q7": Question(
+            "Why train the new head alone for a few epochs before unfreezing the backbone?",
+            options={
+                "a": "BatchNorm requires it",
+                "b": (
+                    "a random head sends large, noisy gradients into the pretrained layers; a trained head "
+                    "sends useful ones"
+                ),
+                "c": "it saves memory",
+            },
+            answer="b",
+            why=(
+                "Warm-up (fastai's fine_tune does it): the backbone's first gradients then carry the task, not the "
+                "head's random initialisation."
+            ),
+            wrong={
+                "a": "BatchNorm does not care.",
+                "c": "memory is the same once the backbone is unfrozen.",
+            },
+        ),
+        "q8": Question(
+            (
+                "Over 3 seeds, regime A scores 0.81, 0.84, 0.78 and regime B 0.83, 0.85, 0.80 on the same seeds "
+                "and test set. The paired differences are +0.02, +0.01, +0.02 (95% interval about [0.002, 0.031]). "
+                "What holds?"
+            ),
+            options={
+                "a": "nothing can be said with 3 seeds",
+                "b": "B is better, shown: the paired interval excludes zero",
+                "c": "a tie: the two ranges overlap",
+            },
+            answer="b",
+            why=(
+                "Pairing removes what the seeds share (the split, the initialisation): the differences vary far "
+                "less than the accuracies, and their interval excludes zero."
+            ),
+            wrong={
+                "a": "3 paired seeds suffice when the differences vary this little.",
+                "c": "comparing the two ranges ignores the pairing; the differences are consistently positive.",
+            },
+        ),
+        "q9": Question(
+            "Discriminative learning rates (ULMFiT, fastai) go further than two groups. What do they do?",
+            options={
+                "a": "a rate per training example",
+                "b": "a learning rate per stage, smaller for earlier stages",
+                "c": "a new rate every epoch",
+            },
+            answer="b",
+            why=(
+                "Earlier stages are more generic and need less change, so each stage gets a rate that grows "
+                "towards the head."
+            ),
+            wrong={
+                "a": "rates are set per parameter group, not per example.",
+                "c": "that is a schedule, a separate idea.",
+            },
+        ),
     },
+    research=[
+        (
+            "Fine-tune at 100 images per class with backbone_lr_scale 1.0, 0.1 and 0.01 over 3 seeds: which wins, "
+            "and is the difference shown by the paired interval?"
+        ),
+        (
+            "Read Kornblith et al. (2019), 'Do better ImageNet models transfer better?': on which data sets did "
+            "fine-tuning barely beat training from scratch, and why?"
+        ),
+    ],
 )

@@ -7,6 +7,10 @@ draw): first ``torch.rand(B, generator=g) < p`` (which images are mirrored), the
 (lefts). That is exactly what ``convlab.augment.RandomHorizontalFlip(p)`` followed by ``RandomCrop((h, w))`` draw
 with the same generator, so convlab's transforms are the oracle; :func:`mirror_crop_reference` is the same thing
 in plain PyTorch.
+
+The second exercise, ``rotate_shear``: rotate and shear a whole batch, each image by its own angles, with one
+``affine_grid`` + ``grid_sample`` (the inverse map, in normalised coordinates); checked on the real photos against
+``convlab.augment.functional``'s ``rotate``, ``shear`` and ``affine`` kernels.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["mirror_crop_reference", "MIRROR_CROP", "QUIZ", "real_batch"]
+__all__ = ["mirror_crop_reference", "rotate_shear_reference", "MIRROR_CROP", "ROTATE_SHEAR", "QUIZ", "real_batch"]
 
 
 def mirror_crop_reference(
@@ -34,15 +38,40 @@ def mirror_crop_reference(
     return torch.stack([x[i, :, t : t + h, l_ : l_ + w] for i, (t, l_) in enumerate(zip(top.tolist(), left.tolist()))])
 
 
-@lru_cache(maxsize=1)
 def real_batch() -> torch.Tensor:
-    """16 food photos resized to 72 x 128, uint8 (16, 3, 72, 128) (memoised; loaded on first use, not at import)."""
+    """16 food photos resized to 72 x 128, uint8 (16, 3, 72, 128): a fresh copy of a memoised batch (loaded on first
+    use, not at import), so a function that changes it changes nothing for the next caller."""
+    return _real_batch().clone()
+
+
+@lru_cache(maxsize=1)
+def _real_batch() -> torch.Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     from convlab.data import load_food
 
     food = load_food()
     return torch.stack([TF.resize(im, [72, 128], antialias=True) for im in food.train.images[:16]])
+
+
+def rotate_shear_reference(images: torch.Tensor, angles: torch.Tensor, shears: torch.Tensor) -> torch.Tensor:
+    """Shear each image of ``images`` (float (B, C, H, W)) horizontally by ``shears[b]`` degrees, then rotate it
+    counter-clockwise by ``angles[b]`` degrees, both about its centre; bilinear, zeros outside; (B, C, H, W).
+
+    In pixel coordinates centred on the image (x to the right, y down), the forward map is ``A = R @ S`` with
+    ``S = [[1, -tan(shear)], [0, 1]]`` and ``R = [[cos a, sin a], [-sin a, cos a]]`` (counter-clockwise on screen);
+    ``grid_sample`` needs the inverse map, in coordinates normalised to [-1, 1] (x by 2 / W, y by 2 / H)."""
+    b, c, h, w = images.shape
+    a, s = torch.deg2rad(angles.double()), torch.deg2rad(shears.double())
+    one, zero = torch.ones_like(a), torch.zeros_like(a)
+    rot = torch.stack([torch.stack([a.cos(), a.sin()], -1), torch.stack([-a.sin(), a.cos()], -1)], -2)
+    shear = torch.stack([torch.stack([one, -s.tan()], -1), torch.stack([zero, one], -1)], -2)
+    inverse = torch.linalg.inv(rot @ shear)  # (B, 2, 2): output pixel -> input pixel
+    to_unit = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, :, :2] = inverse * to_unit[:, None] / to_unit[None, :]  # D @ inverse @ D^-1
+    grid = torch.nn.functional.affine_grid(theta.to(images.dtype), [b, c, h, w], align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _oracle(images: torch.Tensor, size: tuple[int, int], p: float, seed: int) -> torch.Tensor:
@@ -110,26 +139,78 @@ MIRROR_CROP = Exercise(
 )
 
 
+def _test_rotate_shear(rotate_shear) -> None:
+    from convlab.augment import functional as K
+
+    x = real_batch()[:8].float() / 255
+    zero = torch.zeros(8)
+    angles = torch.tensor([0.0, 10.0, -10.0, 30.0, -45.0, 90.0, 5.0, -20.0])
+    shears = torch.tensor([0.0, 0.0, 15.0, -15.0, 10.0, 0.0, -30.0, 20.0])
+    out = rotate_shear(x, zero, zero)
+    expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
+    expect(tuple(out.shape) == (8, 3, 72, 128), f"keep the shape (8, 3, 72, 128), got {tuple(out.shape)}")
+    expect(
+        torch.allclose(out.float(), x, atol=1e-4),
+        "angles and shears of 0 must return the photos unchanged: the identity is theta = [[1, 0, 0], [0, 1, 0]], "
+        "and affine_grid/grid_sample both need align_corners=False",
+    )
+    got = rotate_shear(x, angles, zero).float()
+    err = (got - K.rotate(x, angles)).abs().amax(dim=(1, 2, 3))
+    if not bool((err < 1e-3).all()):
+        mirrored = (rotate_shear(x, -angles, zero).float() - K.rotate(x, angles)).abs().amax() < 1e-3
+        expect(not mirrored, "your rotations turn the wrong way: positive angles turn counter-clockwise on screen")
+        expect(
+            False,
+            f"rotations (no shear) differ from convlab's rotate by up to {float(err.max()):.3f} on photo "
+            f"{int(err.argmax())} (angle {float(angles[err.argmax()]):g}): use the INVERSE map (output -> input), "
+            "and scale x by 2 / W and y by 2 / H (the photos are not square)",
+        )
+    got = rotate_shear(x, zero, shears).float()
+    expect(
+        torch.allclose(got, K.shear(x, shears), atol=1e-3),
+        "shears (no rotation) differ from convlab's shear: x' = x - tan(shear) * y, about the centre",
+    )
+    got = rotate_shear(x, angles, shears).float()
+    want = K.affine(x, angle=-angles, shear=torch.stack([shears, zero], dim=1))
+    expect(
+        torch.allclose(got, want, atol=1e-3),
+        "rotation and shear together differ from convlab's affine: shear first, then rotate (A = R @ S)",
+    )
+
+
+ROTATE_SHEAR = Exercise(
+    name="rotate_shear",
+    test=_test_rotate_shear,
+    reference=rotate_shear_reference,
+    hints=[
+        "Build one 2 x 3 matrix per image and let PyTorch resample the whole batch: grid_sample asks, for every "
+        "OUTPUT pixel, where to read in the INPUT, so the matrix is the inverse of the forward map A = R @ S.",
+        "The API: torch.deg2rad, torch.linalg.inv on a (B, 2, 2) stack, then theta (B, 2, 3) with a zero last "
+        "column; in normalised coordinates the 2 x 2 part is D @ inv(A) @ inv(D) with D = diag(2 / W, 2 / H); "
+        "torch.nn.functional.affine_grid(theta, images.shape, align_corners=False) and grid_sample(images, grid, "
+        "align_corners=False).",
+    ],
+    skill="per-sample rotation and shear of a batch with affine_grid + grid_sample",
+    handle="nb05.ROTATE_SHEAR",
+)
+
+
 QUIZ = Quiz(
     "Notebook 05 quiz",
     {
         "q1": Question(
-            "Why can notebook 02's feature cache (frozen backbone, features computed once) not serve randomly "
-            "augmented training images?",
-            "b",
-            "A cache stores one fixed view per image. A random augmentation must be drawn afresh each epoch; a cached "
-            "draw would be replayed in every epoch, a fixed offline copy rather than augmentation. So convlab's cache "
-            "refuses random transforms (RandomTransformError), and this notebook trains on the fly instead.",
+            "A network trained on random 32 x 56 crops of 36 x 64 frames: what should it see at test time?",
+            "a",
+            "The centre crop is the expected training view, and the same every time the photo is tested; averaging "
+            "several fixed crops (notebook 09's 10-crop) is better still, at a cost.",
             options={
-                "a": "cached features are stored in float16, which loses the augmentation",
-                "b": "it stores one fixed view per image, so a random draw would be replayed in every epoch",
-                "c": "augmented images have a different size than the cached ones",
-                "d": "it can: augmentation changes only the head's input",
+                "a": "the centre 32 x 56 crop (or several fixed crops, averaged)",
+                "b": "a random 32 x 56 crop, a new one each time the photo is tested",
+                "c": "a 24 x 42 crop, to be safe",
             },
             wrong={
-                "a": "the precision of the stored features is not the problem.",
-                "c": "a transform can keep the size (flips, colour) and the cache still cannot hold it.",
-                "d": "the augmentation changes the pixels, so the backbone's features change too.",
+                "b": "a random test crop makes the prediction for one photo change from run to run.",
+                "c": "a crop of another size shows objects at a scale the network never saw in training.",
             },
         ),
         "q2": Question(
@@ -179,5 +260,112 @@ QUIZ = Quiz(
                 "d": "absence of evidence is not evidence of absence: the run is too small to tell.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what fraction of the pixels of your rotated and sheared photos (the grid under "
+                "`rotate_shear`) is fill, zero in all three channels? (2 decimals)"
+            ),
+            answer=None,
+            measured="fill_fraction",
+            tolerance=0.01,
+            why=(
+                "Every rotated or sheared frame has corners that come from outside the photo: the model sees black "
+                "wedges in training that no test photo has."
+            ),
+            wrong={
+                "low": "count the pixels whose three channels are all zero.",
+                "high": "count only pixels that are zero in all three channels.",
+            },
+        ),
+        "q6": Question(
+            (
+                "`grid_sample` gets, for every output pixel, where to read in the input. For a rotation by +a, "
+                "which map do you give it?"
+            ),
+            options={
+                "a": "either: they give the same image",
+                "b": "the inverse map: output to input, a rotation by -a",
+                "c": "the forward map, a rotation by +a",
+            },
+            answer="b",
+            why=(
+                "Resampling pulls: each output pixel asks where it came from, so the grid is the inverse of the "
+                "transform you want."
+            ),
+            wrong={
+                "a": "a rotation by +a and by -a are mirror images of each other.",
+                "c": "the forward map turns the image the other way.",
+            },
+        ),
+        "q7": Question(
+            "Rotating a 72 x 128 photo: why not rotate its normalised [-1, 1] coordinates directly?",
+            options={
+                "a": (
+                    "normalised x and y have different pixel scales (2 / W and 2 / H): a rotation there "
+                    "stretches and shears the photo"
+                ),
+                "b": "grid_sample cannot rotate",
+                "c": "it works: normalised coordinates are made for that",
+            },
+            answer="a",
+            why=(
+                "A rotation is a rotation in pixels; in normalised coordinates it becomes D R D^-1 with D = diag(2 "
+                "/ W, 2 / H)."
+            ),
+            wrong={
+                "b": "it resamples any map you give it.",
+                "c": "only for square images: your check's wrong-scale message shows the difference.",
+            },
+        ),
+        "q8": Question(
+            (
+                "Elastic warps helped most on handwritten digits (Simard et al. 2003). Why them, more than photos "
+                "of rigid objects?"
+            ),
+            options={
+                "a": (
+                    "handwriting really varies by small local deformations; a rigid object seen by a camera "
+                    "does not bend"
+                ),
+                "b": "digits are small images",
+                "c": "warps work only on grayscale images",
+            },
+            answer="a",
+            why=(
+                "An augmentation should produce images that could really occur with the same label: bent strokes "
+                "do, bent peppers rarely."
+            ),
+            wrong={
+                "b": "the size of the image is not the reason.",
+                "c": "warps apply to any channels.",
+            },
+        ),
+        "q9": Question(
+            (
+                "A random-resized crop (Inception's) picks a window of random area and aspect ratio and resizes it "
+                "to a fixed size. What does it add over a plain random crop?"
+            ),
+            options={
+                "a": "changes of scale and aspect ratio: the object appears at different sizes",
+                "b": "changes of colour",
+                "c": "nothing",
+            },
+            answer="a",
+            why=("A plain crop only translates; a resized crop also zooms, which is why it is the ImageNet default."),
+            wrong={
+                "b": "it changes geometry only.",
+                "c": "it zooms and stretches, which a plain crop does not.",
+            },
+        ),
     },
+    research=[
+        (
+            'Switch your rotate_shear to `padding_mode="reflection"`: do the black corners\' effect on the '
+            "study's rotation row change?"
+        ),
+        (
+            "Which augmentations does Keller Jordan's airbench use for CIFAR-10, and why flips and translations "
+            "but no rotations?"
+        ),
+    ],
 )

@@ -1,13 +1,17 @@
 """Notebook 06 (colour augmentation): fit AlexNet's PCA colour basis, compute its per-image offsets; the quiz.
 
-Two exercises on the real food photos:
+Three exercises on the real food photos:
 
+- ``COLOR_SHIFT``: random colour shifting of a batch: one offset per image and channel, uniform in
+  ``[-magnitude, magnitude]`` (drawn ``torch.empty(B, 3).uniform_(-m, m, generator=g)``), added to uint8 photos with
+  saturation at 0 and 255; checked against ``convlab.augment.RandomColorShift`` with the same generator.
 - ``FIT_PCA`` (the main one): the eigenvalues and eigenvectors of the 3 x 3 covariance of the RGB values of all
   training pixels (values in [0, 1]), largest first, eigenvector ``i`` in column ``i``. Checked against numpy
   (``np.cov`` + ``np.linalg.eigh``) on the food training photos; an eigenvector's sign is arbitrary, so columns are
   compared up to sign.
-- ``OFFSETS``: AlexNet's per-image RGB offsets ``eigenvectors @ (alpha[b] * eigenvalues)`` for a batch of alphas,
-  checked against ``convlab.augment.PCAColor`` (the offsets of its own draws, and the augmented photos).
+- ``PCA_COLOR``: AlexNet's PCA colour augmentation of a batch of photos with a fitted basis: ``alpha`` drawn
+  ``torch.randn(B, 3, generator=g) * sigma``, offsets ``eigenvectors @ (alpha[b] * eigenvalues)``, added to the uint8
+  photos with saturation; checked against ``convlab.augment.PCAColor`` fitted on the food photos, same generator.
 """
 
 from __future__ import annotations
@@ -19,7 +23,25 @@ import torch
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["rgb_pca_reference", "alexnet_offsets_reference", "FIT_PCA", "OFFSETS", "QUIZ", "train_photos"]
+__all__ = [
+    "color_shift_reference",
+    "rgb_pca_reference",
+    "pca_color_reference",
+    "COLOR_SHIFT",
+    "FIT_PCA",
+    "PCA_COLOR",
+    "QUIZ",
+    "train_photos",
+]
+
+
+def color_shift_reference(images: torch.Tensor, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """Shift the colour of each uint8 photo of ``images`` (B, 3, H, W): offsets uniform in ``[-magnitude,
+    magnitude]`` (a fraction of 0..255), one per image and channel, drawn ``torch.empty(B, 3).uniform_(-magnitude,
+    magnitude, generator=generator)``; the result rounded and saturated to 0..255, uint8."""
+    offsets = torch.empty(images.shape[0], 3).uniform_(-magnitude, magnitude, generator=generator)
+    shifted = images.float() + 255 * offsets.view(-1, 3, 1, 1)
+    return shifted.round().clamp(0, 255).to(torch.uint8)
 
 
 def rgb_pca_reference(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,19 +54,81 @@ def rgb_pca_reference(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.T
     return vals.flip(0).float(), vecs.flip(1).float()
 
 
-def alexnet_offsets_reference(
-    alpha: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor
+def pca_color_reference(
+    images: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """``(B, 3)`` RGB offsets: row ``b`` = ``eigenvectors @ (alpha[b] * eigenvalues)``."""
-    return (alpha * eigenvalues) @ eigenvectors.T
+    """AlexNet's PCA colour augmentation of uint8 photos ``images`` (B, 3, H, W): ``alpha = torch.randn(B, 3,
+    generator=generator) * sigma``; photo ``b`` gets ``255 * eigenvectors @ (alpha[b] * eigenvalues)`` added to every
+    pixel, rounded and saturated to 0..255 (eigenvector ``i`` in column ``i``)."""
+    alpha = torch.randn(images.shape[0], 3, generator=generator) * sigma
+    offsets = (alpha * eigenvalues) @ eigenvectors.T  # (B, 3): row b = eigenvectors @ (alpha[b] * eigenvalues)
+    return (images.float() + 255 * offsets.view(-1, 3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+
+
+def train_photos() -> tuple[torch.Tensor, ...]:
+    """The food training photos: fresh copies of a memoised load (loaded on first use, not at import)."""
+    return tuple(p.clone() for p in _train_photos())
 
 
 @lru_cache(maxsize=1)
-def train_photos() -> tuple[torch.Tensor, ...]:
-    """The food training photos (memoised; loaded on first use, not at import)."""
+def _train_photos() -> tuple[torch.Tensor, ...]:
     from convlab.data import load_food
 
     return tuple(load_food().train.images)
+
+
+def _test_color_shift(color_shift) -> None:
+    from convlab import augment as aug
+
+    batch = torch.stack([p[:, :96, :96] for p in train_photos()[:12]])
+    out = color_shift(batch, 0.1, torch.Generator().manual_seed(0))
+    expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
+    expect(tuple(out.shape) == tuple(batch.shape), f"keep the shape {tuple(batch.shape)}, got {tuple(out.shape)}")
+    expect(out.dtype == torch.uint8, f"return uint8 photos like the input, got {out.dtype}")
+    diff = out.float() - batch.float()
+    inside = (batch > 40) & (batch < 215)  # pixels that no offset of at most 0.1 x 255 can saturate
+    per_channel = [diff[b, c][inside[b, c]] for b in range(12) for c in range(3)]
+    expect(
+        all(len(d) == 0 or float(d.max() - d.min()) <= 1 for d in per_channel),
+        "within one photo, every pixel of a channel must move by the same offset (a global colour cast, not noise)",
+    )
+    expect(
+        float(diff.abs().amax()) <= 0.1 * 255 + 1,
+        f"an offset of {float(diff.abs().amax()):.0f} levels is larger than magnitude 0.1 allows (25.5): offsets "
+        "are fractions of the 0..255 range",
+    )
+    expect(
+        len({round(float(d.mean())) for d in per_channel if len(d)}) > 6,
+        "every photo and channel needs its own random offset: draw a (B, 3) tensor",
+    )
+    for magnitude, seed in ((0.1, 0), (0.3, 1), (0.05, 2)):
+        want = aug.RandomColorShift(magnitude, generator=torch.Generator().manual_seed(seed))(batch)
+        got = color_shift(batch, magnitude, torch.Generator().manual_seed(seed))
+        expect(
+            bool(((got.int() - want.int()).abs() <= 1).all()),
+            f"magnitude {magnitude}, seed {seed}: not equal to convlab's RandomColorShift with the same generator: "
+            "draw torch.empty(B, 3).uniform_(-magnitude, magnitude, generator=generator), add 255 x offset to each "
+            "channel, and saturate at 0 and 255 (no wrap-around: compute in float, clamp, then uint8)",
+        )
+
+
+COLOR_SHIFT = Exercise(
+    name="color_shift",
+    test=_test_color_shift,
+    reference=color_shift_reference,
+    hints=[
+        "A colour shift is a global cast: draw three numbers per photo (R, G, B offsets), and add each to every "
+        "pixel of its channel. uint8 arithmetic wraps around (250 + 10 = 4), so compute in float and clamp.",
+        "The API: torch.empty(B, 3).uniform_(-magnitude, magnitude, generator=generator); broadcasting with "
+        "offsets.view(B, 3, 1, 1); images.float() + 255 * offsets, then .round().clamp(0, 255).to(torch.uint8).",
+    ],
+    skill="random colour shifting of a batch, reproducible from a torch.Generator",
+    handle="nb06.COLOR_SHIFT",
+)
 
 
 def _numpy_pca(images) -> tuple[np.ndarray, np.ndarray]:
@@ -82,33 +166,45 @@ def _test_fit(rgb_pca) -> None:
     )
 
 
-def _test_offsets(alexnet_offsets) -> None:
+def _test_pca_color(pca_color) -> None:
     from convlab import augment as aug
 
     photos = train_photos()
-    pca = aug.PCAColor(sigma=1.0, generator=torch.Generator().manual_seed(0)).fit(list(photos))
-    batch = torch.stack([p[:, :64, :64] for p in photos[:8]])
-    augmented = pca(batch)
-    alpha = pca.last_params["alpha"]
-    out = alexnet_offsets(alpha, pca.eigenvalues_, pca.eigenvectors_)
+    fitted = aug.PCAColor(sigma=0.5).fit(list(photos))
+    vals, vecs = fitted.eigenvalues_, fitted.eigenvectors_
+    batch = torch.stack([p[:, :96, :96] for p in photos[:8]])
+    out = pca_color(batch, vals, vecs, 0.5, torch.Generator().manual_seed(0))
     expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
-    expect(tuple(out.shape) == (8, 3), f"return one RGB offset per image: (8, 3), got {tuple(out.shape)}")
+    expect(tuple(out.shape) == tuple(batch.shape), f"keep the shape {tuple(batch.shape)}, got {tuple(out.shape)}")
+    expect(out.dtype == torch.uint8, f"return uint8 photos like the input, got {out.dtype}")
+    diff = out.float() - batch.float()
+    inside = (batch > 60) & (batch < 195)
+    expect(
+        all(float(d.max() - d.min()) <= 1 for b in range(8) for c in range(3) if len(d := diff[b, c][inside[b, c]])),
+        "within one photo, every pixel of a channel must move by the same offset: one alpha per photo, not per pixel",
+    )
+    grey = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8)
     lam = torch.tensor([0.5, 0.1, 0.01])
-    swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # columns: G, B, R axes
+    swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # columns: the G, B and R axes
+    g = torch.Generator().manual_seed(3)
+    a0 = float(torch.randn(1, 3, generator=torch.Generator().manual_seed(3))[0, 0])
+    moved = pca_color(grey, lam, swap, 0.1, g).float()[0, :, 0, 0] - 128
     expect(
-        torch.allclose(alexnet_offsets(torch.tensor([[1.0, 0.0, 0.0]]), lam, swap), torch.tensor([[0.0, 0.5, 0.0]])),
-        "eigenvector i is COLUMN i: alpha = (1, 0, 0) must move along column 0 (here the G axis) by 0.5",
+        abs(float(moved[1]) - round(255 * 0.1 * a0 * 0.5)) <= 1 and abs(float(moved[0])) <= 1,
+        "eigenvector i is COLUMN i: the first component of alpha must move along column 0 (here the G axis), by "
+        "255 x alpha_0 x lambda_0",
     )
-    expect(
-        torch.allclose(out, pca.offsets(alpha), atol=1e-6),
-        "the offsets differ from PCAColor.offsets for the same alphas on the food basis: multiply alpha by the "
-        "eigenvalues element-wise, then by the eigenvector matrix",
-    )
-    mine = (batch.float() + (out * 255).view(8, 3, 1, 1)).round().clamp(0, 255)
-    expect(
-        bool(((mine - augmented.float()).abs() <= 1).all()),
-        "adding your offsets (x255) to the photos does not reproduce PCAColor's augmented photos",
-    )
+    for sigma, seed in ((0.5, 0), (0.1, 1), (1.0, 2)):
+        fitted.sigma = sigma
+        fitted.generator = torch.Generator().manual_seed(seed)
+        want = fitted(batch)
+        got = pca_color(batch, vals, vecs, sigma, torch.Generator().manual_seed(seed))
+        expect(
+            bool(((got.int() - want.int()).abs() <= 1).all()),
+            f"sigma {sigma}, seed {seed}: not equal to convlab's PCAColor on the food basis with the same generator: "
+            "draw alpha = torch.randn(B, 3, generator=generator) * sigma, multiply by the eigenvalues, combine the "
+            "eigenvector COLUMNS, add 255 x offset and saturate at 0 and 255",
+        )
 
 
 FIT_PCA = Exercise(
@@ -126,18 +222,18 @@ FIT_PCA = Exercise(
     handle="nb06.FIT_PCA",
 )
 
-OFFSETS = Exercise(
-    name="alexnet_offsets",
-    test=_test_offsets,
-    reference=alexnet_offsets_reference,
+PCA_COLOR = Exercise(
+    name="pca_color",
+    test=_test_pca_color,
+    reference=pca_color_reference,
     hints=[
-        "Each image's offset is a weighted sum of the eigenvectors (columns), weight i = alpha_i * lambda_i. Do it "
-        "for all rows of alpha at once.",
-        "Broadcasting: alpha (B, 3) times eigenvalues (3,) gives the weights per image; for a batch of row vectors "
-        "v, applying a matrix M to each row is one matrix product with M's transpose.",
+        "Per photo: three random numbers alpha ~ N(0, sigma); the photo's offset is a weighted sum of the three "
+        "eigenvectors (columns), weight i = alpha_i * lambda_i; add it to every pixel, as in your color_shift.",
+        "Broadcasting: alpha (B, 3) times eigenvalues (3,) gives the weights per photo; applying a matrix M to "
+        "each row of a (B, 3) tensor is one product with M's transpose; view(B, 3, 1, 1) adds it to every pixel.",
     ],
-    skill="AlexNet's per-image PCA colour offsets, batched",
-    handle="nb06.OFFSETS",
+    skill="AlexNet's PCA colour augmentation of a batch, with a fitted basis",
+    handle="nb06.PCA_COLOR",
 )
 
 
@@ -208,5 +304,92 @@ QUIZ = Quiz(
                 "d": "the basis is used only for training: test images are not augmented.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what percentage of the colour variance of the food training pixels does your first "
+                "eigenvalue carry (`rgb_pca` above)? (1 decimal)"
+            ),
+            answer=None,
+            measured="top_share",
+            tolerance=0.15,
+            why=(
+                "Most of the colour variance of natural photos lies along one axis, brightness; PCA colour "
+                "augmentation moves mostly along it."
+            ),
+            wrong={
+                "low": "divide the first eigenvalue by the sum of the three.",
+                "high": "divide the first eigenvalue by the sum of all three.",
+            },
+        ),
+        "q6": Question(
+            "What does the first eigenvector of natural photos' RGB covariance mostly encode?",
+            options={
+                "a": "brightness: R, G and B move together, about (0.58, 0.58, 0.58) up to sign",
+                "b": "redness",
+                "c": "noise",
+            },
+            answer="a",
+            why=(
+                "ImageNet's first eigenvector is (-0.5675, -0.5808, -0.5836): almost equal weights, i.e. lighter "
+                "or darker."
+            ),
+            wrong={
+                "b": "redness would weigh R alone.",
+                "c": "the largest eigenvalue is the largest systematic variation.",
+            },
+        ),
+        "q7": Question(
+            (
+                "A uint8 pixel of 250 plus an offset of 10 levels, computed as uint8 + uint8 in PyTorch: what "
+                "value comes out?"
+            ),
+            answer=4,
+            tolerance=0.0,
+            why=(
+                "uint8 wraps around modulo 256: 260 becomes 4, a dark pixel in a bright area. That is why your "
+                "color_shift computes in float and clamps."
+            ),
+            wrong={
+                "low": "260 modulo 256.",
+                "high": "uint8 does not saturate: it wraps modulo 256.",
+            },
+        ),
+        "q8": Question(
+            "Why draw AlexNet's alpha once per image rather than once per pixel?",
+            options={
+                "a": "per-pixel draws would change the labels",
+                "b": "it mimics a change of illumination, which shifts the colour of the whole image",
+                "c": "it is faster",
+            },
+            answer="b",
+            why=(
+                "One offset per image is a global colour cast; a draw per pixel would be colour noise, another "
+                "augmentation with another effect."
+            ),
+            wrong={
+                "a": "noise keeps labels too; it is just another thing.",
+                "c": "speed is a side benefit, not the reason.",
+            },
+        ),
+        "q9": Question(
+            "A colour shift of magnitude 0.1: up to how many levels of 255 can a channel move?",
+            answer=25.5,
+            tolerance=0.05,
+            why="Offsets are fractions of the value range: 0.1 x 255 = 25.5 levels.",
+            wrong={
+                "low": "0.1 x 255.",
+                "high": "0.1 x 255.",
+            },
+        ),
     },
+    research=[
+        (
+            "Fit the PCA basis on the test photos instead of the training photos: how much do the eigenvalues "
+            "differ, and why must you not do it anyway?"
+        ),
+        (
+            "Apply Albumentations' FancyPCA (a PCA per image) and AlexNet's PCA colour to the same photo: which "
+            "changes the colours more, and which keeps the photo's own colour statistics?"
+        ),
+    ],
 )

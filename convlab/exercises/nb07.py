@@ -233,5 +233,102 @@ QUIZ = Quiz(
                 "c": "The augmentation still runs, with repeated offsets.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: how many distinct brightness offsets did the plain DataLoader give the 8 photos "
+                "(the table above)?"
+            ),
+            answer=None,
+            measured="plain_distinct",
+            why=(
+                "The two workers start from copies of one RandomState, so they draw the same sequence: half the "
+                "draws repeat the other half."
+            ),
+            wrong={
+                "low": "count the different values in the plain DataLoader's column.",
+                "high": "count each repeated value once.",
+            },
+        ),
+        "q6": Question(
+            ("With `persistent_workers=True` and the RandomState bug (no worker_init_fn), what happens in epoch 2?"),
+            options={
+                "a": (
+                    "each worker continues its copied stream, so epoch 2 differs from epoch 1, but the workers "
+                    "still repeat each other"
+                ),
+                "b": "the bug disappears",
+                "c": "no augmentation at all",
+            },
+            answer="a",
+            why=(
+                "Persistent workers keep their state between epochs, which hides the repetition across epochs but "
+                "not the duplicates between workers."
+            ),
+            wrong={
+                "b": "the workers still start from the same copied state.",
+                "c": "they draw offsets as before; only the repetition pattern changes.",
+            },
+        ),
+        "q7": Question(
+            (
+                "PyTorch re-seeds `random`, `torch` and NumPy's global generator in every worker. Why does the "
+                "augmentation above still repeat?"
+            ),
+            options={
+                "a": "the photos are the same",
+                "b": ("it holds its own np.random.RandomState object, copied into each worker with the same state"),
+                "c": "PyTorch's seeding is broken",
+            },
+            answer="b",
+            why=(
+                "Global seeding cannot reach a generator object stored in the dataset: re-seed it in "
+                "worker_init_fn (your make_seeded_loader) or draw from torch's generator."
+            ),
+            wrong={
+                "a": "the photos differ; their offsets repeat.",
+                "c": "the global generators are seeded per worker; the dataset's own object is not.",
+            },
+        ),
+        "q8": Question(
+            (
+                "With 2 workers the profiler's wait per step is near zero and the compute time is unchanged. What "
+                "do more workers buy?"
+            ),
+            options={
+                "a": "nothing: the loop is now limited by compute",
+                "b": "a proportionally faster loop",
+                "c": "a more accurate model",
+            },
+            answer="a",
+            why="Workers hide loading behind compute; once the wait is gone, only a faster model or device helps.",
+            wrong={
+                "b": "the wait they remove is already about zero.",
+                "c": "loading speed does not change what is learned.",
+            },
+        ),
+        "q9": Question(
+            "When does `pin_memory=True` help?",
+            options={
+                "a": "on a CPU-only machine",
+                "b": "always, equally",
+                "c": ("when batches go to a CUDA GPU: page-locked memory makes the copy faster and lets it overlap"),
+            },
+            answer="c",
+            why="Pinning speeds host-to-device copies; on a CPU there is no such copy.",
+            wrong={
+                "a": "there is no host-to-device copy on a CPU.",
+                "b": "it only matters for copies to a GPU.",
+            },
+        ),
     },
+    research=[
+        (
+            "Time an epoch with num_workers 0 to 4 on your own machine: where does it stop helping, and what does "
+            "the profiler show there?"
+        ),
+        (
+            "Read PyTorch's notes on randomness in multi-process data loading: what does `get_worker_info()` "
+            "return inside a worker, and how would you seed a NumPy Generator from it?"
+        ),
+    ],
 )

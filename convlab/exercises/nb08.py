@@ -2,7 +2,8 @@
 
 - :data:`HAND_BASELINE` (main exercise): a hand-engineered baseline in plain numpy/scikit-learn: features of the
   learner's choice (colour histograms, HOG) + logistic regression, trained on 20 food photos per class; the check
-  scores its predictions on the real test photos against the reference's accuracy (within a margin).
+  scores its predictions on the real test photos, handed over in a fresh random order (a function that returns the
+  stored test labels scores at chance), against the reference's accuracy (within a margin).
 - :data:`CHANNEL_HISTOGRAM` (kata): a per-channel colour histogram.
 - :data:`QUIZ`.
 
@@ -66,7 +67,9 @@ def _reference_accuracy() -> float:
 
 def _test_hand_baseline(hand_baseline) -> None:
     tr_x, tr_y, te_x, te_y = _food_task()
-    pred = hand_baseline(list(tr_x), tr_y.clone(), list(te_x))
+    order = torch.randperm(len(te_y)).tolist()  # a fresh order: predictions must come from the photos themselves
+    te_x, te_y = [te_x[i] for i in order], te_y[order]
+    pred = hand_baseline(list(tr_x), tr_y.clone(), te_x)
     expect(
         pred is not None and hasattr(pred, "__len__"),
         f"return the predicted class of every test photo (a tensor or array), got {type(pred).__name__}",
@@ -90,9 +93,10 @@ HAND_BASELINE = Exercise(
     hints=[
         "Turn every photo into a fixed-length vector of numbers you chose (how much of each colour; which way the "
         "edges point), standardise each number over the training photos, and fit a linear classifier.",
-        "`convlab.handfeatures.color_histogram(images)` and `hog_features(images)` (or numpy/skimage yourself), "
-        "`torch.cat(..., dim=1).numpy()`, then sklearn's `make_pipeline(StandardScaler(), LogisticRegression("
-        "C=0.1, max_iter=2000)).fit(X, y)` and `.predict(X_test)`.",
+        "Features: convlab.handfeatures has colour histograms and HOG (or compute your own with numpy or "
+        "scikit-image), one row per photo; torch.cat joins feature blocks. Classifier: scikit-learn's "
+        "StandardScaler and LogisticRegression (a small C regularises; raise max_iter if it warns), chained with "
+        "make_pipeline; fit on the training rows, predict the test rows.",
     ],
     skill="a hand-engineered baseline on real photos",
     handle="nb08.HAND_BASELINE",
@@ -138,7 +142,8 @@ CHANNEL_HISTOGRAM = Exercise(
     reference=reference_channel_histogram,
     hints=[
         "Count, per channel, how many pixels fall in each of `bins` equal ranges of 0..255; divide by the pixel count.",
-        "`idx = image.long() * bins // 256`, then `torch.bincount(idx[c].flatten(), minlength=bins)` per channel.",
+        "A pixel value v in 0..255 falls in bin v * bins // 256 (integer arithmetic: convert from uint8 first). "
+        "torch.bincount counts how often each bin occurs (minlength fixes the length); do it per channel.",
     ],
     skill="a colour histogram feature",
     handle="nb08.CHANNEL_HISTOGRAM",
@@ -196,5 +201,106 @@ QUIZ = Quiz(
                 "c": "A crossover is where two curves meet: moving either moves it.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: trained on the last seed's photos, which share of the test photos did your "
+                "hand-engineered baseline classify correctly (printed above)? (3 decimals)"
+            ),
+            answer=None,
+            measured="hand_acc",
+            tolerance=0.0015,
+            why=(
+                "Read beside the learned features' accuracy at the same size, that is the gap that knowledge put "
+                "in by hand leaves."
+            ),
+            wrong={
+                "low": "the last line printed under your hand_baseline's check.",
+                "high": "the last line printed under your hand_baseline's check.",
+            },
+        ),
+        "q6": Question(
+            "What does HOG describe?",
+            options={
+                "a": "the orientations of edges in small cells, normalised over blocks: shape, not colour",
+                "b": "the colour distribution",
+                "c": "filters learned from the data",
+            },
+            answer="a",
+            why=(
+                "Dalal and Triggs (2005): gradient orientation histograms per cell; robust to lighting, blind to "
+                "colour."
+            ),
+            wrong={
+                "b": "that is a colour histogram.",
+                "c": "HOG's filters are fixed by hand (image gradients).",
+            },
+        ),
+        "q7": Question(
+            "Why standardise hand features before a logistic regression?",
+            options={
+                "a": "it adds information",
+                "b": "scikit-learn refuses unscaled features",
+                "c": (
+                    "features on different scales are regularised and optimised unequally; standardising puts "
+                    "them on one footing"
+                ),
+            },
+            answer="c",
+            why=(
+                "L2 regularisation penalises all weights alike, so a feature measured in large units gets a small "
+                "weight cheaply: scale decides, not usefulness."
+            ),
+            wrong={
+                "a": "a linear rescaling adds nothing; it changes how the fit treats each feature.",
+                "b": "it accepts them, and fits worse.",
+            },
+        ),
+        "q8": Question(
+            "Why does every point of the learning curves get several seeds?",
+            options={
+                "a": "seeds change the test set",
+                "b": (
+                    "with few photos per class, which photos are drawn moves accuracy by more than many "
+                    "differences between methods"
+                ),
+                "c": "to use the cores",
+            },
+            answer="b",
+            why=(
+                "The spread over seeds is the yardstick for a difference: without it, one lucky draw decides the "
+                "verdict."
+            ),
+            wrong={
+                "a": "the test set is fixed; the training draw changes.",
+                "c": "seeds are about evidence, not speed.",
+            },
+        ),
+        "q9": Question(
+            "In 2012, how did the best hand-engineered ImageNet entry compare with AlexNet (top-5 error)?",
+            options={
+                "a": "about 26% against AlexNet's 15%",
+                "b": "about equal",
+                "c": "better than AlexNet",
+            },
+            answer="a",
+            why=(
+                "Fisher vectors on SIFT reached 26.2% top-5 error, AlexNet 15.3%: with 1.2 M images, learned "
+                "features won by a wide margin."
+            ),
+            wrong={
+                "b": "the gap was about 11 points.",
+                "c": "AlexNet won that year's challenge.",
+            },
+        ),
     },
+    research=[
+        (
+            "Add a third hand feature (e.g. local binary patterns from scikit-image) to your baseline: does the "
+            "crossover with the CNN move, and by how much?"
+        ),
+        (
+            "At which training-set size do frozen ImageNet features stop beating your hand baseline on "
+            "Fashion-MNIST, if ever?"
+        ),
+    ],
 )

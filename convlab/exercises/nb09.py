@@ -203,5 +203,90 @@ QUIZ = Quiz(
                 "high": "10-crop runs ten crops; dense runs two (wider) images.",
             },
         ),
+        "q5": Question(
+            (
+                "From your run: what probability did your `ten_crop_predict` give the most likely class of the "
+                "first photo? (3 decimals)"
+            ),
+            answer=None,
+            measured="ten_crop_top",
+            tolerance=0.0015,
+            why="Averaging ten views' probabilities tempers the confidence of any single view.",
+            wrong={
+                "low": "the largest of the first photo's averaged probabilities.",
+                "high": "the largest of the first photo's averaged probabilities.",
+            },
+        ),
+        "q6": Question(
+            "Why average the members' softmax probabilities rather than take a majority vote of their top-1?",
+            options={
+                "a": "votes are slower",
+                "b": "the two always agree",
+                "c": (
+                    "probabilities keep each member's confidence; a vote discards it and ties often with few members"
+                ),
+            },
+            answer="c",
+            why="A confident member can outweigh two unsure ones; with 2 or 4 members a vote also ties often.",
+            wrong={
+                "a": "both are cheap.",
+                "b": "they differ whenever confidences differ.",
+            },
+        ),
+        "q7": Question(
+            "Members that differ only in their random seed still help as an ensemble. Why?",
+            options={
+                "a": "they do not help",
+                "b": (
+                    "different initialisations and data orders end in different solutions whose errors are "
+                    "partly independent"
+                ),
+                "c": "the seed changes the architecture",
+            },
+            answer="b",
+            why=("Partly independent errors cancel in the average; the more diverse the members, the larger the gain."),
+            wrong={
+                "a": "seed ensembles are a standard, measured gain.",
+                "c": "the architecture is the same.",
+            },
+        ),
+        "q8": Question(
+            "Which cost of 10-crop does a benchmark table hide and a deployed service pays?",
+            options={
+                "a": "none",
+                "b": "every request costs 10 forward passes: latency and compute, forever",
+                "c": "training time",
+            },
+            answer="b",
+            why=(
+                "Test-time augmentation multiplies inference cost; a benchmark counts accuracy once, a service "
+                "pays per photo."
+            ),
+            wrong={
+                "a": "10 passes cost about 10 times one.",
+                "c": "10-crop changes nothing in training.",
+            },
+        ),
+        "q9": Question(
+            "Which are the ten views of 10-crop?",
+            options={
+                "a": "ten random crops",
+                "b": "ten scales of the whole image",
+                "c": "the four corners and the centre, each also mirrored",
+            },
+            answer="c",
+            why="AlexNet's test-time recipe: 5 crops and their mirrors, predictions averaged.",
+            wrong={
+                "a": "the views are fixed, not random.",
+                "b": "the crops have one size; the scale is fixed.",
+            },
+        ),
     },
+    research=[
+        (
+            "Distil the ensemble into one model (train a student on the members' averaged probabilities): how much "
+            "of the gain survives at one model's cost?"
+        ),
+        "Compare 10-crop with testing at several input sizes: which buys more accuracy per forward pass here?",
+    ],
 )
