@@ -1,0 +1,89 @@
+"""The stored full-scale studies (notebooks/results/*.json) hold what the notebooks say they hold.
+
+The notebooks print every result from these files; these tests pin the set-up each file must have for its verdicts
+to mean something (test images, seeds, training accuracy recorded beside test accuracy) and the findings the
+notebooks' text relies on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convlab.augregimes import MATCHING_VIEW, RegimeStudy
+from convlab.colourstudy import ColourStudy
+from convlab.sizeaxis import SizeAxis
+
+RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
+GEOMETRIC = ("mirror", "crop", "rotation", "shear", "local warp")
+
+
+@pytest.fixture(scope="module")
+def aug() -> RegimeStudy:
+    return RegimeStudy.from_json(RESULTS / "augmentation_full_cpu.json")
+
+
+@pytest.fixture(scope="module")
+def size() -> SizeAxis:
+    return SizeAxis.from_json(RESULTS / "size_axis_full_cpu.json")
+
+
+def test_every_stored_study_says_when_where_and_how_it_ran():
+    for name in ("augmentation_full_cpu", "size_axis_full_cpu", "colour_full_cpu"):
+        import json
+
+        meta = json.loads((RESULTS / f"{name}.json").read_text())["meta"]
+        assert meta["date"] and meta["device"] and meta["seconds"] > 0, name
+        assert meta["command"].startswith("python -m convlab study "), name
+
+
+def test_the_augmentation_study_can_resolve_its_effects(aug):
+    assert aug.config["test_per_class"] * 10 >= 1000
+    for setting, n in aug.parts():
+        seeds = {r["seed"] for r in aug.rows if (r["setting"], r["per_class"]) == (setting, n)}
+        assert len(seeds) >= 5, (setting, n)
+    assert all("train_acc" in r and "test_acc" in r for r in aug.rows)
+
+
+def test_the_overfit_and_underfit_parts_do_what_their_names_say(aug):
+    def fit(setting, n, key):
+        values = aug._acc(setting, n, "none", key)
+        return sum(values) / len(values)
+
+    parts = aug.parts()
+    overfit = [p for p in parts if p[0] == "overfit"]
+    underfit = [p for p in parts if p[0] == "underfit"]
+    assert overfit and underfit
+    for p in overfit:
+        assert fit(*p, "train_acc") >= 0.99 and fit(*p, "train_acc") - fit(*p, "test_acc") > 0.1, p
+    for p in underfit:
+        assert fit(*p, "train_acc") < 0.99, p
+
+
+def test_a_transform_helps_on_test_data_that_has_its_variation(aug):
+    for setting, n in [p for p in aug.parts() if p[0] == "overfit"]:
+        for condition, view in MATCHING_VIEW.items():
+            assert aug.effect(setting, n, condition, view).verdict == "better", (setting, n, condition)
+
+
+def test_the_overfit_parts_resolve_every_geometric_effect_to_about_a_point(aug):
+    for setting, n in [p for p in aug.parts() if p[0] == "overfit"]:
+        for c in GEOMETRIC:
+            ci = aug.effect(setting, n, c)
+            assert ci.half_width < 0.015, (setting, n, c, ci.half_width)
+
+
+def test_the_size_axis_reaches_lots_of_data_and_records_how_each_run_fitted(size):
+    assert max(size.sizes) >= 1000 and len(size.sizes) >= 4
+    assert all(r.epochs >= 1 and r.steps >= 1 and 0 < r.train_acc <= 1 for r in size.rows)
+    smallest, largest = size.sizes[0], size.sizes[-1]
+    assert size.paired(smallest, "head only", "fine-tune all").verdict in ("better", "tie")
+    assert size.paired(largest, "fine-tune all", "head only").verdict == "better"
+
+
+def test_the_colour_study_measures_under_the_stated_casts():
+    study = ColourStudy.from_json(RESULTS / "colour_full_cpu.json")
+    assert len(study.accs("none")) >= 5
+    assert all("train_acc" in r and "test_cast" in r for r in study.rows)
+    assert study.effect("colour shift", "cast").verdict == "better"
