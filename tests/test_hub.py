@@ -161,6 +161,7 @@ class Person:
     def __init__(self, browser, hub: Hub, name: str, password: str):
         self.name, self.hub = name, hub
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(120_000)  # the hub's pages on 2 cores shared with other work
         self.page = self.context.new_page()
         self.lines: list[str] = []
         self.outside: list[str] = []
