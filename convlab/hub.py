@@ -377,7 +377,7 @@ def run_hub(args: argparse.Namespace) -> int:
         f"class folder: {folder.root}\n"
         f"  {len(accounts) - 1} learners and the teacher {teacher!r}; their passwords: {folder.roster}\n"
         f"  kernels share the cores as {settings['seats']} seats (CONVLAB_SHARED_KERNELS); "
-        f"idle servers stop after {args.cull_idle or 'never'}{' s' if args.cull_idle else ''}\n"
+        f"{f'idle servers stop after {args.cull_idle} s' if args.cull_idle else 'idle servers are never stopped'}\n"
         f"  nbgrader: the teacher's course is {folder.home(teacher) / 'course'}, the exchange {folder.exchange}\n"
         f"starting JupyterHub on http://127.0.0.1:{args.port}/ (Ctrl-C to stop; the servers stop with it)",
         flush=True,

@@ -161,6 +161,7 @@ class Person:
     def __init__(self, browser, hub: Hub, name: str, password: str):
         self.name, self.hub = name, hub
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(120_000)  # the hub's pages on 2 cores shared with other work
         self.page = self.context.new_page()
         self.lines: list[str] = []
         self.outside: list[str] = []
@@ -185,8 +186,9 @@ class Person:
         self.page.click("#login_submit", no_wait_after=True)
 
     def wait_for_lab(self) -> None:
-        self.page.wait_for_url(f"{self.server}/lab**", timeout=240_000)
-        self.page.wait_for_selector(".jp-LabShell", timeout=120_000)
+        # generous: four servers and four JupyterLab pages start at once, on 2 cores that other work may share
+        self.page.wait_for_url(f"{self.server}/lab**", timeout=300_000)
+        self.page.wait_for_selector(".jp-LabShell", timeout=300_000)
 
     def open(self, path: str) -> None:
         self.page.goto(f"{self.server}/lab/tree/{path}", wait_until="domcontentloaded")
