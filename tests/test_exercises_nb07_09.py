@@ -27,9 +27,10 @@ def test_quiz_has_three_or_more_questions_each_explained_and_its_answers_pass(mo
         assert q.wrong, f"{key}: explain the wrong answers too"
         if q.options:
             assert set(q.wrong) <= set(q.options) - {q.answer}
-    quiz.check({k: q.answer for k, q in quiz.questions.items()})
+    measured = {q.measured: 0.5 for q in quiz.questions.values() if q.measured}
+    quiz.check({k: (0.5 if q.measured else q.answer) for k, q in quiz.questions.items()}, measured=measured)
     with pytest.raises(AssertionError):
-        quiz.check({})
+        quiz.check({k: q.answer for k, q in quiz.questions.items() if not q.measured})
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[1])

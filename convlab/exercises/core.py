@@ -45,9 +45,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads when a check runs, not when the command line imports the exercises
+    import torch
 
 __all__ = [
     "check",
@@ -131,6 +132,8 @@ class _ReferenceCalled(BaseException):
 
 def _tensors(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
     """``(where, tensor)`` for every tensor in ``value``, looking into lists, tuples and dicts (not into modules)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         yield path, value
     elif isinstance(value, (list, tuple)):
@@ -190,6 +193,8 @@ class _Guard:
         changed = [where for where, t, saved in snapshot if not _same(t, saved)]
         for _, t, saved in snapshot:
             if not _same(t, saved):
+                import torch
+
                 with torch.no_grad():
                     t.resize_(saved.shape).copy_(saved)
         expect(
@@ -202,6 +207,8 @@ class _Guard:
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a`` still equals its snapshot ``b`` (NaN equal to NaN)."""
+    import torch
+
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     a = a.detach()
