@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "port_argument",
     "DEFAULT_COURSE_DIR",
     "OFFLINE_LAB_OPTIONS",
     "LAB_EXTENSIONS",
@@ -98,7 +99,7 @@ def add_open_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port_argument,
         default=None,
         help=f"JupyterLab's port; refused if in use (default: {DEFAULT_PORT} or the next free one, printed)",
     )
@@ -108,7 +109,7 @@ def add_open_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _port(text: str) -> int:
+def port_argument(text: str) -> int:
     """argparse type for --port: an integer 1..65535 (argparse turns the error into one line and exit status 2)."""
     try:
         port = int(text)

@@ -31,6 +31,8 @@ import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 
+from convlab.course_open import port_argument
+
 __all__ = [
     "TEMPLATE",
     "add_explore_arguments",
@@ -101,17 +103,6 @@ def write_server_folder(folder: Path, photos: Path | None, size: int, port: int,
     return notebook
 
 
-def _port(text: str) -> int:
-    """argparse type for --port: an integer 1..65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..65535, got {text!r}")
-    return port
-
-
 def _size(text: str) -> int:
     try:
         size = int(text)
@@ -124,7 +115,7 @@ def _size(text: str) -> int:
 
 def add_explore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--port", type=_port, default=None, help="the server's port on 127.0.0.1 (default: a free one, printed)"
+        "--port", type=port_argument, default=None, help="the server's port on 127.0.0.1 (default: a free one, printed)"
     )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser; print the address")
     parser.add_argument(

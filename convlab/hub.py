@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from convlab.course_open import port_argument
 from convlab.exercises.copies import course_notebooks
 
 __all__ = [
@@ -302,16 +303,6 @@ def prepare_class(
     return folder, accounts
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..65535, got {text!r}")
-    return port
-
-
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -346,7 +337,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
         "the first start makes 8 when not given; existing accounts and passwords are kept",
     )
     parser.add_argument("--teacher", default="teacher", help="the teacher's account name (default: teacher)")
-    parser.add_argument("--port", type=_port, default=8000, help="the hub's port on 127.0.0.1 (default: 8000)")
+    parser.add_argument("--port", type=port_argument, default=8000, help="the hub's port on 127.0.0.1 (default: 8000)")
     parser.add_argument(
         "--seats",
         type=_positive,

@@ -155,7 +155,7 @@ def test_input_errors(batch):
         RandomCrop(100)(batch)
 
 
-# --------------------------------------------------------------------------------------------- odd input (issue 11)
+# --------------------------------------------------------------------------------------------- odd input
 @pytest.mark.parametrize("name", FACTORIES)
 def test_channels_last_and_numpy_input_are_refused_naming_the_layout(batch, name):
     t = FACTORIES[name](gen())

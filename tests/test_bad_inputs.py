@@ -1,4 +1,4 @@
-"""Bad or odd inputs (issue 11): each is refused with one clear line naming the file or argument, or decoded right.
+"""Bad or odd inputs: each is refused with one clear line naming the file or argument, or decoded right.
 
 The command-line table runs ``main([...])`` in this process: exit status 2, one line on stderr, no traceback, and
 nothing trained (no ``last.pt``). The set-ups are tiny folders of real food photos at 32 px, so a case that is

@@ -193,8 +193,8 @@ def test_bad_arguments_name_the_argument(photos):
 def test_outputs_carry_no_autograd_graph_though_the_model_is_trainable(photos, channels_last):
     """Both entry points run under ``torch.inference_mode``: no graph is recorded even for trainable weights.
 
-    (A helper once slipped in between ``@torch.inference_mode()`` and ``def predict_views``: the decorator then
-    wrapped the helper, and notebook 09 ran out of memory keeping every crop's activations for backward.)
+    (A helper placed between ``@torch.inference_mode()`` and ``def predict_views`` would take the decorator, and
+    notebook 09 would run out of memory keeping every crop's activations for backward.)
     """
     model = TinyNet().eval()
     predict_views(model, photos, ViewSet.center(32), mean=MEAN, std=STD)  # builds the LazyLinear
