@@ -160,13 +160,13 @@ def test_input_errors(batch):
 def test_channels_last_and_numpy_input_are_refused_naming_the_layout(batch, name):
     t = FACTORIES[name](gen())
     with pytest.raises(ValueError, match=r"channels-first \(\.\.\., C, H, W\), got shape \(8, 64, 64, 3\)"):
-        t(batch.permute(0, 2, 3, 1))  # read as C = 64 channels of width 3, it used to give garbage
+        t(batch.permute(0, 2, 3, 1))  # read as C = 64 channels of width 3, it would give garbage
     with pytest.raises(
         TypeError,
         match=r"expected a torch.Tensor of shape \(\.\.\., C, H, W\), got ndarray; "
         r"convert an \(H, W, C\) array",
     ):
-        t(batch[0].permute(1, 2, 0).numpy())  # used to raise a bare StopIteration
+        t(batch[0].permute(1, 2, 0).numpy())  # without the check: a bare StopIteration
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -214,4 +214,4 @@ def test_non_finite_settings_are_refused(call, match):
 )
 def test_kernels_refuse_non_finite_parameters(call, match):
     with pytest.raises(ValueError, match=match):
-        call(torch.rand(2, 3, 8, 8))  # NaN parameters used to give an all-NaN image without a word
+        call(torch.rand(2, 3, 8, 8))  # unchecked, NaN parameters give an all-NaN image without a word

@@ -244,7 +244,7 @@ def test_slider_updates_preview(path, lab, browser):
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
             # Not the execution indicator's data-status='idle': it says "idle" before any kernel is attached, and
             # Run All Cells without a kernel silently runs nothing (CodeCell.execute returns when the session has
-            # no kernel), so on a slow start the test used to wait 240 s for previews that were never asked for.
+            # no kernel), so on a slow start the test would wait 240 s for previews that were never asked for.
             page.wait_for_function(_KERNEL_READY, timeout=120_000)
         except Exception as exc:
             raise failed("the notebook's kernel did not connect and become idle", exc) from exc
