@@ -387,6 +387,16 @@ class Exercise:
         print(f"[using convlab's reference `{self.name}` below: yours does not pass its check yet ({first})]")
         return self.reference
 
+    def provenance(self, used: Any) -> str:
+        """The line a result prints to say whose code computed it: ``used`` is what :meth:`use` returned.
+
+        ``"computed with your `name`"`` when ``used`` is the learner's passing answer, else
+        ``"computed with convlab's reference `name` (yours does not pass its check yet)"``.
+        """
+        if used is not None and used is self.passed_ and used is not self.reference:
+            return f"computed with your `{self.name}`"
+        return f"computed with convlab's reference `{self.name}` (yours does not pass its check yet)"
+
 
 @dataclass(frozen=True)
 class Question:
