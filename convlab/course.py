@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Lesson", "COURSE", "benchmark_summary"]
+__all__ = ["Lesson", "COURSE", "benchmark_summary", "run_time"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,25 @@ COURSE: tuple[Lesson, ...] = (
         cpu_s=73,
     ),
 )
+
+
+def run_time(notebook: str) -> str:
+    """The line a notebook's set-up cell prints about its own run time, read from :data:`COURSE`.
+
+    Args:
+        notebook: the notebook's file stem (``"02_transfer_small_data"``) or its two-digit number (``"02"``).
+    """
+    found = [lesson for lesson in COURSE if lesson.notebook == notebook or lesson.notebook[:2] == notebook]
+    if len(found) != 1:
+        known = ", ".join(lesson.notebook for lesson in COURSE)
+        raise ValueError(f"notebook: expected one of the course's notebooks ({known}), got {notebook!r}")
+    lesson = found[0]
+    cpu = "not measured yet" if lesson.cpu_s is None else f"about {lesson.cpu_s} s"
+    gpu = "not measured" if lesson.gpu_s is None else f"about {lesson.gpu_s} s"
+    return (
+        f"Run time of this notebook at its defaults, top to bottom: {cpu} of cell time on 2 idle CPU cores, "
+        f"GPU {gpu} (the course map in 00_start_here lists every notebook's)."
+    )
 
 
 def _ratio(value: float) -> str:
