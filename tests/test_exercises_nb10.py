@@ -78,7 +78,7 @@ def test_augment_that_changes_the_photos_in_place_fails_and_the_data_is_restored
     before = nb10.capstone_data().train_photos[:6].clone()
 
     def poisoning(photos, size, n_views, generator):
-        out = nb10.augment_reference(photos, size, n_views, generator)
+        out = _flip_crop(photos, size, n_views, generator)
         photos.zero_()
         return out
 
