@@ -94,7 +94,7 @@ COURSE: tuple[Lesson, ...] = (
         "selects on validation data, 10-crop) on food groups no notebook has shown, against the reference's "
         "accuracy and cost",
         ("data", "similarity", "cropstudy", "verdicts", "exercises"),
-        cpu_s=120,
+        cpu_s=50,
     ),
 )
 
