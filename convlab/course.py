@@ -88,6 +88,14 @@ COURSE: tuple[Lesson, ...] = (
         ("tta", "ensemble"),
         cpu_s=73,
     ),
+    Lesson(
+        "10_capstone_pipeline",
+        "the capstone: your whole pipeline (plan from size and similarity, augmentation, a training loop that "
+        "selects on validation data, 10-crop) on food groups no notebook has shown, against the reference's "
+        "accuracy and cost",
+        ("data", "similarity", "cropstudy", "verdicts", "exercises"),
+        cpu_s=50,
+    ),
 )
 
 

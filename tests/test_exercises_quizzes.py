@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from convlab.exercises import Quiz, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09
+from convlab.exercises import Quiz, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09, nb10
 from convlab.exercises.core import NotYet
 
-MODULES = (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09)
+MODULES = (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09, nb10)
 
 
 def _name(module) -> str:
