@@ -1,6 +1,7 @@
 """The deterministic view a backbone sees: resize, centre crop, scale to [0, 1], normalise (one definition).
 
-- :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`: the per-channel statistics torchvision's ImageNet weights expect.
+- :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`: the per-channel statistics torchvision's ImageNet weights expect
+  (declared with the weights, in :mod:`convlab.weights`).
 - :func:`crop_resize`: the shorter side to resize to before a centre crop of ``size`` (ImageNet eval: 256 for 224),
   scaled with ``size`` so that smaller inputs keep the same crop ratio.
 - :func:`resize_center_crop`: the uint8 resize + centre-crop kernel; :func:`fit_size`: the same to cover any
@@ -15,22 +16,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torchvision.transforms.v2 import functional as F
 
-if TYPE_CHECKING:  # annotations only
-    from convlab.backbones import BackboneSpec
+from convlab.weights import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "crop_resize", "resize_center_crop", "fit_size", "normalize", "Preprocess"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvalSettings",
+    "crop_resize",
+    "resize_center_crop",
+    "fit_size",
+    "normalize",
+    "Preprocess",
+]
 
-#: Per-channel mean and standard deviation of ImageNet pixels in [0, 1] (torchvision's weights expect them).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class EvalSettings(Protocol):
+    """What the eval preprocessing reads from a weights record or a backbone's spec (both have these)."""
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def resize_size(self) -> int: ...
+
+    @property
+    def mean(self) -> Sequence[float]: ...
+
+    @property
+    def std(self) -> Sequence[float]: ...
 
 
-def crop_resize(size: int, spec: BackboneSpec) -> int:
+def crop_resize(size: int, spec: EvalSettings) -> int:
     """The shorter side to resize to before a ``size`` centre crop: ``spec``'s ratio (256/224) at ``size``."""
     return round(size * spec.resize_size / spec.input_size)
 
@@ -103,7 +124,7 @@ class Preprocess:
             raise ValueError(f"std: expected positive values, got {self.std!r}")
 
     @classmethod
-    def from_spec(cls, spec: BackboneSpec, size: int | None = None, crop: bool = True) -> Preprocess:
+    def from_spec(cls, spec: EvalSettings, size: int | None = None, crop: bool = True) -> Preprocess:
         """The backbone's own eval preprocessing; ``size`` scales it down (keeping the 224/256 crop ratio).
 
         ``crop=False`` resizes the whole image to ``size x size`` instead of cropping its centre.
