@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.transforms import v2
 
+from convlab._checks import check_uint8_images
 from convlab.assets import ASSETS, Asset, load_asset_weights
 from convlab.device import eval_mode, resolve_device
 from convlab.preprocess import Preprocess
@@ -117,21 +118,7 @@ class BackboneSpec:
 
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Preprocess uint8 images of any sizes: ``(3, H, W)`` each, or a ``(B, 3, H, W)`` batch -> ``(B, 3, S, S)``."""
-        if isinstance(images, torch.Tensor):
-            if images.ndim == 3:
-                images = images.unsqueeze(0)
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"images: expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
-            return self.eval_preprocess()(images)
-        return self.eval_preprocess()([_rgb(im, f"images[{i}]") for i, im in enumerate(images)])
-
-
-def _rgb(image: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name}: expected a uint8 tensor (3, H, W), got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"{name}: expected shape (3, H, W), got {tuple(image.shape)}")
-    return image
+        return self.eval_preprocess()(check_uint8_images(images, "images", channels=3))
 
 
 @dataclass(frozen=True)
