@@ -35,8 +35,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from harness import RESULTS, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 
 
 def _free_port() -> int:
@@ -241,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "passed": passed,
         "results": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_results(out, result)
     print(f"\n| learner | alone | {len(learners)} at once | slowdown | x fair share ({fair:g}x) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
