@@ -24,7 +24,7 @@ colour on (64, 3, 224, 224) uint8: convlab, a per-image numpy version of the sam
 ``FancyPCA`` (per-image PCA: other semantics, shown for cost); ``widget``: one slider move re-rendering a preview.
 
 Headline ratios (``ratios`` in the JSON, also printed): convlab's img/s over the fastest other contender's, per
-setting and size; ``acceptance`` holds the targets of issue #16 (1.5x at 224 px, 5x at 32 px, in both settings).
+setting and size; ``acceptance`` holds the targets (1.5x at 224 px, 5x at 32 px, in both settings).
 Albumentations is a benchmark-only dependency (``pip install albumentations``); its cases skip without it.
 """
 

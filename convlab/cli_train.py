@@ -128,7 +128,7 @@ def _check_resume_data(ckpt: dict, path: Path, splits, fingerprint: dict, log) -
         )
     saved = ckpt.get("data_fingerprint")
     if saved is None:
-        log(f"note: --resume: {path} predates data fingerprints; cannot check that the images are unchanged")
+        log(f"note: --resume: {path} holds no data fingerprint; cannot check that the images are unchanged")
         return
     changed = [name for name in ("train", "val", "test") if saved.get(name) != fingerprint[name]]
     if changed:
