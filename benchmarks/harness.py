@@ -33,11 +33,11 @@ THROUGHPUT = "items_per_s"
 
 
 def sync(device: Any = "cpu") -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously); nothing to wait for on a CPU."""
+    """:func:`convlab.device.synchronize`, imported when first needed (a CPU run never needs torch here)."""
     if str(device).startswith("cuda"):
-        import torch
+        from convlab.device import synchronize
 
-        torch.cuda.synchronize(device)
+        synchronize(device)
 
 
 def timed(fn: Callable[[], Any], device: Any = "cpu") -> tuple[float, Any]:
