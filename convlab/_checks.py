@@ -53,6 +53,9 @@ def check_is_fitted(estimator: object, attribute: str, fix: str) -> None:
 
 
 def check_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
+    """The one image check: a uint8 or floating-point tensor ``(..., C, H, W)`` (``C == channels`` when given),
+    channels first (a batch that looks channels-last is refused with the permute that fixes it); returned as a plain
+    ``Tensor``. :func:`check_uint8_image` and :func:`check_uint8_images` add what photos need on top of it."""
     if not isinstance(image, Tensor):
         hint = ""
         if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
@@ -149,15 +152,17 @@ def fmt_arg(v: Any) -> str:
 
 
 def check_uint8_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
-    """One photo: a uint8 ``(C, H, W)`` tensor (``C == channels`` when given).
+    """One photo: a uint8 ``(C, H, W)`` tensor (``C == channels`` when given); :func:`check_image` first.
 
     ``TypeError`` when it is not a uint8 tensor, ``ValueError`` when its shape is wrong; the message names ``name``.
     """
     want = f"a uint8 tensor of shape ({'C' if channels is None else channels}, H, W)"
+    if isinstance(image, Tensor) and image.ndim == 3 and image.dtype == torch.uint8:
+        image = check_image(image, name, channels)  # a channels-last (H, W, 3) photo is refused with a hint
     if not isinstance(image, Tensor) or image.dtype != torch.uint8:
         got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
         raise TypeError(f"{name}: expected {want}, got {got}")
-    if image.ndim != 3 or (channels is not None and image.shape[0] != channels):
+    if image.ndim != 3:
         raise ValueError(f"{name}: expected {want}, got shape {tuple(image.shape)}")
     return image
 
@@ -177,9 +182,7 @@ def check_uint8_images(
             raise ValueError(f"{name}: expected (B, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
         if images.dtype != torch.uint8:
             raise TypeError(f"{name}: expected uint8 pixels in [0, 255], got {images.dtype}")
-        if channels is not None and images.shape[1] != channels:
-            raise ValueError(f"{name}: expected ({channels}, H, W) images, got shape {tuple(images.shape)}")
-        return images
+        return check_image(images, name, channels)
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
         raise TypeError(
             f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}"

@@ -174,3 +174,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="k:"):
         model.predict(torch.zeros(3, 32, 32, dtype=torch.uint8), k=0)
     assert set(BACKBONES) == set(NAMES)
+
+
+def test_preprocess_refuses_what_is_not_a_uint8_rgb_photo():
+    spec = BACKBONES["mobilenet_v2"]
+    with pytest.raises(ValueError, match=r"images: expected channels-first.*permute\(0, 3, 1, 2\)"):
+        spec.preprocess(torch.zeros(2, 40, 50, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"images: expected 3 channels"):
+        spec.preprocess(torch.zeros(2, 1, 40, 50, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"images\[1\]: expected a uint8 tensor of shape \(3, H, W\), got torch.float"):
+        spec.preprocess([torch.zeros(3, 40, 50, dtype=torch.uint8), torch.zeros(3, 40, 50)])
