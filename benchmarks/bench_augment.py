@@ -24,24 +24,21 @@ colour on (64, 3, 224, 224) uint8: convlab, a per-image numpy version of the sam
 ``FancyPCA`` (per-image PCA: other semantics, shown for cost); ``widget``: one slider move re-rendering a preview.
 
 Headline ratios (``ratios`` in the JSON, also printed): convlab's img/s over the fastest other contender's, per
-setting and size; ``acceptance`` holds the targets of issue #16 (1.5x at 224 px, 5x at 32 px, in both settings).
+setting and size; ``acceptance`` holds the targets (1.5x at 224 px, 5x at 32 px, in both settings).
 Albumentations is a benchmark-only dependency (``pip install albumentations``); its cases skip without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from harness import THROUGHPUT, results_path, run_cases, table, write_results
 from torchvision.transforms import v2
 
 from convlab.augment import IMAGENET_MEAN, IMAGENET_STD, FusedTrainPipeline, PCAColor
@@ -54,7 +51,6 @@ except ImportError:  # benchmark-only dependency
     A = None
     cv2 = None
 
-RESULTS = Path(__file__).parent / "results"
 SHIFT = 0.1  # RGB shift magnitude, [0, 1] units
 
 
@@ -119,12 +115,9 @@ def make_cases(x: torch.Tensor, size: int, device: str) -> dict[str, Callable[[]
         out = torch.empty(n, 3, size, size, device=device)
         ref = torch.empty(n, 3, size, size, device=device)
 
-        def sync(f):
-            return lambda: (f(), torch.cuda.synchronize())
-
-        return {
-            "convlab fused": sync(lambda: fused(xd, out=out)),
-            "copy into reused buffer (reference)": sync(lambda: ref.copy_(xd[:, :, :size, :size])),
+        return {  # run_cases synchronises the device around each call
+            "convlab fused": lambda: fused(xd, out=out),
+            "copy into reused buffer (reference)": lambda: ref.copy_(xd[:, :, :size, :size]),
         }
     hwc = _hwc(x)
     out_cl = torch.empty(n, 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -257,61 +250,33 @@ class _AlbumentationsToTensor:
         return torch.from_numpy(self.compose(image=img)["image"]).permute(2, 0, 1)
 
 
-# ----------------------------------------------------------------------------- timing
-def run(cases: dict[str, Callable[[], object]], repeats: int, items: int) -> dict[str, dict[str, float]]:
-    """Warm up each case, then ``repeats`` interleaved rounds: median wall time, and median CPU time of this process
-    (``cpu_ms``: steadier than wall time on a busy machine for the 1-thread cases; DataLoader workers not counted)."""
-    for f in cases.values():  # warm-up (allocator, lazy init, DataLoader workers)
-        f()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    cpu: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(repeats):  # interleaved: every case sees the same machine state
-        for k, f in cases.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-            cpu[k].append(time.process_time() - c0)
-    return {
-        k: {
-            "median_ms": 1e3 * statistics.median(v),
-            "items_per_s": items / statistics.median(v),
-            "cpu_ms": 1e3 * statistics.median(cpu[k]),
-        }
-        for k, v in times.items()
-    }
+# ----------------------------------------------------------------------------- comparisons
+def _others(res: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The contenders other than convlab and the copy reference, by throughput."""
+    return {k: v[THROUGHPUT] for k, v in res.items() if not k.startswith(("convlab", "copy"))}
 
 
-def table(title: str, res: dict[str, dict[str, float]], unit: str = "img/s", ref: str | None = None) -> str:
-    lines = [
-        f"\n### {title}",
-        "",
-        f"| case | median ms | {unit} |" + (" vs best other |" if ref else ""),
-        "|---|---:|---:|" + ("---:|" if ref else ""),
-    ]
-    others = [v["items_per_s"] for k, v in res.items() if not k.startswith(("convlab", "copy"))]
-    best = max(others) if others else None
-    for k, v in res.items():
-        row = f"| {k} | {v['median_ms']:.2f} | {v['items_per_s']:,.0f} |"
-        if ref:
-            row += f" {v['items_per_s'] / best:.2f}x |" if best else " |"
-        lines.append(row)
-    return "\n".join(lines)
+def _vs_best_other(res: dict[str, dict[str, float]]):
+    """A :func:`harness.table` column: each case's throughput over the fastest other contender's."""
+    best = max(_others(res).values(), default=None)
+    return ("vs best other", lambda v: v[THROUGHPUT] / best if best else None)
 
 
 def headline(res: dict[str, dict[str, float]], convlab: str) -> dict[str, object]:
     """convlab's throughput over the fastest other contender's (not convlab, not the copy reference)."""
-    others = {k: v["items_per_s"] for k, v in res.items() if not k.startswith(("convlab", "copy"))}
+    others = _others(res)
     best = max(others, key=others.get)
     return {
         "convlab": convlab,
-        "convlab_img_per_s": res[convlab]["items_per_s"],
+        f"convlab_{THROUGHPUT}": res[convlab][THROUGHPUT],
         "best_other": best,
-        "best_other_img_per_s": others[best],
-        "ratio": res[convlab]["items_per_s"] / others[best],
+        f"best_other_{THROUGHPUT}": others[best],
+        "ratio": res[convlab][THROUGHPUT] / others[best],
     }
 
 
-TARGETS = {"224": 1.5, "32": 5.0}  # issue #16: convlab vs the fastest other contender, in both settings
+#: The acceptance targets: convlab's throughput over the fastest other contender's, at 224 and at 32 px.
+TARGETS = {"224": 1.5, "32": 5.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         report["gpu"] = torch.cuda.get_device_name()
         r = report["results"]["cuda"] = {}
         for size, src in sizes:
-            r[f"pipeline@{size}"] = run(make_cases(src, int(size), "cuda"), repeats, len(src))
+            r[f"pipeline@{size}"] = run_cases(make_cases(src, int(size), "cuda"), repeats, len(src), "cuda")
             md.append(table(f"pipeline at {size} px, batch {len(src)}, cuda", r[f"pipeline@{size}"]))
     else:
         # per core: one thread, one process, for every contender
@@ -356,21 +321,23 @@ def main(argv: list[str] | None = None) -> int:
         r = report["results"]["per_core"] = {}
         for size, src in sizes:
             key = f"pipeline@{size}"
-            r[key] = run(make_cases(src, int(size), "cpu"), repeats, len(src))
+            r[key] = run_cases(make_cases(src, int(size), "cpu"), repeats, len(src))
             report["ratios"][f"per_core@{size}"] = headline(r[key], "convlab fused")
-            md.append(table(f"per core (1 thread, 1 process each): {size} px, batch {len(src)}", r[key], ref="x"))
-        r["pca"] = run(pca_cases(big[:, :, :224, :224].contiguous()), repeats, 64)
+            title = f"per core (1 thread, 1 process each): {size} px, batch {len(src)}"
+            md.append(table(title, r[key], compare=_vs_best_other(r[key])))
+        r["pca"] = run_cases(pca_cases(big[:, :, :224, :224].contiguous()), repeats, 64)
         md.append(table("per core: PCA colour, batch 64 at 224", r["pca"]))
         # all cores: convlab's threads against DataLoader workers, one per core
         torch.set_num_threads(cores)
         batches = 2 if args.quick else 8
         for size, src in sizes:
             key = f"all_cores@{size}"
-            res = run(all_core_cases(src, int(size), batches, cores), max(3, repeats // 2), batches * len(src))
+            res = run_cases(all_core_cases(src, int(size), batches, cores), max(3, repeats // 2), batches * len(src))
             report["results"][key] = {"cores": cores, "batches": batches, "cases": res}
             report["ratios"][key] = headline(res, f"convlab fused, {cores} threads")
-            md.append(table(f"all {cores} cores: {batches} batches of {len(src)} at {size} px", res, ref="x"))
-        w = run(widget_case(), max(3, repeats // 3), 1)
+            title = f"all {cores} cores: {batches} batches of {len(src)} at {size} px"
+            md.append(table(title, res, compare=_vs_best_other(res)))
+        w = run_cases(widget_case(), max(3, repeats // 3), 1)
         report["results"]["widget"] = w
         md.append(table(f"widget slider move -> re-render ({cores} threads)", w, unit="renders/s"))
         for key, h in report["ratios"].items():
@@ -383,12 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"- ratios.{key}: {h['ratio']:.2f}x vs {h['best_other']} "
                 f"({'PASS' if acc['pass'] else 'FAIL'}, target {acc['target']}x)"
             )
-    text = "\n".join(md)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"augment_{args.device}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    print("\n".join(md))
+    write_results(results_path("augment", args.device, args.quick), report)
     return 0
 
 

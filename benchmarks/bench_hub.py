@@ -26,7 +26,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,14 +34,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from harness import RESULTS, write_results
+
+from convlab.course_open import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(url: str, token: str, method: str = "GET", body: dict | None = None) -> dict | list | None:
@@ -58,7 +54,7 @@ class Hub:
 
     def __init__(self, folder: Path, learners: list[str], cores: list[int]):
         self.folder, self.learners = folder, learners
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -241,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "passed": passed,
         "results": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_results(out, result)
     print(f"\n| learner | alone | {len(learners)} at once | slowdown | x fair share ({fair:g}x) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -16,15 +16,13 @@ fight does worse. Writes ``benchmarks/results/shared_cpu.json`` and prints a mar
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from harness import results_path, write_results
 
 
 def _workload(settings: dict, barrier, queue, photos: int, epochs: int) -> None:
@@ -138,8 +136,7 @@ def main() -> None:
         "results": results,
     }
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "shared_cpu.json").write_text(json.dumps(out, indent=1) + "\n")
+        write_results(results_path("shared", "cpu", quick=False), out)
     print(
         f"\n| contender | threads each | solo s | {args.kernels} at once, s each | slowdown (fair share "
         f"{args.kernels / cpus:.1f}x) |\n|---|---|---|---|---|"

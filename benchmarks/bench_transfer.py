@@ -16,7 +16,6 @@ Timings are wall-clock on a shared machine: other processes on the same cores in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness import results_path, timed, write_results
 
 from convlab.backbones import load_backbone
 from convlab.data import load_food
@@ -34,19 +34,11 @@ from convlab.engine import fit
 from convlab.featcache import FeatureCache
 from convlab.transfer import Preprocess, Regime, freeze, param_summary, run_regime, split_at
 
-RESULTS = Path(__file__).parent / "results"
-
 
 def _fresh(backbone: str, classes, k: int, device) -> torch.nn.Module:
     torch.manual_seed(0)
     model = load_backbone(backbone, num_classes=len(classes), categories=classes, device=device)
     return freeze(model, k)
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
 
 
 def bench_cache(splits, backbone, k, epochs, device, batch_size, lr, backbone_lr_scale=1.0, warm=True) -> dict:
@@ -98,10 +90,10 @@ def bench_cache(splits, backbone, k, epochs, device, batch_size, lr, backbone_lr
         # Untimed: oneDNN builds its kernels per input shape on first use; whichever path ran first would pay.
         cached(warmup, epochs=1)
     with tempfile.TemporaryDirectory() as root:
-        t_cached, (t_extract, h_cached, feats) = _timed(lambda: cached(root))
-        t_warm = _timed(lambda: cached(root))[0] if warm else None  # a rerun: served from disk
+        t_cached, (t_extract, h_cached, feats) = timed(lambda: cached(root), device)
+        t_warm = timed(lambda: cached(root), device)[0] if warm else None  # a rerun: served from disk
         cache_mb = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file()) / 2**20
-    t_uncached, h_uncached = _timed(uncached)
+    t_uncached, h_uncached = timed(uncached, device)
     model = _fresh(backbone, splits.classes, k, device)
     return {
         "frozen_stages": k,
@@ -134,16 +126,17 @@ def bench_channels_last(backbone, device, batch: int, repeats: int) -> dict:
             model.to(memory_format=fmt)
             xx = x.contiguous(memory_format=fmt)
             model.eval()
-            with torch.inference_mode():
-                t, _ = _timed(lambda xx=xx: model(xx))  # called at once: binding this round's tensor changes nothing
-            times["inference"][cl].append(t)
+            with torch.inference_mode():  # called at once: binding this round's tensor changes nothing
+                times["inference"][cl].append(timed(lambda xx=xx: model(xx), device)[0])
             model.train()
-            t0 = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(xx), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times["train_step"][cl].append(time.perf_counter() - t0)
+
+            def step(xx=xx) -> None:
+                loss = torch.nn.functional.cross_entropy(model(xx), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            times["train_step"][cl].append(timed(step, device)[0])
     out = {"batch": batch}
     for what, d in times.items():
         contiguous, cl = statistics.median(d[False][1:]), statistics.median(d[True][1:])
@@ -161,7 +154,7 @@ def bench_extraction_batch(splits, backbone, device, sizes, rounds: int) -> dict
     extract_features(model, images.subset(range(4)), 7, batch_size=4, device=device)  # warm-up
     for _ in range(rounds):
         for b in sizes:
-            t, _ = _timed(lambda b=b: extract_features(model, images, 7, batch_size=b, device=device))
+            t, _ = timed(lambda b=b: extract_features(model, images, 7, batch_size=b, device=device), device)
             times[b].append(t / len(images) * 1000)
     return {"images": len(images), "ms_per_image": {str(b): min(v) for b, v in times.items()}}
 
@@ -172,7 +165,7 @@ def bench_five_splits(backbone, epochs, device, seeds, per_class=None) -> dict:
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         for seed in seeds:
-            t, splits = _timed(lambda seed=seed: load_food(seed=seed, max_per_class=per_class))
+            t, splits = timed(lambda seed=seed: load_food(seed=seed, max_per_class=per_class), device)
             result = run_regime(
                 Regime.head_only(),
                 splits,
@@ -252,9 +245,7 @@ def main(argv=None) -> int:
     results["five_splits"] = bench_five_splits(args.backbone, args.epochs, device, range(2 if quick else 5), per_class)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
 
-    out = args.out or RESULTS / f"transfer_{device.type}{'_quick' if quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    out = write_results(args.out or results_path("transfer", device.type, quick), results)
 
     a, b, c, d = results["head_only"], results["partial"], results["channels_last"], results["five_splits"]
     e = results["extraction_batch"]
@@ -286,7 +277,7 @@ def main(argv=None) -> int:
         + ", ".join(f"{x:.3f}" for x in d["test_acc"])
         + f"; mean {d['mean_test_acc']:.3f} (sd {d['std_test_acc']:.3f}); all splits end to end {d['total_s']:.1f} s"
     )
-    print(f"\nwrote {out}")
+    print(f"\n(written to {out})")
     return 0
 
 

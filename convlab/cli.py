@@ -39,8 +39,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from convlab.assets import ASSETS, convlab_home
+from convlab.assets import convlab_home
 from convlab.atomicio import atomic_write_bytes
+from convlab.weights import NUM_STAGES, WEIGHTS
 
 __all__ = [
     "UsageError",
@@ -66,14 +67,11 @@ __all__ = [
 REGIMES = ("head_only", "freeze_first", "finetune", "scratch")
 AUGMENTS = ("none", "light", "strong")
 BN_STATS = ("auto", "batch", "frozen", "sync")
-#: ``--backbone`` choices: every backbone of ``convlab.backbones.BACKBONES`` is the one entry whose weights are the
-#: asset of the same name, so the names come from the asset registry here, without importing torch.
-BACKBONE_NAMES = tuple(name for name, asset in ASSETS.items() if asset.kind == "weights")
+#: ``--backbone`` choices: every backbone of ``convlab.backbones.BACKBONES`` is built from the weights record of the
+#: same name, so the names come from the records here, without importing torch.
+BACKBONE_NAMES = tuple(WEIGHTS)
 CHECKPOINT_FORMAT = "convlab.train/1"
 METRICS_FORMAT = "convlab.train.metrics/1"
-#: ``convlab.backbones.NUM_STAGES``, written out so that the options are checked without torch (a test keeps them
-#: equal): ``--freeze-k`` runs from 0 to this, and ``head_only`` freezes them all.
-NUM_STAGES = 7
 #: Settings that must not change when a run is resumed (``--epochs`` may grow; device and progress may differ).
 RESUME_KEYS = (
     "regime",

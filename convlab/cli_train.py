@@ -15,6 +15,7 @@ import io
 import math
 import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +35,17 @@ from convlab.cli import (
 )
 from convlab.data import Splits, load_fashion_mnist, load_food, load_image_folder
 from convlab.device import resolve_device, use_channels_last
-from convlab.engine import EpochEnd, History, evaluate, fit, load_checkpoint, make_optimizer, save_checkpoint
+from convlab.engine import (
+    Callbacks,
+    EpochEnd,
+    History,
+    Resume,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+)
 from convlab.featcache import FeatureCache
 from convlab.preprocess import Preprocess, crop_resize, resize_center_crop
 from convlab.transfer import Regime, freeze, param_groups, param_summary, split_at
@@ -117,7 +128,7 @@ def _check_resume_data(ckpt: dict, path: Path, splits, fingerprint: dict, log) -
         )
     saved = ckpt.get("data_fingerprint")
     if saved is None:
-        log(f"note: --resume: {path} predates data fingerprints; cannot check that the images are unchanged")
+        log(f"note: --resume: {path} holds no data fingerprint; cannot check that the images are unchanged")
         return
     changed = [name for name in ("train", "val", "test") if saved.get(name) != fingerprint[name]]
     if changed:
@@ -257,72 +268,73 @@ def _out_lock(out: Path, resume: bool):
         ) from None
 
 
-def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> int:
-    main = env.is_main
-
+def _logger(main: bool):
     def log(msg: str) -> None:
         if main:
             tqdm.write(msg, file=sys.stderr if msg.startswith("note") else sys.stdout)
 
-    splits = load_splits(args.data, args.seed, args.max_per_class, log)
-    if len(splits.train) == 0:
-        raise UsageError(f"--data {args.data}: the training split is empty")
-    data_fingerprint = {name: getattr(splits, name).fingerprint() for name in ("train", "val", "test")}
-    if main:  # from here until the run ends, no other train run may write --out (released when `held` closes)
-        held.enter_context(_out_lock(out, args.resume))
+    return log
 
-    # --- resume: rank 0 reads last.pt and sends it to every rank; checked against the data before any work
-    ckpt = None
-    if args.resume:
-        if main:
-            # a run killed while writing left a temporary file beside last.pt / best.pt / metrics.json: remove it
-            for stale in out.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
-                log(f"note: --resume: removed {stale.name}, a half-written file from the interrupted run")
-        if main and (out / "last.pt").exists():
-            ckpt = _read_resume_checkpoint(out / "last.pt")
-        ckpt = D.broadcast_object(ckpt)
-        if ckpt is None:
-            log(f"note: --resume: {out / 'last.pt'} does not exist yet; starting from the first epoch")
-        else:
-            _check_resume_data(ckpt, out / "last.pt", splits, data_fingerprint, log)
 
-    model = build_model(args.backbone, regime.weights, splits.classes, args.dropout, args.seed)
-    freeze(model, regime.frozen, bn=regime.bn)
-    prep = eval_preprocess(model.spec, args.data, args.input_size)
+def _resume_checkpoint(args, env, out: Path, splits, data_fingerprint: dict, log) -> dict | None:
+    """--resume: rank 0 reads last.pt and sends it to every rank; checked against the data before any work."""
+    if not args.resume:
+        return None
+    main, ckpt = env.is_main, None
+    if main:
+        # a run killed while writing left a temporary file beside last.pt / best.pt / metrics.json: remove it
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+            log(f"note: --resume: removed {stale.name}, a half-written file from the interrupted run")
+    if main and (out / "last.pt").exists():
+        ckpt = _read_resume_checkpoint(out / "last.pt")
+    ckpt = D.broadcast_object(ckpt)
+    if ckpt is None:
+        log(f"note: --resume: {out / 'last.pt'} does not exist yet; starting from the first epoch")
+    else:
+        _check_resume_data(ckpt, out / "last.pt", splits, data_fingerprint, log)
+    return ckpt
+
+
+def _run_config(args, model: nn.Module, head_lr: float) -> dict:
+    """The settings a run is made with (stored in every checkpoint; :data:`RESUME_KEYS` must match on --resume)."""
+    keys = ("regime", "freeze_k", "backbone", "data", "max_per_class", "augment", "epochs", "batch_size")
+    config = {key: getattr(args, key) for key in keys}
+    config.update(lr=head_lr, input_size=args.input_size, seed=args.seed, dropout=model.head[0].p)
+    config.update(bn_stats=args.bn_stats, cache=args.cache)
+    return config
+
+
+def _check_resume_config(ckpt: dict, config: dict, out: Path) -> None:
+    old = ckpt.get("config", {})
+    changed = [
+        f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}"
+        for key in RESUME_KEYS
+        if old.get(key) != config[key]
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume: {out / 'last.pt'} was made with other settings ({'; '.join(changed)}); "
+            "use the same settings, or another --out for a new run"
+        )
+
+
+@dataclass
+class _Feed:
+    """What the optimizer sees: cached activations of the frozen part, or images through the whole model."""
+
+    train: object
+    val: object
+    test: object
+    net: nn.Module
+    train_tf: object
+    eval_tf: object
+    aug_gen: torch.Generator | None
+    cached: bool
+
+
+def _feed(args, env, regime: Regime, model: nn.Module, splits, prep: Preprocess, device, log) -> _Feed:
     k = regime.frozen
-    trainable_stages = list(model.stages)[k:]
-    head_lr = regime.lr if regime.lr is not None else 1e-3
-    config = {
-        "regime": args.regime,
-        "freeze_k": args.freeze_k,
-        "backbone": args.backbone,
-        "data": args.data,
-        "max_per_class": args.max_per_class,
-        "augment": args.augment,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": head_lr,
-        "input_size": args.input_size,
-        "seed": args.seed,
-        "dropout": model.head[0].p,
-        "bn_stats": args.bn_stats,
-        "cache": args.cache,
-    }
-    if ckpt is not None:
-        old = ckpt.get("config", {})
-        changed = [
-            f"--{key.replace('_', '-')} {old.get(key)!r} -> {config[key]!r}"
-            for key in RESUME_KEYS
-            if old.get(key) != config[key]
-        ]
-        if changed:
-            raise UsageError(
-                f"--resume: {out / 'last.pt'} was made with other settings ({'; '.join(changed)}); "
-                "use the same settings, or another --out for a new run"
-            )
-
-    # --- what the optimizer sees: cached activations of the frozen part, or images through the whole model
     use_cache = args.cache and regime.uses_cache and args.augment == "none"
     if args.cache and regime.uses_cache and args.augment != "none":
         log("note: augmentation changes every view of an image, so the frozen stages run in every step (no cache)")
@@ -343,8 +355,15 @@ def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> 
         train_tf = _augmentation(args.augment, model.spec, prep, aug_gen, device)
     elif not use_cache:
         train_tf = prep
+    return _Feed(train, val, test, net, train_tf, eval_tf, aug_gen, use_cache)
 
-    # --- BatchNorm in the trainable stages (frozen stages always keep theirs: freeze(..., bn="frozen"))
+
+def _batchnorm_policy(args, env, device, trainable_stages, feed: _Feed, log):
+    """BatchNorm in the trainable stages (frozen stages always keep theirs: ``freeze(..., bn="frozen")``).
+
+    Returns ``(bn_stats, hold)``: the policy in force and the ``after_train_mode`` callback that applies it; under
+    ``sync`` the feed's network is converted to SyncBatchNorm.
+    """
     trainable_bns = _batchnorms(trainable_stages)
     bn_stats = args.bn_stats if trainable_bns else "none"
     if bn_stats == "auto":
@@ -358,78 +377,63 @@ def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> 
             "--bn-stats frozen (or sync on CUDA) makes them match a single process"
         )
     if bn_stats == "sync" and env.distributed:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        feed.net = nn.SyncBatchNorm.convert_sync_batchnorm(feed.net)
 
     def hold_bn_stats() -> None:
         if bn_stats == "frozen":
             for m in trainable_bns:
                 m.eval()
 
-    channels_last = use_channels_last(None, device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, head_lr, regime.backbone_lr_scale)
-    optimizer = make_optimizer("adamw", groups, head_lr)
-    if env.distributed:
-        ddp = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        ddp = net
+    return bn_stats, hold_bn_stats
 
-    monitor = "val_loss" if len(val) else "train_loss"
-    rows, start_epoch, resumed_at, rng, best_epoch = [], 0, [], None, None
-    if ckpt is not None:  # read and checked above, before any work
+
+@dataclass
+class _Progress:
+    """Where a run stands: the per-epoch rows so far, the first epoch to train, the resumes, the best epoch."""
+
+    rows: list
+    start_epoch: int = 0
+    resumed_at: list = field(default_factory=list)
+    rng: list | None = None
+    best_epoch: int | None = None
+
+    @classmethod
+    def of(cls, ckpt: dict | None, model: nn.Module, optimizer, out: Path, log) -> _Progress:
+        if ckpt is None:
+            return cls([])
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        rows, start_epoch = list(ckpt["history"]["epochs"]), ckpt["epoch"] + 1
-        best_epoch, rng = ckpt["history"]["best_epoch"], ckpt.get("rng")
-        resumed_at = list(ckpt.get("resumed_at", [])) + [start_epoch]
+        start = ckpt["epoch"] + 1
         log(f"resuming after epoch {ckpt['epoch']} of {out / 'last.pt'}")
+        resumed_at = list(ckpt.get("resumed_at", [])) + [start]
+        history = ckpt["history"]
+        return cls(list(history["epochs"]), start, resumed_at, ckpt.get("rng"), history["best_epoch"])
 
-    # --- random streams: per rank, derived from --seed; restored exactly on resume (same world size)
+
+def _seed_streams(progress: _Progress, seed: int, env, device, aug_gen, log) -> None:
+    """Random streams: per rank, derived from --seed; restored exactly on resume (same world size)."""
+    rng = progress.rng
     if rng is not None and len(rng) == env.world_size:
         _set_rng_state(rng[env.rank], device, aug_gen)
-    else:
-        if rng is not None:
-            log(
-                f"note: the checkpoint was written by {len(rng)} processes, now {env.world_size}: "
-                "dropout and augmentation draw new random streams from here on"
-            )
-        torch.manual_seed(D.rank_seed(args.seed, env.rank, "torch") + start_epoch)
-        if aug_gen is not None:
-            aug_gen.manual_seed(D.rank_seed(args.seed, env.rank, "augment") + start_epoch)
+        return
+    if rng is not None:
+        log(
+            f"note: the checkpoint was written by {len(rng)} processes, now {env.world_size}: "
+            "dropout and augmentation draw new random streams from here on"
+        )
+    torch.manual_seed(D.rank_seed(seed, env.rank, "torch") + progress.start_epoch)
+    if aug_gen is not None:
+        aug_gen.manual_seed(D.rank_seed(seed, env.rank, "augment") + progress.start_epoch)
 
-    sampler = torch.utils.data.DistributedSampler(
-        train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=args.seed, drop_last=False
-    )
-    per_rank = args.batch_size // env.world_size
-    summary = param_summary(model)
-    metrics = {
-        "format": METRICS_FORMAT,
-        "config": config,
-        "classes": list(splits.classes),
-        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        "world_size": env.world_size,
-        "per_process_batch": per_rank,
-        "device": device.type,
-        "cached": use_cache,
-        "bn_stats": bn_stats,
-        "trainable_params": summary.trainable,
-        "monitor": monitor,
-        "best_epoch": None,
-        "epochs": [],
-        "resumed_at": [],
-        "test": None,
-        "finished": False,
-    }
-    log(
-        f"{args.regime} {args.backbone} on {args.data}: {len(splits.train)} train / {len(splits.val)} val / "
-        f"{len(splits.test)} test images, {len(splits.classes)} classes; {summary.trainable:,} trainable parameters; "
-        f"{env.world_size} process(es) x {per_rank} = batch {args.batch_size}; {device}"
-        + (", cached" if use_cache else "")
-    )
+
+def _epoch_files(args, env, device, model, out, splits, files: dict, progress: _Progress, metrics: dict, log):
+    """The ``on_epoch_end`` callback: every rank hands in its RNG state, rank 0 writes last.pt, best.pt, metrics.
+
+    ``files`` holds what every checkpoint carries besides the epoch (config, classes, data fingerprint).
+    """
+    rows, monitor, head_lr = progress.rows, metrics["monitor"], metrics["config"]["lr"]
 
     def on_epoch_end(end: EpochEnd) -> None:
-        """Files after every epoch: every rank hands in its RNG state, rank 0 writes last.pt, best.pt, metrics."""
         h = end.history
         rows.append(
             {
@@ -443,23 +447,14 @@ def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> 
             }
         )
         history = {"epochs": rows, "monitor": monitor, "best_epoch": h.best_epoch}
-        states = D.gather_objects(_rng_state(device, aug_gen))  # every rank takes part; rank 0 saves them
-        if main:
-            extra = {
-                "format": CHECKPOINT_FORMAT,
-                "config": config,
-                "classes": list(splits.classes),
-                "data_fingerprint": data_fingerprint,
-                "epoch": end.epoch,
-                "history": history,
-                "rng": states,
-                "resumed_at": resumed_at,
-                "world_size": env.world_size,
-            }
+        states = D.gather_objects(_rng_state(device, files["aug_gen"]))  # every rank takes part; rank 0 saves them
+        if env.is_main:
+            extra = {"format": CHECKPOINT_FORMAT, **files["checkpoint"], "epoch": end.epoch, "history": history}
+            extra.update(rng=states, resumed_at=progress.resumed_at, world_size=env.world_size)
             if end.improved:
                 save_checkpoint(out / "best.pt", model, None, **extra)
             save_checkpoint(out / "last.pt", model, end.optimizer, **extra)
-            metrics.update(epochs=rows, best_epoch=h.best_epoch, resumed_at=resumed_at)
+            metrics.update(epochs=rows, best_epoch=h.best_epoch, resumed_at=progress.resumed_at)
             _write_metrics(out, metrics)
         row = rows[-1]
         log(
@@ -467,45 +462,120 @@ def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> 
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
         )
 
-    if start_epoch < args.epochs:
+    return on_epoch_end
+
+
+def _test_best(out: Path, model, feed: _Feed, device, per_rank: int, metrics: dict, log) -> None:
+    """The best epoch on the test split, by rank 0 alone (small, and no other rank needs the answer)."""
+    if not (out / "best.pt").exists():
+        raise RuntimeError(f"{out / 'best.pt'} is missing: no epoch had a finite {metrics['monitor']}")
+    best_state = load_checkpoint(out / "best.pt")
+    model.load_state_dict(best_state["model"])
+    if len(feed.test):
+        ev = evaluate(feed.net, feed.test, transform=feed.eval_tf, device=device, batch_size=per_rank)
+        metrics["test"] = {
+            "loss": ev.loss,
+            "accuracy": ev.accuracy,
+            "num_samples": ev.num_samples,
+            "checkpoint": "best.pt",
+            "epoch": best_state["epoch"],
+        }
+        log(f"test (best epoch {best_state['epoch'] + 1}): loss {ev.loss:.4f} accuracy {ev.accuracy:.3f}")
+
+
+def _metrics(args, env, device, config, splits, feed: _Feed, bn_stats, trainable: int, monitor: str) -> dict:
+    """The metrics file's header (its per-epoch rows and the test result are filled in as the run goes)."""
+    return {
+        "format": METRICS_FORMAT,
+        "config": config,
+        "classes": list(splits.classes),
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "world_size": env.world_size,
+        "per_process_batch": args.batch_size // env.world_size,
+        "device": device.type,
+        "cached": feed.cached,
+        "bn_stats": bn_stats,
+        "trainable_params": trainable,
+        "monitor": monitor,
+        "best_epoch": None,
+        "epochs": [],
+        "resumed_at": [],
+        "test": None,
+        "finished": False,
+    }
+
+
+def _train(args, env, device, regime, out: Path, held: contextlib.ExitStack) -> int:
+    main, log = env.is_main, _logger(env.is_main)
+    splits = load_splits(args.data, args.seed, args.max_per_class, log)
+    if len(splits.train) == 0:
+        raise UsageError(f"--data {args.data}: the training split is empty")
+    data_fingerprint = {name: getattr(splits, name).fingerprint() for name in ("train", "val", "test")}
+    if main:  # from here until the run ends, no other train run may write --out (released when `held` closes)
+        held.enter_context(_out_lock(out, args.resume))
+    ckpt = _resume_checkpoint(args, env, out, splits, data_fingerprint, log)
+
+    model = build_model(args.backbone, regime.weights, splits.classes, args.dropout, args.seed)
+    freeze(model, regime.frozen, bn=regime.bn)
+    prep = eval_preprocess(model.spec, args.data, args.input_size)
+    head_lr = regime.lr if regime.lr is not None else 1e-3
+    config = _run_config(args, model, head_lr)
+    if ckpt is not None:
+        _check_resume_config(ckpt, config, out)
+
+    feed = _feed(args, env, regime, model, splits, prep, device, log)
+    bn_stats, hold_bn_stats = _batchnorm_policy(args, env, device, list(model.stages)[regime.frozen :], feed, log)
+    channels_last = use_channels_last(None, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer("adamw", param_groups(model, head_lr, regime.backbone_lr_scale), head_lr)
+    ddp = feed.net
+    if env.distributed:
+        ddp = nn.parallel.DistributedDataParallel(
+            feed.net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    monitor = "val_loss" if len(feed.val) else "train_loss"
+    progress = _Progress.of(ckpt, model, optimizer, out, log)  # read and checked above, before any work
+    _seed_streams(progress, args.seed, env, device, feed.aug_gen, log)
+
+    sampler = torch.utils.data.DistributedSampler(
+        feed.train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=args.seed, drop_last=False
+    )
+    per_rank = args.batch_size // env.world_size
+    summary = param_summary(model)
+    metrics = _metrics(args, env, device, config, splits, feed, bn_stats, summary.trainable, monitor)
+    log(
+        f"{args.regime} {args.backbone} on {args.data}: {len(splits.train)} train / {len(splits.val)} val / "
+        f"{len(splits.test)} test images, {len(splits.classes)} classes; {summary.trainable:,} trainable parameters; "
+        f"{env.world_size} process(es) x {per_rank} = batch {args.batch_size}; {device}"
+        + (", cached" if feed.cached else "")
+    )
+    files = {"aug_gen": feed.aug_gen, "checkpoint": {"config": config, "classes": list(splits.classes)}}
+    files["checkpoint"]["data_fingerprint"] = data_fingerprint
+    on_epoch_end = _epoch_files(args, env, device, model, out, splits, files, progress, metrics, log)
+    best_epoch = progress.best_epoch
+    if progress.start_epoch < args.epochs:
         # the one training loop; seed=None: the random streams set above (or restored) are used as they are
         best_epoch = fit(
-            net,
-            train,
-            val if len(val) else None,
+            feed.net,
+            feed.train,
+            feed.val if len(feed.val) else None,
             epochs=args.epochs,
             batch_size=per_rank,
             optimizer=optimizer,
-            transform=train_tf,
-            val_transform=eval_tf,
+            transform=feed.train_tf,
+            val_transform=feed.eval_tf,
             seed=None,
             device=device,
             channels_last=channels_last,
             progress=args.progress and main,
-            start_epoch=start_epoch,
-            history=_history_from_rows(rows, monitor, best_epoch),
-            on_epoch_end=on_epoch_end,
-            after_train_mode=hold_bn_stats,
+            resume=Resume(progress.start_epoch, _history_from_rows(progress.rows, monitor, progress.best_epoch)),
+            callbacks=Callbacks(on_epoch_end=on_epoch_end, after_train_mode=hold_bn_stats),
             sharding=D.sharding(env, sampler, device, train_module=ddp),
         ).best_epoch
-
-    # --- the best epoch on the test split, by rank 0 alone (small, and no other rank needs the answer)
     if main:
-        if not (out / "best.pt").exists():
-            raise RuntimeError(f"{out / 'best.pt'} is missing: no epoch had a finite {monitor}")
-        best_state = load_checkpoint(out / "best.pt")
-        model.load_state_dict(best_state["model"])
-        if len(test):
-            ev = evaluate(net, test, transform=eval_tf, device=device, batch_size=per_rank)
-            metrics["test"] = {
-                "loss": ev.loss,
-                "accuracy": ev.accuracy,
-                "num_samples": ev.num_samples,
-                "checkpoint": "best.pt",
-                "epoch": best_state["epoch"],
-            }
-            log(f"test (best epoch {best_state['epoch'] + 1}): loss {ev.loss:.4f} accuracy {ev.accuracy:.3f}")
-        metrics.update(epochs=rows, best_epoch=best_epoch, resumed_at=resumed_at, finished=True)
+        _test_best(out, model, feed, device, per_rank, metrics, log)
+        metrics.update(epochs=progress.rows, best_epoch=best_epoch, resumed_at=progress.resumed_at, finished=True)
         _write_metrics(out, metrics)
         log(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'best.pt'}, {out / 'last.pt'}")
     D.barrier()

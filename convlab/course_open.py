@@ -30,6 +30,7 @@ __all__ = [
     "LAB_EXTENSIONS",
     "lab_extension_problems",
     "choose_port",
+    "free_port",
     "lab_command",
     "add_open_arguments",
     "run_open",
@@ -129,6 +130,13 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that no one listens on now (the kernel's choice), for a server started right after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def choose_port(requested: int | None, first: int = DEFAULT_PORT, tries: int = 50) -> int:

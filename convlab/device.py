@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "model_device", "eval_mode", "use_channels_last"]
+__all__ = ["resolve_device", "model_device", "eval_mode", "use_channels_last", "synchronize"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -32,6 +32,13 @@ def use_channels_last(channels_last: bool | None, device: torch.device) -> bool:
     """Whether 4-D inputs and weights go channels_last: ``None`` means on the CPU only (faster oneDNN convolutions
     there; on CUDA the default layout is as fast without the conversion), else what the caller asked for."""
     return device.type == "cpu" if channels_last is None else bool(channels_last)
+
+
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for ``device``'s queued work before a clock is read (CUDA runs asynchronously); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def model_device(model: nn.Module) -> torch.device:

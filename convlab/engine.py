@@ -45,6 +45,8 @@ __all__ = [
     "fit",
     "Sharding",
     "EpochEnd",
+    "Resume",
+    "Callbacks",
     "evaluate_indices",
     "Feed",
     "train_epoch",
@@ -412,6 +414,180 @@ class EpochEnd:
     optimizer: torch.optim.Optimizer
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Continue a run in :func:`fit`: epochs ``start_epoch`` .. ``epochs - 1`` are trained and appended to ``history``.
+
+    ``history`` holds the earlier epochs' records (the best value so far is taken from them). With ``seed`` the
+    shuffles continue as in the uninterrupted run; dropout continues it only with ``seed=None`` and the global random
+    state restored (as ``python -m convlab train --resume`` does).
+    """
+
+    start_epoch: int = 0
+    history: History | None = None
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What :func:`fit` calls: ``on_epoch_end(EpochEnd)`` after every epoch (checkpoints, logs, metrics files), and
+    ``after_train_mode()`` after ``model.train()`` in every epoch (e.g. to keep BatchNorm statistics fixed)."""
+
+    on_epoch_end: Callable[[EpochEnd], None] | None = None
+    after_train_mode: Callable[[], None] | None = None
+
+
+def _start_history(history: History | None, start_epoch: int, monitor: str) -> History:
+    """A new :class:`History`, or the one of a continued run once it checks out against ``start_epoch``."""
+    if history is None:
+        return History(monitor=monitor)
+    if len(history) != start_epoch or history.monitor != monitor:
+        raise ValueError(
+            f"history: expected the {start_epoch} epochs before start_epoch, monitoring {monitor!r}; "
+            f"got {len(history)} epochs monitoring {history.monitor!r}"
+        )
+    return history
+
+
+def _optimizer_for(model: nn.Module, optimizer, param_groups, lr, weight_decay, momentum) -> torch.optim.Optimizer:
+    """``optimizer`` itself if it is one, else :func:`make_optimizer` over ``param_groups`` (default: what trains)."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+    if not groups:
+        raise ValueError("model: expected trainable parameters, got none (everything is frozen)")
+    return make_optimizer(optimizer, groups, lr, weight_decay, momentum)
+
+
+class _Best:
+    """The best epoch so far by the history's monitor: early stopping's count, the weights to restore, checkpoints."""
+
+    def __init__(self, history: History, early_stopping: EarlyStopping | None, checkpoint) -> None:
+        self.history, self.early_stopping, self.checkpoint = history, early_stopping, checkpoint
+        self.min_delta = early_stopping.min_delta if early_stopping else 0.0
+        self.best, self.state, self.bad_epochs = None, None, 0
+        for value in getattr(history, history.monitor):  # the best value so far of a continued run
+            if _improved(value, self.best, history.monitor, self.min_delta):
+                self.best, self.bad_epochs = value, 0
+            else:
+                self.bad_epochs += 1
+
+    def update(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float) -> bool:
+        """Note the epoch just recorded; keep its weights and checkpoint it if it is the best. Returns whether."""
+        value = getattr(self.history, self.history.monitor)[-1]
+        if not _improved(value, self.best, self.history.monitor, self.min_delta):
+            self.bad_epochs += 1
+            return False
+        self.best, self.bad_epochs, self.history.best_epoch = value, 0, epoch
+        if self.early_stopping and self.early_stopping.restore_best:
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.checkpoint is not None:
+            self.history.epoch_time.append(seconds)  # so the saved history is complete
+            save_checkpoint(self.checkpoint, model, opt, epoch=epoch, history=self.history.to_dict())
+            self.history.epoch_time.pop()
+        return True
+
+    def should_stop(self) -> bool:
+        return bool(self.early_stopping) and self.bad_epochs >= self.early_stopping.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights when they were kept and a later epoch ended the run."""
+        if self.state is not None and self.history.best_epoch != len(self.history) - 1:
+            model.load_state_dict(self.state)
+            self.history.restored_best = True
+
+
+class _EpochIndices:
+    """The training indices of each epoch: the sharding's, ``order``'s (checked), or a seeded permutation."""
+
+    def __init__(self, n: int, seed: int | None, order, sharding: Sharding | None, start_epoch: int) -> None:
+        if order is not None and sharding is not None:
+            raise ValueError("order: expected None with sharding= (the sharding gives each process its indices)")
+        self.n, self.first = n, None
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if sharding is not None:
+            self.order = sharding.order
+        elif order is not None:
+            self.order = lambda epoch: _check_order(order(epoch), n)
+        else:
+            self.order = None
+            if self.generator is not None:
+                for _ in range(start_epoch):  # a continued run shuffles each epoch as the uninterrupted run did
+                    torch.randperm(n, generator=self.generator)
+
+    def draw_first(self, start_epoch: int, epochs: int) -> int:
+        """Draw the first epoch's indices once (their number sizes the bars and the schedule); returns that number."""
+        if self.order is not None and start_epoch < epochs:
+            self.first = self.order(start_epoch)
+        return len(self.first) if self.first is not None else self.n
+
+    def __call__(self, epoch: int, start_epoch: int, scheduled: bool) -> torch.Tensor:
+        if self.order is None:
+            return torch.randperm(self.n, generator=self.generator)
+        indices = self.first if epoch == start_epoch else self.order(epoch)
+        if scheduled and len(indices) != len(self.first):
+            raise ValueError(
+                f"order: expected {len(self.first)} indices in every epoch with scheduler= (its steps are counted "
+                f"from the first epoch), got {len(indices)} in epoch {epoch}"
+            )
+        return indices
+
+
+class _Bars:
+    """Progress bars: one over the epochs and one per epoch, or (``"transient"``) one over all batches, then removed."""
+
+    def __init__(self, progress: bool | str, start_epoch: int, epochs: int, per_epoch: int) -> None:
+        self.progress, self.per_epoch = progress, per_epoch
+        self.transient = progress == "transient"
+        self.epochs = tqdm(
+            range(start_epoch, epochs),
+            desc="epochs",
+            disable=not progress or self.transient,
+            leave=True,
+            initial=start_epoch,
+            total=epochs,
+        )
+        self.run = tqdm(
+            total=(epochs - start_epoch) * per_epoch, desc="training", disable=not self.transient, leave=False
+        )
+
+    def epoch(self, epoch: int):
+        if self.transient:
+            return self.run
+        return tqdm(total=self.per_epoch, desc=f"epoch {epoch}", disable=not self.progress, leave=False)
+
+    def end_epoch(self, bar) -> None:
+        if not self.transient:
+            bar.close()
+
+    def close(self) -> None:
+        self.epochs.close()
+        self.run.close()
+
+
+def _record_epoch(history, train_sums, model, val_feed, loss_fn, sharding, bar) -> None:
+    """Append one epoch's training means and validation results (each process its share under ``sharding``)."""
+    if sharding is not None:
+        train_sums = sharding.reduce([float(v) for v in train_sums])
+    train_loss, train_acc, _ = _means(list(train_sums))
+    history.train_loss.append(train_loss)
+    history.train_acc.append(train_acc)
+    if val_feed is None:
+        val_loss = val_acc = float("nan")
+    else:
+        n = len(val_feed.data)
+        model.eval()  # until the next epoch's train(): on_epoch_end sees the model as it was evaluated
+        val_loss, val_acc, _ = evaluate_indices(
+            model,
+            val_feed,
+            sharding.eval_indices(n) if sharding is not None else torch.arange(n),
+            loss_fn=loss_fn,
+            reduce=sharding.reduce if sharding is not None else None,
+            on_batch=_ticker(bar) if sharding is None else None,
+        )
+    history.val_loss.append(val_loss)
+    history.val_acc.append(val_acc)
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -434,10 +610,8 @@ def fit(
     device: str | torch.device = "auto",
     channels_last: bool | None = None,
     progress: bool | str = True,
-    start_epoch: int = 0,
-    history: History | None = None,
-    on_epoch_end: Callable[[EpochEnd], None] | None = None,
-    after_train_mode: Callable[[], None] | None = None,
+    resume: Resume | None = None,
+    callbacks: Callbacks | None = None,
     sharding: Sharding | None = None,
     order: Callable[[int], torch.Tensor] | None = None,
 ) -> History:
@@ -451,9 +625,9 @@ def fit(
         param_groups: optimizer groups, e.g. :func:`convlab.transfer.param_groups` for a lower learning rate on
             pretrained stages; default: every parameter with ``requires_grad``.
         scheduler: ``scheduler(optimizer, total_steps)`` makes a learning-rate schedule that is stepped after every
-            optimiser step; ``total_steps`` is the number of steps from ``start_epoch`` to ``epochs``, e.g.
+            optimiser step; ``total_steps`` is the number of steps from the first epoch run to ``epochs``, e.g.
             ``lambda opt, n: torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=n)``. Not saved in
-            checkpoints: a continued run (``start_epoch > 0``) starts a fresh schedule over the epochs left.
+            checkpoints: a continued run (``resume=``) starts a fresh schedule over the epochs left.
         transform: applied to each input batch before the model (on the CPU), e.g. a ``Preprocess``.
         val_transform: the same for ``val`` (default: ``transform``); e.g. the eval view when ``transform`` augments.
         early_stopping: an :class:`EarlyStopping`; needs ``val`` unless it monitors ``"train_loss"`` or ``"train_acc"``.
@@ -464,12 +638,8 @@ def fit(
         channels_last: ``None`` = on the CPU only.
         progress: show ``tqdm`` bars; ``"transient"``: one bar over all batches of all epochs, removed at the end (for
             a caller that runs many fits under a bar of its own).
-        start_epoch, history: continue a run: epochs ``start_epoch`` .. ``epochs - 1`` are trained and appended to
-            ``history`` (the earlier epochs' records, from which the best value so far is taken). With ``seed`` the
-            shuffles continue as in the uninterrupted run; dropout continues it only with ``seed=None`` and the
-            global random state restored (as ``python -m convlab train --resume`` does).
-        on_epoch_end: called with an :class:`EpochEnd` after every epoch (checkpoints, logs, metrics files).
-        after_train_mode: called after ``model.train()`` in every epoch (e.g. to keep BatchNorm statistics fixed).
+        resume: a :class:`Resume` to continue a run from its ``start_epoch`` and ``history``.
+        callbacks: :class:`Callbacks` (``on_epoch_end``, ``after_train_mode``).
         sharding: share each epoch between processes (:func:`convlab.distributed.sharding`); the caller has put
             the model on its device and wrapped it.
         order: ``order(epoch)`` gives the indices of ``train`` to step through in ``epoch``, in batches of
@@ -478,6 +648,8 @@ def fit(
             once per epoch, in order; with ``scheduler=`` every epoch must give as many indices as the first. For a
             run that may be continued, draw from ``torch.Generator().manual_seed(seed + epoch)``.
     """
+    resume, callbacks = resume or Resume(), callbacks or Callbacks()
+    start = resume.start_epoch
     _check_data(train, "train")
     if val is not None:
         _check_data(val, "val")
@@ -485,158 +657,56 @@ def fit(
         raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
-        raise ValueError(f"start_epoch: expected an int in [0, epochs={epochs}], got {start_epoch!r}")
+    if not isinstance(start, int) or not 0 <= start <= epochs:
+        raise ValueError(f"start_epoch: expected an int in [0, epochs={epochs}], got {start!r}")
     monitor = early_stopping.monitor if early_stopping else ("val_loss" if val is not None else "train_loss")
-    if order is not None and sharding is not None:
-        raise ValueError("order: expected None with sharding= (the sharding gives each process its indices)")
     if not monitor.startswith("train_") and val is None:
         raise ValueError(f"early_stopping: monitor {monitor!r} needs a validation set (val=...)")
-    if history is None:
-        history = History(monitor=monitor)
-    elif len(history) != start_epoch or history.monitor != monitor:
-        raise ValueError(
-            f"history: expected the {start_epoch} epochs before start_epoch, monitoring {monitor!r}; "
-            f"got {len(history)} epochs monitoring {history.monitor!r}"
-        )
+    indices = _EpochIndices(len(train), seed, order, sharding, start)
+    history = _start_history(resume.history, start, monitor)
     dev = resolve_device(device)
     cl = use_channels_last(channels_last, dev)
     if sharding is None:
         model.to(dev)
         if cl:
             model.to(memory_format=torch.channels_last)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        opt = optimizer
-    else:
-        groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
-        if not groups:
-            raise ValueError("model: expected trainable parameters, got none (everything is frozen)")
-        opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum)
+    opt = _optimizer_for(model, optimizer, param_groups, lr, weight_decay, momentum)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    val_transform = transform if val_transform is None else val_transform
     train_feed = Feed(train, batch_size, dev, transform, cl)
+    val_transform = transform if val_transform is None else val_transform
     val_feed = Feed(val, batch_size, dev, val_transform, cl) if val is not None else None
-    min_delta = early_stopping.min_delta if early_stopping else 0.0
-    best, best_state, bad_epochs = None, None, 0
-    for value in getattr(history, monitor):  # the best value so far of a continued run
-        if _improved(value, best, monitor, min_delta):
-            best, bad_epochs = value, 0
-        else:
-            bad_epochs += 1
+    best = _Best(history, early_stopping, checkpoint)
     train_net = sharding.train_module if sharding is not None and sharding.train_module is not None else model
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    if generator is not None and order is None and sharding is None:
-        for _ in range(start_epoch):  # a continued run shuffles each epoch as the uninterrupted run did
-            torch.randperm(len(train), generator=generator)
-    if sharding is not None:
-        epoch_order = sharding.order
-    elif order is not None:
-
-        def epoch_order(epoch: int) -> torch.Tensor:
-            return _check_order(order(epoch), len(train))
-
-    else:
-        epoch_order = None
     n_val_batches = math.ceil(len(val) / batch_size) if val is not None and sharding is None else 0
-    cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
 
-    with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else [], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        # the first epoch's indices, drawn once: their number sizes the progress bars and the schedule
-        first = None
-        if epoch_order is not None and start_epoch < epochs:
-            first = epoch_order(start_epoch)
-        n_train_batches = math.ceil((len(first) if first is not None else len(train)) / batch_size)
-        steps = (epochs - start_epoch) * n_train_batches
+        n_train_batches = math.ceil(indices.draw_first(start, epochs) / batch_size)
+        steps = (epochs - start) * n_train_batches
         schedule = scheduler(opt, steps) if scheduler is not None and steps > 0 else None
-        transient = progress == "transient"  # one bar over every batch of every epoch, removed at the end
-        epoch_bar = tqdm(
-            range(start_epoch, epochs),
-            desc="epochs",
-            disable=not progress or transient,
-            leave=True,
-            initial=start_epoch,
-            total=epochs,
-        )
-        run_bar = tqdm(
-            total=(epochs - start_epoch) * (n_train_batches + n_val_batches),
-            desc="training",
-            disable=not transient,
-            leave=False,
-        )
-        for epoch in epoch_bar:
+        bars = _Bars(progress, start, epochs, n_train_batches + n_val_batches)
+        for epoch in bars.epochs:
             t0 = time.perf_counter()
             train_net.train()
-            if after_train_mode is not None:
-                after_train_mode()
-            batch_bar = (
-                run_bar
-                if transient
-                else tqdm(
-                    total=n_train_batches + n_val_batches, desc=f"epoch {epoch}", disable=not progress, leave=False
-                )
-            )
-            if epoch_order is not None:
-                indices = first if epoch == start_epoch else epoch_order(epoch)
-                if schedule is not None and len(indices) != len(first):
-                    raise ValueError(
-                        f"order: expected {len(first)} indices in every epoch with scheduler= (its steps are counted "
-                        f"from the first epoch), got {len(indices)} in epoch {epoch}"
-                    )
-            elif generator is not None:
-                indices = torch.randperm(len(train), generator=generator)
-            else:
-                indices = torch.randperm(len(train))
-            on_step = partial(batch_bar.update, 1) if schedule is None else partial(_step_both, batch_bar, schedule)
-            total, correct, seen = train_epoch(
-                train_net, train_feed, indices, optimizer=opt, loss_fn=loss_fn, on_step=on_step
-            )
-            if sharding is not None:
-                total, correct, seen = sharding.reduce([float(total), float(correct), float(seen)])
-            train_loss, train_acc, _ = _means([total, correct, seen])
-            history.train_loss.append(train_loss)
-            history.train_acc.append(train_acc)
-            if val_feed is None:
-                val_loss = val_acc = float("nan")
-            else:  # each process its share of the validation set (all of it without sharding)
-                model.eval()  # until the next epoch's train(): on_epoch_end sees the model as it was evaluated
-                val_loss, val_acc, _ = evaluate_indices(
-                    model,
-                    val_feed,
-                    sharding.eval_indices(len(val)) if sharding is not None else torch.arange(len(val)),
-                    loss_fn=loss_fn,
-                    reduce=sharding.reduce if sharding is not None else None,
-                    on_batch=_ticker(batch_bar) if sharding is None else None,
-                )
-            history.val_loss.append(val_loss)
-            history.val_acc.append(val_acc)
-            if not transient:
-                batch_bar.close()
-            value = getattr(history, monitor)[-1]
-            improved = _improved(value, best, monitor, min_delta)
-            if improved:
-                best, bad_epochs, history.best_epoch = value, 0, epoch
-                if early_stopping and early_stopping.restore_best:
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if checkpoint is not None:
-                    history.epoch_time.append(time.perf_counter() - t0)  # so the saved history is complete
-                    save_checkpoint(checkpoint, model, opt, epoch=epoch, history=history.to_dict())
-                    history.epoch_time.pop()
-            else:
-                bad_epochs += 1
+            if callbacks.after_train_mode is not None:
+                callbacks.after_train_mode()
+            bar = bars.epoch(epoch)
+            order_now = indices(epoch, start, schedule is not None)
+            on_step = partial(bar.update, 1) if schedule is None else partial(_step_both, bar, schedule)
+            sums = train_epoch(train_net, train_feed, order_now, optimizer=opt, loss_fn=loss_fn, on_step=on_step)
+            _record_epoch(history, sums, model, val_feed, loss_fn, sharding, bar)
+            bars.end_epoch(bar)
+            improved = best.update(model, opt, epoch, time.perf_counter() - t0)
             history.epoch_time.append(time.perf_counter() - t0)
-            epoch_bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
-            if on_epoch_end is not None:
-                on_epoch_end(EpochEnd(epoch, history, improved, model, opt))
-            if early_stopping and bad_epochs >= early_stopping.patience:
+            bars.epochs.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
+            if callbacks.on_epoch_end is not None:
+                callbacks.on_epoch_end(EpochEnd(epoch, history, improved, model, opt))
+            if best.should_stop():
                 history.stopped_early = True
                 break
-        epoch_bar.close()
-        run_bar.close()
-    if best_state is not None and history.best_epoch != len(history) - 1:
-        model.load_state_dict(best_state)
-        history.restored_best = True
+        bars.close()
+    best.restore(model)
     model.eval()
     return history
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from convlab._checks import check_uint8_images
-from convlab.device import model_device
+from convlab.device import model_device, synchronize
 from convlab.display import Table
 from convlab.memory import PeakMemory
 from convlab.tta import ViewSet, predict_views
@@ -234,10 +234,10 @@ class Ensemble(nn.Module):
                 try:
                     for name, fn in (("loop", self._loop), ("vmap", self._vmap)):
                         fn(probe)
-                        _sync(x.device)
+                        synchronize(x.device)
                         t = time.perf_counter()
                         fn(probe)
-                        _sync(x.device)
+                        synchronize(x.device)
                         seconds[name] = time.perf_counter() - t
                     best = min(seconds, key=seconds.get)
                     self.strategy_[key] = {"strategy": best, "seconds": seconds, "probe_batch": len(probe)}
@@ -275,11 +275,6 @@ class Ensemble(nn.Module):
         return f"names={self.names}, weights={[round(w, 4) for w in self.weights.tolist()]}, strategy={self.strategy!r}"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ----------------------------------------------------------------------------- measuring
 def _members_of(model: nn.Module) -> int:
     return len(model.members) if isinstance(model, Ensemble) else 1
@@ -311,10 +306,10 @@ def measure_inference(
     views = views if views is not None else ViewSet.center(model.spec.input_size)
     dev = model_device(model) if device is None else torch.device(device)
     with PeakMemory(dev) as mem:
-        _sync(dev)
+        synchronize(dev)
         t = time.perf_counter()
         probs = predict_views(model, source, views, chunk_size=chunk_size, device=dev)
-        _sync(dev)
+        synchronize(dev)
         seconds = time.perf_counter() - t
     top1 = int((probs.argmax(dim=1).cpu() == labels).sum()) / len(labels)  # correct / n, as convlab.engine
     models = _members_of(model)

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 
-from convlab.course_open import port_argument
+from convlab.course_open import free_port, port_argument
 
 __all__ = [
     "TEMPLATE",
@@ -134,12 +133,6 @@ def add_explore_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _error(message: str) -> int:
     print(f"python -m convlab explore: error: {message}", file=sys.stderr)
     return 2
@@ -169,7 +162,7 @@ def run_explore(args: argparse.Namespace) -> int:
             return _error(f"--photos {args.photos}: no such folder; pass a folder that holds your photos")
     if importlib.util.find_spec("voila") is None:
         return _error("Voila is not installed; install the course's packages: pip install -e '.[course]'")
-    port = args.port if args.port is not None else _free_port()
+    port = args.port if args.port is not None else free_port()
     token = secrets.token_urlsafe(24)
     folder = Path(tempfile.mkdtemp(prefix="convlab-explore-"))
     try:

@@ -37,13 +37,12 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from convlab.course_open import port_argument
+from convlab.course_open import free_port, port_argument
 from convlab.exercises.copies import course_notebooks
 
 __all__ = [
@@ -257,12 +256,6 @@ configure(c, {settings!r})
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prepare_class(
     root: str | os.PathLike,
     learners: str | None,
@@ -290,8 +283,8 @@ def prepare_class(
         "class_dir": str(folder.root),
         "teacher": the_teacher,
         "port": port,
-        "hub_port": _free_port(),
-        "proxy_api_port": _free_port(),
+        "hub_port": free_port(),
+        "proxy_api_port": free_port(),
         "seats": seats or len(accounts),
         "cull_idle": cull_idle,
         "proxy": proxy_command(),

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from convlab._checks import check_size, check_uint8_images
+from convlab._checks import check_mean_std, check_size, check_uint8_images
 from convlab.device import eval_mode, model_device, use_channels_last
+from convlab.preprocess import affine_, affine_coefficients
 
 __all__ = [
     "View",
@@ -39,6 +40,7 @@ __all__ = [
     "CUDA_CHUNK_SIZE",
     "default_chunk_size",
     "POSITIONS",
+    "AVERAGES",
 ]
 
 #: Crops per forward pass on a CPU, chosen by measurement (``benchmarks/bench_tta.py`` sweeps it; the figures are in
@@ -49,6 +51,7 @@ CPU_CHUNK_SIZE = 4
 CUDA_CHUNK_SIZE = 256
 
 POSITIONS = ("tl", "tr", "bl", "br", "center")
+AVERAGES = ("softmax", "logits", "none")
 _FLIPS = (None, "h", "v")
 
 
@@ -248,13 +251,13 @@ def average_views(logits: Tensor, average: str = "softmax") -> Tensor:
     """
     if not isinstance(logits, Tensor) or logits.ndim != 3:
         raise ValueError(f"logits: expected a (B, V, K) tensor, got {getattr(logits, 'shape', type(logits).__name__)}")
+    if average not in AVERAGES:
+        raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
     if average == "softmax":
         return logits.softmax(dim=-1).mean(dim=1)
     if average == "logits":
         return logits.mean(dim=1)
-    if average == "none":
-        return logits
-    raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
+    return logits  # "none"
 
 
 def _wants_channels_last(model: nn.Module) -> bool:
@@ -273,7 +276,7 @@ def default_chunk_size(device: str | torch.device) -> int:
 def _normaliser(
     spec, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """``(scale, shift)``, each ``(C, 1, 1)``, with ``(x / 255 - mean) / std = x * scale + shift`` on uint8 levels.
+    """``(scale, shift)``, each ``(1, C, 1, 1)``, with ``(x / 255 - mean) / std = x * scale + shift`` on uint8 levels.
 
     ``mean`` and ``std`` are the caller's, else ``spec``'s (a model's ``.spec``); the error says what to pass.
     """
@@ -281,31 +284,43 @@ def _normaliser(
     std = std if std is not None else getattr(spec, "std", None)
     if mean is None or std is None:
         raise ValueError("mean, std: the model has no .spec with the normalisation; pass mean=... and std=...")
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(
-            f"mean, std: expected {channels} values each (one per channel), got {len(mean)} and {len(std)}"
-        )
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(channels, 1, 1)
-    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(channels, 1, 1) / std_t
-    return 1.0 / (255.0 * std_t), shift
+    mean, std = check_mean_std(mean, std, channels)
+    return affine_coefficients(mean, std, device=device)
 
 
-def _normalise_(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """``x = x * scale + shift`` in place, ``scale``/``shift`` ``(C, 1, 1)``: one vectorised pass in any memory format.
+@dataclass(frozen=True)
+class _Setup:
+    """What :func:`predict_views` and :func:`dense_predict` share once their arguments are checked."""
 
-    The operands are tiled along W in ``x``'s memory format first: with ``(C, 1, 1)`` operands a channels_last
-    ``x`` would be walked 3 values at a time, several times slower.
+    device: torch.device
+    source: Tensor | list[Tensor]
+    scale: Tensor
+    shift: Tensor
+    chunk_size: int
+
+
+def _setup(
+    model: nn.Module,
+    images: Tensor | Sequence[Tensor],
+    average: str,
+    chunk_size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    device: str | torch.device | None,
+    unit: str,
+) -> _Setup:
+    """Check the shared arguments; resolve the device, the uint8 source, the normalisation and the chunk size.
+
+    ``unit`` names what ``chunk_size`` counts in its error ("crops", "images").
     """
-    n, c, _, w = x.shape
-    fmt = (
-        torch.channels_last
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        else torch.contiguous_format
-    )
-    tile = (1, c, 1, w)
-    return torch.addcmul(
-        shift.expand(tile).contiguous(memory_format=fmt), x, scale.expand(tile).contiguous(memory_format=fmt), out=x
-    )
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size: expected an int >= 1 ({unit} per forward pass) or None, got {chunk_size!r}")
+    if average not in AVERAGES:
+        raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
+    device = model_device(model) if device is None else torch.device(device)
+    source = check_uint8_images(images)
+    scale, shift = _normaliser(getattr(model, "spec", None), mean, std, source[0].shape[-3], device)
+    return _Setup(device, source, scale, shift, chunk_size or default_chunk_size(device))
 
 
 @contextmanager
@@ -363,10 +378,7 @@ def predict_views(
     The model runs in eval mode (restored afterwards) and in ``torch.inference_mode``. Chunks follow the flat
     order image-major, view-minor, so the result does not depend on ``chunk_size`` (up to float rounding).
     """
-    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size: expected an int >= 1 (crops per forward pass) or None, got {chunk_size!r}")
-    if average not in ("softmax", "logits", "none"):
-        raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
+    run = _setup(model, images, average, chunk_size, mean, std, device, "crops")
     spec = getattr(model, "spec", None)
     if views is None:
         if spec is None:
@@ -376,13 +388,10 @@ def predict_views(
         views = ViewSet.ten_crop(spec.input_size)
     if not isinstance(views, ViewSet):
         raise TypeError(f"views: expected a ViewSet (e.g. ViewSet.ten_crop(224)), got {type(views).__name__}")
-    device = model_device(model) if device is None else torch.device(device)
-    source = check_uint8_images(images)
-    C = source[0].shape[-3]
-    scale, shift = _normaliser(spec, mean, std, C, device)  # applied in place on each float chunk
-    source = source.to(device) if isinstance(source, Tensor) else [im.to(device) for im in source]
+    device, C = run.device, run.source[0].shape[-3]
+    source = run.source.to(device) if isinstance(run.source, Tensor) else [im.to(device) for im in run.source]
     total = len(source) * len(views)
-    n = min(chunk_size or default_chunk_size(device), total)
+    n = min(run.chunk_size, total)
     logits = None
     with _evaluating(model, device, channels_last) as fmt:
         buf = torch.empty(n, C, *views.size, device=device).contiguous(memory_format=fmt)
@@ -390,7 +399,7 @@ def predict_views(
             stop = min(start + n, total)
             x = buf[: stop - start]
             _fill(x, source, views, start, stop)
-            _normalise_(x, scale, shift)
+            affine_(x, run.scale, run.shift)
             out = model(x)
             if logits is None:
                 logits = torch.empty(total, out.shape[-1], dtype=out.dtype, device=out.device)
@@ -433,18 +442,13 @@ def dense_predict(
     Cost: ``(1 + mirror) * H * W`` pixels per image against ``V * h * w`` for ``V`` crops of ``h x w``; for a
     4:3 image at ``Q = h`` that is ``2 * 4/3 / 10 = 0.27`` of 10-crop's pixels.
     """
-    if average not in ("softmax", "logits", "none"):
-        raise ValueError(f"average: expected 'softmax', 'logits' or 'none', got {average!r}")
     if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
         raise ValueError(f"resize: expected None or an int >= 1 (the shorter side), got {resize!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size: expected an int >= 1 (images per forward pass) or None, got {chunk_size!r}")
-    device = model_device(model) if device is None else torch.device(device)
-    source = check_uint8_images(images)
-    source = list(source) if isinstance(source, Tensor) else source
-    scale, shift = _normaliser(getattr(model, "spec", None), mean, std, source[0].shape[-3], device)
+    run = _setup(model, images, average, chunk_size, mean, std, device, "images")
+    device = run.device
+    source = list(run.source) if isinstance(run.source, Tensor) else run.source
     n_views = 2 if mirror else 1
-    per_pass = max(1, (chunk_size or default_chunk_size(device)) // n_views)
+    per_pass = max(1, run.chunk_size // n_views)
     # group images by their shape after resizing, so each forward pass stacks images of one shape
     resized = [(im.to(device) if resize is None else _resize(im.to(device), resize)) for im in source]
     groups: dict[tuple, list[int]] = {}
@@ -458,7 +462,7 @@ def dense_predict(
                 x = torch.stack([resized[i] for i in part])
                 if mirror:
                     x = torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1)  # image-major, then unmirrored/mirrored
-                x = _normalise_(x.float().contiguous(memory_format=fmt), scale, shift)
+                x = affine_(x.float().contiguous(memory_format=fmt), run.scale, run.shift)
                 out = model(x)
                 if logits is None:
                     logits = torch.empty(len(source), n_views, out.shape[-1], dtype=out.dtype, device=out.device)

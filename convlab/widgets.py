@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
-from ._checks import fmt_arg
+from ._checks import check_uint8_image, fmt_arg
 from .augment import (
     FusedTrainPipeline,
     PCAColor,
@@ -149,13 +149,6 @@ def _natural_size(image: Any, grid: Tensor) -> None:
     image.layout.height = f"{grid.shape[-2]}px"
 
 
-def _check_photo(photo: Any) -> Tensor:
-    if not isinstance(photo, Tensor) or photo.ndim != 3 or photo.shape[0] != 3 or photo.dtype != torch.uint8:
-        got = f"{photo.dtype} {tuple(photo.shape)}" if isinstance(photo, Tensor) else type(photo).__name__
-        raise ValueError(f"photo: expected a uint8 tensor of shape (3, H, W), got {got}")
-    return photo
-
-
 def thumbnail(photo: Tensor, size: int) -> Tensor:
     """The photo's centre square resized to ``size`` (bilinear, antialiased): uint8 ``(3, size, size)``, the first
     tile of every preview grid and the image the augmentations are applied to."""
@@ -203,7 +196,7 @@ def draw_grid(photo: Tensor, transform: Callable[[Tensor], Tensor], n: int, ncol
     of them; crops are shown resized to ``size``. This is what every preview shows, so a pasted code line can be
     checked against it bit for bit.
     """
-    thumb = thumbnail(_check_photo(photo), size)
+    thumb = thumbnail(check_uint8_image(photo, "photo", channels=3), size)
     batch = thumb.expand(n, -1, -1, -1).contiguous()
     out = _to_uint8(transform(batch), transform)
     if out.shape[-2:] != batch.shape[-2:]:  # crops: show them at the thumbnail size
@@ -312,7 +305,7 @@ def augmentation_preview(
     """
     import ipywidgets as W
 
-    photo = _check_photo(photo)
+    photo = check_uint8_image(photo, "photo", channels=3)
     if name not in AUGMENTATIONS:
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     sliders = _sliders(name)
@@ -521,7 +514,7 @@ class ChainPreview:
 
     def set_photo(self, photo: Tensor) -> None:
         """Show the chain on another photo (uint8 ``(3, H, W)``)."""
-        self.photo = _check_photo(photo)
+        self.photo = check_uint8_image(photo, "photo", channels=3)
         self.update()
 
     def _relayout(self) -> None:
@@ -572,7 +565,7 @@ def chain_preview(
     """
     import ipywidgets as W
 
-    photo = _check_photo(photo)
+    photo = check_uint8_image(photo, "photo", channels=3)
     for name in names:
         if name not in AUGMENTATIONS:
             raise ValueError(f"names: expected names from {sorted(AUGMENTATIONS)}, got {name!r}")
@@ -638,7 +631,7 @@ def static_grid(
     """A seeded matplotlib figure of the preview grid (default slider values unless given)."""
     import matplotlib.pyplot as plt
 
-    photo = _check_photo(photo)
+    photo = check_uint8_image(photo, "photo", channels=3)
     if name not in AUGMENTATIONS:
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
     defaults = {k: d for k, (_, _, _, d) in AUGMENTATIONS[name][1].items()}
@@ -728,7 +721,7 @@ def pca_explorer(
     move the three alphas and see the offset applied to ``photo``."""
     import ipywidgets as W
 
-    photo = _check_photo(photo)
+    photo = check_uint8_image(photo, "photo", channels=3)
     if pca is None:
         pca = PCAColor().fit(train_images) if train_images is not None else PCAColor.imagenet()
     pca.check_is_fitted()

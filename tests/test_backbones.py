@@ -110,17 +110,41 @@ def test_seeded_head_initialisation_leaves_the_global_generator_alone():
     assert torch.equal(a, b) and not torch.equal(a, model.reset_classifier(3, seed=8).weight)
 
 
-def test_one_registry_entry_per_backbone():
-    """Each spec carries its builder and names its weights asset (no copied hash); the CLI offers exactly these."""
+def test_one_record_per_weights_file():
+    """The asset, the spec and the command line all read one weights record; top-1 and the hash are written once."""
     from convlab import cli
     from convlab.assets import ASSETS
-    from convlab.backbones import NUM_STAGES
+    from convlab.backbones import NUM_STAGES, imagenet_categories
+    from convlab.weights import WEIGHTS
 
-    assert set(cli.BACKBONE_NAMES) == set(BACKBONES) == set(NAMES)
-    assert cli.NUM_STAGES == NUM_STAGES == len(BACKBONES["mobilenet_v2"].stages)
+    assert set(cli.BACKBONE_NAMES) == set(BACKBONES) == set(NAMES) == set(WEIGHTS)
+    assert cli.NUM_STAGES == NUM_STAGES == {spec.num_stages for spec in BACKBONES.values()}.pop()
     for name, spec in BACKBONES.items():
-        assert spec.name == spec.weights_asset == name and callable(spec.build)
-        assert spec.weights is ASSETS[name] and spec.weights_sha256 == ASSETS[name].sha256
+        record = WEIGHTS[name]
+        assert spec.record is record and spec.name == spec.weights_asset == name and callable(spec.build)
+        assert spec.num_stages == len(spec.stages) == len(record.stages)
+        asset = ASSETS[name]
+        assert spec.weights is asset and spec.weights_sha256 == asset.sha256 == record.sha256
+        assert asset.licence == spec.weights_licence == record.licence
+        assert f"top-1 {spec.imagenet_top1}" in asset.description
+        assert spec.eval_preprocess().resize == record.resize_size and spec.eval_preprocess().mean == record.mean
+        assert len(imagenet_categories(name)) == 1000
+    with pytest.raises(ValueError, match="name: expected one of"):
+        imagenet_categories("resnet50")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_stage_holds_the_modules_its_record_names(name):
+    """A stage's state equals the original network's state under the stage's module paths, in order."""
+    from convlab.assets import load_asset_weights
+
+    state = load_asset_weights(name)
+    model = load_backbone(name)
+    for info in model.spec.stages:
+        expected = [v for path in info.modules for k, v in state.items() if k.startswith(path + ".")]
+        found = list(model.stages.get_submodule(info.name).state_dict().values())
+        assert len(found) == len(expected) > 0, info.name
+        assert all(torch.equal(a, b) for a, b in zip(found, expected)), info.name
 
 
 def test_weights_are_hashed_once_per_load(monkeypatch):
@@ -150,3 +174,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="k:"):
         model.predict(torch.zeros(3, 32, 32, dtype=torch.uint8), k=0)
     assert set(BACKBONES) == set(NAMES)
+
+
+def test_preprocess_refuses_what_is_not_a_uint8_rgb_photo():
+    spec = BACKBONES["mobilenet_v2"]
+    with pytest.raises(ValueError, match=r"images: expected channels-first.*permute\(0, 3, 1, 2\)"):
+        spec.preprocess(torch.zeros(2, 40, 50, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"images: expected 3 channels"):
+        spec.preprocess(torch.zeros(2, 1, 40, 50, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"images\[1\]: expected a uint8 tensor of shape \(3, H, W\), got torch.float"):
+        spec.preprocess([torch.zeros(3, 40, 50, dtype=torch.uint8), torch.zeros(3, 40, 50)])

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from convlab.engine import EarlyStopping, History, Sharding, evaluate, fit, load_checkpoint, save_checkpoint
+from convlab.engine import (
+    Callbacks,
+    EarlyStopping,
+    History,
+    Resume,
+    Sharding,
+    evaluate,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -277,8 +287,7 @@ def test_a_continued_run_shuffles_as_the_uninterrupted_one():
                 epochs=stop,
                 batch_size=8,
                 optimizer=opt,
-                start_epoch=start,
-                history=history,
+                resume=Resume(start, history),
                 progress=False,
             )
         return history
@@ -302,7 +311,8 @@ def test_order_refuses_a_boolean_mask():
 def test_fit_and_evaluate_report_the_same_validation_numbers_and_the_callback_sees_eval_mode():
     seen_modes = []
     model, train, val = _model(), _data(), _data(seed=1)
-    h = fit(model, train, val, epochs=1, progress=False, on_epoch_end=lambda end: seen_modes.append(end.model.training))
+    callbacks = Callbacks(on_epoch_end=lambda end: seen_modes.append(end.model.training))
+    h = fit(model, train, val, epochs=1, progress=False, callbacks=callbacks)
     result = evaluate(model, val, batch_size=32)  # fit's batch size: the same forward passes, the same logits
     assert seen_modes == [False]
     assert h.val_acc[-1] == result.accuracy and h.val_loss[-1] == pytest.approx(result.loss, rel=1e-6)

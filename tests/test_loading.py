@@ -20,7 +20,15 @@ from convlab.loading import (
     naive_numpy_augment,
     sample_seed,
 )
-from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, fit_size, normalize
+from convlab.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    affine_,
+    affine_coefficients,
+    fit_size,
+    normalize,
+    tile_w,
+)
 
 
 def _photo(rng: np.random.Generator, h: int = 40, w: int = 56) -> np.ndarray:
@@ -257,3 +265,39 @@ def test_normalize_is_the_formula_on_uint8_and_float_and_refuses_other_shapes():
     assert torch.equal(normalize(floats, IMAGENET_MEAN, IMAGENET_STD), expected) and torch.equal(floats, x.float())
     with pytest.raises(ValueError, match=r"x: expected a batch \(B, 3, H, W\).*got shape \(3, 4, 5\)"):
         normalize(x[0], IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_in_place_affine_form_is_the_normalisation_in_either_memory_format(channels_last):
+    """``affine_`` (test-time augmentation and the fused pipeline) equals ``normalize`` up to float rounding, in the
+    memory format of its input, and a per-sample offset shifts only its own sample."""
+    x = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    scale, shift = affine_coefficients(IMAGENET_MEAN, IMAGENET_STD)
+    out = affine_(x.float().contiguous(memory_format=fmt), scale, shift)
+    assert out.is_contiguous(memory_format=fmt) and tile_w(scale, out).shape == (1, 3, 1, 5)
+    torch.testing.assert_close(out, normalize(x, IMAGENET_MEAN, IMAGENET_STD), rtol=0, atol=1e-5)
+    offset = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, -0.1]])
+    scale, shift = affine_coefficients(IMAGENET_MEAN, IMAGENET_STD, offset=offset)
+    moved = affine_(x.float().contiguous(memory_format=fmt), scale, shift)
+    torch.testing.assert_close(moved[0], out[0], rtol=0, atol=0)
+    expected = (moved[1] - out[1]) * torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(expected, offset[1].view(3, 1, 1).expand(3, 4, 5), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [((0.5, 0.5), (0.2, 0.2, 0.2)), ((0.5, 0.5, 0.5), (0.2, 0.0, 0.2)), ((0.5, float("nan"), 0.5), (1, 1, 1))],
+)
+def test_one_mean_std_check_for_every_normalisation(mean, std):
+    from convlab.augment import FusedTrainPipeline
+    from convlab.preprocess import Preprocess
+
+    for make in (
+        lambda: Preprocess(mean=mean, std=std),
+        lambda: FusedTrainPipeline(mean=mean, std=std),
+        lambda: normalize(torch.zeros(1, 3, 2, 2), mean, std),
+        lambda: affine_coefficients(mean, std),
+    ):
+        with pytest.raises(ValueError, match=r"mean, std: expected [23] finite numbers each"):
+            make()

@@ -72,8 +72,10 @@ def test_pca_explorer(photo):
 
 
 def test_bad_photo():
-    with pytest.raises(ValueError, match=r"photo: expected a uint8 tensor of shape \(3, H, W\)"):
+    with pytest.raises(TypeError, match=r"photo: expected a uint8 tensor of shape \(3, H, W\), got torch.float32"):
         augmentation_preview(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match=r"photo: expected 3 channels \(RGB\) at dim -3, got shape \(1, 8, 8\)"):
+        augmentation_preview(torch.zeros(1, 8, 8, dtype=torch.uint8))
 
 
 def test_slider_float_noise_stays_out_of_the_code_line(photo):

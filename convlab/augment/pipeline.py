@@ -24,7 +24,8 @@ threads (:func:`_resized_crop_affine`): one sample's uint8 resize runs on one co
 count, so intra-op threads alone would leave a core idle. The uint8 -> float conversion stays a separate
 ``copy_`` rather than being folded into ``torch.addcmul(b, u8, a)``: PyTorch's mixed uint8/float kernels are not
 vectorised. The operands ``a`` and ``b`` are tiled along W in the output's memory format, so that the innermost
-loop of ``addcmul`` runs over contiguous rows of all operands (vectorised); that changes no value.
+loop of ``addcmul`` runs over contiguous rows of all operands (vectorised; :func:`convlab.preprocess.tile_w`, shared
+with test-time augmentation); that changes no value.
 
 The result equals the composition of the separate kernels in :mod:`convlab.augment.functional`
 (checked in the tests): :meth:`FusedTrainPipeline.reference` computes that composition.
@@ -43,11 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlab._checks import check_generator as _check_generator
-from convlab._checks import check_image
+from convlab._checks import check_image, check_mean_std
 from convlab._checks import check_p as _check_p
 from convlab._checks import check_range as _check_range
 from convlab._checks import check_size as _check_size
-from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, affine_coefficients, tile_w
 
 from . import functional as K
 from .pca import PCAColor
@@ -79,19 +80,6 @@ def _bilinear_matrix(start: Tensor, length: Tensor, out_size: int, in_size: int,
     m = torch.zeros(start.shape[0], out_size, in_size, device=dev)
     m.scatter_(2, i0[..., None], 1 - lam)  # two non-zeros per row (the same one at the crop's last pixel)
     return m.scatter_add_(2, i1[..., None], lam)
-
-
-def _tile(a: Tensor, b: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
-    """``a`` (1, C, 1, 1) and ``b`` (B, C, 1, 1) tiled along W, in ``out``'s memory format.
-
-    Then the innermost loop of ``out * a + b`` runs over contiguous rows of all three operands and is vectorised:
-    with ``(.., 1, 1)`` operands it would run over C = 3 values at a time (channels_last), or, with two operands
-    broadcast along W (``addcmul``), fall back to PyTorch's scalar loop. This changes no value, only the loop shape.
-    """
-    n, c, _, w = out.shape
-    cl = c > 1 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    return (a.expand(1, c, 1, w).contiguous(memory_format=fmt), b.expand(n, c, 1, w).contiguous(memory_format=fmt))
 
 
 # PyTorch runs an elementwise op on fewer elements than this in the calling thread (at::internal::GRAIN_SIZE)
@@ -146,7 +134,7 @@ def _resized_crop_affine(
         for job in jobs:
             job.result()
         return out
-    a, b = _tile(a, b, out)
+    a, b = tile_w(a, out), tile_w(b, out)  # once per batch: the loop below is preprocess.affine_ on each band
     oh = out.shape[-2]
     rows = rows or oh
     # PyTorch's vectorised uint8 bilinear resize wants channels_last: a CHW source is converted crop by crop (only
@@ -220,15 +208,9 @@ class FusedTrainPipeline:
                 raise TypeError(f"pca: expected a PCAColor or None, got {type(pca).__name__}")
             pca.check_is_fitted()
         self.pca = pca
+        mean, std = check_mean_std(mean, std, 3)
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
-        if (
-            self.mean.shape != (3,)
-            or self.std.shape != (3,)
-            or not bool((self.std > 0).all())
-            or not bool(torch.isfinite(self.mean).all() and torch.isfinite(self.std).all())
-        ):
-            raise ValueError(f"mean, std: expected 3 finite numbers each (RGB), std > 0; got {mean!r}, {std!r}")
         if method not in _METHODS:
             raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
         if method == "matmul" and antialias:
@@ -315,9 +297,7 @@ class FusedTrainPipeline:
         # colour shift + PCA + normalise: y = x / (unit * std) + (offset - mean) / std, one affine map per sample
         dev = x.device
         unit = 255.0 if x.dtype == torch.uint8 else 1.0
-        std = self.std.to(dev)
-        a = (1.0 / (unit * std)).view(1, 3, 1, 1)
-        b = ((self._offsets(params).to(dev) - self.mean.to(dev)) / std).view(n, 3, 1, 1)
+        a, b = affine_coefficients(self.mean.tolist(), self.std.tolist(), unit, self._offsets(params), dev)
         if self._resolve(dev) == "matmul":
             return self._matmul(x, params, a, b, out)
         args = (x, params["boxes"], params["flip"], self.size, self.antialias, a, b, out)
@@ -344,7 +324,7 @@ class FusedTrainPipeline:
         # channels_last ``out`` (a plain transposing copy is about twice as fast as one that also adds)
         res = out if out.is_contiguous() else self._buffer("res", tuple(out.shape), torch.float32, dev, False)
         torch.matmul(wy[:, None], cols, out=res)
-        return (out if res is out else out.copy_(res)).add_(_tile(a, b, out)[1])
+        return (out if res is out else out.copy_(res)).add_(tile_w(b, out))
 
     # -- the same thing, step by step (for tests and teaching)
     def reference(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
