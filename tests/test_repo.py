@@ -110,7 +110,7 @@ def _json_value(key: str):
     name, path = key.split(": ")
     value = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
     for part in path.split("."):
-        value = value[part]
+        value = value[int(part)] if isinstance(value, list) else value[part]
     return value
 
 
