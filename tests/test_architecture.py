@@ -215,6 +215,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "augregimes",
         "colourstudy",
         "cropstudy",
+        "ensemblestudy",
         "sizeaxis",
         "similarity",
         "handfeatures",
