@@ -109,7 +109,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "test_per_class": 20,
     },
     "full": {
-        "replications": (0, 1, 2, 3, 4),
+        "replications": tuple(range(8)),
         "per_class": 50,
         "width": 12,
         "epochs": 60,
@@ -490,7 +490,7 @@ def _claims(study: EnsembleStudy) -> list[str]:
     if m.get("date"):
         lines.append(
             f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 60:.0f} "
-            f"CPU-minutes; command: {m.get('command', '?')}"
+            f"minutes; command: {m.get('command', '?')}"
         )
     cfg = study.config
     n_img = study.rows[0]["test_images"] if study.rows else 0
