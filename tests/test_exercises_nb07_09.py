@@ -200,3 +200,16 @@ def test_cropstudy_random_crops_are_seeded_and_in_range():
     b = random_crop_batch(photos, 16, 3, torch.Generator().manual_seed(0))
     assert a.shape == (2, 3, 3, 16, 16) and torch.equal(a, b)
     assert center_aspect(torch.zeros(3, 9, 30), 4 / 3).shape == (3, 9, 12)
+
+
+@pytest.mark.slow
+def test_a_solved_average_predictions_computes_the_notebooks_tables_and_says_so():
+    ex = nb09.AVERAGE
+
+    def average_predictions(logits, members, views):  # a learner's own answer
+        return logits[list(members)][:, :, list(views)].softmax(-1).mean(dim=(0, 2))
+
+    unsolved = ex.use(lambda logits, members, views: None)
+    assert unsolved is ex.reference and "convlab's reference" in ex.provenance(unsolved)
+    used = ex.use(average_predictions)
+    assert used is average_predictions and ex.provenance(used) == "computed with your `average_predictions`"
