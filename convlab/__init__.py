@@ -30,7 +30,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
   (augmentation in a model that overfits and one that underfits), :mod:`convlab.colourstudy` (colour augmentation
   under another light), :mod:`convlab.handfeatures` (hand-engineered features vs learned ones),
   :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts` (the one verdict rule: what a
-  measurement does and does not show).
+  measurement does and does not show),
+  :mod:`convlab.ensemblestudy` (ensembles, 10-crop and dense evaluation where one point of accuracy can show).
 
 **course**
   :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),

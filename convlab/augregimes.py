@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from convlab.data import Splits
+    from convlab.engine import History
 
 __all__ = [
     "FRAME",
@@ -51,11 +52,18 @@ __all__ = [
     "run",
     "RegimeStudy",
     "MATCHING_VIEW",
+    "MEAN",
+    "STD",
+    "pad_frame",
+    "train_model",
 ]
 
 FRAME = 32  # images are padded to this
 SIZE = 28  # the network's input window
-_MEAN, _STD = 0.2860 * 255, 0.3530 * 255  # Fashion-MNIST's pixel mean and std (uint8 units)
+#: Fashion-MNIST's pixel mean and standard deviation on ``[0, 1]`` (one channel): every network here sees
+#: ``(x / 255 - MEAN) / STD``.
+MEAN, STD = (0.2860,), (0.3530,)
+_MEAN, _STD = MEAN[0] * 255, STD[0] * 255  # in uint8 units
 
 
 def _transforms() -> dict[str, tuple[str, Callable[[torch.Generator], Callable | None]]]:
@@ -124,7 +132,8 @@ _LR, _WD, _BATCH = 3e-3, 5e-4, 64
 KEY = ("setting", "per_class", "width", "condition", "seed")
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
+def pad_frame(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(..., 28, 28)`` -> their frames ``(..., 32, 32)``: zero (black background) padding all round."""
     p = (FRAME - x.shape[-1]) // 2
     return torch.nn.functional.pad(x, (p, p, p, p))
 
@@ -174,7 +183,7 @@ def test_views(images: torch.Tensor, per_class_views: torch.Tensor | None = None
     """
     from convlab import augment as aug
 
-    frames = _pad(images)
+    frames = pad_frame(images)
     sub = frames if per_class_views is None else frames[per_class_views]
     g = torch.Generator().manual_seed(12345)
     return {
@@ -191,21 +200,21 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
     return evaluate(model, TensorDataset(x, y), transform=_normalise, batch_size=500, channels_last=False).accuracy
 
 
-def train_run(
+def train_model(
     condition: str,
-    setting: Setting,
+    width: int,
+    epochs: int,
     seed: int,
     train: tuple[torch.Tensor, torch.Tensor],
-    views: Mapping[str, torch.Tensor],
-    view_labels: Mapping[str, torch.Tensor],
     mirror_crop: Callable | None = None,
-) -> dict[str, Any]:
-    """Train one :class:`~convlab.smallcnn.SmallCNN` from scratch with ``condition`` on the fly; return its row.
+) -> tuple[torch.nn.Module, History]:
+    """Train one :class:`~convlab.smallcnn.SmallCNN` (3 blocks of ``width``, ``2 width``, ``4 width`` channels, no
+    dropout) from scratch for ``epochs`` on the CPU, with ``condition``'s augmentation drawn on the fly.
 
-    ``train``: uint8 images ``(N, 1, 28, 28)`` and labels. ``seed`` fixes the initial weights and the batch order
-    (the same for every condition) and, through a separate generator, the augmentation draws. AdamW with a one-cycle
-    schedule. The row holds the test accuracy on every view, the accuracy on the clean training images
-    (``train_acc``) and on the augmented ones of the last epoch (``train_acc_augmented``).
+    ``train``: uint8 images ``(N, 1, 28, 28)`` and labels; they are padded to the 32 px frame and the network sees
+    28 px windows (see :func:`make_augment`). ``seed`` fixes the initial weights and the batch order and, through a
+    separate generator, the augmentation draws. AdamW with a one-cycle schedule. Returns the model (in eval mode)
+    and its :class:`~convlab.engine.History` (``train_acc`` of each epoch, on the augmented windows).
     """
     from convlab.engine import fit
     from convlab.smallcnn import SmallCNN
@@ -213,13 +222,12 @@ def train_run(
     images, labels = train
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SmallCNN(10, setting.width, depth=3, dropout=0.0, in_channels=1)
+        model = SmallCNN(10, width, depth=3, dropout=0.0, in_channels=1)
     augment = make_augment(condition, torch.Generator().manual_seed(10_000 + seed), mirror_crop)
-    t = time.perf_counter()
     history = fit(
         model,
-        TensorDataset(_pad(images), labels),
-        epochs=setting.epochs,
+        TensorDataset(pad_frame(images), labels),
+        epochs=epochs,
         lr=_LR,
         weight_decay=_WD,
         batch_size=_BATCH,
@@ -230,6 +238,25 @@ def train_run(
         channels_last=False,
         progress=False,
     )
+    return model.eval(), history
+
+
+def train_run(
+    condition: str,
+    setting: Setting,
+    seed: int,
+    train: tuple[torch.Tensor, torch.Tensor],
+    views: Mapping[str, torch.Tensor],
+    view_labels: Mapping[str, torch.Tensor],
+    mirror_crop: Callable | None = None,
+) -> dict[str, Any]:
+    """Train one network with ``condition`` (:func:`train_model`: the same initial weights and batch order for every
+    condition of a ``seed``); return its row. The row holds the test accuracy on every view, the accuracy on the
+    clean training images (``train_acc``) and on the augmented ones of the last epoch (``train_acc_augmented``).
+    """
+    images, labels = train
+    t = time.perf_counter()
+    model, history = train_model(condition, setting.width, setting.epochs, seed, train, mirror_crop)
     train_s = time.perf_counter() - t
     row: dict[str, Any] = {f"test_{v}": _accuracy(model, x, view_labels[v]) for v, x in views.items()}
     row.update(

@@ -23,6 +23,7 @@ STUDIES = {
     ),
     "size-axis": ("convlab.sizeaxis", "transfer regimes against training-set size on Fashion-MNIST"),
     "colour": ("convlab.colourstudy", "colour augmentation against a test set under another illumination"),
+    "ensembles": ("convlab.ensemblestudy", "ensembles against 10-crop and dense evaluation, at equal forward passes"),
 }
 
 

@@ -86,7 +86,7 @@ COURSE: tuple[Lesson, ...] = (
         "09_ensembles_and_multicrop",
         "winning benchmarks: ensembles and 10-crop, with their gain and cost",
         ("tta", "ensemble"),
-        cpu_s=73,
+        cpu_s=83,
     ),
     Lesson(
         "10_capstone_pipeline",

@@ -1,9 +1,9 @@
-"""Notebook 09's experiment: crop-trained members, every test view once, and ensembles vs crops at equal compute.
+"""Notebook 09's live experiment: crop-trained members, every test view once, and ensembles vs crops at equal compute.
 
 The members are pretrained backbones (frozen) with a new linear head trained on the features of *random crops*
 of the training photos, the way AlexNet, GoogLeNet and ResNet trained, so the ten test crops are views the head
-has seen kinds of (a head trained on centre crops only sees corner crops as something new, and 10-crop then
-*lowers* accuracy: that was this notebook's earlier finding).
+has seen kinds of (a head trained on centre crops only sees corner crops as something new; what 10-crop does to
+such members is measured by :mod:`convlab.ensemblestudy`, on a test set that can resolve it).
 
 Because the backbone is frozen, each architecture's features of every view are computed once
 (:func:`view_features`, :func:`crop_features`), and any member's logits for any view are one matrix product

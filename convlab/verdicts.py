@@ -5,14 +5,12 @@ order for both) give one paired difference per seed. :func:`paired_ci` is the me
 Student-t confidence interval; the effect is *shown* ("better" or "worse") only when the interval excludes zero, and
 otherwise it is a **tie**. Every study, verdict and quiz of the course uses this rule.
 
-- :func:`paired_difference`: two configurations scored on the *same* photos (and seeds): the accuracy gain,
-  its spread over seeds and a bootstrap interval over photos, the photos fixed and broken, a sign test.
 - :func:`cost_ratio`: the time of one configuration over another's, from back-to-back repeats.
 - :func:`learning_table`, :func:`crossover`: learning curves over seeds, and the training-set size at which
   one method overtakes another (notebook 08).
 - :func:`worker_lessons`: what a DataLoader worker comparison says (notebook 07).
 
-Every verdict says "within noise" when the interval includes zero: on ~100 test photos one photo is 1%.
+A tie says the measurement cannot tell the two apart: on ~100 test photos one photo is a whole point of accuracy.
 """
 
 from __future__ import annotations
@@ -30,9 +28,6 @@ __all__ = [
     "PairedCI",
     "paired_ci",
     "mean_sd",
-    "sign_test",
-    "PairedDifference",
-    "paired_difference",
     "CostRatio",
     "cost_ratio",
     "learning_table",
@@ -124,92 +119,6 @@ def paired_ci(
     mean = float(d.mean())
     half = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
     return PairedCI(label, tuple(float(x) for x in d), mean, mean - half, mean + half, confidence)
-
-
-def sign_test(b: int, c: int) -> float:
-    """Two-sided exact sign test: p-value of ``b`` photos fixed vs ``c`` broken if each were a fair coin flip."""
-    n = b + c
-    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """``new`` against ``base`` on the same photos: accuracies and the gain, with their uncertainty."""
-
-    base: str
-    new: str
-    base_acc: tuple[float, ...]  # per seed
-    new_acc: tuple[float, ...]  # per seed
-    gain: float  # mean over seeds of new - base (fraction of photos)
-    gain_sd: float  # sd of the per-seed gains
-    ci: tuple[float, float]  # 95% bootstrap interval over photos of the seed-averaged gain
-    fixed: float  # photos new gets right and base wrong (mean over seeds)
-    broken: float  # the reverse
-    p: float  # sign test on the seed-averaged per-photo differences
-    n_photos: int
-
-    @property
-    def verdict(self) -> str:
-        if self.ci[0] > 0:
-            return "better"
-        if self.ci[1] < 0:
-            return "worse"
-        return "within noise"
-
-    def row(self) -> dict:
-        return {
-            "config": self.new,
-            "vs": self.base,
-            "acc": mean_sd(self.new_acc),
-            "base acc": mean_sd(self.base_acc),
-            "gain": f"{self.gain:+.3f} ± {self.gain_sd:.3f}",
-            "95% CI (photos)": f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]",
-            "fixed": round(self.fixed, 1),
-            "broken": round(self.broken, 1),
-            "sign-test p": round(self.p, 3),
-            "verdict": self.verdict,
-        }
-
-    def __str__(self) -> str:
-        return (
-            f"{self.new} vs {self.base}: {self.gain:+.1%} (± {self.gain_sd:.1%} over {len(self.new_acc)} seeds; "
-            f"95% CI over {self.n_photos} photos [{self.ci[0]:+.1%}, {self.ci[1]:+.1%}]; "
-            f"{self.fixed:.1f} photos fixed, {self.broken:.1f} broken, sign-test p = {self.p:.2f}) -> {self.verdict}"
-        )
-
-
-def paired_difference(
-    base_correct, new_correct, base: str = "base", new: str = "new", *, n_boot: int = 2000, seed: int = 0
-) -> PairedDifference:
-    """Compare two configurations scored on the same photos.
-
-    Args:
-        base_correct, new_correct: bool ``(S, N)`` (seeds x photos) or ``(N,)``: was each photo right?
-        n_boot: bootstrap resamples of the photos for the 95% interval of the seed-averaged gain.
-    """
-    a = np.atleast_2d(np.asarray(base_correct, dtype=float))
-    b = np.atleast_2d(np.asarray(new_correct, dtype=float))
-    if a.shape != b.shape:
-        raise ValueError(f"new_correct: expected the shape of base_correct {a.shape}, got {b.shape}")
-    per_photo = (b - a).mean(0)  # seed-averaged gain of each photo
-    rng = np.random.default_rng(seed)
-    boots = per_photo[rng.integers(0, len(per_photo), (n_boot, len(per_photo)))].mean(1)
-    gains = (b - a).mean(1)
-    fixed = float(((b == 1) & (a == 0)).sum(1).mean())
-    broken = float(((b == 0) & (a == 1)).sum(1).mean())
-    return PairedDifference(
-        base,
-        new,
-        tuple(a.mean(1)),
-        tuple(b.mean(1)),
-        float(gains.mean()),
-        float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
-        (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
-        fixed,
-        broken,
-        sign_test(int((per_photo > 0).sum()), int((per_photo < 0).sum())),
-        a.shape[1],
-    )
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "augregimes",
         "colourstudy",
         "cropstudy",
+        "ensemblestudy",
         "sizeaxis",
         "similarity",
         "handfeatures",

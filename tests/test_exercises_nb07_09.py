@@ -72,17 +72,59 @@ def test_hand_baseline_reference_passes_and_a_constant_answer_fails():
 
 
 @pytest.mark.slow
-def test_ten_crop_and_ensemble_references_pass_and_logit_averaging_fails():
+def test_ten_crop_reference_passes_and_logit_averaging_fails():
     from torchvision.transforms.v2 import functional as TF
 
     assert nb09.TEN_CROP.run(nb09.reference_ten_crop_predict) is None
-    assert nb09.ENSEMBLE.run(nb09.reference_ensemble_predict) is None
 
     def logit_mean(model, x, size):
         with torch.no_grad():
             return torch.stack([model(v) for v in TF.ten_crop(x, [size, size])]).mean(0).softmax(-1)
 
     assert "mean logits" in nb09.TEN_CROP.run(logit_mean)
+
+
+@pytest.mark.slow
+def test_average_predictions_reference_passes_and_wrong_or_fooling_answers_fail_with_a_reason():
+    ex = nb09.AVERAGE
+    assert ex.run(nb09.reference_average_predictions) is None
+    logits = nb09.check_logits()
+    assert logits.shape == (2, 4, 10, 1000)
+
+    def logit_mean(lg, members, views):
+        return lg[list(members)][:, :, list(views)].mean(dim=(0, 2)).softmax(-1)
+
+    def every_member(lg, members, views):  # ignores which members were asked for
+        return lg[:, :, list(views)].softmax(-1).mean(dim=(0, 2))
+
+    def every_view(lg, members, views):  # ignores which views were asked for
+        return lg[list(members)].softmax(-1).mean(dim=(0, 2))
+
+    def in_place(lg, members, views):  # softmax written into the shared logits
+        lg.copy_(lg.softmax(-1))
+        return lg[list(members)][:, :, list(views)].mean(dim=(0, 2))
+
+    def calls_the_reference(lg, members, views):
+        return nb09.reference_average_predictions(lg, members, views)
+
+    assert "mean logits" in ex.run(logit_mean)
+    assert "exactly the members and views" in ex.run(every_member)
+    assert "exactly the members and views" in ex.run(every_view)
+    assert "in place" in ex.run(in_place)
+    assert "reference solution" in ex.run(calls_the_reference)
+    assert torch.equal(nb09.check_logits(), logits)  # nothing the answers did reached the shared data
+    assert ex.run(nb09.reference_average_predictions) is None  # and the right answer still passes after them
+
+
+def test_the_averaging_reference_is_the_study_kernel():
+    from convlab.ensemblestudy import combine
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 12, 5, generator=g)
+    for members, views in (([0], [4]), ([2, 0], range(10)), (range(3), (10, 11))):
+        torch.testing.assert_close(
+            nb09.reference_average_predictions(logits, members, views), combine(logits, members, views)
+        )
 
 
 def test_reference_ten_crop_matches_convlab_predict_views():
@@ -120,19 +162,9 @@ def test_dense_predict_is_the_whole_image_and_its_mirror():
         dense_predict(model, images, resize=0, mean=mean, std=std)
 
 
-def test_paired_difference_counts_fixes_and_breaks_and_says_within_noise():
-    base = np.array([[1, 1, 0, 0, 1, 0, 1, 1, 0, 1]] * 3, dtype=bool)
-    new = base.copy()
-    new[:, 2] = True  # one photo fixed in every seed
-    d = verdicts.paired_difference(base, new, "a", "b")
-    assert d.fixed == 1 and d.broken == 0 and math.isclose(d.gain, 0.1) and d.gain_sd < 1e-12
-    assert d.verdict == "within noise" or d.ci[0] > 0  # one photo of ten: the interval may or may not clear 0
-    many = np.zeros((3, 200), dtype=bool)
-    better = many.copy()
-    better[:, :60] = True
-    assert verdicts.paired_difference(many, better).verdict == "better"
-    assert verdicts.paired_difference(better, many).verdict == "worse"
-    assert verdicts.sign_test(0, 0) == 1.0 and verdicts.sign_test(10, 0) < 0.01
+def test_one_verdict_rule_remains():
+    assert not hasattr(verdicts, "paired_difference") and not hasattr(verdicts, "sign_test")
+    assert verdicts.paired_ci([0.9, 0.8, 0.85], [0.8, 0.7, 0.76]).verdict == "better"
 
 
 def test_crossover_interpolates_in_log_size_and_reports_none_when_never():
@@ -168,3 +200,16 @@ def test_cropstudy_random_crops_are_seeded_and_in_range():
     b = random_crop_batch(photos, 16, 3, torch.Generator().manual_seed(0))
     assert a.shape == (2, 3, 3, 16, 16) and torch.equal(a, b)
     assert center_aspect(torch.zeros(3, 9, 30), 4 / 3).shape == (3, 9, 12)
+
+
+@pytest.mark.slow
+def test_a_solved_average_predictions_computes_the_notebooks_tables_and_says_so():
+    ex = nb09.AVERAGE
+
+    def average_predictions(logits, members, views):  # a learner's own answer
+        return logits[list(members)][:, :, list(views)].softmax(-1).mean(dim=(0, 2))
+
+    unsolved = ex.use(lambda logits, members, views: None)
+    assert unsolved is ex.reference and "convlab's reference" in ex.provenance(unsolved)
+    used = ex.use(average_predictions)
+    assert used is average_predictions and ex.provenance(used) == "computed with your `average_predictions`"

@@ -13,6 +13,7 @@ import pytest
 
 from convlab.augregimes import MATCHING_VIEW, RegimeStudy
 from convlab.colourstudy import ColourStudy
+from convlab.ensemblestudy import MEMBERS, EnsembleStudy
 from convlab.sizeaxis import SizeAxis
 
 RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
@@ -30,7 +31,7 @@ def size() -> SizeAxis:
 
 
 def test_every_stored_study_says_when_where_and_how_it_ran():
-    for name in ("augmentation_full_cpu", "size_axis_full_cpu", "colour_full_cpu"):
+    for name in ("augmentation_full_cpu", "size_axis_full_cpu", "colour_full_cpu", "ensembles_full_cpu"):
         import json
 
         meta = json.loads((RESULTS / f"{name}.json").read_text())["meta"]
@@ -87,3 +88,35 @@ def test_the_colour_study_measures_under_the_stated_casts():
     assert len(study.accs("none")) >= 5
     assert all("train_acc" in r and "test_cast" in r for r in study.rows)
     assert study.effect("colour shift", "cast").verdict == "better"
+
+
+@pytest.fixture(scope="module")
+def ens() -> EnsembleStudy:
+    return EnsembleStudy.from_json(RESULTS / "ensembles_full_cpu.json")
+
+
+def test_the_ensembles_study_can_resolve_one_point_and_records_how_its_members_fitted(ens):
+    assert {r["test_images"] for r in ens.rows} == {10_000}  # README and notebook 09: the whole test set
+    assert ens.replications("crop") == ens.replications("plain") and len(ens.replications()) >= 5
+    for r in ens.rows:
+        assert len(r["members"]) == (MEMBERS if r["recipe"] == "crop" else ens.config["plain_members"])
+        assert all(0 < m["train_acc"] <= 1 and m["epochs"] >= 1 and m["steps"] >= 1 for m in r["members"])
+    assert all(ci.n == len(ens.replications()) for ci in ens.comparisons())
+    # the gains the notebook weighs against their cost, each resolved to better than +-1 point
+    for new, base in (
+        ("5 models x 1 crop", "1 model x 1 crop"),
+        ("1 model x 10 crops", "1 model x 1 crop"),
+        ("2 models x 1 crop", "1 model x 2 crops"),
+        ("5 models x 1 crop", "1 model x 5 crops"),
+    ):
+        assert ens.effect(new, base).half_width < 0.01, (new, base)
+
+
+def test_the_ensembles_study_shows_what_notebook_09_says_it_measures(ens):
+    # the acceptance of notebook 09: an ensemble gain or a 10-crop gain beyond its interval
+    gains = [ens.effect("5 models x 1 crop"), ens.effect("1 model x 10 crops")]
+    assert any(ci.verdict == "better" for ci in gains), gains
+    # its summary: whether test-time views help depends on whether training saw views of their kind
+    assert ens.trained_distribution().verdict == "better"
+    claims = "\n".join(ens.claims())
+    assert claims.startswith("STORED run") and "python -m convlab study ensembles --scale full" in claims
