@@ -23,6 +23,10 @@ STUDIES = {
     ),
     "size-axis": ("convlab.sizeaxis", "transfer regimes against training-set size on Fashion-MNIST"),
     "colour": ("convlab.colourstudy", "colour augmentation against a test set under another illumination"),
+    "learning-curves": (
+        "convlab.learningcurves",
+        "hand-engineered features against learned ones over training-set size, with the crossover",
+    ),
 }
 
 

@@ -218,6 +218,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "sizeaxis",
         "similarity",
         "handfeatures",
+        "learningcurves",
         "verdicts",
     ),
     "course": (

@@ -16,8 +16,8 @@ from convlab.handfeatures import (
     hand_features,
     hog_dim,
     hog_features,
-    learning_curve,
 )
+from convlab.learningcurves import learning_curve
 from convlab.smallcnn import SmallCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
