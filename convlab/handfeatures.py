@@ -165,6 +165,14 @@ def hog_features(
     return out[0] if single else out
 
 
+_KINDS = ("color", "hsv", "hog")
+
+
+def _check_kinds(kinds) -> None:
+    if isinstance(kinds, str) or not kinds or not set(kinds) <= set(_KINDS):
+        raise ValueError(f"kinds: expected a non-empty sequence from {sorted(_KINDS)}, got {kinds!r}")
+
+
 def hand_features(
     images: torch.Tensor | Sequence[torch.Tensor],
     kinds: Sequence[str] = ("color", "hog"),
@@ -173,9 +181,7 @@ def hand_features(
 ) -> torch.Tensor:
     """Concatenated features per image, ``(B, D)``: ``"color"`` (joint RGB, ``bins**3``), ``"hsv"`` (``3*bins``),
     ``"hog"`` (``hog_dim(size)``), in the order given."""
-    known = {"color", "hsv", "hog"}
-    if isinstance(kinds, str) or not kinds or not set(kinds) <= known:
-        raise ValueError(f"kinds: expected a non-empty sequence from {sorted(known)}, got {kinds!r}")
+    _check_kinds(kinds)
     images, _ = _as_batch(images)
     parts = {
         "color": lambda: color_histogram(images, bins, "rgb"),
@@ -267,7 +273,10 @@ class HandFeatureClassifier(_FeatureLinear):
     """
 
     def __init__(self, kinds: Sequence[str] = ("color", "hog"), bins: int = 8, size: int = 64, C: float = 0.1):
-        hand_features(torch.zeros(3, size, size, dtype=torch.uint8), kinds, bins, size)  # checks the arguments
+        _check_kinds(kinds)
+        if not isinstance(bins, int) or not 1 <= bins <= 64:
+            raise ValueError(f"bins: expected an int in [1, 64], got {bins!r}")
+        hog_dim(size)  # checks that a HOG block fits
         self.kinds, self.bins, self.size, self.C = tuple(kinds), bins, size, C
         self.name = " + ".join(kinds) + " + linear"
         self._cache = _PerImageCache(lambda ims: hand_features(ims, self.kinds, bins, size).numpy())
@@ -292,12 +301,15 @@ class FrozenBackboneClassifier(_FeatureLinear):
         self.backbone, self.weights, self.C, self.batch_size = backbone, weights, C, batch_size
         self.name = f"frozen {backbone if isinstance(backbone, str) else type(backbone).__name__} + linear"
         self._cache = _PerImageCache(self._extract)
+        self._model: nn.Module | None = None
 
     @torch.inference_mode()
     def _extract(self, images: Sequence[torch.Tensor]) -> np.ndarray:
-        if isinstance(self.backbone, str):
-            self.backbone = load_backbone(self.backbone, weights=self.weights)
-        model = self.backbone.eval()
+        if self._model is None:  # loaded once, on first use; the ``backbone`` setting stays as given
+            self._model = (
+                load_backbone(self.backbone, weights=self.weights) if isinstance(self.backbone, str) else self.backbone
+            )
+        model = self._model.eval()
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(images), self.batch_size):

@@ -29,9 +29,9 @@ def _rows(gaps: dict[int, list[float]], base: float = 0.6) -> list[dict]:
 
 
 def test_crossover_interpolates_each_seed_in_log_size_and_gives_a_t_interval():
-    rows = _rows({10: [-0.10, -0.12, -0.08], 100: [0.05, 0.02, 0.04], 1000: [0.2, 0.21, 0.19]})
+    rows = _rows({10: [-0.10, -0.12, -0.08], 100: [0.05, 0.04, 0.045], 1000: [0.2, 0.21, 0.19]})
     c = verdicts.crossover(rows, "cnn", "hog")
-    expected = [10 ** (1 + 0.10 / 0.15), 10 ** (1 + 0.12 / 0.14), 10 ** (1 + 0.08 / 0.12)]
+    expected = [10 ** (1 + 0.10 / 0.15), 10 ** (1 + 0.12 / 0.16), 10 ** (1 + 0.08 / 0.125)]
     assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(c.per_seed, expected))
     logs = [math.log(x) for x in expected]
     ci = verdicts.paired_ci(logs, [0.0] * 3)

@@ -37,7 +37,7 @@ __all__ = [
 N_PER_CLASS = 20  # training photos per class in the check
 MARGIN = 0.10  # accepted shortfall against the reference's test accuracy (about 5 of 48 photos)
 FEATURE_SEEDS = (0, 1, 2)  # the draws of training photos on which food_features is checked
-MIN_GAIN = 0.03  # how much food_features must beat the colour histogram by (mean accuracy over the draws)
+MIN_GAIN = 0.04  # how much food_features must beat the colour histogram by (mean accuracy over the draws: 2 photos)
 
 
 def reference_hand_baseline(train_images, train_labels, test_images) -> torch.Tensor:
@@ -112,13 +112,14 @@ HAND_BASELINE = Exercise(
 
 def reference_food_features(images) -> torch.Tensor:
     """Hue, saturation and value histograms (16 bins each), the mean colour of a 4 x 4 grid over the centre square
-    (where the colours sit), and a histogram of uniform local binary patterns (texture), one row per photo.
+    (where the colours sit), a histogram of uniform local binary patterns (texture) and HOG on a 32 px square
+    (coarse shape), one row per photo.
 
-    images: a list of uint8 ``(3, H, W)`` photos of any sizes. Returns float32 ``(B, 48 + 48 + 10)``.
+    images: a list of uint8 ``(3, H, W)`` photos of any sizes. Returns float32 ``(B, 48 + 48 + 10 + 324)``.
     """
     from skimage.feature import local_binary_pattern
 
-    from convlab.handfeatures import color_histogram
+    from convlab.handfeatures import color_histogram, hog_features
     from convlab.preprocess import fit_size
 
     rows = []
@@ -128,7 +129,8 @@ def reference_food_features(images) -> torch.Tensor:
         gray = (square.float() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).round().to(torch.uint8)
         codes = local_binary_pattern(gray.numpy(), 8, 1, "uniform").astype(np.int64).ravel()  # 0..9
         texture = torch.from_numpy(np.bincount(codes, minlength=10) / codes.size).float()
-        rows.append(torch.cat([color_histogram(image, 16, "hsv"), layout, texture]))
+        shape = hog_features(image, size=32)  # edge orientations on a coarse 32 px square
+        rows.append(torch.cat([color_histogram(image, 16, "hsv"), layout, texture, shape]))
     return torch.stack(rows)
 
 
