@@ -279,8 +279,8 @@ QUIZ = Quiz(
         ),
         "q5": Question(
             (
-                "From your run: trained on the last seed's photos, which share of the test photos did your "
-                "hand-engineered baseline classify correctly (printed above)? (3 decimals)"
+                "From your run: at 20 photos per class on the last seed, which share of the test photos did "
+                "hand_baseline classify correctly in the learning curve (printed above)? (3 decimals)"
             ),
             answer=None,
             measured="hand_acc",
@@ -290,8 +290,8 @@ QUIZ = Quiz(
                 "in by hand leaves."
             ),
             wrong={
-                "low": "the last line printed under your hand_baseline's check.",
-                "high": "the last line printed under your hand_baseline's check.",
+                "low": "the last line printed under the food photos' crossovers.",
+                "high": "the last line printed under the food photos' crossovers.",
             },
         ),
         "q6": Question(
@@ -389,8 +389,8 @@ QUIZ = Quiz(
     },
     research=[
         (
-            "Add a third hand feature (e.g. local binary patterns from scikit-image) to your baseline: does the "
-            "crossover with the CNN move, and by how much?"
+            "Which block of your food_features carries the most? Drop one block at a time and read the gap to the "
+            "colour histogram at each size, with its interval."
         ),
         (
             "At which training-set size do frozen ImageNet features stop beating your hand baseline on "
