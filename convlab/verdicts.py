@@ -302,7 +302,9 @@ class Crossover:
     ``gaps``: at each size, ``learner - baseline`` paired over seeds with its 95% interval (:func:`paired_ci`).
     ``per_seed``: each seed's crossover, the size from which its gap stays >= 0 (interpolated in log size; ``-inf``:
     ahead at every size, nan: behind at the largest). ``at``, ``low``, ``high``: the crossover and its 95% t interval
-    in log size over seeds, when every seed crosses inside the sizes measured (nan otherwise).
+    in log size over seeds, when no seed is still behind at the largest size and at least one crosses inside the
+    sizes measured (nan otherwise); ``censored`` seeds, ahead at every size, enter it at the smallest size (their
+    crossover lies at or below it, so the interval leans to the larger side).
     """
 
     learner: str
@@ -313,6 +315,7 @@ class Crossover:
     at: float
     low: float
     high: float
+    censored: int = 0
 
     def where(self, verdict: str) -> tuple[int, ...]:
         """The sizes at which the learner is shown ``"better"``, shown ``"worse"``, or ``"tie"``."""
@@ -346,9 +349,16 @@ class Crossover:
         ahead = sum(c == float("-inf") for c in self.per_seed)
         inside = [c for c in self.per_seed if math.isfinite(c)]
         if self.crossed:
+            each = ", ".join(f"{c:.0f}" if math.isfinite(c) else f"<={lo}" for c in self.per_seed)
+            note = (
+                f"; {self.censored} seed{'s' if self.censored > 1 else ''} ahead at every size, counted at {lo}, the "
+                "smallest size measured"
+                if self.censored
+                else ""
+            )
             out.append(
                 f"Crossover at about {self.at:.0f} images per class (95% CI {self.low:.0f}-{self.high:.0f}, a t "
-                f"interval of log size over {seeds} seeds; per seed {', '.join(f'{c:.0f}' for c in self.per_seed)})."
+                f"interval of log size over {seeds} seeds; per seed {each}{note})."
             )
         elif behind == len(self.per_seed):
             out.append(
@@ -387,14 +397,15 @@ def crossover(rows: Sequence[Mapping], learner: str, baseline: str, confidence: 
     gaps = [paired_ci([a[n][s] for s in seeds], [b[n][s] for s in seeds], f"n={n}", confidence) for n in sizes]
     per_seed = tuple(_cross(sizes, [a[n][s] - b[n][s] for n in sizes]) for s in seeds)
     at = low = high = float("nan")
-    if all(math.isfinite(c) for c in per_seed):
-        logs = [math.log(c) for c in per_seed]
+    censored = sum(c == float("-inf") for c in per_seed)
+    if not any(math.isnan(c) for c in per_seed) and censored < len(per_seed):
+        logs = [math.log(c if math.isfinite(c) else sizes[0]) for c in per_seed]
         if len(set(logs)) > 1:
             ci = paired_ci(logs, [0.0] * len(logs), "log crossover", confidence)
             at, low, high = math.exp(ci.mean), math.exp(ci.low), math.exp(ci.high)
         else:
-            at = low = high = per_seed[0]
-    return Crossover(learner, baseline, tuple(sizes), tuple(gaps), per_seed, at, low, high)
+            at = low = high = math.exp(logs[0])
+    return Crossover(learner, baseline, tuple(sizes), tuple(gaps), per_seed, at, low, high, censored)
 
 
 # ----------------------------------------------------------------------------- data loading (notebook 07)

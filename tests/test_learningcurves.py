@@ -58,6 +58,14 @@ def test_no_crossover_within_the_sizes_measured_is_said_so():
     assert "behind at the largest size on every seed" in str(behind)
     ahead = verdicts.crossover(_rows({10: [0.1, 0.2], 100: [0.1, 0.15]}), "cnn", "hog")
     assert "ahead at every size on every seed, so any crossover lies below 10" in str(ahead)
+    # a seed ahead at every size enters the interval at the smallest size, and the line says so
+    censored = verdicts.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, 0.05]}), "cnn", "hog")
+    assert censored.crossed and censored.censored == 1
+    logs = [math.log(10 ** (1 + 0.1 / 0.2)), math.log(10), math.log(10 ** (1 + 0.1 / 0.15))]
+    assert math.isclose(censored.at, math.exp(sum(logs) / 3))
+    assert "per seed 32, <=10, 46; 1 seed ahead at every size, counted at 10, the smallest size measured" in str(
+        censored
+    )
     mixed = verdicts.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, -0.05]}), "cnn", "hog")
     assert not mixed.crossed and "No crossover interval: of 3 seeds, 1 cross inside" in str(mixed)
 
