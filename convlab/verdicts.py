@@ -372,9 +372,11 @@ class Crossover:
             )
         else:
             out.append(
-                f"No crossover interval: of {seeds} seeds, {len(inside)} cross inside {lo}-{hi} per class"
+                f"No crossover interval: of {seeds} seeds, {len(inside)} cross{'es' if len(inside) == 1 else ''} "
+                f"inside {lo}-{hi} per class"
                 + (f" (at {', '.join(f'{c:.0f}' for c in inside)})" if inside else "")
-                + f", {ahead} are ahead at every size and {behind} are still behind at {hi}."
+                + f", {ahead} {'is' if ahead == 1 else 'are'} ahead at every size and {behind} "
+                f"{'is' if behind == 1 else 'are'} still behind at {hi}."
             )
         return out
 

@@ -67,7 +67,7 @@ def test_no_crossover_within_the_sizes_measured_is_said_so():
         censored
     )
     mixed = verdicts.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, -0.05]}), "cnn", "hog")
-    assert not mixed.crossed and "No crossover interval: of 3 seeds, 1 cross inside" in str(mixed)
+    assert not mixed.crossed and "No crossover interval: of 3 seeds, 1 crosses inside" in str(mixed)
 
 
 def test_the_crossover_needs_two_seeds_and_known_methods():
