@@ -389,8 +389,8 @@ QUIZ = Quiz(
     },
     research=[
         (
-            "Which block of your food_features carries the most? Drop one block at a time and read the gap to the "
-            "colour histogram at each size, with its interval."
+            "Drop one block of your food_features at a time: without which block does the gap to the colour "
+            "histogram shrink most, and at which sizes does its interval still exclude 0?"
         ),
         (
             "At which training-set size do frozen ImageNet features stop beating your hand baseline on "
