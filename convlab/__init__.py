@@ -28,7 +28,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
   :mod:`convlab.sizeaxis` (data-set size x regime), :mod:`convlab.similarity` (distance from ImageNet by stage
   probes), :mod:`convlab.augstudy` (each augmentation's effect on the food photos), :mod:`convlab.augregimes`
   (augmentation in a model that overfits and one that underfits), :mod:`convlab.colourstudy` (colour augmentation
-  under another light), :mod:`convlab.handfeatures` (hand-engineered features vs learned ones),
+  under another light), :mod:`convlab.handfeatures` (hand-engineered features and the classifiers compared with them),
+  :mod:`convlab.learningcurves` (accuracy against training-set size over seeds, and the crossover),
   :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts` (the one verdict rule: what a
   measurement does and does not show),
   :mod:`convlab.ensemblestudy` (ensembles, 10-crop and dense evaluation where one point of accuracy can show).

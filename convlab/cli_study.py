@@ -24,6 +24,10 @@ STUDIES = {
     "size-axis": ("convlab.sizeaxis", "transfer regimes against training-set size on Fashion-MNIST"),
     "colour": ("convlab.colourstudy", "colour augmentation against a test set under another illumination"),
     "ensembles": ("convlab.ensemblestudy", "ensembles against 10-crop and dense evaluation, at equal forward passes"),
+    "learning-curves": (
+        "convlab.learningcurves",
+        "hand-engineered features against learned ones over training-set size, with the crossover",
+    ),
 }
 
 

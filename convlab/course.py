@@ -78,8 +78,9 @@ COURSE: tuple[Lesson, ...] = (
     ),
     Lesson(
         "08_data_vs_hand_engineering",
-        "hand-engineered features vs learned ones over training-set sizes",
-        ("handfeatures",),
+        "hand-engineered features (your own too) vs learned ones over training-set sizes; the crossover with its "
+        "interval, live and stored",
+        ("handfeatures", "learningcurves"),
         cpu_s=86,
     ),
     Lesson(

@@ -1,4 +1,4 @@
-"""Hand-engineered features vs learned ones, measured over training-set size.
+"""Hand-engineered image features, and the classifiers that learning curves compare with them.
 
 - :func:`color_histogram`: a joint RGB histogram (``bins**3`` values) or per-channel HSV histograms
   (``3 * bins``), L1-normalised. It only counts colours, so it is invariant to any rearrangement of the pixels
@@ -8,10 +8,12 @@
   ``skimage.feature.hog``) on a grayscale ``size x size`` square. It describes local shape and edges, is robust to
   small shifts and to brightness changes (block normalisation), ignores colour, and is *not* invariant to
   rotation or flips (the cells and orientation bins move).
-- Methods for :func:`learning_curve`, each with ``fit(images, seed) -> self`` and ``score(images) -> accuracy``:
-  :class:`HandFeatureClassifier` (features + StandardScaler + logistic regression), :class:`SmallCNNClassifier`
-  (a four-layer CNN trained from scratch at 64 px) and :class:`FrozenBackboneClassifier` (pretrained pooled
-  features + logistic regression, features computed once per image and reused across sizes and seeds).
+- Classifiers, each with ``fit(images, seed) -> self`` and ``score(images) -> accuracy`` (the methods that
+  :func:`convlab.learningcurves.learning_curve` compares): :class:`HandFeatureClassifier` (features + StandardScaler
+  + logistic regression), :class:`SmallCNNClassifier` (a four-block CNN trained from scratch),
+  :class:`FrozenBackboneClassifier` (pretrained pooled features + logistic regression, features computed once per
+  image and reused across sizes and seeds) and :class:`FineTuneClassifier`. Those that train by steps record their
+  budget after ``fit`` in ``budget_`` (``{"steps": ..., "epochs": ...}``).
 
 Methods read ``images.images`` (the raw uint8 photos) and apply their own preprocessing; an ImageSet's
 ``transform`` is not used. scikit-learn is needed for the linear classifiers.
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,21 +40,17 @@ from convlab.preprocess import Preprocess, fit_size
 from convlab.smallcnn import SmallCNN
 from convlab.transfer import freeze, param_groups
 
-if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
-    from matplotlib.figure import Figure
-
 __all__ = [
     "as_rgb",
     "color_histogram",
     "hog_features",
     "hog_dim",
     "hand_features",
+    "FeatureClassifier",
     "HandFeatureClassifier",
     "SmallCNNClassifier",
     "FrozenBackboneClassifier",
     "FineTuneClassifier",
-    "plot_learning_curves",
-    "learning_curve",
 ]
 
 
@@ -169,6 +165,14 @@ def hog_features(
     return out[0] if single else out
 
 
+_KINDS = ("color", "hsv", "hog")
+
+
+def _check_kinds(kinds) -> None:
+    if isinstance(kinds, str) or not kinds or not set(kinds) <= set(_KINDS):
+        raise ValueError(f"kinds: expected a non-empty sequence from {sorted(_KINDS)}, got {kinds!r}")
+
+
 def hand_features(
     images: torch.Tensor | Sequence[torch.Tensor],
     kinds: Sequence[str] = ("color", "hog"),
@@ -177,9 +181,7 @@ def hand_features(
 ) -> torch.Tensor:
     """Concatenated features per image, ``(B, D)``: ``"color"`` (joint RGB, ``bins**3``), ``"hsv"`` (``3*bins``),
     ``"hog"`` (``hog_dim(size)``), in the order given."""
-    known = {"color", "hsv", "hog"}
-    if isinstance(kinds, str) or not kinds or not set(kinds) <= known:
-        raise ValueError(f"kinds: expected a non-empty sequence from {sorted(known)}, got {kinds!r}")
+    _check_kinds(kinds)
     images, _ = _as_batch(images)
     parts = {
         "color": lambda: color_histogram(images, bins, "rgb"),
@@ -249,6 +251,21 @@ class _FeatureLinear:
         return float((self.predict(images) == images.labels.numpy()).mean())
 
 
+class FeatureClassifier(_FeatureLinear):
+    """Features from any function ``extract(images) -> (B, D)`` (a list of uint8 ``(3, H, W)`` photos in, one row
+    per photo out) -> StandardScaler -> logistic regression; each distinct photo's row is computed once and cached.
+    A learner's own features run in a learning curve this way."""
+
+    def __init__(self, extract, name: str = "features + linear", C: float = 0.1):
+        if not callable(extract):
+            raise TypeError(f"extract: expected a function images -> (B, D) features, got {extract!r}")
+        self.extract, self.name, self.C = extract, name, C
+        self._cache = _PerImageCache(lambda ims: np.asarray(torch.as_tensor(extract(list(ims))), dtype=np.float32))
+
+    def _features(self, images) -> np.ndarray:
+        return self._cache(list(images))
+
+
 class HandFeatureClassifier(_FeatureLinear):
     """Hand-engineered features (see :func:`hand_features`) -> StandardScaler -> logistic regression.
 
@@ -256,7 +273,10 @@ class HandFeatureClassifier(_FeatureLinear):
     """
 
     def __init__(self, kinds: Sequence[str] = ("color", "hog"), bins: int = 8, size: int = 64, C: float = 0.1):
-        hand_features(torch.zeros(3, size, size, dtype=torch.uint8), kinds, bins, size)  # checks the arguments
+        _check_kinds(kinds)
+        if not isinstance(bins, int) or not 1 <= bins <= 64:
+            raise ValueError(f"bins: expected an int in [1, 64], got {bins!r}")
+        hog_dim(size)  # checks that a HOG block fits
         self.kinds, self.bins, self.size, self.C = tuple(kinds), bins, size, C
         self.name = " + ".join(kinds) + " + linear"
         self._cache = _PerImageCache(lambda ims: hand_features(ims, self.kinds, bins, size).numpy())
@@ -281,12 +301,15 @@ class FrozenBackboneClassifier(_FeatureLinear):
         self.backbone, self.weights, self.C, self.batch_size = backbone, weights, C, batch_size
         self.name = f"frozen {backbone if isinstance(backbone, str) else type(backbone).__name__} + linear"
         self._cache = _PerImageCache(self._extract)
+        self._model: nn.Module | None = None
 
     @torch.inference_mode()
     def _extract(self, images: Sequence[torch.Tensor]) -> np.ndarray:
-        if isinstance(self.backbone, str):
-            self.backbone = load_backbone(self.backbone, weights=self.weights)
-        model = self.backbone.eval()
+        if self._model is None:  # loaded once, on first use; the ``backbone`` setting stays as given
+            self._model = (
+                load_backbone(self.backbone, weights=self.weights) if isinstance(self.backbone, str) else self.backbone
+            )
+        model = self._model.eval()
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(images), self.batch_size):
@@ -350,6 +373,7 @@ class SmallCNNClassifier:
         steps = max(self.steps, math.ceil(self.min_epochs * len(y) / self.batch_size))
         # one "epoch" of `steps` batches drawn with replacement, each cut and mirrored at random
         crop_flip = v2.Compose([RandomCrop(self.size, generator=g), RandomHorizontalFlip(0.5, generator=g)])
+        self.budget_ = {"steps": steps, "epochs": round(steps * batch / len(y), 2)}
         fit(
             model,
             TensorDataset(x, y),
@@ -418,6 +442,7 @@ class FineTuneClassifier:
         data = torch.utils.data.TensorDataset(self.preprocess_(list(images.images)), images.labels)
         epochs = max(1, math.ceil(self.steps * self.batch_size / len(images)))
         flip = RandomHorizontalFlip(0.5)
+        self.budget_ = {"steps": epochs * math.ceil(len(images) / self.batch_size), "epochs": epochs}
         groups = param_groups(model, self.lr, self.backbone_lr_scale)
         fit(
             model,
@@ -440,71 +465,6 @@ class FineTuneClassifier:
         return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
 
 
-def learning_curve(
-    methods: Mapping[str, object] | Sequence[object],
-    splits: Splits,
-    sizes_per_class: Sequence[int] = (5, 10, 20, 40),
-    seeds: Sequence[int] = (0,),
-    evaluate_on: str = "test",
-    progress: bool = False,
-) -> list[dict]:
-    """Test accuracy of each method trained on ``n`` images per class, for each ``n`` and seed.
-
-    Args:
-        methods: objects with ``fit(images, seed) -> self`` and ``score(images) -> float`` (e.g.
-            :class:`HandFeatureClassifier`, :class:`SmallCNNClassifier`, :class:`FrozenBackboneClassifier`), as a
-            ``{name: method}`` mapping or a sequence (names from ``method.name``).
-        splits: a :class:`convlab.data.Splits`; training subsets are ``splits.train.per_class(n, seed)``.
-        sizes_per_class: training images per class (classes with fewer images give all they have).
-        seeds: each seed draws a different subset and initialisation.
-        evaluate_on: ``"test"`` or ``"val"``.
-        progress: show a progress bar over the (seed, size, method) fits.
-
-    Returns:
-        rows ``{method, n_per_class, seed, n_train, accuracy, fit_s}`` (a :class:`convlab.display.Table` shows them).
-    """
-    if evaluate_on not in ("test", "val"):
-        raise ValueError(f"evaluate_on: expected 'test' or 'val', got {evaluate_on!r}")
-    named = (
-        dict(methods) if isinstance(methods, Mapping) else {getattr(m, "name", type(m).__name__): m for m in methods}
-    )
-    for name, m in named.items():
-        if not (callable(getattr(m, "fit", None)) and callable(getattr(m, "score", None))):
-            raise TypeError(f"methods[{name!r}]: expected an object with fit(images, seed) and score(images)")
-    if not sizes_per_class or any(not isinstance(n, int) or n < 1 for n in sizes_per_class):
-        raise ValueError(f"sizes_per_class: expected ints >= 1, got {tuple(sizes_per_class)}")
-    evaluation = getattr(splits, evaluate_on)
-    rows = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(seeds) * len(sizes_per_class) * len(named), desc="fits", leave=False)
-    for seed in seeds:
-        for n in sizes_per_class:
-            train = splits.train.per_class(n, seed=seed)
-            for name, method in named.items():
-                if bar is not None:
-                    bar.set_postfix_str(f"seed {seed}, n={n}, {name}")
-                    bar.update()
-                t = time.perf_counter()
-                method.fit(train, seed=seed)
-                fit_s = time.perf_counter() - t
-                rows.append(
-                    {
-                        "method": name,
-                        "n_per_class": n,
-                        "seed": seed,
-                        "n_train": len(train),
-                        "accuracy": method.score(evaluation),
-                        "fit_s": fit_s,
-                    }
-                )
-    if bar is not None:
-        bar.close()
-    return rows
-
-
 def as_rgb(splits: Splits) -> Splits:
     """Grayscale splits (e.g. Fashion-MNIST's uint8 ``(N, 1, 28, 28)``) as 3-channel images (a broadcast view, no
     copy), so the colour/HOG features and :class:`~convlab.smallcnn.SmallCNN` take them unchanged."""
@@ -518,28 +478,3 @@ def as_rgb(splits: Splits) -> Splits:
         return ImageSet(images, s.labels, s.classes, s.ids, s.transform)
 
     return Splits(rgb(splits.train), rgb(splits.val), rgb(splits.test), splits.classes, splits.seed, dict(splits.info))
-
-
-def plot_learning_curves(rows: Sequence[dict], title: str = "") -> Figure:
-    """Mean test accuracy (and the spread over seeds) against training images per class, one line per method."""
-    import matplotlib.pyplot as plt
-
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for m in methods:
-        sizes = sorted({r["n_per_class"] for r in rows if r["method"] == m})
-        acc = [[r["accuracy"] for r in rows if r["method"] == m and r["n_per_class"] == n] for n in sizes]
-        mean = np.array([np.mean(a) for a in acc])
-        lo = np.array([np.min(a) for a in acc])
-        hi = np.array([np.max(a) for a in acc])
-        ax.plot(sizes, mean, marker="o", label=m)
-        ax.fill_between(sizes, lo, hi, alpha=0.15)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({r["n_per_class"] for r in rows}), [str(n) for n in sorted({r["n_per_class"] for r in rows})])
-    ax.set_xlabel("training images per class")
-    ax.set_ylabel("test accuracy (band: min-max over seeds)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig

@@ -247,6 +247,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "sizeaxis",
         "similarity",
         "handfeatures",
+        "learningcurves",
         "verdicts",
     ),
     "course": (

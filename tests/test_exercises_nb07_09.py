@@ -57,12 +57,19 @@ def test_seeded_loader_reference_passes_and_the_plain_loader_fails_on_real_photo
     assert plain is not None and "same brightness offsets" in plain
 
 
-def test_channel_histogram_reference_and_a_wrong_binning():
-    assert nb08.CHANNEL_HISTOGRAM.run(nb08.reference_channel_histogram) is None
-    wrong = nb08.CHANNEL_HISTOGRAM.run(
-        lambda im, bins=4: nb08.reference_channel_histogram(im, bins).view(3, bins).t().flatten()
-    )
-    assert wrong is not None
+@pytest.mark.slow
+def test_food_features_reference_beats_the_colour_histogram_and_weaker_or_leaky_features_fail():
+    from convlab.handfeatures import color_histogram
+
+    assert nb08.FOOD_FEATURES.run(nb08.reference_food_features) is None
+    # the colour histogram itself does not beat the colour histogram
+    said = nb08.FOOD_FEATURES.run(lambda images: color_histogram(images))
+    assert said is not None and "beat it by at least" in said
+    # standardising over the list makes a photo's row depend on the others
+    leaky = nb08.FOOD_FEATURES.run(lambda images: (lambda f: f - f.mean(0))(color_histogram(images)))
+    assert leaky is not None and "depend on its own photo only" in leaky
+    ragged = nb08.FOOD_FEATURES.run(lambda images: [im.float().mean() for im in images])
+    assert ragged is not None and "return a tensor" in ragged
 
 
 @pytest.mark.slow
@@ -165,23 +172,6 @@ def test_dense_predict_is_the_whole_image_and_its_mirror():
 def test_one_verdict_rule_remains():
     assert not hasattr(verdicts, "paired_difference") and not hasattr(verdicts, "sign_test")
     assert verdicts.paired_ci([0.9, 0.8, 0.85], [0.8, 0.7, 0.76]).verdict == "better"
-
-
-def test_crossover_interpolates_in_log_size_and_reports_none_when_never():
-    rows = []
-    for seed in (0, 1):
-        for n, (a, b) in {10: (0.5, 0.6), 100: (0.7, 0.65), 1000: (0.9, 0.7)}.items():
-            rows += [
-                {"method": "cnn", "n_per_class": n, "seed": seed, "accuracy": a, "fit_s": 1.0},
-                {"method": "hog", "n_per_class": n, "seed": seed, "accuracy": b, "fit_s": 1.0},
-            ]
-    c = verdicts.crossover(rows, "cnn", "hog")
-    assert 10 < c.at_mean < 100 and math.isclose(c.at_mean, 10 ** (1 + 0.1 / 0.15), rel_tol=1e-6)
-    assert "stays ahead from about 46 images" in str(c)
-    never = verdicts.crossover(rows, "hog", "cnn")  # ahead at 10, behind from 100 on
-    assert math.isnan(never.at_mean) and "No crossover" in str(never)
-    table = verdicts.learning_table(rows)
-    assert table.rows[0]["n=10"] == "0.500 ± 0.000"
 
 
 def test_cost_ratio_is_the_median_of_back_to_back_ratios():

@@ -9,6 +9,7 @@ import torch
 
 from convlab.data import ImageSet, Splits
 from convlab.handfeatures import (
+    FeatureClassifier,
     FrozenBackboneClassifier,
     HandFeatureClassifier,
     SmallCNNClassifier,
@@ -16,8 +17,8 @@ from convlab.handfeatures import (
     hand_features,
     hog_dim,
     hog_features,
-    learning_curve,
 )
+from convlab.learningcurves import learning_curve
 from convlab.smallcnn import SmallCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,3 +159,19 @@ def test_learning_curve_rows_and_feature_reuse():
     # the frozen features of the 16 training images plus 4 test images were each computed once
     assert len(frozen._cache.store) == 20
     assert max(r["accuracy"] for r in rows if r["method"] == "hand") == 1.0
+
+
+def test_feature_classifier_fits_any_feature_function_and_computes_each_photo_once():
+    splits = _toy_splits()
+    calls = []
+
+    def mean_colour(images):
+        calls.append(len(images))
+        return torch.stack([im.float().mean((1, 2)) for im in images])
+
+    clf = FeatureClassifier(mean_colour, name="mean colour + linear").fit(splits.train)
+    assert clf.score(splits.test) == 1.0 and clf.name == "mean colour + linear"
+    clf.fit(splits.train, seed=1)
+    assert sum(calls) == len(splits.train) + len(splits.test)  # the second fit reads the cache
+    with pytest.raises(TypeError, match="extract: expected a function"):
+        FeatureClassifier("colour")

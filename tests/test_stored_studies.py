@@ -14,6 +14,7 @@ import pytest
 from convlab.augregimes import MATCHING_VIEW, RegimeStudy
 from convlab.colourstudy import ColourStudy
 from convlab.ensemblestudy import MEMBERS, EnsembleStudy
+from convlab.learningcurves import CNN, HOG, LearningCurves
 from convlab.sizeaxis import SizeAxis
 
 RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
@@ -31,7 +32,13 @@ def size() -> SizeAxis:
 
 
 def test_every_stored_study_says_when_where_and_how_it_ran():
-    for name in ("augmentation_full_cpu", "size_axis_full_cpu", "colour_full_cpu", "ensembles_full_cpu"):
+    for name in (
+        "augmentation_full_cpu",
+        "size_axis_full_cpu",
+        "colour_full_cpu",
+        "ensembles_full_cpu",
+        "learning_curves_full_cpu",
+    ):
         import json
 
         meta = json.loads((RESULTS / f"{name}.json").read_text())["meta"]
@@ -120,3 +127,50 @@ def test_the_ensembles_study_shows_what_notebook_09_says_it_measures(ens):
     assert ens.trained_distribution().verdict == "better"
     claims = "\n".join(ens.claims())
     assert claims.startswith("STORED run") and "python -m convlab study ensembles --scale full" in claims
+
+
+@pytest.fixture(scope="module")
+def curves() -> LearningCurves:
+    return LearningCurves.from_json(RESULTS / "learning_curves_full_cpu.json")
+
+
+def test_the_learning_curves_can_resolve_a_crossover(curves):
+    fashion = curves.data("fashion")
+    assert {r["test_images"] for r in fashion} == {10000}
+    sizes = sorted({r["n_per_class"] for r in fashion})
+    assert sizes[0] <= 10 and sizes[-1] >= 3000 and len(sizes) >= 5
+    for data in ("fashion", "food"):
+        rows = curves.data(data)
+        for method, n in {(r["method"], r["n_per_class"]) for r in rows}:
+            seeds = {r["seed"] for r in rows if (r["method"], r["n_per_class"]) == (method, n)}
+            assert len(seeds) >= 5, (data, method, n)
+        assert all(0 <= r["train_acc"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
+    food_methods = {r["method"] for r in curves.data("food")}
+    assert {"colour histogram + linear", "colour + HOG + linear", CNN, "frozen MobileNetV2 + linear"} <= food_methods
+
+
+def test_every_cnn_records_its_budget_and_training_accuracy(curves):
+    for data in ("fashion", "food"):
+        cnn = [r for r in curves.data(data) if r["method"] == CNN]
+        assert all(r["steps"] >= 1 and r["epochs"] > 0 for r in cnn)
+    for r in curves.data("fashion"):
+        if r["method"] == CNN:
+            # no fit ends below its own test accuracy, and the small sets, where the curves cross, are fitted
+            assert r["train_acc"] >= r["accuracy"], r
+            assert r["n_per_class"] > 30 or r["train_acc"] >= 0.99, r
+
+
+def test_the_notebooks_reading_of_the_stored_curves(curves):
+    """Notebook 08 points the learner at the stored Fashion-MNIST line "for where learning from data overtakes HOG",
+    and its quiz says frozen ImageNet features are the most accurate with 5 food photos per class."""
+    fashion = curves.crossover("fashion", CNN, HOG)
+    sizes = fashion.sizes
+    assert sizes[-1] in fashion.where("better"), str(fashion)
+    assert fashion.crossed and fashion.high < sizes[-1], str(fashion)
+    food = curves.data("food")
+    at5 = {
+        m: [r["accuracy"] for r in food if r["method"] == m and r["n_per_class"] == 5]
+        for m in {r["method"] for r in food}
+    }
+    best = max(at5, key=lambda m: sum(at5[m]) / len(at5[m]))
+    assert best.startswith("frozen MobileNetV2") or best.startswith("MobileNetV2 fine-tuned"), best

@@ -4,7 +4,10 @@
   learner's choice (colour histograms, HOG) + logistic regression, trained on 20 food photos per class; the check
   scores its predictions on the real test photos, handed over in a fresh random order (a function that returns the
   stored test labels scores at chance), against the reference's accuracy (within a margin).
-- :data:`CHANNEL_HISTOGRAM` (kata): a per-channel colour histogram.
+- :data:`FOOD_FEATURES`: features of the learner's own design for the food photos, one row per photo; the check fits
+  a standardised logistic regression on them for three draws of 20 photos per class and passes when they beat the
+  colour histogram alone on the real test photos by :data:`MIN_GAIN`. The notebook then runs them in its learning
+  curve.
 - :data:`QUIZ`.
 
 Importing this module is cheap: photos load on the first check (memoised).
@@ -21,16 +24,20 @@ from convlab.exercises.core import Exercise, Question, Quiz, expect, expect_near
 
 __all__ = [
     "HAND_BASELINE",
-    "CHANNEL_HISTOGRAM",
+    "FOOD_FEATURES",
     "QUIZ",
     "reference_hand_baseline",
-    "reference_channel_histogram",
+    "reference_food_features",
+    "MIN_GAIN",
+    "FEATURE_SEEDS",
     "N_PER_CLASS",
     "MARGIN",
 ]
 
 N_PER_CLASS = 20  # training photos per class in the check
 MARGIN = 0.10  # accepted shortfall against the reference's test accuracy (about 5 of 48 photos)
+FEATURE_SEEDS = (0, 1, 2)  # the draws of training photos on which food_features is checked
+MIN_GAIN = 0.04  # how much food_features must beat the colour histogram by (mean accuracy over the draws: 2 photos)
 
 
 def reference_hand_baseline(train_images, train_labels, test_images) -> torch.Tensor:
@@ -103,50 +110,119 @@ HAND_BASELINE = Exercise(
 )
 
 
-def reference_channel_histogram(image: torch.Tensor, bins: int = 4) -> torch.Tensor:
-    """uint8 ``(3, H, W)`` -> ``(3 * bins,)``: R's bins, then G's, then B's, each channel's part summing to 1."""
-    idx = (image.long() * bins) // 256
-    counts = torch.stack([torch.bincount(idx[c].flatten(), minlength=bins) for c in range(3)]).float()
-    return (counts / counts.sum(1, keepdim=True)).flatten()
+def reference_food_features(images) -> torch.Tensor:
+    """Hue, saturation and value histograms (16 bins each), the mean colour of a 4 x 4 grid over the centre square
+    (where the colours sit), a histogram of uniform local binary patterns (texture) and HOG on a 32 px square
+    (coarse shape), one row per photo.
+
+    images: a list of uint8 ``(3, H, W)`` photos of any sizes. Returns float32 ``(B, 48 + 48 + 10 + 324)``.
+    """
+    from skimage.feature import local_binary_pattern
+
+    from convlab.handfeatures import color_histogram, hog_features
+    from convlab.preprocess import fit_size
+
+    rows = []
+    for image in images:
+        square = fit_size(image, (64, 64))  # shorter side to 64 px, centre crop
+        layout = torch.nn.functional.adaptive_avg_pool2d(square[None].float() / 255, 4).flatten()
+        gray = (square.float() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).round().to(torch.uint8)
+        codes = local_binary_pattern(gray.numpy(), 8, 1, "uniform").astype(np.int64).ravel()  # 0..9
+        texture = torch.from_numpy(np.bincount(codes, minlength=10) / codes.size).float()
+        shape = hog_features(image, size=32)  # edge orientations on a coarse 32 px square
+        rows.append(torch.cat([color_histogram(image, 16, "hsv"), layout, texture, shape]))
+    return torch.stack(rows)
 
 
-def _test_channel_histogram(channel_histogram) -> None:
-    img = torch.zeros(3, 4, 4, dtype=torch.uint8)
-    img[0, :2] = 255
-    img[1] = 100
-    h = channel_histogram(img, bins=4)
+def _linear_accuracy(train_features, train_labels, test_features, test_labels) -> float:
+    """Standardise -> logistic regression (C = 0.1), as :class:`convlab.handfeatures.FeatureClassifier` fits."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    clf.fit(train_features, np.asarray(train_labels))
+    return float((clf.predict(test_features) == np.asarray(test_labels)).mean())
+
+
+@functools.lru_cache(maxsize=1)
+def _food_draws():
+    """The check's three draws of 20 training photos per class, and the test photos."""
+    from convlab.data import load_food
+
+    food = load_food()
+    draws = [food.train.per_class(N_PER_CLASS, seed=s) for s in FEATURE_SEEDS]
+    return [(list(d.images), d.labels.clone()) for d in draws], list(food.test.images), food.test.labels.clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _colour_accuracy() -> float:
+    """The colour histogram's mean test accuracy over the check's draws: the bar that the learner's features clear."""
+    from convlab.handfeatures import color_histogram
+
+    draws, te_x, te_y = _food_draws()
+    test = color_histogram(te_x).numpy()
+    return float(np.mean([_linear_accuracy(color_histogram(x).numpy(), y, test, te_y) for x, y in draws]))
+
+
+def _feature_rows(food_features, images, what: str) -> np.ndarray:
+    out = food_features(list(images))
     expect(
-        isinstance(h, torch.Tensor) and tuple(h.shape) == (12,),
-        "return a tensor of 3 * bins numbers: R's bins, then G's, then B's",
+        isinstance(out, torch.Tensor | np.ndarray),
+        f"return a tensor (or array) of features, one row per photo, got {type(out).__name__}",
     )
-    expect(torch.allclose(h.float().view(3, 4).sum(1), torch.ones(3)), "normalise each channel's counts to sum to 1")
+    out = torch.as_tensor(np.asarray(out)).float()
     expect(
-        torch.allclose(h.float(), torch.tensor([0.5, 0, 0, 0.5, 0, 1, 0, 0, 1, 0, 0, 0])),
-        "0..63 is bin 0, 64..127 bin 1, ..., 192..255 bin 3",
+        out.ndim == 2 and out.shape[0] == len(images),
+        f"return a (B, D) tensor: one row per photo ({len(images)} {what}), got shape {tuple(out.shape)}",
     )
-    photo = _food_task()[0][0]
-    got = channel_histogram(photo, bins=8)
+    expect(bool(torch.isfinite(out).all()), f"the features of the {what} hold nan or inf: guard every division")
+    return out.numpy()
+
+
+def _test_food_features(food_features) -> None:
+    draws, te_x, te_y = _food_draws()
+    test = _feature_rows(food_features, te_x, "test photos")
+    alone = _feature_rows(food_features, te_x[:1], "photo")
     expect(
-        torch.allclose(got.float(), reference_channel_histogram(photo, 8), atol=1e-6),
-        "wrong on a real food photo with bins=8: bin of a pixel value v is v * bins // 256",
+        np.allclose(alone[0], test[0], atol=1e-5),
+        "the first test photo's features differ when it comes alone: each row must depend on its own photo only "
+        "(no statistics over the list; standardising is the classifier's job)",
     )
+    accs = []
+    for x, y in draws:
+        train = _feature_rows(food_features, x, "training photos")
+        expect(
+            train.shape[1] == test.shape[1],
+            f"every photo needs the same number of features: {train.shape[1]} for the training photos, "
+            f"{test.shape[1]} for the test photos (photos differ in size: resize or pool to a fixed grid)",
+        )
+        accs.append(_linear_accuracy(train, y, test, te_y))
+    acc, colour = float(np.mean(accs)), _colour_accuracy()
     expect(
-        torch.allclose(channel_histogram(photo.flip(-1), bins=8).float(), got.float(), atol=1e-6),
-        "a histogram only counts: a mirror must not change it",
+        acc >= colour + MIN_GAIN,
+        f"your features score {acc:.3f} on the 48 test photos (mean of {len(draws)} draws), the colour histogram "
+        f"alone {colour:.3f}: beat it by at least {MIN_GAIN:.3f}. What do the photos show besides their colours?",
     )
 
 
-CHANNEL_HISTOGRAM = Exercise(
-    name="channel_histogram",
-    test=_test_channel_histogram,
-    reference=reference_channel_histogram,
+FOOD_FEATURES = Exercise(
+    name="food_features",
+    test=_test_food_features,
+    reference=reference_food_features,
     hints=[
-        "Count, per channel, how many pixels fall in each of `bins` equal ranges of 0..255; divide by the pixel count.",
-        "A pixel value v in 0..255 falls in bin v * bins // 256 (integer arithmetic: convert from uint8 first). "
-        "torch.bincount counts how often each bin occurs (minlength fixes the length); do it per channel.",
+        "The colour histogram already says which colours occur. Add what it cannot see: where in the frame the "
+        "colours sit (a coarse grid of mean colours over a square crop), how pure they are (saturation), and the "
+        "texture of the surface (how the gray level changes between neighbouring pixels). Make every photo give the "
+        "same number of values.",
+        "convlab.preprocess.fit_size(image, (64, 64)) squares a photo; torch.nn.functional.adaptive_avg_pool2d pools "
+        "it to a fixed grid; hf.color_histogram(image, bins, 'hsv') counts hue, saturation and value; "
+        "skimage.feature.local_binary_pattern(gray_uint8, 8, 1, 'uniform') gives a texture code per pixel (count them "
+        "with np.bincount); hf.hog_features gives edge orientations. torch.cat joins the blocks of one photo, "
+        "torch.stack the photos.",
     ],
-    skill="a colour histogram feature",
-    handle="nb08.CHANNEL_HISTOGRAM",
+    skill="hand-engineering features that encode what you know about the photos",
+    handle="nb08.FOOD_FEATURES",
 )
 
 
@@ -203,8 +279,8 @@ QUIZ = Quiz(
         ),
         "q5": Question(
             (
-                "From your run: trained on the last seed's photos, which share of the test photos did your "
-                "hand-engineered baseline classify correctly (printed above)? (3 decimals)"
+                "From your run: at 20 photos per class on the last seed, which share of the test photos did "
+                "hand_baseline classify correctly in the learning curve (printed above)? (3 decimals)"
             ),
             answer=None,
             measured="hand_acc",
@@ -214,8 +290,8 @@ QUIZ = Quiz(
                 "in by hand leaves."
             ),
             wrong={
-                "low": "the last line printed under your hand_baseline's check.",
-                "high": "the last line printed under your hand_baseline's check.",
+                "low": "the last line printed under the food photos' crossovers.",
+                "high": "the last line printed under the food photos' crossovers.",
             },
         ),
         "q6": Question(
@@ -292,11 +368,29 @@ QUIZ = Quiz(
                 "c": "AlexNet won that year's challenge.",
             },
         ),
+        "q10": Question(
+            "At 100 images per class a CNN minus HOG gap is +0.4 points, 95% interval [-0.3, +1.1] over 5 paired "
+            "seeds. What does the course's rule call it?",
+            options={
+                "a": "shown better: the mean gap is positive",
+                "b": "a tie: the interval includes 0, so these runs cannot tell the two methods apart",
+                "c": "shown worse: the interval reaches below 0",
+            },
+            answer="b",
+            why=(
+                "A verdict needs the interval of the paired differences to exclude 0; here it does not, so the line "
+                "says tie, and a crossover drawn there would be drawn in noise."
+            ),
+            wrong={
+                "a": "a positive mean with an interval that includes 0 is what chance alone often gives.",
+                "c": "the interval includes both signs: neither direction is shown.",
+            },
+        ),
     },
     research=[
         (
-            "Add a third hand feature (e.g. local binary patterns from scikit-image) to your baseline: does the "
-            "crossover with the CNN move, and by how much?"
+            "Drop one block of your food_features at a time: without which block does the gap to the colour "
+            "histogram shrink most, and at which sizes does its interval still exclude 0?"
         ),
         (
             "At which training-set size do frozen ImageNet features stop beating your hand baseline on "
