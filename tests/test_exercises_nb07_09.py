@@ -3,8 +3,6 @@ quizzes are consistent, and the helpers behind the experiments (dense evaluation
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
