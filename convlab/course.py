@@ -81,13 +81,13 @@ COURSE: tuple[Lesson, ...] = (
         "hand-engineered features (your own too) vs learned ones over training-set sizes; the crossover with its "
         "interval, live and stored",
         ("handfeatures", "learningcurves"),
-        cpu_s=86,
+        cpu_s=66,
     ),
     Lesson(
         "09_ensembles_and_multicrop",
         "winning benchmarks: ensembles and 10-crop, with their gain and cost",
         ("tta", "ensemble"),
-        cpu_s=83,
+        cpu_s=69,
     ),
     Lesson(
         "10_capstone_pipeline",
@@ -95,7 +95,7 @@ COURSE: tuple[Lesson, ...] = (
         "selects on validation data, 10-crop) on food groups no notebook has shown, against the reference's "
         "accuracy and cost",
         ("data", "similarity", "cropstudy", "verdicts", "exercises"),
-        cpu_s=50,
+        cpu_s=66,
     ),
 )
 
