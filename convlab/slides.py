@@ -5,7 +5,8 @@ The rule, applied by :func:`mark_slides` and kept in sync by a test:
 - the title cell and every markdown cell that starts a section (``## ...``) begin a new slide;
 - the code cells between the title and the first section (the configuration and the imports) are skipped: the title
   slide shows the title and the idea, and the cells still run with Run All before the talk;
-- a markdown cell that starts a subsection (``### ...``, e.g. an exercise) begins a sub-slide (down in reveal.js);
+- a markdown cell that starts a subsection (``### ...``, e.g. an exercise, or the learning goals that follow the
+  title cell) begins a sub-slide (down in reveal.js);
 - every other cell continues the current slide (``-``): code runs where its explanation is.
 
 For a projector: the notebook's ``rise`` metadata (:data:`RISE`) picks reveal.js's ``white`` theme, whose fonts

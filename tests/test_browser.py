@@ -331,8 +331,9 @@ def _shut_down_kernels(lab: str) -> None:
 
 #: the present slide: its visible cells, whether any code line runs past its editor or the screen, font sizes
 _SLIDE_STATE = """() => {
-    const present = document.querySelector('.reveal .slides > section.present');
-    if (!present) return null;
+    const stack = document.querySelector('.reveal .slides > section.present');
+    if (!stack) return null;
+    const present = stack.querySelector(':scope > section.present') || stack;  // the sub-slide shown, if any
     const visible = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
     const cells = [...present.querySelectorAll('.jp-Cell')].filter(visible);
     const code = cells.filter((c) => c.classList.contains('jp-CodeCell'));

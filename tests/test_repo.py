@@ -66,8 +66,12 @@ def test_notebook_hygiene(path):
     cells = nb["cells"]
     assert cells[0]["cell_type"] == "markdown"
     first = "".join(cells[0]["source"])
-    assert first.startswith("# ") and "Learning goals" in first and re.search(r"(?i)run time", first)
+    assert first.startswith("# ") and "\n\n" in first.strip(), "the title cell holds the title and the idea"
+    assert "".join(cells[1]["source"]).startswith("### Learning goals\n- "), "the goals follow the title"
     code = [c for c in cells if c["cell_type"] == "code"]
+    setup = "\n".join("".join(c["source"]) for c in code[:3])
+    assert f'print(convlab.course.run_time("{path.stem}"))' in setup, "the run time is printed from the course map"
+    assert not re.search(r"(?i)run time|\d+ s\b|minutes?\b", first), "a measured time lives in convlab.course only"
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "commit notebooks without outputs"
     assert "configuration" in "".join(code[0]["source"]).lower(), "the first code cell is the config cell"
     src = "\n".join("".join(c["source"]) for c in code)
