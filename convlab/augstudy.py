@@ -178,17 +178,26 @@ RECOMMENDED = "mirror + crop + PCA colour"
 
 
 def make_augment(
-    name: str, generator: torch.Generator, train_frames: torch.Tensor, size: tuple[int, int]
+    name: str,
+    generator: torch.Generator,
+    train_frames: torch.Tensor,
+    size: tuple[int, int],
+    color_shift: Callable | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 frames ``(B, 3, H, W)`` -> uint8 network inputs ``(B, 3, *size)``: transform ``name``, then the window.
 
     The window is random (drawn from ``generator``) for names containing ``"crop"``, else the centre one.
+    ``color_shift(images, magnitude, generator)`` (notebook 06's exercise) does ``"colour shift"`` instead of
+    convlab's ``RandomColorShift(0.1)``; it draws as that does, so a correct one gives the same batches.
     """
     from convlab import augment as aug
 
     if name not in TRANSFORMS:
         raise ValueError(f"name: expected one of {list(TRANSFORMS)}, got {name!r}")
-    transform = TRANSFORMS[name][1](generator, train_frames)
+    if name == "colour shift" and color_shift is not None:
+        transform = lambda x: color_shift(x, 0.1, generator)  # noqa: E731
+    else:
+        transform = TRANSFORMS[name][1](generator, train_frames)
     crop = aug.RandomCrop(size, generator=generator) if "crop" in name else None
 
     def augment(x: torch.Tensor) -> torch.Tensor:
@@ -212,18 +221,20 @@ def train_model(
     seed: int,
     config: StudyConfig,
     device: str | torch.device = "cpu",
+    color_shift: Callable | None = None,
 ) -> torch.nn.Module:
     """Train a 3-block :class:`~convlab.smallcnn.SmallCNN` from scratch with augmentation ``name`` on the fly.
 
     ``seed`` fixes the initial weights and the batch order (the same for every ``name``) and, through a separate
     generator, the augmentation draws (on the CPU). AdamW with a one-cycle learning-rate schedule, trained by
-    :func:`convlab.engine.fit` on ``device``. Returns the model in eval mode.
+    :func:`convlab.engine.fit` on ``device``. Returns the model in eval mode. ``color_shift``: see
+    :func:`make_augment`.
     """
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SmallCNN(num_classes, config.width, depth=3, dropout=0.0, conv_bias=True)
-    augment = make_augment(name, torch.Generator().manual_seed(10_000 + seed), train_frames, config.size)
+    augment = make_augment(name, torch.Generator().manual_seed(10_000 + seed), train_frames, config.size, color_shift)
     fit(
         model,
         TensorDataset(train_frames, train_labels),

@@ -10,7 +10,7 @@ stated colour casts (:data:`CASTS`: a warm and a cool white balance, as uint8 of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,11 +58,18 @@ def config(scale: str) -> dict[str, Any]:
     }
 
 
-def run(scale: str = "small", record=None, *, progress: bool = True) -> ColourStudy:
+def run(
+    scale: str = "small", record=None, *, progress: bool = True, color_shift: Callable | None = None
+) -> ColourStudy:
     """Train every condition for every seed of ``scale``; with a :class:`convlab.studyrun.StudyRecord` each run
-    is stored as it ends and runs already there are skipped."""
+    is stored as it ends and runs already there are skipped. ``color_shift(images, magnitude, generator)``
+    (notebook 06's exercise) draws the ``"colour shift"`` condition (see :func:`convlab.augstudy.make_augment`);
+    a stored study (``record``) runs convlab's own transforms only."""
     from convlab.data import load_food
     from convlab.studyrun import run_jobs
+
+    if color_shift is not None and record is not None:
+        raise ValueError("color_shift: a stored study runs convlab's own transforms; expected None with a record")
 
     cfg = _study_config(scale)
     base = load_food()
@@ -77,7 +84,7 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> ColourSt
             tr, te = frames(sp.train.images, cfg.frame), frames(sp.test.images, cfg.frame)
             cache[seed] = (tr, sp.train.labels, te, sp.test.labels, len(base.classes))
         tr, ytr, te, yte, k = cache[seed]
-        model = train_model(job["condition"], tr, ytr, k, seed, cfg)
+        model = train_model(job["condition"], tr, ytr, k, seed, cfg, color_shift=color_shift)
         row = {"test_clean": centre_accuracy(model, te, yte, cfg)}
         for name, cast in CASTS.items():
             row[f"test_{name}"] = centre_accuracy(model, apply_cast(te, cast), yte, cfg)

@@ -346,12 +346,13 @@ def run_one(
     device: str = "auto",
     progress: bool = True,
     make_param_groups: Callable | None = None,
+    freeze_first_k: Callable | None = None,
 ) -> SizeAxisRow:
     """Train ``regime`` on ``splits`` (``size`` training images per class) once; its :class:`SizeAxisRow`.
 
     The budget's epochs are a cap; with ``until_fitted`` the run stops earlier once its training accuracy has not
     improved by 0.2 points for 3 epochs (:class:`convlab.engine.EarlyStopping` on ``"train_acc"``).
-    ``make_param_groups``: see :func:`convlab.transfer.run_regime`.
+    ``make_param_groups``, ``freeze_first_k``: see :func:`convlab.transfer.run_regime`.
     """
     from convlab.engine import EarlyStopping
 
@@ -372,6 +373,7 @@ def run_one(
         device=device,
         progress="transient" if progress else False,
         make_param_groups=make_param_groups,
+        freeze_first_k=freeze_first_k,
     )  # a bar per run, gone when it ends
     ran = len(r.history)
     return SizeAxisRow(
@@ -417,6 +419,7 @@ def run_size_axis(
     device: str = "auto",
     progress: bool = True,
     make_param_groups: Callable | None = None,
+    freeze_first_k: Callable | None = None,
 ) -> SizeAxis:
     """Train every regime at every size (images per class) for every seed; returns a :class:`SizeAxis`.
 
@@ -425,7 +428,8 @@ def run_size_axis(
     training sets of the sizes are nested and share the validation and test images).
     Validation is a token set (nothing is chosen on it: fixed budget, last epoch), to keep its cost out of the bill.
     ``make_param_groups(model, lr, backbone_lr_scale)`` builds the optimizer groups of every run (default
-    :func:`convlab.transfer.param_groups`).
+    :func:`convlab.transfer.param_groups`); ``freeze_first_k(model, k)`` freezes every run's first ``k`` stages
+    (default :func:`convlab.transfer.freeze`; see :func:`convlab.transfer.freeze_by_hand`).
     """
     from tqdm.auto import tqdm
 
@@ -455,6 +459,7 @@ def run_size_axis(
                     device=device,
                     progress=progress,
                     make_param_groups=make_param_groups,
+                    freeze_first_k=freeze_first_k,
                 )
                 rows.append(row)
                 bar.set_postfix(size=size, regime=name, acc=f"{row.test_acc:.3f}")

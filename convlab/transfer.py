@@ -60,6 +60,7 @@ __all__ = [
     "Comparison",
     "run_regime",
     "compare",
+    "freeze_by_hand",
 ]
 
 BN_POLICIES = ("frozen", "train")
@@ -147,6 +148,42 @@ def split_at(model: nn.Module, k: int | str) -> tuple[nn.Sequential, nn.Sequenti
     ``rest`` is just the head. Training ``rest`` trains ``model``.
     """
     return as_backbone(model).split_at(k)
+
+
+def freeze_by_hand(model: nn.Module, regime: Regime, freeze_first_k: Callable[[nn.Module, int], list]) -> nn.Module:
+    """Freeze ``model`` for ``regime`` with a hand-written ``freeze_first_k(model, k)`` (called on the model in train
+    mode, as notebook 03's exercise specifies); returns the model.
+
+    The hand-written function decides which parameters train; the result is checked (the first ``k`` stages frozen,
+    the later ones and the head trainable, the frozen stages' BatchNorm in eval mode). A hand freeze does not survive
+    the ``model.train()`` at the start of every epoch, so when the frozen stages run during training (no feature
+    cache) :func:`freeze` then marks them to stay in eval mode; with the cache they run only in its extraction.
+
+    Raises:
+        ValueError: ``regime`` keeps no BatchNorm statistics fixed (``bn="train"``), or ``freeze_first_k`` left another
+            state than "first k frozen" (the message says which).
+    """
+    if regime.bn != "frozen":
+        raise ValueError(f"regime: expected a regime with bn='frozen' for a hand-written freeze, got bn={regime.bn!r}")
+    k = regime.frozen
+    model.train()
+    freeze_first_k(model, k)
+    wrong = [
+        name
+        for i, (name, stage) in enumerate(stages_of(model).named_children())
+        if any(p.requires_grad == (i < k) for p in stage.parameters())
+        or (i < k and any(m.training for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)))
+    ]
+    if not all(p.requires_grad for p in model.head.parameters()):
+        wrong.append("head")
+    if wrong:
+        raise ValueError(
+            f"freeze_first_k: expected the first {k} stages frozen (BatchNorm in eval mode) and the rest trainable, "
+            f"got other states in {wrong}"
+        )
+    if k > 0 and not regime.uses_cache:
+        freeze(model, k, bn="frozen")  # the frozen stages run in training: keep them in eval through model.train()
+    return model
 
 
 # --------------------------------------------------------------------------------------------- summaries
@@ -353,6 +390,7 @@ def run_regime(
     cache_dir: str | os.PathLike | None = None,
     progress: bool | str = True,
     make_param_groups: Callable[[nn.Module, float, float], list[dict]] | None = None,
+    freeze_first_k: Callable[[nn.Module, int], list] | None = None,
 ) -> RegimeResult:
     """Train one regime on ``splits`` (train / val / test ImageSets) and evaluate it on the test set.
 
@@ -361,6 +399,8 @@ def run_regime(
     only the stages after it and the head run during training. ``preprocess`` defaults to the backbone's eval
     preprocessing at ``input_size`` (224 when ``None``). ``make_param_groups(model, lr, backbone_lr_scale)`` builds
     the optimizer's groups (default :func:`param_groups`; notebook 04's exercise writes one).
+    ``freeze_first_k(model, k)`` freezes the first ``k`` stages in place of :func:`freeze` (notebook 03's exercise
+    writes one; see :func:`freeze_by_hand`).
     """
     if not isinstance(regime, Regime):
         raise TypeError(f"regime: expected a Regime (e.g. Regime.head_only()), got {type(regime).__name__}")
@@ -370,7 +410,10 @@ def run_regime(
         model = load_backbone(backbone, weights=regime.weights, device=dev)
         model.reset_classifier(len(splits.classes), splits.classes, seed=seed)
         model.to(dev)
-        freeze(model, regime.frozen, bn=regime.bn)
+        if freeze_first_k is None:
+            freeze(model, regime.frozen, bn=regime.bn)
+        else:
+            freeze_by_hand(model, regime, freeze_first_k)
         prep = preprocess or Preprocess.from_spec(model.spec, size=input_size)
         head_lr = regime.lr if regime.lr is not None else lr
         groups = (make_param_groups or param_groups)(model, head_lr, regime.backbone_lr_scale)

@@ -139,6 +139,26 @@ def test_rotate_shear_reference_passes_and_the_usual_mistakes_fail():
     assert "scale x by 2 / W" in nb05.ROTATE_SHEAR.run(unscaled)
 
 
+def test_local_warp_reference_passes_and_the_usual_mistakes_fail():
+    import torch.nn.functional as F
+
+    assert nb05.LOCAL_WARP.run(nb05.local_warp_reference) is None
+
+    def warp(images, noise, sign=1.0, align=True, scale=True):
+        b, c, h, w = images.shape
+        field = sign * F.interpolate(noise.float(), size=(h, w), mode="bicubic", align_corners=align)
+        ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
+        xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
+        sx, sy = (2 / w, 2 / h) if scale else (2 / w, 2 / w)
+        grid = torch.stack([xs.view(1, 1, w) + field[:, 0] * sx, ys.view(1, h, 1) + field[:, 1] * sy], dim=-1)
+        return F.grid_sample(images, grid, align_corners=False)
+
+    assert nb05.LOCAL_WARP.run(warp) is None  # written apart from the reference: it passes
+    assert "wrong way" in nb05.LOCAL_WARP.run(lambda x, n: warp(x, n, sign=-1.0))
+    assert "align_corners=True" in nb05.LOCAL_WARP.run(lambda x, n: warp(x, n, align=False))
+    assert "differ from convlab's warp" in nb05.LOCAL_WARP.run(lambda x, n: warp(x, n, scale=False))
+
+
 def test_quiz_q2_of_notebook_06_is_what_pca_colour_computes():
     offset = aug.PCAColor.imagenet().offsets(torch.tensor([[0.1, 0.0, 0.0]]))[0, 0] * 255
     assert float(offset) == pytest.approx(nb06.QUIZ.questions["q2"].answer, abs=0.01)

@@ -3,7 +3,8 @@ quizzes are consistent, and the helpers behind the experiments (dense evaluation
 
 from __future__ import annotations
 
-import numpy as np
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -40,10 +41,60 @@ def test_exercises_have_handles_and_hints_in_levels(module):
         assert callable(ex.reference)
 
 
-def test_idle_fraction_reference_and_wrong_answer():
-    assert nb07.IDLE_FRACTION.run(nb07.reference_idle_fraction) is None
-    per_step_mean = lambda w, c: float(np.mean(np.asarray(w) / (np.asarray(w) + np.asarray(c))))  # noqa: E731
-    assert "sum each first" in nb07.IDLE_FRACTION.run(per_step_mean)
+def _time_steps(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+    """A right answer written independently of the reference (an answer may not call the reference)."""
+    waits, computes, it, last = [], [], iter(loader), clock()
+    while len(waits) < max_steps:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        got = clock()
+        step_fn(batch)
+        waits.append(got - last)
+        last = clock()
+        computes.append(last - got)
+    return waits[warmup_steps:], computes[warmup_steps:]
+
+
+def test_time_steps_reference_passes_and_the_usual_mistakes_fail_on_real_photos():
+    assert nb07.TIME_STEPS.run(nb07.reference_time_steps) is None
+    assert nb07.TIME_STEPS.run(_time_steps) is None
+
+    def one_pass(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+        waits, computes, last = [], [], clock()
+        for batch in loader:  # stops at the end of the pass
+            got = clock()
+            step_fn(batch)
+            waits.append(got - last)
+            last = clock()
+            computes.append(last - got)
+            if len(waits) == max_steps:
+                break
+        return waits[warmup_steps:], computes[warmup_steps:]
+
+    def own_clock(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+        return _time_steps(loader, step_fn, max_steps, warmup_steps, time.perf_counter)
+
+    def swapped(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+        return _time_steps(loader, step_fn, max_steps, warmup_steps, clock)[::-1]
+
+    def warmup_kept(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+        return _time_steps(loader, step_fn, max_steps, 0, clock)
+
+    def with_profiler(loader, step_fn, max_steps, warmup_steps=0, clock=time.perf_counter):
+        from convlab.profiler import profile_loader
+
+        p = profile_loader(loader, step_fn, epochs=None, max_steps=max_steps, warmup_steps=warmup_steps, clock=clock)
+        return list(p.wait_s[warmup_steps:]), list(p.compute_s[warmup_steps:])
+
+    assert "start a new pass" in nb07.TIME_STEPS.run(one_pass)
+    assert "through clock()" in nb07.TIME_STEPS.run(own_clock)
+    assert "swapped" in nb07.TIME_STEPS.run(swapped)
+    assert "after the warm-up" in nb07.TIME_STEPS.run(warmup_kept)
+    assert "calls `profile_loader`" in nb07.TIME_STEPS.run(with_profiler)
+    assert nb07.TIME_STEPS.run(_time_steps) is None  # the right answer still passes after the wrong ones
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def course(tmp_path_factory) -> Path:
         "c.Execute.timeout = 300  # seconds per cell\n"
     )
     source = root / "source" / ASSIGNMENT
-    shutil.copytree(ROOT / "notebooks", source, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "results"))
+    shutil.copytree(ROOT / "notebooks", source, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     for path in source.glob("*.ipynb"):  # the committed marks (test_exercises checks they are in sync)
         path.write_text(json.dumps(mark_for_nbgrader(json.loads(path.read_text())), indent=1) + "\n")
     _nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")

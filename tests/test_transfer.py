@@ -238,3 +238,26 @@ def test_training_on_the_boundary_cache_equals_training_through_the_frozen_stage
         histories.append(fit(net, train, val, epochs=2, batch_size=4, lr=1e-3, transform=transform, progress=False))
     a, b = histories
     assert (a.train_loss, a.val_loss, a.val_acc) == (b.train_loss, b.val_loss, b.val_acc)
+
+
+def test_freeze_by_hand_accepts_a_right_freeze_and_names_what_a_wrong_one_left(model):
+    from convlab.exercises.nb03 import freeze_first_k_reference
+    from convlab.transfer import freeze_by_hand
+
+    freeze_by_hand(model, Regime.freeze_first(3), freeze_first_k_reference)
+    assert frozen_stages(model) == 3 and not model.stages[0].training
+
+    def weights_only(m, k):
+        for i, stage in enumerate(m.stages):
+            for p in stage.parameters():
+                p.requires_grad_(i >= k)
+        return [p for p in m.parameters() if p.requires_grad]
+
+    with pytest.raises(ValueError, match=r"freeze_first_k: expected the first 3 stages frozen .* in \['stem'"):
+        freeze_by_hand(model, Regime.freeze_first(3), weights_only)
+    with pytest.raises(ValueError, match="bn='frozen'"):
+        freeze_by_hand(model, Regime.freeze_first(3, bn="train"), freeze_first_k_reference)
+    uncached = Regime("freeze first 2, no cache", frozen=2, cache=False)
+    freeze_by_hand(model, uncached, freeze_first_k_reference)
+    model.train()  # a hand freeze alone would put the frozen stages back in train mode; here they stay in eval
+    assert not model.stages[1].training and model.stages[2].training

@@ -11,6 +11,10 @@ in plain PyTorch.
 The second exercise, ``rotate_shear``: rotate and shear a whole batch, each image by its own angles, with one
 ``affine_grid`` + ``grid_sample`` (the inverse map, in normalised coordinates); checked on the real photos against
 ``convlab.augment.functional``'s ``rotate``, ``shear`` and ``affine`` kernels.
+
+The third, ``local_warp``: elastic-style local warping of a batch, a smooth displacement field upsampled from a coarse
+grid of random offsets per image, resampled with one ``grid_sample``; checked on the real photos against
+``convlab.augment.functional``'s ``elastic_field`` and ``warp`` (the kernels of ``RandomElasticWarp``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import torch
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
 
-__all__ = ["mirror_crop_reference", "rotate_shear_reference", "MIRROR_CROP", "ROTATE_SHEAR", "QUIZ", "real_batch"]
+__all__ = [
+    "mirror_crop_reference",
+    "rotate_shear_reference",
+    "local_warp_reference",
+    "MIRROR_CROP",
+    "ROTATE_SHEAR",
+    "LOCAL_WARP",
+    "QUIZ",
+    "real_batch",
+]
 
 
 def mirror_crop_reference(
@@ -194,6 +207,77 @@ ROTATE_SHEAR = Exercise(
     handle="nb05.ROTATE_SHEAR",
 )
 
+
+def local_warp_reference(images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Warp each image of ``images`` (float (B, C, H, W)) by its own smooth displacement field.
+
+    ``noise`` (B, 2, gh, gw) holds displacements in pixels (dx, dy) on a coarse grid of control points spanning the
+    image, upsampled bicubically (corners on the image's corners) to (B, 2, H, W); output pixel (y, x) reads the
+    input at (y + dy, x + dx), bilinear, zeros outside; returns (B, C, H, W)."""
+    b, c, h, w = images.shape
+    field = torch.nn.functional.interpolate(noise.float(), size=(h, w), mode="bicubic", align_corners=True)
+    ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1  # pixel centres in [-1, 1]
+    xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
+    grid = torch.stack([xs.view(1, 1, w) + field[:, 0] * (2.0 / w), ys.view(1, h, 1) + field[:, 1] * (2.0 / h)], -1)
+    return torch.nn.functional.grid_sample(
+        images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+
+
+def _test_local_warp(local_warp) -> None:
+    from convlab.augment import functional as K
+
+    x = real_batch()[:8].float() / 255
+    still = torch.zeros(8, 2, 4, 6)
+    out = local_warp(x, still)
+    expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
+    expect(tuple(out.shape) == (8, 3, 72, 128), f"keep the shape (8, 3, 72, 128), got {tuple(out.shape)}")
+    expect(
+        torch.allclose(out.float(), x, atol=1e-4),
+        "zero displacements must return the photos unchanged: sample at the pixel centres, with grid_sample's "
+        "align_corners=False",
+    )
+    shift = torch.zeros(8, 2, 4, 6)
+    shift[:, 0] = 3.0  # every pixel reads 3 pixels to its right
+    got = local_warp(x, shift).float()
+    if not torch.allclose(got[..., :-3], x[..., 3:], atol=1e-4):
+        expect(
+            not torch.allclose(got[..., 3:], x[..., :-3], atol=1e-4),
+            "a displacement dx = +3 moved the photos the wrong way: output pixel (y, x) reads the input at x + dx",
+        )
+        expect(
+            False,
+            "a constant displacement dx = +3 pixels should read every output pixel from 3 pixels to its right: "
+            "convert pixels to grid_sample's [-1, 1] coordinates with 2 / W for x and 2 / H for y",
+        )
+    g = torch.Generator().manual_seed(0)
+    noise = torch.empty(8, 2, 4, 6).uniform_(-6, 6, generator=g)
+    want = K.warp(x, K.elastic_field(noise, (72, 128)))
+    got = local_warp(x, noise).float()
+    err = (got - want).abs().amax(dim=(1, 2, 3))
+    expect(
+        bool((err < 1e-3).all()),
+        f"random fields differ from convlab's warp(elastic_field(noise)) by up to {float(err.max()):.3f} on photo "
+        f"{int(err.argmax())}: upsample the coarse offsets with interpolate(..., mode='bicubic', align_corners=True) "
+        "(the control points sit on the image's corners), one field per image, (dx, dy) in that order",
+    )
+
+
+LOCAL_WARP = Exercise(
+    name="local_warp",
+    test=_test_local_warp,
+    reference=local_warp_reference,
+    hints=[
+        "A local warp is a displacement per pixel. Make it smooth by upsampling the coarse grid of offsets to the "
+        "image's size, add it to each pixel's own position, and let grid_sample read the photo there.",
+        "The API: torch.nn.functional.interpolate(noise, size=(H, W), mode='bicubic', align_corners=True) gives "
+        "(B, 2, H, W) in pixels; pixel centres in grid_sample's coordinates are (2 * i + 1) / n - 1; a pixel offset "
+        "d becomes d * 2 / W in x and d * 2 / H in y; the grid is (B, H, W, 2) with x first; grid_sample(images, "
+        "grid, align_corners=False).",
+    ],
+    skill="elastic-style local warping of a batch, one smooth random field per image, with grid_sample",
+    handle="nb05.LOCAL_WARP",
+)
 
 QUIZ = Quiz(
     "Notebook 05 quiz",

@@ -3,7 +3,10 @@
 - :data:`SEEDED_LOADER` (main exercise): build a plain ``torch.utils.data.DataLoader`` whose workers draw
   *different* augmentations, reproducibly from a seed. The check runs the learner's loader with 2 worker processes
   over real food photos whose augmentation holds its own numpy RNG (the classic bug) and compares the draws.
-- :data:`IDLE_FRACTION` (kata): the share of a training loop spent waiting for data.
+- :data:`TIME_STEPS`: time a training loop's wait for data against its compute (the heart of a loader profiler). The
+  check runs the learner's timer over real food photos with a clock that advances by known amounts while a photo
+  loads and while a step runs, so the right answer is known exactly on any machine; the notebook then times its
+  loaders (workers, prefetch) with the learner's timer.
 - :data:`QUIZ`.
 
 Importing this module is cheap: photos are read on the first check (and memoised).
@@ -12,20 +15,25 @@ Importing this module is cheap: photos are read on the first check (and memoised
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from convlab.exercises.core import Exercise, Question, Quiz, expect
+from convlab.profiler import profile_loader
 
 __all__ = [
     "SEEDED_LOADER",
-    "IDLE_FRACTION",
+    "TIME_STEPS",
     "QUIZ",
     "PhotoDraws",
     "reference_seeded_loader",
-    "reference_idle_fraction",
+    "reference_time_steps",
+    "TimedPhotos",
     "loader_draws",
 ]
 
@@ -147,30 +155,129 @@ SEEDED_LOADER = Exercise(
 )
 
 
-def reference_idle_fraction(wait_s, compute_s) -> float:
-    """Share of the loop spent waiting for data: ``sum(wait) / (sum(wait) + sum(compute))``."""
-    wait, compute = float(np.sum(wait_s)), float(np.sum(compute_s))
-    return wait / (wait + compute)
+def reference_time_steps(
+    loader: Iterable, step_fn: Callable[[Any], Any], max_steps: int, warmup_steps: int = 0, clock=time.perf_counter
+) -> tuple[list[float], list[float]]:
+    """Run ``step_fn(batch)`` on ``max_steps`` batches of ``loader`` (a new pass, ``iter(loader)``, whenever one runs
+    out) and return ``(wait_s, compute_s)``: for each step after the first ``warmup_steps``, the seconds it waited for
+    its batch and the seconds ``step_fn`` took, read from ``clock()`` only."""
+    waits: list[float] = []
+    computes: list[float] = []
+    iterator = iter(loader)
+    last = clock()
+    while len(waits) < max_steps:
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the end of a pass: the next epoch starts (its start-up counts as waiting)
+            iterator = iter(loader)
+            batch = next(iterator)
+        got = clock()
+        step_fn(batch)
+        done = clock()
+        waits.append(got - last)
+        computes.append(done - got)
+        last = done
+    return waits[warmup_steps:], computes[warmup_steps:]
 
 
-def _test_idle_fraction(idle_fraction) -> None:
-    got = idle_fraction([1.0, 1.0], [1.0, 1.0])
-    expect(isinstance(got, float), f"return a float, got {type(got).__name__}")
-    expect(abs(got - 0.5) < 1e-9, f"equal waits and computes should give 0.5, got {got}")
-    got = idle_fraction(np.array([0.0, 0.3]), np.array([0.6, 0.1]))
-    expect(abs(got - 0.3) < 1e-9, f"waits (0, 0.3) and computes (0.6, 0.1) should give 0.3, got {got}: sum each first")
+_LOAD_S = 0.125  # what the check's clock advances while one photo loads (exact in binary: sums compare exactly)
+_STEP_S = 0.5  # ... while step k runs: _STEP_S + k / 16
 
 
-IDLE_FRACTION = Exercise(
-    name="idle_fraction",
-    test=_test_idle_fraction,
-    reference=reference_idle_fraction,
+class _CheckClock:
+    """The check's clock: it moves only when a photo loads or a step runs, by known amounts, so the right waits and
+    computes are known exactly whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedPhotos(Dataset):
+    """Real food photos decoded from disk (``size`` x ``size``); each load advances ``clock`` by ``load_s``.
+
+    Items are ``(image uint8 (3, size, size), index)``; load them with ``num_workers=0`` (the clock lives in this
+    process)."""
+
+    def __init__(self, paths, clock, load_s: float = _LOAD_S, size: int = _SIZE):
+        self.paths, self.clock, self.load_s, self.size = list(paths), clock, load_s, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from convlab.data import decode_image_file
+        from convlab.preprocess import fit_size
+
+        image = fit_size(decode_image_file(self.paths[index]), (self.size, self.size))
+        self.clock.now += self.load_s
+        return image, index
+
+
+def _test_time_steps(time_steps) -> None:
+    paths = _photo_paths()[:5]  # batches of 2: a pass is 2 + 2 + 1 photos, so 5 steps need a second pass
+    clock = _CheckClock()
+    loader = DataLoader(TimedPhotos(paths, clock), batch_size=2, shuffle=False, num_workers=0)
+    seen: list[list[int]] = []
+
+    def step_fn(batch) -> None:
+        seen.append(batch[1].tolist())
+        clock.now += _STEP_S + (len(seen) - 1) / 16
+
+    got = time_steps(loader, step_fn, 5, 1, clock=clock)
+    expect(
+        isinstance(got, (tuple, list)) and len(got) == 2,
+        f"return two lists, (wait_s, compute_s), got {type(got).__name__}",
+    )
+    waits, computes = ([float(x) for x in part] for part in got)
+    want_batches = [[0, 1], [2, 3], [4], [0, 1], [2, 3]]
+    expect(
+        not (len(seen) < 5 and seen == want_batches[: len(seen)]),
+        f"step_fn ran {len(seen)} times for max_steps=5, then your loop stopped with the loader's pass: when the "
+        "loader runs out (StopIteration), start a new pass with iter(loader) and go on",
+    )
+    expect(
+        seen == want_batches,
+        f"step_fn got the batches {seen}; expected {want_batches}: run it once per batch, max_steps times in all "
+        "(warm-up included), starting a new pass with iter(loader) when the loader runs out",
+    )
+    expect(
+        len(waits) == len(computes) == 4,
+        f"got {len(waits)} waits and {len(computes)} computes for max_steps=5, warmup_steps=1: return one of each "
+        "per step after the warm-up (4 here)",
+    )
+    want_computes = [_STEP_S + k / 16 for k in range(1, 5)]
+    want_waits = [2 * _LOAD_S, _LOAD_S, 2 * _LOAD_S, 2 * _LOAD_S]
+    if computes == want_waits or waits == want_computes:
+        expect(False, "your waits and computes are swapped: the wait ends when next() returns the batch")
+    expect(
+        max(abs(a - b) for a, b in zip(computes, want_computes)) < 1e-9,
+        f"compute_s {computes} should be {want_computes} (this check's clock): read the time only through clock(), "
+        "just before and just after step_fn, and leave out the first warmup_steps steps",
+    )
+    expect(
+        max(abs(a - b) for a, b in zip(waits, want_waits)) < 1e-9,
+        f"wait_s {waits} should be {want_waits} (this check's clock): a step's wait runs from the end of the previous "
+        "step to the moment next() returns its batch",
+    )
+
+
+TIME_STEPS = Exercise(
+    name="time_steps",
+    test=_test_time_steps,
+    reference=reference_time_steps,
     hints=[
-        "The loop's wall time is all the waiting plus all the computing; the idle fraction is the waiting's share.",
-        "`float(np.sum(wait_s))`, the same for compute_s, then divide; works for lists and arrays.",
+        "Read the clock three times per step: before asking for the batch (or just reuse the end of the previous "
+        "step), when the batch arrives, when step_fn returns. Wait and compute are the differences. When the loader "
+        "runs out, the pass (epoch) is over: start a new one and keep going until max_steps steps have run.",
+        "The API: it = iter(loader); next(it) raises StopIteration at the end of a pass; t = clock() (the check "
+        "passes its own clock: never call time.perf_counter() yourself); list slicing drops the warm-up steps.",
     ],
-    skill="reading a loader profile",
-    handle="nb07.IDLE_FRACTION",
+    skill="timing a training loop's wait for data against its compute, as a loader profiler does",
+    handle="nb07.TIME_STEPS",
+    forbidden=(profile_loader,),
 )
 
 
@@ -320,8 +427,30 @@ QUIZ = Quiz(
                 "b": "it only matters for copies to a GPU.",
             },
         ),
+        "q10": Question(
+            (
+                "From your run: with 0 workers, what share of the fast consumer's loop did your `time_steps` measure "
+                "as waiting for data (`timed_idle`, the first row of the table timed by your function)?"
+            ),
+            answer=None,
+            measured="timed_idle",
+            tolerance=0.005,
+            why=(
+                "With 0 workers the trainer's own process decodes and augments every photo, and the fast "
+                "consumer's step takes milliseconds: most of the loop is loading, which is what workers can hide."
+            ),
+            wrong={
+                "low": "read the idle fraction of the 0-worker row (wait / (wait + compute)).",
+                "high": "read the idle fraction of the 0-worker row (wait / (wait + compute)).",
+            },
+        ),
     },
     research=[
+        (
+            "Raise `prefetch_factor` from 2 to 8 with 2 workers and time it with your `time_steps`: when can batches "
+            "loaded ahead help, and why can they not help a loop whose loading is slower than its compute on "
+            "average?"
+        ),
         (
             "Time an epoch with num_workers 0 to 4 on your own machine: where does it stop helping, and what does "
             "the profiler show there?"
