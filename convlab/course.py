@@ -27,54 +27,54 @@ class Lesson:
 
 
 COURSE: tuple[Lesson, ...] = (
-    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=3),
+    Lesson("00_start_here", "the course map, set-up check, licences", ("course", "assets"), cpu_s=1),
     Lesson(
         "01_open_source_weights",
         "find, load and trust published code + weights: provenance, licence, sha256, "
         "weights_only; stages; swapping the 1000-way softmax for a 3-way one",
         ("assets", "backbones", "data"),
-        cpu_s=8,
+        cpu_s=9,
     ),
     Lesson(
         "02_transfer_small_data",
         "little data: a new softmax head on a frozen backbone (your own training loop), "
         "activations cached on disk; similarity to ImageNet measured by stage probes; the size axis at 10 per class",
         ("transfer", "featcache", "similarity", "sizeaxis"),
-        cpu_s=86,
+        cpu_s=63,
     ),
     Lesson(
         "03_transfer_freeze_first_layers",
         "more data: freeze the first k stages by hand, BatchNorm included; "
         "the size axis at 100 per class, k against accuracy and time",
         ("transfer", "featcache", "sizeaxis"),
-        cpu_s=78,
+        cpu_s=38,
     ),
     Lesson(
         "04_transfer_full_finetune",
         "lots of data: fine-tune everything with parameter groups; the size axis "
         "(size x regime, error bars) and the 'more data, fewer frozen layers' verdict; choosing a regime",
         ("transfer", "sizeaxis"),
-        cpu_s=130,
+        cpu_s=58,
     ),
     Lesson(
         "05_augmentation_geometry",
         "mirroring, random crops, rotation, shearing, local warping, with live "
         "previews; each one's own effect, trained from scratch over seeds",
         ("augment", "widgets", "augstudy"),
-        cpu_s=84,
+        cpu_s=91,
     ),
     Lesson(
         "06_augmentation_color_pca",
         "colour shifting and AlexNet's PCA colour augmentation, with live previews; "
         "their effects and AlexNet's recipe, trained from scratch",
         ("augment", "widgets", "augstudy"),
-        cpu_s=58,
+        cpu_s=31,
     ),
     Lesson(
         "07_parallel_data_loading",
         "workers that load and distort data while the model trains; the seeding bug",
         ("loading", "profiler", "smallcnn"),
-        cpu_s=21,
+        cpu_s=13,
     ),
     Lesson(
         "08_data_vs_hand_engineering",
