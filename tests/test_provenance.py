@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from convlab.exercises import BEGIN, Exercise, nb02, nb03, nb04, nb05, nb06, nb07, strip_solutions
+from convlab.exercises import BEGIN, Exercise, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09, strip_solutions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,6 +89,21 @@ def _mirror_crop(fn: Callable, tmp_path: Path) -> object:
     return augregimes.make_augment("mirror + crop", torch.Generator().manual_seed(0), mirror_crop=fn)(frames)
 
 
+def _food_features(fn: Callable, tmp_path: Path) -> object:
+    """Notebook 08's live learning curve fits ``hf.FeatureClassifier(food_features)``: here 4 photos per class."""
+    from convlab.data import load_food
+    from convlab.handfeatures import FeatureClassifier
+
+    train = load_food().train.per_class(4, seed=0)
+    return FeatureClassifier(fn, name="food_features + linear").fit(train).predict(train)
+
+
+def _average(fn: Callable, tmp_path: Path) -> object:
+    """Notebook 09's crop and ensemble tables average cached logits (members, photos, views, classes) with it."""
+    logits = torch.randn(3, 5, 10, 3, generator=torch.Generator().manual_seed(0))
+    return fn(logits, [0, 2], list(range(10)))
+
+
 DRIVEN = [
     Driven("02", nb02.TRAIN_HEAD, lambda fn, tmp: fn(*nb02.little_features()[:2], 10)),
     Driven("03", nb03.FREEZE_FIRST_K, _size_axis("freeze first 5", "freeze_first_k")),
@@ -96,6 +111,8 @@ DRIVEN = [
     Driven("05", nb05.MIRROR_CROP, _mirror_crop),
     Driven("06", nb06.COLOR_SHIFT, _colour_study),
     Driven("07", nb07.TIME_STEPS, _loader_timing),
+    Driven("08", nb08.FOOD_FEATURES, _food_features),
+    Driven("09", nb09.AVERAGE, _average),
 ]
 
 
@@ -109,7 +126,9 @@ def _cell_function(number: str, name: str, solved: bool) -> Callable:
     """``name`` as the notebook's exercise cell defines it: solved, or with the learner copy's stub."""
     path, cells = _notebook(number)
     source = next(c for c in cells if BEGIN in c and re.search(rf"^def {name}\(", c, re.M))
-    namespace = {"torch": torch, "np": np, "math": math, "time": time}
+    from convlab import handfeatures
+
+    namespace = {"torch": torch, "np": np, "math": math, "time": time, "hf": handfeatures}  # the notebooks' imports
     exec(compile(source if solved else strip_solutions(source), f"{path.name}: {name}", "exec"), namespace)
     fn = namespace[name]
 
