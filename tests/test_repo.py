@@ -64,6 +64,8 @@ def test_notebook_hygiene(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", path.name)
     cells = nb["cells"]
+    # as nbformat 4.5 and nbgrader write them: every cell has an id, every source is a list of lines
+    assert all("id" in c and isinstance(c["source"], list) for c in cells), "cells need ids and sources as lines"
     assert cells[0]["cell_type"] == "markdown"
     first = "".join(cells[0]["source"])
     assert first.startswith("# ") and "\n\n" in first.strip(), "the title cell holds the title and the idea"
