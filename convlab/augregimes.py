@@ -376,31 +376,39 @@ class RegimeStudy:
         d = json.loads(Path(path).read_text())
         return cls(d["rows"], d["config"], d.get("meta", {}))
 
-    def _acc(self, setting: str, per_class: int, condition: str, key: str = "test_acc") -> list[float]:
-        rows = [
-            r
-            for r in self.rows
+    def _by_seed(self, setting: str, per_class: int, condition: str, key: str = "test_acc") -> dict[int, float]:
+        return {
+            r["seed"]: r[key]
+            for r in sorted(self.rows, key=lambda r: r["seed"])
             if r["setting"] == setting and r["per_class"] == per_class and r["condition"] == condition
-        ]
-        return [r[key] for r in sorted(rows, key=lambda r: r["seed"])]
+        }
+
+    def _acc(self, setting: str, per_class: int, condition: str, key: str = "test_acc") -> list[float]:
+        return list(self._by_seed(setting, per_class, condition, key).values())
 
     def parts(self) -> list[tuple[str, int]]:
         """``(setting, per_class)`` of every part, in the order they ran."""
         return list(dict.fromkeys((r["setting"], r["per_class"]) for r in self.rows))
 
+    def conditions(self, setting: str, per_class: int) -> list[str]:
+        """The conditions a part has runs of, ``none`` included, in the order they ran."""
+        return list(
+            dict.fromkeys(r["condition"] for r in self.rows if (r["setting"], r["per_class"]) == (setting, per_class))
+        )
+
     def effect(self, setting: str, per_class: int, condition: str, view: str = "clean") -> PairedCI:
-        """The paired effect of ``condition`` against ``none`` on test ``view``, with its 95% interval."""
+        """The paired effect of ``condition`` against ``none`` on test ``view``, with its 95% interval, over the
+        seeds both have."""
         key = "test_acc" if view == "clean" else f"test_{view}"
-        new, base = self._acc(setting, per_class, condition, key), self._acc(setting, per_class, "none", key)
-        n = min(len(new), len(base))
-        return paired_ci(new[:n], base[:n], f"{condition} vs none ({setting}, {per_class}/class, {view} test)")
+        new, base = self._by_seed(setting, per_class, condition, key), self._by_seed(setting, per_class, "none", key)
+        seeds = [s for s in new if s in base]
+        label = f"{condition} vs none ({setting}, {per_class}/class, {view} test)"
+        return paired_ci([new[s] for s in seeds], [base[s] for s in seeds], label)
 
     def table(self, setting: str, per_class: int, view: str = "clean") -> list[dict]:
         """One row per condition: test and training accuracy (mean over seeds), effect and verdict."""
         out = []
-        for c in dict.fromkeys(
-            r["condition"] for r in self.rows if (r["setting"], r["per_class"]) == (setting, per_class)
-        ):
+        for c in self.conditions(setting, per_class):
             acc = self._acc(setting, per_class, c)
             row = {
                 "condition": c,
@@ -432,13 +440,7 @@ class RegimeStudy:
         parts = self.parts()
         fig, axes = plt.subplots(1, len(parts), figsize=(3.3 * len(parts), 3.2), sharex=False, squeeze=False)
         for ax, (setting, n) in zip(axes[0], parts):
-            conds = [
-                c
-                for c in dict.fromkeys(
-                    r["condition"] for r in self.rows if (r["setting"], r["per_class"]) == (setting, n)
-                )
-                if c != "none"
-            ]
+            conds = [c for c in self.conditions(setting, n) if c != "none"]
             cis = [self.effect(setting, n, c, view) for c in conds if len(self._acc(setting, n, c)) >= 2]
             ys = list(range(len(cis)))[::-1]
             for y, ci in zip(ys, cis):
