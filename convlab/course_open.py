@@ -72,9 +72,13 @@ def lab_command(
     settings_dir: Path | None,
     python: str = sys.executable,
 ) -> list[str]:
-    """The JupyterLab command line: loopback only, off the network (:data:`OFFLINE_LAB_OPTIONS`), on exactly
-    ``port`` if given (no moving to the next port), ``extra`` options last."""
+    """The JupyterLab command line: loopback only, off the network (:data:`OFFLINE_LAB_OPTIONS`), the slides page
+    with its own lab extensions (:func:`convlab.slides.slides_server_options`), on exactly ``port`` if given (no
+    moving to the next port), ``extra`` options last."""
+    from convlab.slides import slides_server_options
+
     cmd = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1", *OFFLINE_LAB_OPTIONS]
+    cmd += slides_server_options()
     if settings_dir is not None:
         cmd.append(f"--LabApp.user_settings_dir={settings_dir}")
     if port is not None:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from convlab.course_open import free_port, port_argument
 from convlab.exercises.copies import course_notebooks
+from convlab.slides import SLIDES_SERVER_SETTINGS
 
 __all__ = [
     "DEFAULT_CLASS_DIR",
@@ -231,10 +232,13 @@ else:
 '''
 
 _SERVER_CONFIG = """\
-# JupyterLab for every server of this class (written by python -m convlab hub at each start): no news, no update checks
+# JupyterLab for every server of this class (written by python -m convlab hub at each start): no news, no update
+# checks, and the slides page with its own lab extensions (convlab.slides.SLIDES_SERVER_SETTINGS)
 c = get_config()
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+c.RiseApp.labextensions_path = {labextensions_path!r}
+c.RiseApp.labextensions_url = {labextensions_url!r}
 """
 
 _HUB_CONFIG = '''\
@@ -278,7 +282,7 @@ def prepare_class(
     (folder.jupyter_config / "nbgrader_config.py").write_text(
         _NBGRADER_CONFIG.format(course_id=COURSE_ID, exchange=str(folder.exchange), course=str(course))
     )
-    (folder.jupyter_config / "jupyter_server_config.py").write_text(_SERVER_CONFIG)
+    (folder.jupyter_config / "jupyter_server_config.py").write_text(_SERVER_CONFIG.format(**SLIDES_SERVER_SETTINGS))
     settings = {
         "class_dir": str(folder.root),
         "teacher": the_teacher,

@@ -19,6 +19,19 @@ and prompts at their usual size. A missing file would be a failed request on the
 (reveal.js's own scaling, RISE's ``width``/``height``, does not apply: JupyterLab's layout keeps the slides as wide
 as the window, and scaling them pushes their sides off the screen.)
 
+The slides page (jupyterlab-rise 0.43.1's own app, a JupyterLab 4.3 inside the lab) would load every lab extension
+installed for JupyterLab, and three of them cannot load there (ipywidgets' manager needs @jupyterlab/console, which
+the page does not share; nbgrader's needs the Notebook shell of @jupyter-notebook/lab-extension, which fails there
+too), so live widgets do not show on slides whatever the course does. :data:`SLIDES_SERVER_SETTINGS` gives the page
+its own folder of lab extensions instead (:data:`SLIDES_EXTENSIONS`), served at its own URL, which holds one:
+ConvLab's fix-up of the page (``convlab-slides``, plain JavaScript, no build step). The page bundles
+@jupyter/web-components 0.16.7, whose toolbar derives its fill colour from its parent's and, on the notebook's hidden
+toolbar, recurses until "Maximum call stack size exceeded" (7 to 38 times per page load); 0.17.1 dropped that
+derivation, and the fix-up drops it from older copies on the page (its ``static/remoteEntry.js`` says how). JupyterLab
+itself is unchanged. ``python -m convlab open``, ``python -m convlab hub`` and the browser tests start the lab with
+these settings (:func:`slides_server_options`); a lab started without them still shows the slides, with those
+errors in the browser's console.
+
 Run ``python -m convlab.slides notebooks/*.ipynb`` after editing a notebook's headings; it rewrites only the
 ``slideshow`` and ``rise`` metadata, leaves everything else byte-for-byte as it was parsed, and writes the style
 files beside the notebooks.
@@ -30,7 +43,17 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["slide_type", "mark_slides", "write_styles", "main", "RISE", "SLIDE_CSS"]
+__all__ = [
+    "slide_type",
+    "mark_slides",
+    "write_styles",
+    "slides_server_options",
+    "main",
+    "RISE",
+    "SLIDE_CSS",
+    "SLIDES_EXTENSIONS",
+    "SLIDES_SERVER_SETTINGS",
+]
 
 #: notebook-level settings for jupyterlab-rise: an offline theme, and long slides scroll instead of being cut off
 RISE = {"theme": "white", "scroll": True}
@@ -50,6 +73,22 @@ SLIDE_CSS = """\
 /* Prompts ("[3]:") at their usual size: RISE's 160% would make them overflow their column. */
 .reveal .jp-InputPrompt, .reveal .jp-OutputPrompt { font-size: 14px; }
 """
+
+
+#: the slides page's own folder of lab extensions: ConvLab's fix-up of the page (``convlab-slides``), and no other
+SLIDES_EXTENSIONS = Path(__file__).resolve().parent / "slides_extensions"
+#: jupyterlab-rise's server settings (``RiseApp``): the slides page loads the extensions in :data:`SLIDES_EXTENSIONS`
+#: only, from a URL of its own (JupyterLab's ``/lab/extensions/`` serves JupyterLab's; ``/rise/...`` is the page)
+SLIDES_SERVER_SETTINGS = {
+    "labextensions_path": [str(SLIDES_EXTENSIONS)],
+    "labextensions_url": "/convlab-slides/extensions/",
+}
+
+
+def slides_server_options() -> list[str]:
+    """:data:`SLIDES_SERVER_SETTINGS` as options of the ``jupyter lab`` command line."""
+    options = [f"--RiseApp.labextensions_path={path}" for path in SLIDES_SERVER_SETTINGS["labextensions_path"]]
+    return options + [f"--RiseApp.labextensions_url={SLIDES_SERVER_SETTINGS['labextensions_url']}"]
 
 
 def _source(cell: dict) -> str:

@@ -30,6 +30,7 @@ import convlab_netguard
 import pytest
 
 from convlab.course_open import OFFLINE_LAB_OPTIONS
+from convlab.slides import slides_server_options
 
 from conftest import CHROMIUM, PageRecord
 
@@ -60,18 +61,8 @@ FIGURES = {
 #: the notebook shown as slides in README (its slide metadata comes from ``convlab.slides``) and its first three slides
 SLIDES_NOTEBOOK = "02_transfer_small_data.ipynb"
 SLIDES_FIGURES = ("slides_02_1.jpg", "slides_02_2.jpg", "slides_02_3.jpg")
-#: what the slides page logs from jupyterlab-rise 0.43.1 itself, whatever the notebook, and no setting of the course
-#: changes: its app loads every JupyterLab extension, and three of them need modules it does not share (ipywidgets'
-#: manager needs @jupyterlab/console; nbgrader's extension imports the Notebook shell of
-#: @jupyter-notebook/lab-extension, which fails to load there), and its own copy of @jupyter/web-components recurses
-#: on a theme token of the hidden notebook toolbar (a "Maximum call stack size exceeded" per token update, 7 to 38 per
-#: page load, as many for notebook 00 as for 02). Every other error fails the test.
-RISE_UPSTREAM_ERRORS = (
-    "RangeError: Maximum call stack size exceeded",
-    "Shared module @jupyterlab/console doesn't exist in shared scope default",
-    "The getter for the shared module is not a function",
-    "before initialization",
-)
+#: what a page must not log (conftest.PageRecord's line kinds)
+ERROR_KINDS = ("console.error", "pageerror", "requestfailed")
 _REQUIRED = os.environ.get("CONVLAB_REQUIRE_BROWSER") == "1"
 pytestmark = [
     pytest.mark.browser,
@@ -118,9 +109,10 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A fresh JupyterLab: its own root, settings, config and runtime folders, no token, off the network as
-    ``convlab open`` starts it (:data:`convlab.course_open.OFFLINE_LAB_OPTIONS`), its refused network calls counted
-    by the network guard (``CONVLAB_NETGUARD_LOG``)."""
+    """A fresh JupyterLab: its own root, settings, config and runtime folders, no token, off the network and with the
+    slides page's own lab extensions as ``convlab open`` starts it (:data:`convlab.course_open.OFFLINE_LAB_OPTIONS`,
+    :func:`convlab.slides.slides_server_options`), its refused network calls counted by the network guard
+    (``CONVLAB_NETGUARD_LOG``)."""
     base = tmp_path_factory.mktemp("lab")
     root, settings = base / "root", base / "settings"
     root.mkdir()
@@ -156,6 +148,7 @@ def lab(tmp_path_factory):
         "--ServerApp.password=",
         "--ServerApp.disable_check_xsrf=True",
         *OFFLINE_LAB_OPTIONS,
+        *slides_server_options(),  # the slides page with its own lab extensions, as convlab open starts it
         "--allow-root",
         # window.jupyterapp: the test asks the page itself whether the notebook's kernel is connected
         "--LabApp.expose_app_in_browser=True",
@@ -361,7 +354,7 @@ _SLIDE_STATE = """() => {
 def test_notebook_presents_as_slides(lab, browser):
     """jupyterlab-rise opens notebook 02 as reveal.js slides on a 1024 x 768 projector: one slide per section, the title
     slide shows only the title and the idea, text and code are large, no code line is cut off, and the page logs no
-    error but jupyterlab-rise's own (:data:`RISE_UPSTREAM_ERRORS`). Saves the first three slides."""
+    error at all (its own lab extensions: :mod:`convlab.slides`). Saves the first three slides."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1024, "height": 768})
     record = PageRecord(page, lab.url)
@@ -402,12 +395,7 @@ def test_notebook_presents_as_slides(lab, browser):
             assert state["code_px"] >= 17, f"slide {i + 1}: code at {state['code_px']} px"
         assert state["text_px"] is None or state["text_px"] >= 20, f"slide {i + 1}: text at {state['text_px']} px"
         assert not state["cut"], f"slide {i + 1}: code lines cut off at 1024 x 768: {state['cut']}"
-    errors = [
-        line
-        for line in record.lines
-        if ("console.error" in line or "pageerror" in line or "requestfailed" in line)
-        and not any(known in line for known in RISE_UPSTREAM_ERRORS)
-    ]
+    errors = [line for line in record.lines if any(f"] {kind}: " in line for kind in ERROR_KINDS)]
     assert not errors, f"the slides page logged errors: {errors}"
     assert not record.outside, f"the slides reached beyond the lab: {record.outside}"
     lab.assert_offline()

@@ -24,6 +24,7 @@ from convlab.course_open import (
     lab_extension_problems,
 )
 from convlab.exercises import STUB, course_notebooks, make_course_folder
+from convlab.slides import slides_server_options
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -82,6 +83,7 @@ def test_lab_command_is_loopback_offline_and_passes_options_on(tmp_path):
     assert "--LabApp.news_url=None" in cmd and "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate" in cmd
     assert "--LabApp.extension_manager=readonly" in OFFLINE_LAB_OPTIONS and set(OFFLINE_LAB_OPTIONS) <= set(cmd)
     assert "--ServerApp.port=8890" in cmd and "--ServerApp.port_retries=0" in cmd and cmd[-1] == "--ServerApp.token=x"
+    assert set(slides_server_options()) <= set(cmd), "the slides page gets its own lab extensions"
 
 
 def test_a_port_in_use_is_refused_with_a_sentence_and_the_default_moves(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from convlab.exercises import STUB
 from convlab.hub import ClassFolder, make_roster, prepare_class, read_roster, teacher_course
+from convlab.slides import SLIDES_SERVER_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -97,7 +98,7 @@ def test_teacher_course_holds_the_solutions_one_assignment_per_notebook_and_keep
 def test_class_folder_and_hub_config(tmp_path):
     jupyterhub = pytest.importorskip("jupyterhub") if not os.environ.get("CI") else __import__("jupyterhub")
     assert jupyterhub
-    from traitlets.config import Config
+    from traitlets.config import Config, PyFileConfigLoader
 
     from convlab.hub_config import ClassSpawner, RosterAuthenticator, configure
 
@@ -106,6 +107,9 @@ def test_class_folder_and_hub_config(tmp_path):
     assert oct(folder.exchange.stat().st_mode & 0o7777) == "0o1777"
     settings = json.loads(folder.settings.read_text())
     assert settings["seats"] == 3 and settings["teacher"] == "prof" and settings["port"] == 8123
+    server = PyFileConfigLoader("jupyter_server_config.py", path=str(folder.jupyter_config)).load_config()
+    assert server.RiseApp.labextensions_path == SLIDES_SERVER_SETTINGS["labextensions_path"]
+    assert server.RiseApp.labextensions_url == SLIDES_SERVER_SETTINGS["labextensions_url"]
     nbgrader = (folder.jupyter_config / "nbgrader_config.py").read_text()
     assert str(folder.exchange) in nbgrader and str(folder.home("prof") / "course") in nbgrader
     hub_config = folder.hub_config.read_text()

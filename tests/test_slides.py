@@ -3,12 +3,23 @@ editing headings: ``python -m convlab.slides notebooks/*.ipynb``)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 
 import pytest
 
-from convlab.slides import RISE, SLIDE_CSS, main, mark_slides, slide_type, write_styles
+from convlab.slides import (
+    RISE,
+    SLIDE_CSS,
+    SLIDES_EXTENSIONS,
+    SLIDES_SERVER_SETTINGS,
+    main,
+    mark_slides,
+    slide_type,
+    slides_server_options,
+    write_styles,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -68,3 +79,30 @@ def test_command_refuses_a_non_notebook(tmp_path, capsys):
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert "x.ipynb: expected a readable notebook" in err and "Traceback" not in err
+
+
+def test_the_slides_page_loads_convlabs_fix_up_only():
+    """jupyterlab-rise's server, given the course's settings on the command line, lists exactly one lab extension for
+    the slides page (the fix-up), whose script exists."""
+    rise = pytest.importorskip("jupyterlab_rise")
+    from jupyterlab_server.config import get_federated_extensions
+
+    app = rise.RiseApp()
+    app.parse_command_line(slides_server_options())
+    assert app.labextensions_path == SLIDES_SERVER_SETTINGS["labextensions_path"] == [str(SLIDES_EXTENSIONS)]
+    assert app.labextensions_url == SLIDES_SERVER_SETTINGS["labextensions_url"]
+    assert not app.labextensions_url.startswith("/rise/"), "/rise/... is the slides page itself"
+    found = get_federated_extensions(app.labextensions_path)
+    assert list(found) == ["convlab-slides"]
+    script = Path(found["convlab-slides"]["ext_path"]) / found["convlab-slides"]["jupyterlab"]["_build"]["load"]
+    assert script.is_file() and "window._JUPYTERLAB['convlab-slides']" in script.read_text()
+
+
+def test_the_fix_up_ships_with_the_package():
+    """Its files are package data, so a non-editable install has them too."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["convlab"]
+    package = ROOT / "convlab"
+    for path in (p for p in SLIDES_EXTENSIONS.rglob("*") if p.is_file()):
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), f"{relative}: not in package-data"
