@@ -24,7 +24,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import PIL.Image
 import torch
@@ -88,13 +88,13 @@ class Param:
     """
 
     name: str
-    kind: str
+    kind: Literal["number", "range", "symmetric range"]
     bounds: tuple[float, float]
     default: float | tuple[float, float]
     unit: str
     what: str = "a number"
     slider: tuple[float, float, float] | None = None
-    sampler: str = ""
+    sampler: Literal["", "uniform", "normal", "bernoulli"] = ""
 
     def check(self, value: Any) -> Any:
         """``value`` as a float (a ``(min, max)`` pair of floats for a range), or a one-sentence error naming it."""
