@@ -26,7 +26,6 @@ __all__ = [
     "unflatten_batch",
     "INTERPOLATIONS",
     "check_interpolation",
-    "check_p",
     "check_range",
     "check_size",
     "check_generator",
@@ -92,12 +91,6 @@ def check_interpolation(interpolation: str) -> str:
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
     return interpolation
-
-
-def check_p(p: float) -> float:
-    if not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-    return float(p)
 
 
 def check_range(value: Any, name: str, lo: float, hi: float, symmetric: bool = True) -> tuple[float, float]:

@@ -2,7 +2,8 @@
 
 - :func:`augmentation_preview`: sliders for one augmentation's parameters and a seed, a live grid of
   augmented copies of a photo (an ``ipywidgets.Image`` fed PNG bytes, fast to refresh), and the code
-  line that reproduces the current setting.
+  line that reproduces the current setting. A slider is built from the setting's declaration in the
+  transform's class (:class:`convlab.augment.Param`: range, step, default, unit).
 - :func:`static_grid`: the same grid as a matplotlib figure, seeded (renders on GitHub).
 - :func:`pca_explorer`: a training set's RGB principal axes and eigenvalues, and sliders for the three
   alphas of AlexNet's PCA colour augmentation.
@@ -31,6 +32,7 @@ from torchvision.utils import make_grid
 from ._checks import check_uint8_image, fmt_arg
 from .augment import (
     FusedTrainPipeline,
+    Param,
     PCAColor,
     RandomColorShift,
     RandomCrop,
@@ -41,14 +43,14 @@ from .augment import (
     RandomShear,
 )
 from .augment import functional as K
-from .augment.transforms import BatchRandomTransform
+from .augment.pca import SIGMA
+from .augment.transforms import SCALE, BatchRandomTransform
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
 
 __all__ = [
     "AUGMENTATIONS",
-    "UNITS",
     "AugmentationPreview",
     "augmentation_preview",
     "ChainPreview",
@@ -64,68 +66,44 @@ __all__ = [
     "png_bytes",
 ]
 
-# name -> (factory(size, **slider values), {param: (min, max, step, default)})
-Slider = tuple[float, float, float, float]
 Augmentation = BatchRandomTransform | FusedTrainPipeline
-AUGMENTATIONS: dict[str, tuple[Callable[..., Augmentation], dict[str, Slider]]] = {
-    "RandomHorizontalFlip": (lambda s, **k: RandomHorizontalFlip(**k), {"p": (0.0, 1.0, 0.05, 0.5)}),
-    "RandomCrop": (
-        lambda s, frac, **k: RandomCrop(max(1, int(round(frac * s))), **k),
-        {"frac": (0.3, 1.0, 0.05, 0.75)},
-    ),
-    "RandomResizedCrop": (
-        lambda s, min_scale, **k: RandomResizedCrop(s, scale=(min_scale, 1.0), **k),
-        {"min_scale": (0.05, 1.0, 0.05, 0.08)},
-    ),
-    "RandomRotation": (
-        lambda s, **k: RandomRotation(**k),
-        {"degrees": (0.0, 180.0, 1.0, 15.0), "p": (0.0, 1.0, 0.05, 1.0)},
-    ),
-    "RandomShear": (
-        lambda s, **k: RandomShear(**k),
-        {"shear_x": (0.0, 45.0, 1.0, 10.0), "shear_y": (0.0, 45.0, 1.0, 0.0), "p": (0.0, 1.0, 0.05, 1.0)},
-    ),
-    "RandomElasticWarp": (
-        lambda s, **k: RandomElasticWarp(**k),
-        {"strength": (0.0, 30.0, 0.5, 8.0), "smoothness": (4.0, 96.0, 1.0, 32.0), "p": (0.0, 1.0, 0.05, 1.0)},
-    ),
-    "RandomColorShift": (
-        lambda s, **k: RandomColorShift(clamp=True, **k),
-        {"magnitude": (0.0, 0.5, 0.01, 0.1), "p": (0.0, 1.0, 0.05, 1.0)},
-    ),
-    "PCAColor": (
-        lambda s, **k: PCAColor.imagenet(clamp=True, **k),
-        {"sigma": (0.0, 1.0, 0.01, 0.1), "p": (0.0, 1.0, 0.05, 1.0)},
-    ),
+
+# Two preview controls are not constructor arguments; the transform checks what they become.
+#: a RandomCrop's side as a fraction of the preview's
+FRAC = Param("frac", "number", bounds=(0.0, 1.0), default=0.75, unit="crop side / photo side", slider=(0.3, 1.0, 0.05))
+#: the low end of a resized crop's ``scale`` (the high end stays 1)
+MIN_SCALE = Param(
+    "min_scale",
+    "number",
+    bounds=SCALE.bounds,
+    default=SCALE.default[0],
+    unit="smallest crop area / photo area",
+    slider=(0.05, 1.0, 0.05),
+)
+
+
+def _with_sliders(cls: type[Augmentation]) -> tuple[Param, ...]:
+    """The settings ``cls`` declares with a slider (a projector audience reads its unit, not the code)."""
+    return tuple(param for param in cls.PARAMS if param.slider is not None)
+
+
+#: name -> (factory(size, **slider values), the sliders' declarations), in the order the chain's menu lists them
+AUGMENTATIONS: dict[str, tuple[Callable[..., Augmentation], tuple[Param, ...]]] = {
+    "RandomHorizontalFlip": (lambda s, **k: RandomHorizontalFlip(**k), _with_sliders(RandomHorizontalFlip)),
+    "RandomCrop": (lambda s, frac, **k: RandomCrop(max(1, int(round(frac * s))), **k), (FRAC,)),
+    "RandomResizedCrop": (lambda s, min_scale, **k: RandomResizedCrop(s, scale=(min_scale, 1.0), **k), (MIN_SCALE,)),
+    "RandomRotation": (lambda s, **k: RandomRotation(**k), _with_sliders(RandomRotation)),
+    "RandomShear": (lambda s, **k: RandomShear(**k), _with_sliders(RandomShear)),
+    "RandomElasticWarp": (lambda s, **k: RandomElasticWarp(**k), _with_sliders(RandomElasticWarp)),
+    "RandomColorShift": (lambda s, **k: RandomColorShift(clamp=True, **k), _with_sliders(RandomColorShift)),
+    "PCAColor": (lambda s, **k: PCAColor.imagenet(clamp=True, **k), _with_sliders(PCAColor)),
     # the training pipeline: crop + mirror + colour shift + PCA colour + normalise in one pass (shown un-normalised)
     "FusedTrainPipeline": (
         lambda s, min_scale, sigma, **k: FusedTrainPipeline(
             s, scale=(min_scale, 1.0), pca=PCAColor.imagenet(sigma=sigma) if sigma > 0 else None, **k
         ),
-        {
-            "min_scale": (0.05, 1.0, 0.05, 0.08),
-            "flip_p": (0.0, 1.0, 0.05, 0.5),
-            "color_shift": (0.0, 0.5, 0.01, 0.1),
-            "sigma": (0.0, 1.0, 0.01, 0.1),
-        },
+        (MIN_SCALE, *_with_sliders(FusedTrainPipeline), SIGMA),
     ),
-}
-
-
-# what each slider's number means, shown beside it (a projector audience reads the label, not the code)
-UNITS: dict[str, str] = {
-    "p": "probability per image",
-    "frac": "crop side / photo side",
-    "min_scale": "smallest crop area / photo area",
-    "degrees": "largest angle, \u00b0",
-    "shear_x": "largest angle, \u00b0",
-    "shear_y": "largest angle, \u00b0",
-    "strength": "largest shift, px",
-    "smoothness": "control-point spacing, px",
-    "magnitude": "largest shift / value range",
-    "sigma": "std of AlexNet's alphas",
-    "flip_p": "mirror probability per image",
-    "color_shift": "largest shift / value range",
 }
 SLIDER_LAYOUT = {"width": "780px"}  # a long track: finer steps per pixel on a projector
 SLIDER_STYLE = {"description_width": "280px"}
@@ -259,18 +237,18 @@ def _sliders(name: str) -> dict[str, Any]:
     import ipywidgets as W
 
     return {
-        k: W.FloatSlider(
-            value=d,
-            min=lo,
-            max=hi,
-            step=st,
-            description=f"{k} ({UNITS[k]})",
+        param.name: W.FloatSlider(
+            value=param.default,
+            min=param.slider[0],
+            max=param.slider[1],
+            step=param.slider[2],
+            description=f"{param.name} ({param.unit})",
             continuous_update=True,
-            readout_format=f".{_decimals(st)}f",
+            readout_format=f".{_decimals(param.slider[2])}f",
             layout=SLIDER_LAYOUT,
             style=SLIDER_STYLE,
         )
-        for k, (lo, hi, st, d) in AUGMENTATIONS[name][1].items()
+        for param in AUGMENTATIONS[name][1]
     }
 
 
@@ -289,7 +267,7 @@ def _size_control(size: int) -> Any:
 
 def _values(name: str, sliders: dict[str, Any]) -> dict[str, float]:
     """The sliders' values, rounded to their steps (no float noise from the browser)."""
-    steps = {k: st for k, (_, _, st, _) in AUGMENTATIONS[name][1].items()}
+    steps = {param.name: param.slider[2] for param in AUGMENTATIONS[name][1]}
     return {k: _slider_value(s.value, steps[k]) for k, s in sliders.items() if k in steps}
 
 
@@ -634,7 +612,7 @@ def static_grid(
     photo = check_uint8_image(photo, "photo", channels=3)
     if name not in AUGMENTATIONS:
         raise ValueError(f"name: expected one of {sorted(AUGMENTATIONS)}, got {name!r}")
-    defaults = {k: d for k, (_, _, _, d) in AUGMENTATIONS[name][1].items()}
+    defaults = {param.name: param.default for param in AUGMENTATIONS[name][1]}
     unknown = set(values) - set(defaults)
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {name}; expected some of {sorted(defaults)}")

@@ -64,6 +64,25 @@ def test_errors(photos):
         FusedTrainPipeline(32)(photos[0])
     with pytest.raises(RuntimeError, match="not fitted"):
         FusedTrainPipeline(32, pca=PCAColor())
+    with pytest.raises(ValueError, match=r"flip_p: expected a probability in \[0, 1\], got 1.5"):
+        FusedTrainPipeline(32, flip_p=1.5)
+    with pytest.raises(RuntimeError, match="previous call"):
+        FusedTrainPipeline(32).replay(photos)
+    with pytest.raises(TypeError, match=r"params: expected a dict of drawn parameters"):
+        FusedTrainPipeline(32)(photos, params=[1])
+
+
+def test_params_replay_the_last_draw_and_defaults_are_declared(photos):
+    import inspect
+
+    pipe = FusedTrainPipeline(32, pca=PCAColor.imagenet(), generator=torch.Generator().manual_seed(4))
+    first = pipe(photos)
+    drawn = pipe.last_params
+    assert torch.equal(pipe(photos, params=drawn), first) and pipe.last_params is drawn
+    assert torch.equal(pipe.replay(photos), first)
+    assert not torch.equal(pipe(photos), first)
+    signature = inspect.signature(FusedTrainPipeline)
+    assert all(signature.parameters[p.name].default == p.default for p in pipe.PARAMS)
 
 
 @pytest.mark.parametrize("size", [40, 224])

@@ -74,12 +74,30 @@ def test_single_image_tv_image_and_compose(batch, name):
 
 
 @pytest.mark.parametrize("name", FACTORIES)
-def test_replay_applies_the_last_draw(batch, name):
+def test_params_replay_the_last_draw(batch, name):
     t = FACTORIES[name](gen(4))
     first = t(batch)
-    assert t.last_params is not None
+    drawn = t.last_params
+    assert drawn is not None
+    assert torch.equal(t(batch, params=drawn), first) and t.last_params is drawn
     assert torch.equal(t.replay(batch), first)
     assert not torch.equal(t(batch), first) or name == "flip"
+    assert torch.equal(t(tv_tensors.Image(batch), params=drawn), first)  # given parameters draw nothing
+    single = t(batch[:1])
+    assert torch.equal(t(batch[0], params=t.last_params), single[0])
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_declared_defaults_are_the_constructors(name):
+    """Each declared setting is a constructor argument, with the constructor's default (the sliders start there)."""
+    import inspect
+
+    t = FACTORIES[name](gen())
+    signature = inspect.signature(type(t))
+    for param in t.PARAMS:
+        assert signature.parameters[param.name].default == param.default, param.name
+        if param.slider is not None:  # every slider position is a setting the constructor accepts
+            param.check(param.slider[0]), param.check(param.slider[1])
 
 
 def test_batched_equals_one_by_one(batch):
@@ -134,7 +152,7 @@ def test_repr_is_readable_and_reproducing():
         (lambda: RandomCrop(0), "size: expected a positive int"),
         (lambda: RandomResizedCrop(32, scale=(0.5, 0.1)), "scale: expected a range in"),
         (lambda: RandomElasticWarp(strength=-1), "strength: expected"),
-        (lambda: RandomColorShift(2.0), r"magnitude: expected a value in \[0, 1\]"),
+        (lambda: RandomColorShift(2.0), r"magnitude: expected a fraction of the value range in \[0, 1\], got 2.0"),
         (lambda: RandomHorizontalFlip(generator=0), "generator: expected a torch.Generator"),
         (lambda: RandomShear(90), "shear_x: expected a range in"),
     ],
@@ -151,6 +169,14 @@ def test_input_errors(batch):
         RandomRotation(10)(batch.int())
     with pytest.raises(RuntimeError, match="previous call"):
         RandomRotation(10).replay(batch)
+    with pytest.raises(TypeError, match=r"params: expected a dict of drawn parameters \(a previous last_params\)"):
+        RandomRotation(10)(batch, params={"angle": torch.zeros(8)})
+    t = RandomRotation(10)
+    t(batch)
+    with pytest.raises(ValueError, match="parameters were drawn for 8 samples, but the input has 2"):
+        t(batch[:2], params=t.last_params)
+    with pytest.raises(TypeError, match="inputs: expected one image or batch"):
+        t(batch, batch, params=t.last_params)
     with pytest.raises(ValueError, match="larger than the input"):
         RandomCrop(100)(batch)
 
@@ -190,7 +216,7 @@ def test_an_empty_batch_gives_an_empty_output(batch, name):
         (lambda: RandomElasticWarp(strength=float("nan")), "strength: expected"),
         (lambda: RandomElasticWarp(smoothness=float("inf")), "smoothness: expected"),
         (lambda: RandomRotation(10, fill=float("nan")), "fill: expected a finite number"),
-        (lambda: RandomColorShift(float("nan")), r"magnitude: expected a value in \[0, 1\]"),
+        (lambda: RandomColorShift(float("nan")), r"magnitude: expected a fraction of the value range in \[0, 1\]"),
     ],
 )
 def test_non_finite_settings_are_refused(call, match):

@@ -30,6 +30,22 @@ def test_preview_updates_on_slider_move(photo, name):
         assert bytes(prev.image.value) != first
 
 
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_sliders_are_the_declared_settings_and_both_ends_run(photo, name):
+    """A slider is built from its setting's declaration; at either end of every slider the transform runs."""
+    prev = augmentation_preview(photo, name, size=48)
+    declared = AUGMENTATIONS[name][1]
+    assert list(prev.sliders) == [param.name for param in declared] + ["seed"]
+    for param in declared:
+        slider = prev.sliders[param.name]
+        assert (slider.min, slider.max, slider.step, slider.value) == (*param.slider, param.default)
+        assert slider.description == f"{param.name} ({param.unit})"
+    for end in (0, 1):
+        for param in declared:
+            prev.sliders[param.name].value = param.slider[end]  # each move redraws: an unaccepted setting raises
+        assert prev.values() == {param.name: param.slider[end] for param in declared}
+
+
 def test_code_line_reproduces_the_setting(photo):
     prev = augmentation_preview(photo, "RandomRotation", size=64)
     prev.sliders["degrees"].value = 40.0

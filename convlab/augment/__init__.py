@@ -2,7 +2,7 @@
 
 - :mod:`convlab.augment.functional`: deterministic kernels on ``(..., C, H, W)`` tensors.
 - :mod:`convlab.augment.transforms`: ``torchvision.transforms.v2``-compatible classes that draw
-  parameters per sample.
+  parameters per sample, each setting declared once as a :class:`Param`.
 - :mod:`convlab.augment.pca`: AlexNet's PCA colour augmentation (``PCAColor``) and ImageNet constants.
 - :mod:`convlab.augment.pipeline`: ``FusedTrainPipeline``, the fast batched training pipeline.
 """
@@ -12,6 +12,7 @@ from .pca import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS, PCAColor, fit_rgb_
 from .pipeline import IMAGENET_MEAN, IMAGENET_STD, FusedTrainPipeline
 from .transforms import (
     BatchRandomTransform,
+    Param,
     RandomColorShift,
     RandomCrop,
     RandomElasticWarp,
@@ -25,6 +26,7 @@ from .transforms import (
 __all__ = [
     "functional",
     "BatchRandomTransform",
+    "Param",
     "RandomHorizontalFlip",
     "RandomCrop",
     "RandomResizedCrop",

@@ -14,18 +14,18 @@ here, has one fixed basis and costs one addition per pixel.
 
 from __future__ import annotations
 
-import numbers
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from convlab._checks import check_image, check_is_fitted, fmt_arg
+from convlab._checks import check_image, check_is_fitted
 
 from . import functional as K
-from .transforms import BatchRandomTransform
+from .transforms import BatchRandomTransform, P, Param
 
-__all__ = ["IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "fit_rgb_pca", "PCAColor"]
+__all__ = ["IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "fit_rgb_pca", "SIGMA", "PCAColor"]
 
 #: ImageNet RGB eigenvalues for pixel values in [0, 1], largest first. Source: Facebook's
 #: fb.resnet.torch (``datasets/imagenet.lua``, the ``pca`` table fed to ``Lighting`` in
@@ -82,6 +82,19 @@ def fit_rgb_pca(
     return vals.float(), vecs.float()
 
 
+#: the standard deviation of the alphas, each drawn from N(0, sigma) (AlexNet: 0.1)
+SIGMA = Param(
+    "sigma",
+    "number",
+    bounds=(0.0, math.inf),
+    default=0.1,
+    unit="std of AlexNet's alphas",
+    what="a finite standard deviation",
+    slider=(0.0, 1.0, 0.01),
+    sampler="normal",
+)
+
+
 class PCAColor(BatchRandomTransform):
     """AlexNet PCA colour augmentation with a training-set basis (see the module docstring).
 
@@ -98,15 +111,13 @@ class PCAColor(BatchRandomTransform):
         generator: optional ``torch.Generator``.
     """
 
-    _repr_args = ("sigma", "p")
+    PARAMS = (SIGMA, P)
 
     def __init__(
         self, sigma: float = 0.1, p: float = 1.0, *, clamp: bool = False, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(p, generator)
-        if not isinstance(sigma, numbers.Real) or not 0 <= sigma < float("inf"):  # NaN fails both comparisons
-            raise ValueError(f"sigma: expected a finite standard deviation >= 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = SIGMA.check(sigma)
         self.clamp = bool(clamp)
 
     @classmethod
@@ -136,7 +147,7 @@ class PCAColor(BatchRandomTransform):
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         self.check_is_fitted()
-        return {"alpha": torch.randn(n, 3, generator=generator) * self.sigma}
+        return {"alpha": SIGMA.draw(self.sigma, (n, 3), generator)}
 
     def offsets(self, alpha: Tensor) -> Tensor:
         """``(B, 3)`` RGB offsets for given alphas (as drawn in ``last_params["alpha"]``)."""
@@ -149,7 +160,7 @@ class PCAColor(BatchRandomTransform):
     def extra_repr(self) -> str:
         clamp = ", clamp=True" if self.clamp else ""
         fitted = {"imagenet": "", "fitted": ", fitted"}.get(getattr(self, "_basis", ""), ", unfitted")
-        return f"sigma={fmt_arg(self.sigma)}, p={fmt_arg(self.p)}{clamp}{fitted}"
+        return f"{super().extra_repr()}{clamp}{fitted}"
 
     def __repr__(self) -> str:
         # With ImageNet's basis the repr is the code that builds the same transform.

@@ -34,27 +34,30 @@ The result equals the composition of the separate kernels in :mod:`convlab.augme
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from convlab._checks import check_generator as _check_generator
-from convlab._checks import check_image, check_mean_std
-from convlab._checks import check_p as _check_p
-from convlab._checks import check_range as _check_range
+from convlab._checks import check_image, check_mean_std, fmt_arg
 from convlab._checks import check_size as _check_size
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, affine_coefficients, tile_w
 
 from . import functional as K
-from .pca import PCAColor
-from .transforms import sample_resized_crop_boxes
+from .pca import SIGMA, PCAColor
+from .transforms import MAGNITUDE, RATIO, SCALE, P, Param, sample_resized_crop_boxes
 
 __all__ = ["FusedTrainPipeline", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+#: the probability of mirroring a sample (RandomHorizontalFlip's ``p``)
+FLIP_P = replace(P, name="flip_p", default=0.5, unit="mirror probability per image")
+#: the largest RGB offset (RandomColorShift's ``magnitude``)
+COLOR_SHIFT = replace(MAGNITUDE, name="color_shift")
 
 
 _METHODS = ("auto", "loop", "matmul")
@@ -174,11 +177,15 @@ class FusedTrainPipeline:
         generator: optional ``torch.Generator`` for reproducible draws.
 
     Call ``pipe(images, out=buffer)`` to write into a reused buffer; the last draw is in
-    ``pipe.last_params`` and can be passed back as ``params=`` to replay it. Fastest on the CPU: a
+    ``pipe.last_params`` and ``pipe(images, params=pipe.last_params)`` (or ``pipe.replay(images)``)
+    applies it again, as for the transforms in :mod:`convlab.augment.transforms`; ``PARAMS`` declares
+    the random settings (the transforms' declarations under the pipeline's names). Fastest on the CPU: a
     channels_last uint8 source (a batch of HWC photos as decoded, viewed as ``(B, 3, H, W)``) and a
     channels_last ``out``; with ``torch.get_num_threads() > 1`` the samples are shared among that many
     Python threads.
     """
+
+    PARAMS: tuple[Param, ...] = (SCALE, RATIO, FLIP_P, COLOR_SHIFT)
 
     def __init__(
         self,
@@ -197,12 +204,10 @@ class FusedTrainPipeline:
         generator: torch.Generator | None = None,
     ) -> None:
         self.size = _check_size(size)
-        self.scale = _check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
-        self.ratio = _check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
-        self.flip_p = _check_p(flip_p)
-        if not isinstance(color_shift, numbers.Real) or not 0.0 <= color_shift <= 1.0:
-            raise ValueError(f"color_shift: expected a number in [0, 1], got {color_shift!r}")
-        self.color_shift = float(color_shift)
+        self.scale = SCALE.check(scale)
+        self.ratio = RATIO.check(ratio)
+        self.flip_p = FLIP_P.check(flip_p)
+        self.color_shift = COLOR_SHIFT.check(color_shift)
         if pca is not None:
             if not isinstance(pca, PCAColor):
                 raise TypeError(f"pca: expected a PCAColor or None, got {type(pca).__name__}")
@@ -226,21 +231,17 @@ class FusedTrainPipeline:
         self._buffers: dict[str, Tensor] = {}
 
     def __repr__(self) -> str:
-        pca = "None" if self.pca is None else repr(self.pca)
-        return (
-            f"FusedTrainPipeline(size={self.size}, scale={self.scale}, flip_p={self.flip_p:g}, "
-            f"color_shift={self.color_shift:g}, pca={pca}, method={self.method!r})"
-        )
+        settings = ", ".join(f"{param.name}={fmt_arg(getattr(self, param.name))}" for param in self.PARAMS)
+        return f"FusedTrainPipeline(size={fmt_arg(self.size)}, {settings}, pca={self.pca!r}, method={self.method!r})"
 
     # -- parameters
     def draw(self, n: int, h: int, w: int) -> dict[str, Tensor]:
         """Per-sample parameters: ``boxes`` (n, 4), ``flip`` (n,), ``shift`` (n, 3), ``alpha`` (n, 3)."""
         g = self.generator
         boxes = sample_resized_crop_boxes(n, h, w, self.scale, self.ratio, g)
-        flip = torch.rand(n, generator=g) < self.flip_p
-        shift = torch.empty(n, 3).uniform_(-self.color_shift, self.color_shift, generator=g)
-        sigma = 0.0 if self.pca is None else self.pca.sigma
-        alpha = torch.randn(n, 3, generator=g) * sigma
+        flip = FLIP_P.draw(self.flip_p, (n,), g)
+        shift = COLOR_SHIFT.draw(self.color_shift, (n, 3), g)
+        alpha = SIGMA.draw(0.0 if self.pca is None else self.pca.sigma, (n, 3), g)
         return {"boxes": boxes, "flip": flip, "shift": shift, "alpha": alpha}
 
     def _offsets(self, params: dict[str, Tensor]) -> Tensor:
@@ -271,7 +272,8 @@ class FusedTrainPipeline:
     def __call__(self, images: Tensor, out: Tensor | None = None, params: dict[str, Tensor] | None = None) -> Tensor:
         """Augment a batch. ``images``: ``(B, 3, H, W)`` uint8 (or float in [0, 1]).
 
-        Returns ``out`` (allocated if None): float32 ``(B, 3, h, w)``, normalised.
+        Draws new parameters, or applies ``params`` (a previous ``last_params``) when given; either is kept in
+        ``last_params``. Returns ``out`` (allocated if None): float32 ``(B, 3, h, w)``, normalised.
         """
         x = check_image(images, "images", channels=3)
         if x.ndim != 4:
@@ -279,6 +281,8 @@ class FusedTrainPipeline:
         n, _, h, w = x.shape
         oh, ow = self.size
         params = self.draw(n, h, w) if params is None else params
+        if not isinstance(params, dict) or "boxes" not in params:
+            raise TypeError(f"params: expected a dict of drawn parameters (a previous last_params), got {params!r}")
         if params["boxes"].shape[0] != n:
             raise ValueError(f"`params` were drawn for {params['boxes'].shape[0]} samples, images has {n}")
         self.last_params = params
@@ -303,6 +307,12 @@ class FusedTrainPipeline:
         args = (x, params["boxes"], params["flip"], self.size, self.antialias, a, b, out)
         threads = min(torch.get_num_threads(), n) if dev.type == "cpu" else 1
         return _resized_crop_affine(*args, threads)
+
+    def replay(self, images: Tensor, out: Tensor | None = None) -> Tensor:
+        """Apply the last drawn parameters again (same batch size): ``self(images, out, params=self.last_params)``."""
+        if self.last_params is None:
+            raise RuntimeError("FusedTrainPipeline.replay() needs a previous call to draw parameters")
+        return self(images, out, params=self.last_params)
 
     def _matmul(self, x: Tensor, params: dict[str, Tensor], a: Tensor, b: Tensor, out: Tensor) -> Tensor:
         """Crop + resize + mirror as ``Wy @ x @ Wx^T`` (two small per-sample matrices), colour folded in.

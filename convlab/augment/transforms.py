@@ -8,8 +8,14 @@ They compose with ``v2.Compose`` and accept plain tensors and ``tv_tensors.Image
 The difference from torchvision: applied to a batch, a v2 transform draws *one* set of parameters
 for all images. Here every sample gets its own draw (Kornia's ``same_on_batch=False``), so an
 augmentation can run once per batch instead of once per image. Each transform keeps its last draw
-in ``last_params``; ``replay(x)`` applies exactly that draw again (e.g. to a mask or to show it).
-Pass ``generator=torch.Generator().manual_seed(s)`` for reproducible draws.
+in ``last_params``; ``t(x, params=t.last_params)`` (or ``t.replay(x)``) applies exactly that draw
+again (e.g. to a mask or to show it). Pass ``generator=torch.Generator().manual_seed(s)`` for
+reproducible draws.
+
+Each setting of a transform (``degrees``, ``p``, ...) is declared once, as a :class:`Param` in the
+class's ``PARAMS``: its accepted bounds, its default, its unit, the preview slider's range and how it
+is drawn. The constructor checks the argument with it, the draw samples from it, the repr prints the
+declared settings, and :mod:`convlab.widgets` builds its sliders from it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import PIL.Image
 import torch
@@ -29,7 +36,6 @@ from convlab._checks import (
     check_generator,
     check_image,
     check_interpolation,
-    check_p,
     check_range,
     check_size,
     flatten_batch,
@@ -40,6 +46,16 @@ from convlab._checks import (
 from . import functional as K
 
 __all__ = [
+    "Param",
+    "P",
+    "SCALE",
+    "RATIO",
+    "DEGREES",
+    "SHEAR_X",
+    "SHEAR_Y",
+    "STRENGTH",
+    "SMOOTHNESS",
+    "MAGNITUDE",
     "BatchRandomTransform",
     "RandomHorizontalFlip",
     "RandomCrop",
@@ -52,26 +68,108 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------- base class
-class BatchRandomTransform(v2.Transform):
-    """Base: per-sample parameters, probability ``p``, seedable ``generator``, ``last_params``/``replay``.
+# ----------------------------------------------------------------------------- declared settings
+@dataclass(frozen=True)
+class Param:
+    """One setting of a random transform, declared once: checked, drawn from, printed and shown as a slider.
 
-    Subclasses implement ``_draw(n, h, w, generator) -> dict`` (tensors with a leading ``n``) and
-    ``_apply(x, params) -> Tensor`` for a ``(B, C, H, W)`` batch. Samples not selected by ``p``
-    are returned unchanged (``params["apply"]`` is the bool mask).
+    Attributes:
+        name: the constructor argument (and the attribute that holds the checked value).
+        kind: ``"number"``; ``"range"``, a ``(min, max)`` pair (a number ``v`` means ``(0, v)``); or
+            ``"symmetric range"`` (a number ``v`` means ``(-v, v)``).
+        bounds: the values it accepts, inclusive (a range's ends); ``math.inf`` for no upper bound.
+        default: the constructor's default, and the slider's.
+        unit: what the number means, shown beside its slider.
+        what: the number's name in an error message (``"p: expected a probability in [0, 1], got 1.5"``).
+        slider: ``(min, max, step)`` of the preview slider, a part of ``bounds`` worth showing; None for none.
+        sampler: how :meth:`draw` turns the setting into per-sample values: ``"uniform"`` (in the range, or in
+            ``[-v, v]`` for a number ``v``), ``"normal"`` (``v`` is the standard deviation), ``"bernoulli"`` (``v`` is
+            the probability of True); ``""`` where the transform draws it its own way.
     """
 
-    _repr_args: tuple[str, ...] = ()
+    name: str
+    kind: Literal["number", "range", "symmetric range"]
+    bounds: tuple[float, float]
+    default: float | tuple[float, float]
+    unit: str
+    what: str = "a number"
+    slider: tuple[float, float, float] | None = None
+    sampler: Literal["", "uniform", "normal", "bernoulli"] = ""
+
+    def check(self, value: Any) -> Any:
+        """``value`` as a float (a ``(min, max)`` pair of floats for a range), or a one-sentence error naming it."""
+        lo, hi = self.bounds
+        if self.kind != "number":
+            return check_range(value, self.name, lo, hi, symmetric=self.kind == "symmetric range")
+        if not isinstance(value, numbers.Real) or not (math.isfinite(value) and lo <= value <= hi):  # NaN fails too
+            allowed = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+            raise ValueError(f"{self.name}: expected {self.what} {allowed}, got {value!r}")
+        return float(value)
+
+    def draw(self, value: Any, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        """Independent values of ``shape`` for the checked setting ``value``, drawn through ``generator``."""
+        if self.sampler == "uniform":
+            lo, hi = value if isinstance(value, tuple) else (-value, value)
+            return torch.empty(shape).uniform_(lo, hi, generator=generator)
+        if self.sampler == "normal":
+            return torch.randn(shape, generator=generator) * value
+        if self.sampler == "bernoulli":
+            return torch.rand(shape, generator=generator) < value
+        raise ValueError(
+            f"sampler: expected 'uniform', 'normal' or 'bernoulli' to draw {self.name}, got {self.sampler!r}"
+        )
+
+
+#: the probability of transforming a sample (each sample is chosen independently)
+P = Param(
+    "p",
+    "number",
+    bounds=(0.0, 1.0),
+    default=1.0,
+    unit="probability per image",
+    what="a probability",
+    slider=(0.0, 1.0, 0.05),
+    sampler="bernoulli",
+)
+
+
+# ----------------------------------------------------------------------------- base class
+class BatchRandomTransform(v2.Transform):
+    """Base: per-sample parameters, probability ``p``, seedable ``generator``, ``last_params``, ``params=``.
+
+    Subclasses declare their settings in ``PARAMS`` (the repr prints them in that order), implement
+    ``_draw(n, h, w, generator) -> dict`` (tensors with a leading ``n``) and ``_apply(x, params) -> Tensor``
+    for a ``(B, C, H, W)`` batch. Samples not selected by ``p`` are returned unchanged (``params["apply"]``
+    is the bool mask).
+
+    ``t(x)`` draws new parameters and keeps them in ``last_params``; ``t(x, params=...)`` applies given ones
+    (a previous ``last_params``, same batch size) instead of drawing; ``t.replay(x)`` is ``t(x,
+    params=t.last_params)``.
+    """
+
+    PARAMS: tuple[Param, ...] = ()
     _changes_size = False
 
     def __init__(self, p: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.p = check_p(p)
+        self.p = P.check(p)
         self.generator = check_generator(generator)
         self.last_params: dict[str, Tensor] | None = None
-        self._replaying: dict[str, Tensor] | None = None
 
     # -- v2 API
+    def forward(self, *inputs: Any, params: dict[str, Tensor] | None = None) -> Any:
+        """v2's call (a new draw per call), or with ``params`` that draw applied to one image or batch."""
+        if params is None:
+            return super().forward(*inputs)
+        if not isinstance(params, dict) or "apply" not in params:
+            raise TypeError(f"params: expected a dict of drawn parameters (a previous last_params), got {params!r}")
+        if len(inputs) != 1:
+            raise TypeError(f"inputs: expected one image or batch to apply `params` to, got {len(inputs)} inputs")
+        self.check_inputs(list(inputs))
+        out = self.transform(inputs[0], params)
+        self.last_params = params
+        return out
+
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         for inpt in flat_inputs:
             if isinstance(inpt, PIL.Image.Image):
@@ -85,16 +183,16 @@ class BatchRandomTransform(v2.Transform):
             check_image(flat_inputs[0] if flat_inputs else None)  # raises, naming the layout it expects
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        if self._replaying is not None:
-            return self._replaying
         image = next(i for i in flat_inputs if isinstance(i, Tensor))
         check_image(image)
-        n = math.prod(image.shape[:-3])
         h, w = image.shape[-2:]
+        self.last_params = self.draw(math.prod(image.shape[:-3]), h, w)
+        return self.last_params
+
+    def draw(self, n: int, h: int, w: int) -> dict[str, Tensor]:
+        """Per-sample parameters for ``n`` images of ``h x w`` pixels, and ``apply`` (the samples ``p`` selects)."""
         params = self._draw(n, h, w, self.generator)
-        apply = torch.rand(n, generator=self.generator) < self.p if self.p < 1.0 else torch.ones(n, dtype=torch.bool)
-        params["apply"] = apply
-        self.last_params = params
+        params["apply"] = P.draw(self.p, (n,), self.generator) if self.p < 1.0 else torch.ones(n, dtype=torch.bool)
         return params
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -121,11 +219,7 @@ class BatchRandomTransform(v2.Transform):
         """Apply the last drawn parameters again (same batch size), e.g. to a second view or a mask."""
         if self.last_params is None:
             raise RuntimeError(f"{type(self).__name__}.replay() needs a previous call to draw parameters")
-        self._replaying = self.last_params
-        try:
-            return self(*inputs)
-        finally:
-            self._replaying = None
+        return self(*inputs, params=self.last_params)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         return {}
@@ -134,22 +228,17 @@ class BatchRandomTransform(v2.Transform):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={fmt_arg(getattr(self, name))}" for name in self._repr_args)
+        return ", ".join(f"{param.name}={fmt_arg(getattr(self, param.name))}" for param in self.PARAMS)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
-
-
-def _uniform(n: int, rng: tuple[float, float], generator: torch.Generator | None, k: int | None = None) -> Tensor:
-    shape = (n,) if k is None else (n, k)
-    return torch.empty(shape).uniform_(rng[0], rng[1], generator=generator)
 
 
 # ----------------------------------------------------------------------------- geometry
 class RandomHorizontalFlip(BatchRandomTransform):
     """Mirror each sample left-right with probability ``p`` (default 0.5)."""
 
-    _repr_args = ("p",)
+    PARAMS = (replace(P, default=0.5),)
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator)
@@ -161,7 +250,6 @@ class RandomHorizontalFlip(BatchRandomTransform):
 class RandomCrop(BatchRandomTransform):
     """Cut a ``size`` window at a random position, drawn independently per sample (no ``p``: sizes must match)."""
 
-    _repr_args = ("size",)
     _changes_size = True
 
     def __init__(self, size: int | Sequence[int], generator: torch.Generator | None = None) -> None:
@@ -178,6 +266,9 @@ class RandomCrop(BatchRandomTransform):
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return K.crop(x, params["top"], params["left"], *self.size)
+
+    def extra_repr(self) -> str:
+        return f"size={fmt_arg(self.size)}"
 
 
 def sample_resized_crop_boxes(
@@ -221,6 +312,12 @@ def sample_resized_crop_boxes(
     return torch.stack([top, left, bh, bw], dim=1)
 
 
+#: the crop's area as a fraction of the image's (drawn by :func:`sample_resized_crop_boxes`)
+SCALE = Param("scale", "range", bounds=(1e-6, 1.0), default=(0.08, 1.0), unit="crop area / photo area")
+#: the crop's aspect ratio, width / height (drawn log-uniformly by :func:`sample_resized_crop_boxes`)
+RATIO = Param("ratio", "range", bounds=(1e-3, 1e3), default=(3 / 4, 4 / 3), unit="crop width / crop height")
+
+
 class RandomResizedCrop(BatchRandomTransform):
     """Random area/aspect crop resized to ``size`` (bilinear), a different box per sample.
 
@@ -228,7 +325,7 @@ class RandomResizedCrop(BatchRandomTransform):
     on CPU; torchvision's v2 default is ``antialias=True``.
     """
 
-    _repr_args = ("size", "scale", "ratio", "antialias")
+    PARAMS = (SCALE, RATIO)
     _changes_size = True
 
     def __init__(
@@ -241,8 +338,8 @@ class RandomResizedCrop(BatchRandomTransform):
     ) -> None:
         super().__init__(1.0, generator)
         self.size = check_size(size)
-        self.scale = check_range(scale, "scale", 1e-6, 1.0, symmetric=False)
-        self.ratio = check_range(ratio, "ratio", 1e-3, 1e3, symmetric=False)
+        self.scale = SCALE.check(scale)
+        self.ratio = RATIO.check(ratio)
         self.antialias = bool(antialias)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -250,6 +347,9 @@ class RandomResizedCrop(BatchRandomTransform):
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return K.resized_crop(x, params["boxes"], self.size, antialias=self.antialias)
+
+    def extra_repr(self) -> str:
+        return f"size={fmt_arg(self.size)}, {super().extra_repr()}, antialias={self.antialias}"
 
 
 class _FillMixin:
@@ -265,10 +365,22 @@ class _FillMixin:
         self.interpolation = check_interpolation(interpolation)
 
 
+#: the rotation angle's range in degrees, counter-clockwise positive (a number ``v``: ``(-v, v)``)
+DEGREES = Param(
+    "degrees",
+    "symmetric range",
+    bounds=(-180.0, 180.0),
+    default=15.0,
+    unit="largest angle, \u00b0",
+    slider=(0.0, 180.0, 1.0),
+    sampler="uniform",
+)
+
+
 class RandomRotation(_FillMixin, BatchRandomTransform):
     """Rotate each sample by an angle drawn uniformly from ``degrees`` (counter-clockwise positive)."""
 
-    _repr_args = ("degrees", "p")
+    PARAMS = (DEGREES, P)
 
     def __init__(
         self,
@@ -280,20 +392,34 @@ class RandomRotation(_FillMixin, BatchRandomTransform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(p, generator)
-        self.degrees = check_range(degrees, "degrees", -180.0, 180.0)
+        self.degrees = DEGREES.check(degrees)
         self._set_fill(fill, interpolation)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        return {"angle": _uniform(n, self.degrees, generator)}
+        return {"angle": DEGREES.draw(self.degrees, (n,), generator)}
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return K.rotate(x, params["angle"], interpolation=self.interpolation, fill=self.fill)
 
 
+#: the range of the shear angle along x, in degrees (a number ``v``: ``(-v, v)``)
+SHEAR_X = Param(
+    "shear_x",
+    "symmetric range",
+    bounds=(-80.0, 80.0),
+    default=10.0,
+    unit="largest angle, \u00b0",
+    slider=(0.0, 45.0, 1.0),
+    sampler="uniform",
+)
+#: the same along y
+SHEAR_Y = replace(SHEAR_X, name="shear_y", default=0.0)
+
+
 class RandomShear(_FillMixin, BatchRandomTransform):
     """Shear each sample by angles (degrees) drawn uniformly from ``shear_x`` and ``shear_y``."""
 
-    _repr_args = ("shear_x", "shear_y", "p")
+    PARAMS = (SHEAR_X, SHEAR_Y, P)
 
     def __init__(
         self,
@@ -306,16 +432,41 @@ class RandomShear(_FillMixin, BatchRandomTransform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(p, generator)
-        self.shear_x = check_range(shear_x, "shear_x", -80.0, 80.0)
-        self.shear_y = check_range(shear_y, "shear_y", -80.0, 80.0)
+        self.shear_x = SHEAR_X.check(shear_x)
+        self.shear_y = SHEAR_Y.check(shear_y)
         self._set_fill(fill, interpolation)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        return {"shear": torch.stack([_uniform(n, self.shear_x, generator), _uniform(n, self.shear_y, generator)], 1)}
+        sx = SHEAR_X.draw(self.shear_x, (n,), generator)
+        sy = SHEAR_Y.draw(self.shear_y, (n,), generator)
+        return {"shear": torch.stack([sx, sy], 1)}
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         s = params["shear"]
         return K.shear(x, s[:, 0], s[:, 1], interpolation=self.interpolation, fill=self.fill)
+
+
+#: the largest displacement of a control point, in pixels (drawn uniformly in ``[-strength, strength]``)
+STRENGTH = Param(
+    "strength",
+    "number",
+    bounds=(0.0, math.inf),
+    default=8.0,
+    unit="largest shift, px",
+    what="a number of pixels",
+    slider=(0.0, 30.0, 0.5),
+    sampler="uniform",
+)
+#: the spacing of the control points, in pixels
+SMOOTHNESS = Param(
+    "smoothness",
+    "number",
+    bounds=(1.0, math.inf),
+    default=32.0,
+    unit="control-point spacing, px",
+    what="a grid spacing in pixels",
+    slider=(4.0, 96.0, 1.0),
+)
 
 
 class RandomElasticWarp(_FillMixin, BatchRandomTransform):
@@ -326,7 +477,7 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
         smoothness: spacing of the control points in pixels (larger = smoother, more global bends).
     """
 
-    _repr_args = ("strength", "smoothness", "p")
+    PARAMS = (STRENGTH, SMOOTHNESS, P)
 
     def __init__(
         self,
@@ -339,19 +490,14 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(p, generator)
-        if not isinstance(strength, numbers.Real) or not 0 <= strength < math.inf:
-            raise ValueError(f"strength: expected a number of pixels >= 0, got {strength!r}")
-        if not isinstance(smoothness, numbers.Real) or not 1 <= smoothness < math.inf:
-            raise ValueError(f"smoothness: expected a grid spacing in pixels >= 1, got {smoothness!r}")
-        self.strength = float(strength)
-        self.smoothness = float(smoothness)
+        self.strength = STRENGTH.check(strength)
+        self.smoothness = SMOOTHNESS.check(smoothness)
         self._set_fill(fill, interpolation)
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
         gh = max(2, math.ceil(h / self.smoothness) + 1)
         gw = max(2, math.ceil(w / self.smoothness) + 1)
-        noise = torch.empty(n, 2, gh, gw).uniform_(-self.strength, self.strength, generator=generator)
-        return {"noise": noise}
+        return {"noise": STRENGTH.draw(self.strength, (n, 2, gh, gw), generator)}
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         field = K.elastic_field(params["noise"].to(x.device), x.shape[-2:])
@@ -359,28 +505,39 @@ class RandomElasticWarp(_FillMixin, BatchRandomTransform):
 
 
 # ----------------------------------------------------------------------------- colour
+#: the largest RGB offset, as a fraction of the value range (drawn uniformly in ``[-magnitude, magnitude]``)
+MAGNITUDE = Param(
+    "magnitude",
+    "number",
+    bounds=(0.0, 1.0),
+    default=0.1,
+    unit="largest shift / value range",
+    what="a fraction of the value range",
+    slider=(0.0, 0.5, 0.01),
+    sampler="uniform",
+)
+
+
 class RandomColorShift(BatchRandomTransform):
     """Add a random offset, uniform in ``[-magnitude, magnitude]``, to each of R, G, B of each image.
 
     Offsets are in [0, 1] units (x255 on uint8). ``clamp`` clamps float results to [0, 1].
     """
 
-    _repr_args = ("magnitude", "p")
+    PARAMS = (MAGNITUDE, P)
 
     def __init__(
         self, magnitude: float = 0.1, p: float = 1.0, *, clamp: bool = False, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(p, generator)
-        if not isinstance(magnitude, numbers.Real) or not 0.0 <= magnitude <= 1.0:
-            raise ValueError(f"magnitude: expected a value in [0, 1] (fraction of the value range), got {magnitude!r}")
-        self.magnitude = float(magnitude)
+        self.magnitude = MAGNITUDE.check(magnitude)
         self.clamp = bool(clamp)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", clamp=True" if self.clamp else "")
 
     def _draw(self, n: int, h: int, w: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        return {"shift": _uniform(n, (-self.magnitude, self.magnitude), generator, k=3)}
+        return {"shift": MAGNITUDE.draw(self.magnitude, (n, 3), generator)}
 
     def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return K.color_shift(x, params["shift"], clamp=self.clamp)
