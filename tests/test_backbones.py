@@ -112,9 +112,9 @@ def test_seeded_head_initialisation_leaves_the_global_generator_alone():
 
 def test_one_record_per_weights_file():
     """The asset, the spec and the command line all read one weights record; top-1 and the hash are written once."""
-    from convlab import cli
     from convlab.assets import ASSETS
     from convlab.backbones import NUM_STAGES, imagenet_categories
+    from convlab.cli import options as cli
     from convlab.weights import WEIGHTS
 
     assert set(cli.BACKBONE_NAMES) == set(BACKBONES) == set(NAMES) == set(WEIGHTS)

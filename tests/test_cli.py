@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from convlab.__main__ import main
-from convlab.cli_train import TRAIN_LOCK
+from convlab.cli.train import TRAIN_LOCK
 
 from conftest import copy_food_photos, train_argv
 
@@ -52,7 +52,7 @@ _KILL_AFTER_STEPS = """
 import os, signal, sys
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from convlab.__main__ import main
-from convlab.cli_train import TRAIN_LOCK
+from convlab.cli.train import TRAIN_LOCK
 steps = 0
 def kill(optimizer, args, kwargs):
     global steps
