@@ -33,6 +33,7 @@ from pathlib import Path
 
 from convlab.backbones import NUM_STAGES
 from convlab.data import Splits
+from convlab.studyrun import read_study, run_jobs
 from convlab.transfer import Preprocess, Regime, run_regime
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -323,11 +324,11 @@ class SizeAxis:
 
     @classmethod
     def from_json(cls, path: str | Path) -> SizeAxis:
-        d = json.loads(Path(path).read_text())
+        d = read_study(path)
         fields = SizeAxisRow.__dataclass_fields__
         rows = [SizeAxisRow(**{k: v for k, v in r.items() if k in fields}) for r in d["rows"]]
         ks = d.get("ks") or {r.regime: r.k for r in rows}  # a study record (python -m convlab study) has no "ks"
-        return cls(rows, ks, d.get("meta", {}))
+        return cls(rows, ks, d["meta"])
 
 
 def run_one(
@@ -533,7 +534,6 @@ def compatible(old: dict, new: dict, rows: Sequence[dict]) -> bool:
 def run(scale: str, record, *, progress: bool = True) -> SizeAxis:
     """Run (or finish) a stored study into ``record`` (a :class:`convlab.studyrun.StudyRecord`), size by size."""
     from convlab.backbones import BACKBONES
-    from convlab.studyrun import run_jobs
 
     cfg = config(scale)
     regimes = study_regimes()
