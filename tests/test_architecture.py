@@ -240,16 +240,21 @@ def _layer_of(module: str, layers: dict[str, tuple[str, ...]] = LAYERS) -> int |
     return ranks[0] if len(ranks) == 1 else None
 
 
+def _upward(graph: dict[str, Imports], layers: dict[str, tuple[str, ...]] = LAYERS) -> list[str]:
+    """Every import of a module from a layer above its own (the facade aside), as readable lines."""
+    names = list(layers)
+    return [
+        f"{a} ({names[_layer_of(a, layers)]}) imports {b} ({names[_layer_of(b, layers)]}), line {line}"
+        for a, imports in graph.items()
+        for b, line in imports.edges.items()
+        if a != FACADE and b != FACADE and _layer_of(b, layers) > _layer_of(a, layers)
+    ]
+
+
 def test_every_module_has_a_layer_and_imports_only_from_its_own_or_lower_ones():
     unplaced = sorted(m for m in MODULES if m != FACADE and _layer_of(m) is None)
     assert not unplaced, f"place these modules in a layer of convlab/__init__.py's docstring: {unplaced}"
-    names = list(LAYERS)
-    upward = [
-        f"{a} ({names[_layer_of(a)]}) imports {b} ({names[_layer_of(b)]}), line {line}"
-        for a, imports in GRAPH.items()
-        for b, line in imports.edges.items()
-        if a != FACADE and b != FACADE and _layer_of(b) > _layer_of(a)
-    ]
+    upward = _upward(GRAPH)
     assert not upward, "imports from a higher layer: " + "; ".join(upward)
 
 
@@ -262,7 +267,7 @@ def test_the_docstring_places_every_module_in_one_layer_and_names_no_missing_one
     assert set(named) <= tops, f"convlab/__init__.py's docstring names modules that do not exist: {set(named) - tops}"
 
 
-def test_the_layer_reader_and_check_catch_what_they_should():
+def test_the_layer_reader_and_check_catch_what_they_should(tmp_path):
     """The reader places a folder's modules in the folder's layer, refuses a module named in two layers or in none,
     and the order check sees an import from a layer above."""
     doc = "Intro.\n\n**low**\n  :mod:`convlab.a` (x), ``convlab._b``\n\n**high**\n  :mod:`convlab.pkg` (``convlab.a``)"
@@ -273,6 +278,12 @@ def test_the_layer_reader_and_check_catch_what_they_should():
     assert _layer_of("convlab.c", layers) is None  # in none
     assert _layer_of("convlab.cli.train") == list(LAYERS).index("command line")
     assert _layer_of("convlab.augment.functional") == list(LAYERS).index("training, augmentation, evaluation")
+    (tmp_path / "empty.py").write_text("")
+    graph = {m: Imports(m, tmp_path / "empty.py") for m in ("convlab._b", "convlab.pkg.inner")}
+    graph["convlab.pkg.inner"].edges["convlab._b"] = 1  # downward: allowed
+    assert not _upward(graph, layers)
+    graph["convlab._b"].edges["convlab.pkg.inner"] = 2  # upward: refused
+    assert _upward(graph, layers) == ["convlab._b (low) imports convlab.pkg.inner (high), line 2"]
 
 
 def test_readme_refers_to_the_docstring_for_the_layers():
