@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and no private name used outside the module that defines it.
+"""The package's import graph: no cycles, no private name used outside the module that defines it, and no import
+from a higher layer (the layers as convlab/__init__.py's docstring lists them).
 
 Every module under ``convlab/`` is parsed with :mod:`ast` (nothing is imported). An edge ``a -> b`` is any
 ``import``/``from ... import`` of ``b`` in ``a``, at module level *or inside a function* (a function-local import
