@@ -1,7 +1,9 @@
 """ConvLab: a hands-on course toolkit for practical ConvNet work.
 
-Modules, one idea each, in layers: a module imports only from its own layer or lower ones
-(``tests/test_architecture.py`` checks this, and that nothing imports in a cycle).
+Modules, one idea each, in six layers, lowest first: a module imports only from its own layer or lower ones. This
+list is the one map of the layers: ``tests/test_architecture.py`` reads it and checks every import against it (and
+that nothing imports in a cycle). A folder's modules (``augment/``, ``featcache/``, ``exercises/``, ``cli/``) take
+their folder's layer.
 
 **foundations**
   :mod:`convlab.device` (``device="auto"``, ``eval_mode()``), :mod:`convlab.threads` (threads per kernel on a
@@ -43,8 +45,8 @@ Modules, one idea each, in layers: a module imports only from its own layer or l
   (the augmentation explorer app), :mod:`convlab.explore_open` (``python -m convlab explore``).
 
 **command line**
-  :mod:`convlab.cli` (argument checks), :mod:`convlab.cli_train`, :mod:`convlab.cli_evaluate`,
-  :mod:`convlab.cli_study` (``python -m convlab train`` / ``evaluate`` / ``study``).
+  :mod:`convlab.__main__` (``python -m convlab`` and its subcommands), :mod:`convlab.cli` (``train``'s and
+  ``evaluate``'s options, checked before torch is imported, and the runs of ``train``, ``evaluate`` and ``study``).
 """
 
 import importlib

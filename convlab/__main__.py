@@ -1,10 +1,10 @@
 """Command line: ``python -m convlab fetch|assets|learner-copies|open|explore|hub|study|train|evaluate``.
 
-``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli` and run by :mod:`convlab.cli_train` and
-:mod:`convlab.cli_evaluate`; ``torchrun ... -m convlab train`` runs ``train`` data-parallel (see
-:mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data folder, a damaged
-checkpoint) ends in one line on stderr saying what to do, and exit status 2; the paths are checked before torch is
-imported, so a typo is answered in well under a second.
+``train`` and ``evaluate`` are described and checked in :mod:`convlab.cli.options` and run by
+:mod:`convlab.cli.train` and :mod:`convlab.cli.evaluate`; ``torchrun ... -m convlab train`` runs ``train``
+data-parallel (see :mod:`convlab.distributed`). A user's mistake (a bad argument, an unusable path or data
+folder, a damaged checkpoint) ends in one line on stderr saying what to do, and exit status 2; the paths are checked
+before torch is imported, so a typo is answered in well under a second.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convlab.assets import ASSETS, AssetNotFoundError, IntegrityError, fetch, status_table
-from convlab.cli import (
+from convlab.cli.options import (
     UsageError,
     add_evaluate_arguments,
     add_train_arguments,
@@ -119,20 +119,20 @@ class _Parser(argparse.ArgumentParser):
 # arguments passed their checks, so a typo is answered at once.
 def _cmd_train(args: argparse.Namespace) -> int:
     check_train_args(args)
-    from convlab.cli_train import run_train
+    from convlab.cli.train import run_train
 
     return run_train(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     check_evaluate_args(args)
-    from convlab.cli_evaluate import run_evaluate
+    from convlab.cli.evaluate import run_evaluate
 
     return run_evaluate(args)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from convlab.cli_study import run_study
+    from convlab.cli.study import run_study
 
     return run_study(args)
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "there), or the solutions with --teacher. Options after -- go to JupyterLab.",
     )
     add_open_arguments(p)
-    from convlab.cli_study import add_study_arguments
+    from convlab.cli.study import add_study_arguments
 
     p = _command(
         sub,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import TensorDataset
 
+from convlab.studyrun import StudyResult, run_jobs
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:
@@ -329,7 +330,6 @@ def run(
     as it ends and runs already there are skipped; without one the rows live in memory only. ``mirror_crop``: see
     :func:`make_augment`."""
     from convlab.data import load_fashion_mnist
-    from convlab.studyrun import run_jobs
 
     cfg = _scale(scale)
     settings = {(s.name, s.per_class): s for s in cfg["settings"]}
@@ -361,20 +361,8 @@ def run(
 
 
 @dataclass
-class RegimeStudy:
+class RegimeStudy(StudyResult):
     """The rows of :func:`run` (or of a stored JSON) and what they show."""
-
-    rows: list[dict]
-    config: dict
-    meta: dict
-
-    @classmethod
-    def from_json(cls, path) -> RegimeStudy:
-        import json
-        from pathlib import Path
-
-        d = json.loads(Path(path).read_text())
-        return cls(d["rows"], d["config"], d.get("meta", {}))
 
     def _by_seed(self, setting: str, per_class: int, condition: str, key: str = "test_acc") -> dict[int, float]:
         return {

@@ -40,6 +40,7 @@ from convlab.device import resolve_device
 from convlab.engine import evaluate, fit
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from convlab.smallcnn import SmallCNN
+from convlab.studyrun import read_study
 from convlab.verdicts import paired_ci
 
 if TYPE_CHECKING:
@@ -377,7 +378,7 @@ class TransformStudy:
     @classmethod
     def from_json(cls, path: str | Path) -> TransformStudy:
         """A study written by :meth:`to_json` (a stored run: its ``meta`` says when, where and how it ran)."""
-        d = json.loads(Path(path).read_text())
+        d = read_study(path)
         cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()}
         return cls(
             [Run(**r) for r in d["runs"]],
@@ -387,7 +388,7 @@ class TransformStudy:
             d["test_images"],
             d["seconds"],
             d["per_run_seconds"],
-            d.get("meta", {}),
+            d["meta"],
         )
 
     def accs(self, name: str) -> list[float]:

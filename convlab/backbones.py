@@ -28,7 +28,7 @@ from convlab._checks import check_uint8_images
 from convlab.assets import ASSETS, Asset, load_asset_weights
 from convlab.device import eval_mode, resolve_device
 from convlab.preprocess import Preprocess
-from convlab.weights import IMAGENET_1K, NUM_STAGES, WEIGHTS, StageInfo, WeightsRecord
+from convlab.weights import IMAGENET_1K, WEIGHTS, StageInfo, WeightsRecord
 
 __all__ = [
     "StageInfo",
@@ -40,7 +40,6 @@ __all__ = [
     "imagenet_categories",
     "stages_of",
     "as_backbone",
-    "NUM_STAGES",
 ]
 
 

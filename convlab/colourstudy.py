@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from convlab.augstudy import StudyConfig, centre_accuracy, frames, resplit, train_model
+from convlab.studyrun import StudyResult, run_jobs
 from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = ["CASTS", "CONDITIONS", "SCALES", "KEY", "apply_cast", "config", "run", "ColourStudy"]
@@ -66,7 +67,6 @@ def run(
     (notebook 06's exercise) draws the ``"colour shift"`` condition (see :func:`convlab.augstudy.make_augment`);
     a stored study (``record``) runs convlab's own transforms only."""
     from convlab.data import load_food
-    from convlab.studyrun import run_jobs
 
     if color_shift is not None and record is not None:
         raise ValueError("color_shift: a stored study runs convlab's own transforms; expected None with a record")
@@ -104,20 +104,8 @@ def run(
 
 
 @dataclass
-class ColourStudy:
+class ColourStudy(StudyResult):
     """Rows of :func:`run` (or a stored JSON): test accuracy on clean and colour-cast photos, per condition and seed."""
-
-    rows: list[dict]
-    config: dict
-    meta: dict
-
-    @classmethod
-    def from_json(cls, path) -> ColourStudy:
-        import json
-        from pathlib import Path
-
-        d = json.loads(Path(path).read_text())
-        return cls(d["rows"], d["config"], d.get("meta", {}))
 
     def accs(self, condition: str, test: str = "cast") -> list[float]:
         """``test_<test>`` of ``condition`` in seed order."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convlab.augregimes import FRAME, MEAN, SIZE, STD, pad_frame, train_model
+from convlab.studyrun import StudyResult, run_jobs
 from convlab.tta import ViewSet, dense_predict, predict_views
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -254,7 +255,6 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Ensemble
     """Run (or finish) a scale's study. With a :class:`convlab.studyrun.StudyRecord` ``record`` each run is stored
     as it ends and runs already there are skipped; without one the rows live in memory only."""
     from convlab.data import load_fashion_mnist
-    from convlab.studyrun import run_jobs
 
     cfg = _scale(scale)
     test = load_fashion_mnist(train_per_class=10, val_per_class=1, test_per_class=cfg["test_per_class"], seed=0).test
@@ -281,20 +281,8 @@ def _points(ci: PairedCI) -> str:
 
 
 @dataclass
-class EnsembleStudy:
+class EnsembleStudy(StudyResult):
     """The rows of :func:`run` (or of a stored JSON) and what they show."""
-
-    rows: list[dict]
-    config: dict
-    meta: dict
-
-    @classmethod
-    def from_json(cls, path) -> EnsembleStudy:
-        import json
-        from pathlib import Path
-
-        d = json.loads(Path(path).read_text())
-        return cls(d["rows"], d["config"], d.get("meta", {}))
 
     def _rows(self, recipe: str) -> list[dict]:
         return sorted((r for r in self.rows if r["recipe"] == recipe), key=lambda r: r["replication"])

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from convlab.studyrun import StudyResult, run_jobs
 from convlab.verdicts import Crossover, crossover, learning_table
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
@@ -315,7 +316,6 @@ def _load(data: str, scale: str) -> Splits:
 def run(scale: str = "small", record=None, *, progress: bool = True) -> LearningCurves:
     """Every fit of ``scale``; with a :class:`convlab.studyrun.StudyRecord` each fit is stored as it ends and fits
     already there are skipped (a second process started with the same command shares the rest)."""
-    from convlab.studyrun import run_jobs
 
     s = _scale(scale)
     sizes = {"fashion": s["fashion_sizes"], "food": s["food_sizes"]}
@@ -349,21 +349,9 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Learning
 
 
 @dataclass
-class LearningCurves:
+class LearningCurves(StudyResult):
     """Rows of :func:`run` (or a stored JSON): one per fit, with ``data``, ``method``, ``n_per_class``, ``seed``,
     ``accuracy`` (test), ``train_acc``, and ``steps`` / ``epochs`` for the methods trained by steps."""
-
-    rows: list[dict]
-    config: dict
-    meta: dict
-
-    @classmethod
-    def from_json(cls, path) -> LearningCurves:
-        import json
-        from pathlib import Path
-
-        d = json.loads(Path(path).read_text())
-        return cls(d["rows"], d["config"], d.get("meta", {}))
 
     def data(self, name: str) -> list[dict]:
         """The rows of one data set (``"fashion"`` or ``"food"``)."""

@@ -31,8 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from convlab.backbones import NUM_STAGES
+from convlab.backbones import BACKBONES
 from convlab.data import Splits
+from convlab.studyrun import read_study, run_jobs
 from convlab.transfer import Preprocess, Regime, run_regime
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -323,11 +324,11 @@ class SizeAxis:
 
     @classmethod
     def from_json(cls, path: str | Path) -> SizeAxis:
-        d = json.loads(Path(path).read_text())
+        d = read_study(path)
         fields = SizeAxisRow.__dataclass_fields__
         rows = [SizeAxisRow(**{k: v for k, v in r.items() if k in fields}) for r in d["rows"]]
         ks = d.get("ks") or {r.regime: r.k for r in rows}  # a study record (python -m convlab study) has no "ks"
-        return cls(rows, ks, d.get("meta", {}))
+        return cls(rows, ks, d["meta"])
 
 
 def run_one(
@@ -356,7 +357,7 @@ def run_one(
     """
     from convlab.engine import EarlyStopping
 
-    b = head_budget if regime.frozen == NUM_STAGES else budget
+    b = head_budget if regime.frozen == BACKBONES[backbone].num_stages else budget  # head only: every stage frozen
     epochs = b.epochs(len(splits.train))
     stop = EarlyStopping(patience=3, monitor="train_acc", min_delta=0.002, restore_best=False) if until_fitted else None
     t = time.perf_counter()
@@ -432,8 +433,6 @@ def run_size_axis(
     (default :func:`convlab.transfer.freeze`; see :func:`convlab.transfer.freeze_by_hand`).
     """
     from tqdm.auto import tqdm
-
-    from convlab.backbones import BACKBONES
 
     regimes = regimes or default_regimes()
     sizes = sorted(sizes)
@@ -532,8 +531,6 @@ def compatible(old: dict, new: dict, rows: Sequence[dict]) -> bool:
 
 def run(scale: str, record, *, progress: bool = True) -> SizeAxis:
     """Run (or finish) a stored study into ``record`` (a :class:`convlab.studyrun.StudyRecord`), size by size."""
-    from convlab.backbones import BACKBONES
-    from convlab.studyrun import run_jobs
 
     cfg = config(scale)
     regimes = study_regimes()

@@ -5,6 +5,8 @@ file (``meta``: date, device, command, seconds; ``config``; ``rows``: one dict p
 atomically after each run, so a study that is stopped and started again with the same command skips the runs it
 already has. The same command started in a second process (on another core, or another machine sharing the folder)
 takes the runs the first has not claimed, so two processes finish the study in about half the time.
+:func:`read_study` reads such a file back, and :class:`StudyResult` (rows, config, meta) is the base of each study's
+class of results, which adds what its rows show.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from convlab.atomicio import atomic_write_bytes, file_lock
 
-__all__ = ["StudyRecord", "machine_label", "run_jobs"]
+__all__ = ["StudyRecord", "StudyResult", "machine_label", "read_study", "run_jobs"]
 
 
 def machine_label() -> str:
@@ -224,3 +227,30 @@ def run_jobs(
     bar.close()
     record.refresh()
     return record.rows
+
+
+def read_study(path: str | os.PathLike) -> dict[str, Any]:
+    """The stored study at ``path`` (a JSON object as :class:`StudyRecord` or a study's ``to_json`` wrote it), with
+    ``meta`` (date, device, command, seconds) set to ``{}`` where the file has none."""
+    stored = json.loads(Path(path).read_text())
+    stored.setdefault("meta", {})
+    return stored
+
+
+_Result = TypeVar("_Result", bound="StudyResult")
+
+
+@dataclass
+class StudyResult:
+    """A study's rows (one dict per run), its ``config`` and its ``meta`` (``{}`` for a run made in this process):
+    the base of each study's class of results, which adds what the rows show."""
+
+    rows: list[dict]
+    config: dict
+    meta: dict
+
+    @classmethod
+    def from_json(cls: type[_Result], path: str | os.PathLike) -> _Result:
+        """The study stored at ``path`` (a stored run: its ``meta`` says when, where and how it ran)."""
+        stored = read_study(path)
+        return cls(stored["rows"], stored["config"], stored["meta"])

@@ -1,7 +1,7 @@
 """Transfer learning: backbone preprocessing, freezing with an explicit BatchNorm policy, and three regimes.
 
-A :class:`~convlab.backbones.Backbone` is ``stages`` (:data:`~convlab.backbones.NUM_STAGES` named stages) -> ``pool``
--> ``head``. Here:
+A :class:`~convlab.backbones.Backbone` is ``stages`` (``spec.num_stages`` named stages, from its weights record) ->
+``pool`` -> ``head``. Here:
 
 - :class:`Preprocess` is the deterministic view the backbone sees (resize, centre crop, normalise); it is what a
   feature cache stores, so it is a frozen dataclass whose fields are part of the cache key.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from convlab.backbones import NUM_STAGES, as_backbone, load_backbone, stages_of
+from convlab.backbones import BACKBONES, as_backbone, load_backbone, stages_of
 from convlab.device import resolve_device
 from convlab.display import markdown_table
 from convlab.engine import EarlyStopping, Evaluation, History, evaluate, fit
@@ -87,7 +87,7 @@ def freeze(model: nn.Module, k: int | str = "all", bn: str = "frozen") -> nn.Mod
     """Freeze the first ``k`` stages of ``model`` (all later stages and the head become trainable); returns it.
 
     Args:
-        k: how many stages to freeze (0 .. ``NUM_STAGES``), or the name of the last frozen stage (``"stage3"``
+        k: how many stages to freeze (0 .. ``spec.num_stages``), or the name of the last frozen stage (``"stage3"``
             freezes ``stem`` to ``stage3``), or ``"all"`` (every stage: only the head trains).
         bn: BatchNorm policy of the frozen stages. ``"frozen"`` (default): they stay in eval mode even in
             ``model.train()``, so running statistics (and drop-connect) never change. ``"train"``: they follow the
@@ -266,13 +266,26 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) ->
 
 
 # --------------------------------------------------------------------------------------------- regimes
+def _every_stage() -> int:
+    """The stage count that every registered backbone has (each weights record holds its own, ``spec.num_stages``):
+    a :class:`Regime` is a recipe for any backbone, so "head only" freezes this many and ``frozen`` stays within it.
+    Another count would need a regime that names its backbone; refused here rather than mixed up."""
+    counts = {spec.num_stages for spec in BACKBONES.values()}
+    if len(counts) != 1:
+        raise ValueError(f"BACKBONES: expected every backbone to have the same number of stages, got {sorted(counts)}")
+    return counts.pop()
+
+
+_EVERY_STAGE = _every_stage()
+
+
 @dataclass(frozen=True)
 class Regime:
     """A transfer-learning recipe: :meth:`head_only`, :meth:`freeze_first`, :meth:`finetune` or :meth:`scratch`.
 
     Attributes:
         name: label in tables.
-        frozen: stages frozen (0 .. ``NUM_STAGES``; ``NUM_STAGES`` = head only).
+        frozen: stages frozen (0 .. the backbones' ``spec.num_stages``, which is head only).
         weights: ``"imagenet"`` or ``None`` (random initialisation).
         bn: BatchNorm policy of frozen stages (see :func:`freeze`); only ``"frozen"`` can use the feature cache.
         lr: learning rate of the head (``None``: the one given to :func:`compare`).
@@ -281,7 +294,7 @@ class Regime:
     """
 
     name: str
-    frozen: int = NUM_STAGES
+    frozen: int = _EVERY_STAGE
     weights: str | None = "imagenet"
     bn: str = "frozen"
     lr: float | None = None
@@ -289,8 +302,8 @@ class Regime:
     cache: bool = True
 
     def __post_init__(self):
-        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= NUM_STAGES:
-            raise ValueError(f"frozen: expected an int in [0, {NUM_STAGES}], got {self.frozen!r}")
+        if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or not 0 <= self.frozen <= _EVERY_STAGE:
+            raise ValueError(f"frozen: expected an int in [0, {_EVERY_STAGE}], got {self.frozen!r}")
         if self.weights not in ("imagenet", None):
             raise ValueError(f"weights: expected 'imagenet' or None, got {self.weights!r}")
         if self.bn not in BN_POLICIES:
@@ -299,7 +312,7 @@ class Regime:
     @classmethod
     def head_only(cls, lr: float | None = 3e-3) -> Regime:
         """Pretrained backbone frozen entirely; a new linear head on its ``spec.feature_dim`` pooled features."""
-        return cls("head only", frozen=NUM_STAGES, lr=lr)
+        return cls("head only", frozen=_EVERY_STAGE, lr=lr)
 
     @classmethod
     def freeze_first(

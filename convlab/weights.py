@@ -27,7 +27,6 @@ __all__ = [
     "StageInfo",
     "WeightsRecord",
     "WEIGHTS",
-    "NUM_STAGES",
 ]
 
 #: Per-channel mean and standard deviation of ImageNet pixels in [0, 1] (torchvision's weights expect them).
@@ -204,15 +203,3 @@ WEIGHTS: dict[str, WeightsRecord] = {
         top1_source="TensorFlow EfficientNet-Lite README (tensorflow/tpu), original TF model",
     ),
 }
-
-
-def _shared_stage_count() -> int:
-    counts = {record.num_stages for record in WEIGHTS.values()}
-    if len(counts) != 1:
-        raise ValueError(f"WEIGHTS: expected every record to have the same number of stages, got {sorted(counts)}")
-    return counts.pop()
-
-
-#: The stage count every registered network shares, read from the records (each record's own is ``num_stages``):
-#: what a backbone-independent recipe such as ``Regime.head_only()`` freezes.
-NUM_STAGES = _shared_stage_count()

@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and no private name used outside the module that defines it.
+"""The package's import graph: no cycles, no private name used outside the module that defines it, and no import
+from a higher layer (the layers as convlab/__init__.py's docstring lists them).
 
 Every module under ``convlab/`` is parsed with :mod:`ast` (nothing is imported). An edge ``a -> b`` is any
 ``import``/``from ... import`` of ``b`` in ``a``, at module level *or inside a function* (a function-local import
@@ -16,6 +17,7 @@ and its public names say "for every module of the package".
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "convlab"
@@ -210,91 +212,85 @@ def test_the_checker_finds_what_it_should(tmp_path):
     assert not _cycles({"convlab.probe": probe, **rest})
 
 
-# The package's layers, lowest first: a module imports only from its own layer or those below it. Every module is
-# in exactly one layer (a new module must be placed here), and convlab/__init__.py's docstring lists the same map.
-# A module's path is what learners type in every notebook (`from convlab.transfer import freeze`), so folders group
-# modules only behind a path that stays the same (augment/, exercises/, featcache/), and the layers are named here
-# and in the docstring rather than made folders.
-LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("_checks", "atomicio", "device", "threads", "memory", "display", "plots", "studyrun"),
-    "weights and data": (
-        "weights",
-        "assets",
-        "preprocess",
-        "backbones",
-        "data",
-        "loading",
-    ),
-    "training, augmentation, evaluation": (
-        "engine",
-        "smallcnn",
-        "featcache",
-        "featcache.*",
-        "transfer",
-        "distributed",
-        "profiler",
-        "augment",
-        "augment.*",
-        "tta",
-        "ensemble",
-    ),
-    "studies behind the seminar's claims": (
-        "augstudy",
-        "augregimes",
-        "colourstudy",
-        "cropstudy",
-        "ensemblestudy",
-        "sizeaxis",
-        "similarity",
-        "handfeatures",
-        "learningcurves",
-        "verdicts",
-    ),
-    "course": (
-        "course",
-        "course_open",
-        "hub",
-        "hub_config",
-        "slides",
-        "widgets",
-        "explorer",
-        "explore_open",
-        "exercises",
-        "exercises.*",
-    ),
-    "command line": ("cli", "cli_train", "cli_evaluate", "cli_study", "__main__"),
-}
+# The package's layers, lowest first, read from convlab/__init__.py's docstring (the one map of the layers): a
+# ``**layer**`` line opens a layer, and every ``:mod:`convlab.x``` or ````convlab.x```` after it, up to the next
+# layer, places ``x`` (a module, or a folder with all its modules) in that layer. A module imports only from its own
+# layer or those below it, and every module is in exactly one layer (a new module must be placed in the docstring).
+# A module's path is what learners type in the notebooks (`from convlab.transfer import freeze`), so folders group
+# only what learners never type (cli/) or keep their path (augment/, exercises/, featcache/).
+DOCSTRING = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8")))
+
+
+def _layers(doc: str) -> dict[str, tuple[str, ...]]:
+    """Layer name -> the top-level names (modules or folders of ``convlab/``) the docstring places in it, in order."""
+    layers: dict[str, tuple[str, ...]] = {}
+    for header, body in re.findall(r"^\*\*(.+?)\*\*\n(.*?)(?=^\*\*|\Z)", doc, flags=re.M | re.S):
+        named = re.findall(r"(?::mod:`|``)convlab\.(\w+)", body)
+        layers[header] = tuple(dict.fromkeys(named))
+    return layers
+
+
+LAYERS = _layers(DOCSTRING)
 FACADE = "convlab"  # the package's __init__: lazy names over the modules; `import convlab` runs it whatever one imports
 
 
-def _layer_of(module: str) -> int | None:
-    short = module.removeprefix("convlab").removeprefix(".")
-    for rank, members in enumerate(LAYERS.values()):
-        for member in members:
-            if short == member or (member.endswith(".*") and short.startswith(member[:-1])):
-                return rank
-    return None
+def _layer_of(module: str, layers: dict[str, tuple[str, ...]] = LAYERS) -> int | None:
+    """The rank of ``module``'s layer (a folder's modules take the folder's layer), or None if it has none."""
+    top = module.removeprefix("convlab.").split(".")[0]
+    ranks = [rank for rank, members in enumerate(layers.values()) if top in members]
+    return ranks[0] if len(ranks) == 1 else None
+
+
+def _upward(graph: dict[str, Imports], layers: dict[str, tuple[str, ...]] = LAYERS) -> list[str]:
+    """Every import of a module from a layer above its own (the facade aside), as readable lines."""
+    names = list(layers)
+    return [
+        f"{a} ({names[_layer_of(a, layers)]}) imports {b} ({names[_layer_of(b, layers)]}), line {line}"
+        for a, imports in graph.items()
+        for b, line in imports.edges.items()
+        if a != FACADE and b != FACADE and _layer_of(b, layers) > _layer_of(a, layers)
+    ]
 
 
 def test_every_module_has_a_layer_and_imports_only_from_its_own_or_lower_ones():
     unplaced = sorted(m for m in MODULES if m != FACADE and _layer_of(m) is None)
-    assert not unplaced, f"place these modules in a layer (LAYERS in {Path(__file__).name}): {unplaced}"
-    names = list(LAYERS)
-    upward = [
-        f"{a} ({names[_layer_of(a)]}) imports {b} ({names[_layer_of(b)]}), line {line}"
-        for a, imports in GRAPH.items()
-        for b, line in imports.edges.items()
-        if a != FACADE and b != FACADE and _layer_of(b) > _layer_of(a)
-    ]
+    assert not unplaced, f"place these modules in a layer of convlab/__init__.py's docstring: {unplaced}"
+    upward = _upward(GRAPH)
     assert not upward, "imports from a higher layer: " + "; ".join(upward)
 
 
-def test_the_package_docstring_lists_every_layer_and_module():
-    import re
+def test_the_docstring_places_every_module_in_one_layer_and_names_no_missing_one():
+    assert len(LAYERS) == 6 and all(LAYERS.values()), f"convlab/__init__.py's docstring: six layers expected: {LAYERS}"
+    named = [top for members in LAYERS.values() for top in members]
+    twice = sorted({top for top in named if named.count(top) > 1})
+    assert not twice, f"convlab/__init__.py's docstring places these in more than one layer: {twice}"
+    tops = {m.removeprefix("convlab.").split(".")[0] for m in MODULES if m != FACADE}
+    assert set(named) <= tops, f"convlab/__init__.py's docstring names modules that do not exist: {set(named) - tops}"
 
-    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8")))
-    for layer in LAYERS:
-        assert f"**{layer}**" in doc, f"convlab/__init__.py's docstring: no layer {layer!r}"
-    listed = set(re.findall(r":mod:`convlab\.([\w.]+)`", doc))
-    top = {m.removeprefix("convlab.").split(".")[0] for m in MODULES if m != "convlab"} - {"__main__", "_checks"}
-    assert top <= listed, f"convlab/__init__.py's docstring does not list: {sorted(top - listed)}"
+
+def test_the_layer_reader_and_check_catch_what_they_should(tmp_path):
+    """The reader places a folder's modules in the folder's layer, refuses a module named in two layers or in none,
+    and the order check sees an import from a layer above."""
+    doc = "Intro.\n\n**low**\n  :mod:`convlab.a` (x), ``convlab._b``\n\n**high**\n  :mod:`convlab.pkg` (``convlab.a``)"
+    layers = _layers(doc)
+    assert layers == {"low": ("a", "_b"), "high": ("pkg", "a")}
+    assert _layer_of("convlab._b", layers) == 0 and _layer_of("convlab.pkg.inner", layers) == 1
+    assert _layer_of("convlab.a", layers) is None  # in two layers
+    assert _layer_of("convlab.c", layers) is None  # in none
+    assert _layer_of("convlab.cli.train") == list(LAYERS).index("command line")
+    assert _layer_of("convlab.augment.functional") == list(LAYERS).index("training, augmentation, evaluation")
+    (tmp_path / "empty.py").write_text("")
+    graph = {m: Imports(m, tmp_path / "empty.py") for m in ("convlab._b", "convlab.pkg.inner")}
+    graph["convlab.pkg.inner"].edges["convlab._b"] = 1  # downward: allowed
+    assert not _upward(graph, layers)
+    graph["convlab._b"].edges["convlab.pkg.inner"] = 2  # upward: refused
+    assert _upward(graph, layers) == ["convlab._b (low) imports convlab.pkg.inner (high), line 2"]
+
+
+def test_readme_refers_to_the_docstring_for_the_layers():
+    """README names the layers in order and points to the docstring for the modules in each."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    assert "convlab/__init__.py" in layout and "; ".join(LAYERS) in " ".join(layout.split()), (
+        f"README's layout: name the layers as convlab/__init__.py's docstring does: {'; '.join(LAYERS)}"
+    )

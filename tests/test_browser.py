@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import convlab_netguard
 import pytest
 
-from convlab.course_open import OFFLINE_LAB_OPTIONS
+from convlab.course_open import OFFLINE_LAB_OPTIONS, free_port
 from convlab.slides import slides_server_options
 
 from conftest import CHROMIUM, PageRecord
@@ -87,12 +86,6 @@ def test_course_has_widget_notebooks():
     assert WIDGET_NOTEBOOKS, "at least one notebook must carry widget previews (cells tagged 'widget')"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Lab:
     url: str
@@ -126,7 +119,7 @@ def lab(tmp_path_factory):
     tracker.write_text(json.dumps({"windowingMode": "none"}))
     # a copy of the whole course (the notebooks and their figures): JupyterLab may autosave what it runs
     shutil.copytree(ROOT / "notebooks", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         JUPYTERLAB_SETTINGS_DIR=str(settings),

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from convlab.__main__ import main
-from convlab.cli_train import TRAIN_LOCK
+from convlab.cli.train import TRAIN_LOCK
+from convlab.weights import WEIGHTS
 
 from conftest import copy_food_photos, train_argv
 
@@ -52,7 +53,7 @@ _KILL_AFTER_STEPS = """
 import os, signal, sys
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from convlab.__main__ import main
-from convlab.cli_train import TRAIN_LOCK
+from convlab.cli.train import TRAIN_LOCK
 steps = 0
 def kill(optimizer, args, kwargs):
     global steps
@@ -284,6 +285,17 @@ def test_bad_train_arguments(args, expect, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert expect in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backbone", sorted(WEIGHTS))
+def test_freeze_k_runs_to_the_chosen_backbones_stage_count(backbone, tmp_path, capsys):
+    """--freeze-k's range is the chosen backbone's, read from its weights record."""
+    n = WEIGHTS[backbone].num_stages
+    args = ["train", "--out", str(tmp_path / "out"), "--backbone", backbone, "--regime", "freeze_first"]
+    code = main(args + ["--freeze-k", str(n + 1)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"K in 0..{n}, got {n + 1}" in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
 
 

@@ -8,13 +8,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from convlab.course_open import free_port
 from convlab.exercises import STUB, check_course_folder, course_notebooks, learner_notebook, make_course_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,17 +86,11 @@ def test_a_link_inside_the_course_folder_cannot_lead_into_the_notebooks(course, 
 
 
 def test_open_refuses_a_folder_inside_the_notebooks(course):
-    port = _free_port()
+    port = free_port()
     before = _tree(ROOT / "notebooks")
     result = _convlab("open", "--dir", "notebooks/figures", "--no-browser", "--port", str(port), cwd=ROOT)
     assert result.returncode == 2 and "outside the course notebooks" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and _tree(ROOT / "notebooks") == before
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_learner_copies_carry_every_file_the_notebooks_read(course, tmp_path):

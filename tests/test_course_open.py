@@ -20,6 +20,7 @@ from convlab.course_open import (
     LAB_EXTENSIONS,
     OFFLINE_LAB_OPTIONS,
     choose_port,
+    free_port,
     lab_command,
     lab_extension_problems,
 )
@@ -123,15 +124,9 @@ def test_missing_or_disabled_lab_extensions_are_named_with_their_fix(tmp_path):
     assert "slides extension (jupyterlab-rise is disabled)" in disabled and "labextension enable" in disabled
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_open_serves_the_lab_page_on_loopback(tmp_path):
-    port, token = _free_port(), "convlab-test-token"
+    port, token = free_port(), "convlab-test-token"
     env = dict(
         _env(),
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),

@@ -33,6 +33,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+from convlab.course_open import free_port
 from convlab.explore_open import TEMPLATE, explore_notebook, write_server_folder
 from convlab.explorer import MIN_SIDE, UPLOADS, decode_upload, explorer_app
 
@@ -183,21 +184,13 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``python -m convlab explore --no-browser`` as a learner runs it; yields (address with token, log path)."""
     base = tmp_path_factory.mktemp("explore")
     log = base / "explore.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-u", "-m", "convlab", "explore", "--no-browser", "--port", str(_free_port())]
+    cmd = [sys.executable, "-u", "-m", "convlab", "explore", "--no-browser", "--port", str(free_port())]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=base)
         address, deadline = None, time.monotonic() + 120

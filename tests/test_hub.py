@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from convlab.course_open import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "hub"
 CHROMIUM = os.environ.get("CONVLAB_CHROMIUM", "/usr/bin/chromium")
@@ -72,12 +74,6 @@ _POST = """async ([url, body]) => {
         headers: {'X-XSRFToken': m ? decodeURIComponent(m[1]) : '', 'Content-Type': 'application/json'}});
     return {status: r.status, text: await r.text()};
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hub:
@@ -258,7 +254,7 @@ def _wait(what: str, condition, timeout: float) -> None:
 
 def test_a_class_on_one_hub(tmp_path, browser):
     class_dir = tmp_path / "class"
-    hub = Hub(class_dir, _free_port())
+    hub = Hub(class_dir, free_port())
     people: list[Person] = []
     try:
         _the_class(hub, class_dir, browser, people)

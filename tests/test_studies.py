@@ -13,7 +13,7 @@ import torch
 
 from convlab import augregimes, colourstudy
 from convlab.exercises.nb05 import mirror_crop_reference
-from convlab.studyrun import StudyRecord, run_jobs
+from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs
 from convlab.verdicts import paired_ci
 
 
@@ -95,6 +95,21 @@ def test_a_record_refuses_a_file_of_another_study_or_other_settings(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"), _key_runs(path):
         pass
+
+
+def test_a_study_result_reads_back_what_the_record_wrote(tmp_path):
+    """Every study's results class reads its stored JSON through StudyResult.from_json; a file without ``meta`` (a
+    study written by hand) reads with an empty one."""
+    path = tmp_path / "s.json"
+    with _key_runs(path, {"n": 3}) as rec:
+        rec.add({"a": "x", "seed": 0, "acc": 1.0})
+    result = StudyResult.from_json(path)
+    assert result.rows == [{"a": "x", "seed": 0, "acc": 1.0}] and result.config == {"n": 3}
+    assert result.meta == json.loads(path.read_text())["meta"] and result.meta["command"]
+    stored = json.loads(path.read_text())
+    del stored["meta"]
+    path.write_text(json.dumps(stored))
+    assert read_study(path)["meta"] == {} and StudyResult.from_json(path).meta == {}
 
 
 def test_two_processes_share_the_runs_and_a_dead_claim_is_taken_over(tmp_path):

@@ -314,19 +314,17 @@ PLAN = Exercise(
 def augment_reference(photos: Tensor, size: int, n_views: int, generator: torch.Generator) -> Tensor:
     """``n_views`` random views of each uint8 photo ``(N, 3, H, W)`` -> uint8 ``(N, n_views, 3, size, size)``: a
     square of side uniform in ``[size, min(H, W)]`` at a uniform place, resized to ``size``, mirrored with
-    probability 0.5, each channel shifted by a uniform offset in ``[-0.1, 0.1]`` x 255 (rounded, saturated)."""
-    from torchvision.transforms.v2 import functional as TF
+    probability 0.5, each channel shifted by a uniform offset in ``[-0.1, 0.1]`` x 255 (rounded, saturated).
 
-    N, C, H, W = photos.shape
+    The crop and mirror are notebook 09's :func:`convlab.cropstudy.random_crop_batch`, one view at a time so that
+    each view's colour shift is drawn right after its crop."""
+    from convlab.cropstudy import random_crop_batch
+
+    N, C = photos.shape[:2]
     out = torch.empty(N, n_views, C, size, size, dtype=torch.uint8)
     for b in range(N):
         for r in range(n_views):
-            side = int(torch.randint(size, min(H, W) + 1, (1,), generator=generator))
-            top = int(torch.randint(H - side + 1, (1,), generator=generator))
-            left = int(torch.randint(W - side + 1, (1,), generator=generator))
-            x = TF.resize(photos[b, :, top : top + side, left : left + side], [size, size], antialias=True)
-            if bool(torch.rand((), generator=generator) < 0.5):
-                x = x.flip(-1)
+            x = random_crop_batch(photos[b : b + 1], size, 1, generator)[0, 0]
             shift = torch.empty(3, 1, 1).uniform_(-0.1, 0.1, generator=generator) * 255
             out[b, r] = (x.float() + shift).round().clamp(0, 255).to(torch.uint8)
     return out

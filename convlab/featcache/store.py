@@ -190,7 +190,7 @@ class FeatureCache:
         """Activations of the first ``stage`` stages on ``dataset``: from disk if cached, else extracted and stored.
 
         Args:
-            stage: the freeze boundary ``k`` (0 .. ``NUM_STAGES``, or a stage name); ``"all"`` gives pooled
+            stage: the freeze boundary ``k`` (0 .. ``spec.num_stages``, or a stage name); ``"all"`` gives pooled
                 ``(N, spec.feature_dim)`` vectors, smaller ``k`` gives ``(N, C, H, W)`` maps.
             preprocess: a deterministic transform from uint8 images to the network input (default: the backbone's
                 eval preprocessing, :meth:`Preprocess.from_spec`). Random ones raise :class:`RandomTransformError`.

@@ -39,7 +39,7 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from convlab.cli import UsageError
+    from convlab.cli.options import UsageError
 
     module = importlib.import_module(STUDIES[args.name][0])
     scales = getattr(module, "STUDY_SCALES", module.SCALES)

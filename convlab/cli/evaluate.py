@@ -2,7 +2,7 @@
 
 Models are rebuilt from the checkpoints alone (architecture from their config, no pretrained weights needed), on
 the split the (first) checkpoint was trained with unless ``--data``/``--seed`` say otherwise; class orders must
-match. The options are described in :mod:`convlab.cli`.
+match. The options are described in :mod:`convlab.cli.options`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convlab.cli import CHECKPOINT_FORMAT, UsageError, write_json
-from convlab.cli_train import build_model, eval_preprocess, load_splits
+from convlab.cli.options import CHECKPOINT_FORMAT, UsageError, write_json
+from convlab.cli.train import build_model, eval_preprocess, load_splits
 from convlab.device import resolve_device, use_channels_last
 from convlab.engine import Feed, eval_epoch, load_checkpoint
 from convlab.ensemble import Ensemble
@@ -56,7 +56,7 @@ def _model_from_checkpoint(path: str, device):
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` subcommand: accuracy of each checkpoint and of their ensemble, centre crop or 10-crop.
 
-    ``args`` passed :func:`convlab.cli.check_evaluate_args` (``python -m convlab`` checks them first).
+    ``args`` passed :func:`convlab.cli.options.check_evaluate_args` (``python -m convlab`` checks them first).
     """
     try:
         device = resolve_device(args.device)

@@ -1,6 +1,6 @@
 """``python -m convlab train``: configuration, resume and files around the one training loop (:func:`engine.fit`).
 
-The options, the files written and the resume contract are described in :mod:`convlab.cli`, which checks every
+The options, the files written and the resume contract are described in :mod:`convlab.cli.options`, which checks every
 argument before this module (and torch) is imported. Here the configuration becomes a model, data, an optimizer and
 a :class:`~convlab.engine.Sharding` (one process, or one rank under ``torchrun``), :func:`convlab.engine.fit`
 trains, and an epoch callback writes ``last.pt``, ``best.pt`` and the metrics after every epoch.
@@ -26,7 +26,7 @@ from convlab import distributed as D
 from convlab.atomicio import LockBusyError, atomic_write_bytes, file_lock
 from convlab.augment import FusedTrainPipeline, PCAColor
 from convlab.backbones import load_backbone
-from convlab.cli import (
+from convlab.cli.options import (
     CHECKPOINT_FORMAT,
     METRICS_FORMAT,
     RESUME_KEYS,
@@ -174,7 +174,8 @@ def _augmentation(preset: str, spec, prep: Preprocess, generator: torch.Generato
 
 
 def _regime(name: str, k: int | None, lr: float | None) -> Regime:
-    """The :class:`Regime` of ``--regime`` (``--freeze-k`` was checked by :func:`convlab.cli.check_train_args`)."""
+    """The :class:`Regime` of ``--regime`` (``--freeze-k`` was checked by
+    :func:`convlab.cli.options.check_train_args`)."""
     if name == "freeze_first":
         return Regime.freeze_first(k) if lr is None else Regime.freeze_first(k, lr=lr)
     build = {"head_only": Regime.head_only, "finetune": Regime.finetune, "scratch": Regime.scratch}[name]
@@ -227,7 +228,7 @@ def _history_from_rows(rows: list[dict], monitor: str, best_epoch: int | None) -
 
 def run_train(args: argparse.Namespace) -> int:
     """The ``train`` subcommand (single process, or one rank under ``torchrun``); ``args`` passed
-    :func:`convlab.cli.check_train_args` (``python -m convlab`` checks them before importing this module)."""
+    :func:`convlab.cli.options.check_train_args` (``python -m convlab`` checks them before importing this module)."""
     env = D.detect()
     if args.batch_size % env.world_size:
         raise UsageError(

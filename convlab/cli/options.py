@@ -41,7 +41,7 @@ from pathlib import Path
 
 from convlab.assets import convlab_home
 from convlab.atomicio import atomic_write_bytes
-from convlab.weights import NUM_STAGES, WEIGHTS
+from convlab.weights import WEIGHTS
 
 __all__ = [
     "UsageError",
@@ -49,7 +49,6 @@ __all__ = [
     "AUGMENTS",
     "BN_STATS",
     "BACKBONE_NAMES",
-    "NUM_STAGES",
     "CHECKPOINT_FORMAT",
     "METRICS_FORMAT",
     "RESUME_KEYS",
@@ -147,6 +146,15 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected 'auto', 'cpu' or 'cuda', got {text!r}")
 
 
+def _stages_help() -> str:
+    """``"7 stages (0..7)"``, or each backbone's count where they differ (each weights record has its own)."""
+    counts = {name: record.num_stages for name, record in WEIGHTS.items()}
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{n} stages (0..{n})"
+    return "stages of --backbone (" + ", ".join(f"{name}: 0..{n}" for name, n in counts.items()) + ")"
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` subcommand's options (see ``python -m convlab train --help``)."""
     p.add_argument("--out", required=True, metavar="DIR", help="folder for metrics and checkpoints")
@@ -155,7 +163,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--freeze-k",
         type=_int_at_least(0),
         metavar="K",
-        help=f"with --regime freeze_first: freeze the first K of the {NUM_STAGES} stages (0..{NUM_STAGES})",
+        help=f"with --regime freeze_first: freeze the first K of the {_stages_help()}",
     )
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default="mobilenet_v2")
     p.add_argument(
@@ -294,7 +302,8 @@ def check_checkpoint_file(option: str, path: Path, fix: str) -> None:
 
 def uses_cache(args: argparse.Namespace) -> bool:
     """Whether ``train`` will cache frozen activations (mirrors ``Regime.uses_cache``, without importing torch)."""
-    frozen = {"head_only": NUM_STAGES, "freeze_first": args.freeze_k or 0}.get(args.regime, 0)
+    every_stage = WEIGHTS[args.backbone].num_stages
+    frozen = {"head_only": every_stage, "freeze_first": args.freeze_k or 0}.get(args.regime, 0)
     return args.cache and args.augment == "none" and frozen > 0
 
 
@@ -318,8 +327,9 @@ def check_train_args(args: argparse.Namespace) -> None:
             f"of processes ({world})"
         )
     if args.regime == "freeze_first":
-        if args.freeze_k is None or not 0 <= args.freeze_k <= NUM_STAGES:
-            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..{NUM_STAGES}, got {args.freeze_k}")
+        n = WEIGHTS[args.backbone].num_stages  # the chosen backbone's stages
+        if args.freeze_k is None or not 0 <= args.freeze_k <= n:
+            raise UsageError(f"--regime freeze_first needs --freeze-k K with K in 0..{n}, got {args.freeze_k}")
     elif args.freeze_k is not None:
         raise UsageError(f"--freeze-k applies to --regime freeze_first only (got --regime {args.regime})")
     out = check_writable_folder("--out", args.out, "choose a folder you can write to")
