@@ -46,7 +46,7 @@ from torch import Tensor
 from convlab._checks import check_generator as _check_generator
 from convlab._checks import check_image, check_mean_std, fmt_arg
 from convlab._checks import check_size as _check_size
-from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, affine_coefficients, tile_w
+from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, affine_, affine_coefficients, tile_w
 
 from . import functional as K
 from .pca import SIGMA, PCAColor
@@ -137,7 +137,7 @@ def _resized_crop_affine(
         for job in jobs:
             job.result()
         return out
-    a, b = tile_w(a, out), tile_w(b, out)  # once per batch: the loop below is preprocess.affine_ on each band
+    a, b = tile_w(a, out), tile_w(b, out)  # once per batch, not once per band of the loop below
     oh = out.shape[-2]
     rows = rows or oh
     # PyTorch's vectorised uint8 bilinear resize wants channels_last: a CHW source is converted crop by crop (only
@@ -157,7 +157,7 @@ def _resized_crop_affine(
         for r0 in range(0, oh, rows):
             o = out[i : i + 1, :, r0 : r0 + rows]
             o.copy_(r[:, :, r0 : r0 + rows])
-            torch.addcmul(b[i : i + 1], o, a, out=o)
+            affine_(o, a, b[i : i + 1])
     return out
 
 
