@@ -409,7 +409,7 @@ class RegimeStudy(StudyResult):
                 row.update(
                     {
                         "effect (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": f"[{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]",
+                        "95% CI": ci.interval(),
                         "verdict": ci.verdict,
                     }
                 )
@@ -476,20 +476,14 @@ def _claims(study: RegimeStudy) -> list[str]:
         conds = [c for c in s["conditions"] if c != "none" and len(study._acc(setting, n, c)) >= 2]
         cis = [study.effect(setting, n, c) for c in conds]
         for c, ci in zip(conds, cis):
-            lines.append(
-                f"  {c}: {ci.mean * 100:+.2f} points, 95% CI [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}] "
-                f"-> {ci.verdict}"
-            )
+            lines.append(f"  {c}: {ci.summary()} -> {ci.verdict}")
         gains = [c for c, ci in zip(conds, cis) if ci.verdict == "better"]
         (helped if gains else not_helped).append(f"{setting} {n}/class" + (f" ({', '.join(gains)})" if gains else ""))
         for c in conds:
             v = MATCHING_VIEW.get(c)
             if v and f"test_{v}" in study.rows[0]:
                 ci = study.effect(setting, n, c, v)
-                lines.append(
-                    f"  {c} on the {v} test view: {ci.mean * 100:+.2f} points, 95% CI [{ci.low * 100:+.2f}, "
-                    f"{ci.high * 100:+.2f}] -> {ci.verdict}"
-                )
+                lines.append(f"  {c} on the {v} test view: {ci.summary()} -> {ci.verdict}")
     if helped:
         lines.append("A transform helped beyond its interval in: " + "; ".join(helped) + ".")
     if not_helped:

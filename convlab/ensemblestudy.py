@@ -276,10 +276,6 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _points(ci: PairedCI) -> str:
-    return f"{ci.mean * 100:+.2f} points, 95% CI [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]"
-
-
 @dataclass
 class EnsembleStudy(StudyResult):
     """The rows of :func:`run` (or of a stored JSON) and what they show."""
@@ -380,7 +376,7 @@ class EnsembleStudy(StudyResult):
                 row.update(
                     {
                         "gain (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": f"[{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]",
+                        "95% CI": ci.interval(),
                         "verdict": ci.verdict,
                     }
                 )
@@ -490,7 +486,7 @@ def _claims(study: EnsembleStudy) -> list[str]:
         )
     one = config_name(1, "1 crop")
     for ci in study.comparisons():
-        lines.append(f"  {ci.label}: {_points(ci)} -> {ci.verdict}")
+        lines.append(f"  {ci.label}: {ci.summary()} -> {ci.verdict}")
     # when each helps, and what it costs
     ens = study.effect("5 models x 1 crop", one)
     ten = study.effect("1 model x 10 crops", one)
@@ -503,12 +499,12 @@ def _claims(study: EnsembleStudy) -> list[str]:
     for new, base in (("2 models x 1 crop", "1 model x 2 crops"), ("5 models x 1 crop", "1 model x 5 crops")):
         ci = study.effect(new, base)
         said = {"better": "the models win", "worse": "the crops win", "tie": "a tie"}[ci.verdict]
-        lines.append(f"At {forwards(*_parse(new))} forward passes per image, {new} vs {base}: {said} ({_points(ci)}).")
+        lines.append(f"At {forwards(*_parse(new))} forward passes per image, {new} vs {base}: {said} ({ci.summary()}).")
     dense = study.effect("1 model x dense", "1 model x 10 crops")
     said = {"better": "beats", "worse": "falls short of", "tie": "ties with"}[dense.verdict]
     lines.append(
         f"Dense evaluation (2 forward passes of the 32 px frame, {2 * FRAME**2 / SIZE**2:.2f} crops' worth of pixels) "
-        f"{said} 10 crops ({_points(dense)})."
+        f"{said} 10 crops ({dense.summary()})."
     )
     if len(study._rows("plain")) >= 2:
         plain = study._paired("1 model x 10 crops", one, "plain")
@@ -519,8 +515,8 @@ def _claims(study: EnsembleStudy) -> list[str]:
             "tie": "help about as much either way (a tie)",
         }[diff.verdict]
         lines.append(
-            f"10 crops on plain-trained members (centre windows only): {_points(plain)} -> {plain.verdict}; on "
-            f"crop-trained members {_points(ten)}. Test-time views {said}: difference {_points(diff)}."
+            f"10 crops on plain-trained members (centre windows only): {plain.summary()} -> {plain.verdict}; on "
+            f"crop-trained members {ten.summary()}. Test-time views {said}: difference {diff.summary()}."
         )
     return lines
 

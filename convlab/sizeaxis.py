@@ -272,10 +272,7 @@ class SizeAxis:
         ma, mb = self.mean_sem(size, a)[0], self.mean_sem(size, b)[0]
         try:
             ci = self.paired(size, a, b)
-            return (
-                f"{a} {ma:.3f} vs {b} {mb:.3f}: {ci.mean * 100:+.1f} points, "
-                f"95% CI [{ci.low * 100:+.1f}, {ci.high * 100:+.1f}]"
-            )
+            return f"{a} {ma:.3f} vs {b} {mb:.3f}: {ci.summary(1)}"
         except ValueError:
             return f"{a} {ma:.3f} vs {b} {mb:.3f}, one seed: no interval"
 

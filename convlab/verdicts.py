@@ -80,22 +80,27 @@ class PairedCI:
         """Whether the interval excludes zero."""
         return self.verdict != "tie"
 
+    def interval(self, digits: int = 2, scale: float = 100.0) -> str:
+        """The interval as text, ``"[+0.31, +0.62]"`` (accuracy points by default)."""
+        return f"[{self.low * scale:+.{digits}f}, {self.high * scale:+.{digits}f}]"
+
+    def summary(self, digits: int = 2) -> str:
+        """The effect and its interval in accuracy points, ``"+0.47 points, 95% CI [+0.31, +0.62]"``."""
+        return f"{self.mean * 100:+.{digits}f} points, {self.confidence:.0%} CI {self.interval(digits)}"
+
     def row(self, scale: float = 100.0, unit: str = "points") -> dict:
         """A table row: the effect and its interval in ``unit`` (accuracy points by default)."""
         return {
             "comparison": self.label,
             f"effect ({unit})": f"{self.mean * scale:+.2f}",
-            f"{self.confidence:.0%} CI": f"[{self.low * scale:+.2f}, {self.high * scale:+.2f}]",
+            f"{self.confidence:.0%} CI": self.interval(2, scale),
             "seeds": self.n,
             "verdict": self.verdict,
         }
 
     def __str__(self) -> str:
         what = {"better": "shown: better", "worse": "shown: worse", "tie": "a tie (the interval includes 0)"}
-        return (
-            f"{self.label}: {self.mean * 100:+.2f} points, {self.confidence:.0%} CI [{self.low * 100:+.2f}, "
-            f"{self.high * 100:+.2f}] over {self.n} paired seeds -> {what[self.verdict]}"
-        )
+        return f"{self.label}: {self.summary()} over {self.n} paired seeds -> {what[self.verdict]}"
 
 
 def paired_ci(
@@ -239,8 +244,7 @@ class Crossover:
         """The statement, one line each: the gaps, where each verdict holds, and the crossover."""
         seeds = self.gaps[0].n
         gaps = "; ".join(
-            f"n={n}: {g.mean * 100:+.1f} [{g.low * 100:+.1f}, {g.high * 100:+.1f}] {g.verdict}"
-            for n, g in zip(self.sizes, self.gaps)
+            f"n={n}: {g.mean * 100:+.1f} {g.interval(1)} {g.verdict}" for n, g in zip(self.sizes, self.gaps)
         )
         out = [f"{self.learner} minus {self.baseline}, points with 95% CI over {seeds} paired seeds: {gaps}."]
         parts = [
