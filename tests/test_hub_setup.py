@@ -174,6 +174,8 @@ def test_zero_to_jupyterhub_values_name_the_class_set_up():
     import yaml
 
     values = yaml.safe_load((ROOT / "deploy" / "zero-to-jupyterhub.yaml").read_text())
+    # a login named explicitly (the chart's default lets any password in), and the slides page's settings in the image
+    assert values["hub"]["config"]["JupyterHub"]["authenticator_class"] not in ("", "dummy", "null")
     single = values["singleuser"]
     assert single["image"]["name"] and single["image"]["tag"]
     assert single["cpu"]["limit"] >= single["cpu"]["guarantee"] > 0
@@ -190,3 +192,4 @@ def test_zero_to_jupyterhub_values_name_the_class_set_up():
     assert "teacher_course" in hook[2] and "make_course_folder" in hook[2]
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "python -m convlab fetch" in dockerfile and "deploy/nbgrader_config.py" in dockerfile
+    assert "SLIDES_SERVER_SETTINGS" in dockerfile
