@@ -2,7 +2,7 @@
 
 Everything runs side by side in one process with interleaved repeats; we report medians.
 
-    python benchmarks/bench_augment.py            # full run (~4 min on 2 CPU cores)
+    python benchmarks/bench_augment.py            # full run
     python benchmarks/bench_augment.py --quick    # a few repeats, for a smoke test (writes augment_cpu_quick.json)
     python benchmarks/bench_augment.py --device cuda   # GPU throughput of convlab (writes augment_cuda.json)
 

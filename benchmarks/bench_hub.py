@@ -9,9 +9,9 @@ hub's proxy (what JupyterLab's Run All does; a check cell of an unsolved exercis
 First each learner runs it alone (one after the other: their *solo* times), then all N at once. Fair sharing of C
 cores among N kernels that each used one core alone gives N / C x the solo time; a kernel passes when its time in
 company is within ``--tolerance`` (1.25) x that fair share. Writes ``benchmarks/results/hub_cpu.json`` (with
-``--quick``: 2 learners, notebook 00, ``hub_cpu_quick.json``, to prove the set-up works in about two minutes).
+``--quick``: 2 learners, notebook 00, ``hub_cpu_quick.json``, to prove the set-up works).
 
-    python benchmarks/bench_hub.py                 # 4 learners, the heaviest notebook, 2 cores: ~15 min, idle machine
+    python benchmarks/bench_hub.py                 # 4 learners, the heaviest notebook, 2 cores, idle machine
     python benchmarks/bench_hub.py --quick
 """
 

@@ -196,7 +196,7 @@ def _fmt(value, spec, suffix=""):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run, ~1 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run)")
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=10, help="head-only epochs for (a) and (d)")

@@ -2,7 +2,7 @@
 
 Everything runs side by side in one process with interleaved repeats; we report medians.
 
-    python benchmarks/bench_tta.py            # full run (~4 min on 2 idle CPU cores): batch 32, 3 repeats
+    python benchmarks/bench_tta.py            # full run: batch 32, 3 repeats
     python benchmarks/bench_tta.py --quick    # smoke test: batch 8, 1 repeat, writes results/tta_cpu_quick.json
     python benchmarks/bench_tta.py --device cuda   # writes results/tta_cuda.json
 

@@ -177,7 +177,7 @@ def test_every_registered_asset_is_pinned_and_licensed():
 def test_a_damaged_source_record_is_repaired_by_fetch_not_fatal(tmp_home, damage):
     folder = fetch("mobilenet_v2")
     record = folder / ".source.json"
-    record.write_bytes(damage)  # e.g. a writer killed mid-write before writes became atomic
+    record.write_bytes(damage)  # e.g. a record damaged on disk or truncated by a full disk
     assert assets.status_table(["mobilenet_v2"])[0].source == "? (unreadable record)"
     assert fetch("mobilenet_v2") == folder  # the files are fine: served, and the record rewritten
     assert "unreadable" in json.loads(record.read_text())["source"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from pathlib import Path
 
 __all__ = ["STUDIES", "add_study_arguments", "run_study"]
@@ -50,14 +51,10 @@ def run_study(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: expected a file path, got the folder {out}")
     if args.threads is not None and not 1 <= args.threads <= 256:
         raise UsageError(f"--threads: expected 1-256, got {args.threads}")
-    import torch
-
     from convlab.studyrun import StudyRecord
-    from convlab.threads import apply_thread_policy
+    from convlab.threads import THREADS_ENV, apply_thread_policy
 
-    apply_thread_policy()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_thread_policy(None if args.threads is None else {**os.environ, THREADS_ENV: str(args.threads)})
     try:
         compatible = getattr(module, "compatible", None)
         with StudyRecord(out, module.KEY, module.config(args.scale), args.name, compatible) as record:
