@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import TensorDataset
 
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:
@@ -351,13 +351,8 @@ def run(
         train = (sp.train.images, sp.train.labels)
         return train_run(job["condition"], setting, job["seed"], train, views, view_labels, mirror_crop)
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**job, **one(job)} for job in tqdm(jobs(scale), desc="augmentation runs", disable=not progress)]
-    else:
-        rows = run_jobs(record, jobs(scale), one, progress=progress, desc="augmentation runs")
-    return RegimeStudy(rows, config(scale), dict(getattr(record, "meta", {}) or {}))
+    rows = run_jobs(record, jobs(scale), one, progress=progress, desc="augmentation runs")
+    return RegimeStudy.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -455,13 +450,7 @@ MATCHING_VIEW = {"mirror": "mirrored", "crop": "shifted", "rotation": "rotated",
 
 
 def _claims(study: RegimeStudy) -> list[str]:
-    lines = []
-    m = study.meta
-    if m.get("date"):
-        lines.append(
-            f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 3600:.1f} "
-            f"CPU-hours; command: {m.get('command', '?')}"
-        )
+    lines = stored_lines(study.meta)
     settings = {(s["name"], s["per_class"]): s for s in study.config["settings"]}
     helped, not_helped = [], []
     for setting, n in study.parts():

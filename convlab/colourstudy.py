@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from convlab.augstudy import StudyConfig, centre_accuracy, frames, resplit, train_model
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = ["CASTS", "CONDITIONS", "SCALES", "KEY", "apply_cast", "config", "run", "ColourStudy"]
@@ -92,15 +92,8 @@ def run(
         row.update(train_acc=centre_accuracy(model, tr, ytr, cfg), test_images=len(yte), train_images=len(ytr))
         return row
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**j, **one(j)} for j in tqdm(jobs, desc="colour runs", disable=not progress)]
-        meta: dict = {}
-    else:
-        rows = run_jobs(record, jobs, one, progress=progress, desc="colour runs")
-        meta = dict(record.meta)
-    return ColourStudy(rows, config(scale), meta)
+    rows = run_jobs(record, jobs, one, progress=progress, desc="colour runs")
+    return ColourStudy.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -121,12 +114,7 @@ class ColourStudy(StudyResult):
     def claims(self) -> list[str]:
         """Sentences computed from the rows: each colour transform's effect on clean and colour-cast photos, with
         its 95% interval and verdict (and, for a stored study, when, where and how it ran)."""
-        lines = []
-        m = self.meta
-        if m.get("date"):
-            lines.append(
-                f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}; command: {m.get('command', '?')}"
-            )
+        lines = stored_lines(self.meta)
         n = len(self.accs("none"))
         r0 = self.rows[0]
         lines.append(

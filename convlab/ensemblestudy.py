@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convlab.augregimes import FRAME, MEAN, SIZE, STD, pad_frame, train_model
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.tta import ViewSet, dense_predict, predict_views
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -263,13 +263,8 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Ensemble
     def one(job: Mapping[str, Any]) -> dict[str, Any]:
         return _replication(job["recipe"], job["replication"], cfg, frames)
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**job, **one(job)} for job in tqdm(jobs(scale), desc="ensemble runs", disable=not progress)]
-    else:
-        rows = run_jobs(record, jobs(scale), one, progress=progress, desc="ensemble runs")
-    return EnsembleStudy(rows, config(scale), dict(getattr(record, "meta", {}) or {}))
+    rows = run_jobs(record, jobs(scale), one, progress=progress, desc="ensemble runs")
+    return EnsembleStudy.from_run(rows, config(scale), record)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -469,13 +464,7 @@ class EnsembleStudy(StudyResult):
 
 
 def _claims(study: EnsembleStudy) -> list[str]:
-    lines = []
-    m = study.meta
-    if m.get("date"):
-        lines.append(
-            f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 60:.0f} "
-            f"minutes; command: {m.get('command', '?')}"
-        )
+    lines = stored_lines(study.meta)
     cfg = study.config
     n_img = study.rows[0]["test_images"] if study.rows else 0
     for row in study.fit_table():

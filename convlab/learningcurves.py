@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.verdicts import Crossover, crossover, learning_table
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
@@ -337,15 +337,8 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Learning
         splits, methods = state[data]
         return fit_and_score(methods[job["method"]], splits, job["n_per_class"], job["seed"])
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**j, **one(j)} for j in tqdm(jobs, desc="fits", disable=not progress)]
-        meta: dict = {}
-    else:
-        rows = run_jobs(record, jobs, one, progress=progress, desc="fits")
-        meta = dict(record.meta)
-    return LearningCurves(rows, config(scale), meta)
+    rows = run_jobs(record, jobs, one, progress=progress, desc="fits")
+    return LearningCurves.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -405,13 +398,7 @@ class LearningCurves(StudyResult):
     def claims(self) -> list[str]:
         """Sentences computed from the rows: where and how it ran (for a stored study), the set-up, and every
         comparison's gaps, verdicts and crossover."""
-        lines = []
-        m = self.meta
-        if m.get("date"):
-            lines.append(
-                f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 60:.0f} "
-                f"min; command: {m.get('command', '?')}"
-            )
+        lines = stored_lines(self.meta)
         for data in dict.fromkeys(r["data"] for r in self.rows):
             rows = self.data(data)
             sizes = sorted({r["n_per_class"] for r in rows})

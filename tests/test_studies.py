@@ -13,7 +13,7 @@ import torch
 
 from convlab import augregimes, colourstudy
 from convlab.exercises.nb05 import mirror_crop_reference
-from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs
+from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs, stored_lines
 from convlab.verdicts import paired_ci
 
 
@@ -82,6 +82,23 @@ def test_a_record_resumes_and_runs_only_what_is_missing(tmp_path):
     assert len(rows) == 4
     meta = json.loads(path.read_text())["meta"]
     assert {"date", "device", "command", "seconds"} <= set(meta)
+
+
+def test_without_a_record_the_jobs_run_in_memory_in_their_order():
+    jobs = [{"a": a, "seed": s} for a in ("x", "y") for s in (0, 1)]
+    rows = run_jobs(None, jobs, lambda job: {"acc": job["seed"] / 2}, progress=False)
+    assert rows == [{**job, "acc": job["seed"] / 2} for job in jobs]
+    assert StudyResult.from_run(rows, {"k": 1}, None).meta == {}
+
+
+def test_the_stored_line_names_date_device_duration_and_command():
+    meta = {"date": "2026-01-01 10:00 UTC", "device": "cpu", "command": "python -m convlab study x", "seconds": 1629}
+    assert stored_lines(meta) == [
+        "STORED run, not computed now: 2026-01-01 10:00 UTC on cpu, 27 min; command: python -m convlab study x"
+    ]
+    assert stored_lines({**meta, "seconds": 10106.5})[0].endswith("cpu, 2.8 h; command: python -m convlab study x")
+    assert "on cpu; command:" in stored_lines({k: v for k, v in meta.items() if k != "seconds"})[0]
+    assert stored_lines({}) == []
 
 
 def test_a_record_refuses_a_file_of_another_study_or_other_settings(tmp_path):
