@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import TensorDataset
 
+from convlab.plots import effect_bars
 from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -401,13 +402,7 @@ class RegimeStudy(StudyResult):
             }
             if c != "none" and len(acc) >= 2:
                 ci = self.effect(setting, per_class, c, view)
-                row.update(
-                    {
-                        "effect (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": ci.interval(),
-                        "verdict": ci.verdict,
-                    }
-                )
+                row.update(ci.columns())
             out.append(row)
         return out
 
@@ -425,19 +420,7 @@ class RegimeStudy(StudyResult):
         for ax, (setting, n) in zip(axes[0], parts):
             conds = [c for c in self.conditions(setting, n) if c != "none"]
             cis = [self.effect(setting, n, c, view) for c in conds if len(self._acc(setting, n, c)) >= 2]
-            ys = list(range(len(cis)))[::-1]
-            for y, ci in zip(ys, cis):
-                colour = {"better": "C2", "worse": "C3", "tie": "0.5"}[ci.verdict]
-                ax.errorbar(
-                    ci.mean * 100,
-                    y,
-                    xerr=[[ci.mean * 100 - ci.low * 100], [ci.high * 100 - ci.mean * 100]],
-                    fmt="o",
-                    color=colour,
-                    capsize=3,
-                )
-            ax.axvline(0, color="k", lw=0.8)
-            ax.set_yticks(ys, [ci.label.split(" vs ")[0] for ci in cis])
+            effect_bars(ax, cis, [ci.label.split(" vs ")[0] for ci in cis])
             ax.set_title(f"{setting}: {n}/class", fontsize=9)
             ax.set_xlabel("effect vs none (points, 95% CI)", fontsize=8)
         fig.suptitle(f"augmentation effects on the {view} test set", fontsize=10)

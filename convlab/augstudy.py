@@ -41,7 +41,7 @@ from convlab.engine import evaluate, fit
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from convlab.smallcnn import SmallCNN
 from convlab.studyrun import read_study, stored_lines
-from convlab.verdicts import paired_ci
+from convlab.verdicts import format_interval, paired_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -434,7 +434,7 @@ class TransformStudy:
         shown = [r for r in rows if r.verdict in ("better", "worse")]
         for r in rows[1:]:
             lines.append(
-                f"{r.transform}: effect {r.effect_mean:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                f"{r.transform}: effect {r.effect_mean:+.3f}, 95% CI {format_interval(r.ci_low, r.ci_high, 3, 1.0)} "
                 f"-> {r.verdict}."
             )
         widths = [(r.ci_high - r.ci_low) / 2 for r in rows[1:] if not math.isnan(r.ci_high)]

@@ -144,7 +144,7 @@ class ColourStudy(StudyResult):
             if c != "none" and len(self.accs(c)) >= 2:
                 for test in ("clean", "cast"):
                     e = self.effect(c, test)
-                    row[f"effect on {test} (points)"] = f"{e.mean * 100:+.1f} {e.interval(1)}"
+                    row[f"effect on {test} (points)"] = e.estimate(1)
                     row[f"{test} verdict"] = e.verdict
             out.append(row)
         return out

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convlab.augregimes import FRAME, MEAN, SIZE, STD, pad_frame, train_model
+from convlab.plots import effect_bars
 from convlab.studyrun import StudyResult, run_jobs, stored_lines
 from convlab.tta import ViewSet, dense_predict, predict_views
 from convlab.verdicts import PairedCI, paired_ci
@@ -368,13 +369,7 @@ class EnsembleStudy(StudyResult):
             }
             if name != one and len(acc) >= 2:
                 ci = self.effect(name, one, recipe)
-                row.update(
-                    {
-                        "gain (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": ci.interval(),
-                        "verdict": ci.verdict,
-                    }
-                )
+                row.update(ci.columns("gain"))
             out.append(row)
         return out
 
@@ -440,19 +435,7 @@ class EnsembleStudy(StudyResult):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         cis = self.comparisons()
-        ys = list(range(len(cis)))[::-1]
-        for y, ci in zip(ys, cis):
-            colour = {"better": "C2", "worse": "C3", "tie": "0.5"}[ci.verdict]
-            bx.errorbar(
-                ci.mean * 100,
-                y,
-                xerr=[[(ci.mean - ci.low) * 100], [(ci.high - ci.mean) * 100]],
-                fmt="o",
-                color=colour,
-                capsize=3,
-            )
-        bx.axvline(0, color="k", lw=0.8)
-        bx.set_yticks(ys, [ci.label.replace(" (crop)", "") for ci in cis], fontsize=7)
+        effect_bars(bx, cis, [ci.label.replace(" (crop)", "") for ci in cis], fontsize=7)
         bx.set_xlabel("paired difference (points, 95% CI over replications)")
         n = len(self.replications())
         fig.suptitle(

@@ -28,6 +28,7 @@ from convlab.display import Table
 __all__ = [
     "PairedCI",
     "paired_ci",
+    "format_interval",
     "mean_sd",
     "CostRatio",
     "cost_ratio",
@@ -43,6 +44,13 @@ def mean_sd(values: Sequence[float], fmt: str = ".3f") -> str:
     values = [float(v) for v in values]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):{fmt}} ± {sd:{fmt}}"
+
+
+def format_interval(low: float, high: float, digits: int = 2, scale: float = 100.0, signed: bool = True) -> str:
+    """``"[low, high]"`` times ``scale`` with ``digits`` decimals, each with its sign unless ``signed=False``: the one
+    way an interval is printed (:meth:`PairedCI.interval` and results that keep only the bounds)."""
+    sign = "+" if signed else ""
+    return f"[{low * scale:{sign}.{digits}f}, {high * scale:{sign}.{digits}f}]"
 
 
 @dataclass(frozen=True)
@@ -80,23 +88,32 @@ class PairedCI:
         """Whether the interval excludes zero."""
         return self.verdict != "tie"
 
-    def interval(self, digits: int = 2, scale: float = 100.0) -> str:
-        """The interval as text, ``"[+0.31, +0.62]"`` (accuracy points by default)."""
-        return f"[{self.low * scale:+.{digits}f}, {self.high * scale:+.{digits}f}]"
+    def interval(self, digits: int = 2, scale: float = 100.0, signed: bool = True) -> str:
+        """The interval as text, ``"[+0.31, +0.62]"`` (accuracy points by default; ``signed=False``: no ``+``)."""
+        return format_interval(self.low, self.high, digits, scale, signed)
+
+    def estimate(self, digits: int = 2, scale: float = 100.0, signed: bool = True) -> str:
+        """The mean and its interval as text, ``"+0.47 [+0.31, +0.62]"`` (accuracy points by default)."""
+        sign = "+" if signed else ""
+        return f"{self.mean * scale:{sign}.{digits}f} {self.interval(digits, scale, signed)}"
 
     def summary(self, digits: int = 2) -> str:
         """The effect and its interval in accuracy points, ``"+0.47 points, 95% CI [+0.31, +0.62]"``."""
         return f"{self.mean * 100:+.{digits}f} points, {self.confidence:.0%} CI {self.interval(digits)}"
 
-    def row(self, scale: float = 100.0, unit: str = "points") -> dict:
-        """A table row: the effect and its interval in ``unit`` (accuracy points by default)."""
+    def columns(self, effect: str = "effect", scale: float = 100.0, unit: str = "points") -> dict:
+        """Table columns: the effect (named ``effect``) and its interval in ``unit``, and the verdict."""
         return {
-            "comparison": self.label,
-            f"effect ({unit})": f"{self.mean * scale:+.2f}",
+            f"{effect} ({unit})": f"{self.mean * scale:+.2f}",
             f"{self.confidence:.0%} CI": self.interval(2, scale),
-            "seeds": self.n,
             "verdict": self.verdict,
         }
+
+    def row(self, scale: float = 100.0, unit: str = "points") -> dict:
+        """A table row: the comparison, the effect and its interval in ``unit`` (accuracy points by default), the
+        number of seeds and the verdict."""
+        *measured, verdict = self.columns("effect", scale, unit).items()
+        return {"comparison": self.label, **dict(measured), "seeds": self.n, **dict([verdict])}
 
     def __str__(self) -> str:
         what = {"better": "shown: better", "worse": "shown: worse", "tie": "a tie (the interval includes 0)"}
@@ -170,8 +187,7 @@ def _mean_interval(values: Sequence[float]) -> str:
     values = [float(v) for v in values]
     if len(values) < 2:
         return f"{values[0]:.3f}"
-    ci = paired_ci(values, [0.0] * len(values), "accuracy")
-    return f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+    return paired_ci(values, [0.0] * len(values), "accuracy").estimate(3, 1.0, signed=False)
 
 
 def learning_table(rows: Sequence[Mapping], title: str = "") -> Table:
@@ -243,9 +259,7 @@ class Crossover:
     def lines(self) -> list[str]:
         """The statement, one line each: the gaps, where each verdict holds, and the crossover."""
         seeds = self.gaps[0].n
-        gaps = "; ".join(
-            f"n={n}: {g.mean * 100:+.1f} {g.interval(1)} {g.verdict}" for n, g in zip(self.sizes, self.gaps)
-        )
+        gaps = "; ".join(f"n={n}: {g.estimate(1)} {g.verdict}" for n, g in zip(self.sizes, self.gaps))
         out = [f"{self.learner} minus {self.baseline}, points with 95% CI over {seeds} paired seeds: {gaps}."]
         parts = [
             f"{what} at n = {_sizes(ns)}"

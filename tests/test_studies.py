@@ -14,7 +14,7 @@ import torch
 from convlab import augregimes, colourstudy
 from convlab.exercises.nb05 import mirror_crop_reference
 from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs, stored_lines
-from convlab.verdicts import paired_ci
+from convlab.verdicts import format_interval, paired_ci
 
 
 # ----------------------------------------------------------------------------- paired_ci: the one rule
@@ -57,6 +57,16 @@ def test_paired_ci_refuses_what_has_no_interval(new, base, match):
 # ----------------------------------------------------------------------------- the resumable record
 def _key_runs(path, config=None, study="demo"):
     return StudyRecord(path, ("a", "seed"), config or {"n": 1}, study)
+
+
+def test_an_interval_prints_one_way_in_text_tables_and_rows():
+    ci = paired_ci([0.81, 0.84, 0.80], [0.80, 0.80, 0.79], "x vs y")
+    assert ci.interval() == "[-2.30, +6.30]" and ci.interval(3, 1.0) == "[-0.023, +0.063]"
+    assert ci.estimate(1) == "+2.0 [-2.3, +6.3]" and ci.summary(1) == "+2.0 points, 95% CI [-2.3, +6.3]"
+    assert paired_ci([0.5, 0.6], [0.0, 0.0]).estimate(3, 1.0, signed=False) == "0.550 [-0.085, 1.185]"
+    assert ci.columns("gain") == {"gain (points)": "+2.00", "95% CI": "[-2.30, +6.30]", "verdict": "tie"}
+    assert list(ci.row()) == ["comparison", "effect (points)", "95% CI", "seeds", "verdict"]
+    assert format_interval(0.1, 0.25, 1) == "[+10.0, +25.0]"
 
 
 def test_a_record_resumes_and_runs_only_what_is_missing(tmp_path):
