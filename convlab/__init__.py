@@ -37,7 +37,8 @@ their folder's layer.
   :mod:`convlab.ensemblestudy` (ensembles, 10-crop and dense evaluation where one point of accuracy can show).
 
 **course**
-  :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),
+  :mod:`convlab.course` (the course map), :mod:`convlab.benchresults` (the benchmarks' latest results as one table),
+  :mod:`convlab.course_open` (``python -m convlab open``),
   :mod:`convlab.hub` (``python -m convlab hub``: a class on one machine), :mod:`convlab.hub_config` (its
   JupyterHub login and servers),
   :mod:`convlab.exercises` (self-checking exercises, learner copies), :mod:`convlab.widgets` (live augmentation
