@@ -422,12 +422,8 @@ def _scale(scale: str) -> dict[str, Any]:
 
 def study_methods(data: str, scale: str) -> dict[str, object]:
     """The methods the study compares on ``data`` (``"fashion"`` or ``"food"``) at ``scale``, fresh objects."""
-    from convlab.handfeatures import (
-        FineTuneClassifier,
-        FrozenBackboneClassifier,
-        HandFeatureClassifier,
-        SmallCNNClassifier,
-    )
+    from convlab.cnnclassifiers import FineTuneClassifier, SmallCNNClassifier
+    from convlab.handfeatures import FrozenBackboneClassifier, HandFeatureClassifier
 
     s = _scale(scale)
     if data == "fashion":
