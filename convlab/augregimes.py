@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from convlab.plots import effect_bars
-from convlab.studyrun import StudyResult, run_jobs, stored_lines
+from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def train_run(
 def jobs(scale: str) -> list[dict[str, Any]]:
     """Every run of a scale as key dicts ``{setting, per_class, width, condition, seed}``: part by part, and in a
     part seed by seed (an interrupted study has whole seeds of the first parts)."""
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     return [
         {"setting": s.name, "per_class": s.per_class, "width": s.width, "condition": c, "seed": seed}
         for s in cfg["settings"]
@@ -285,15 +285,9 @@ def jobs(scale: str) -> list[dict[str, Any]]:
     ]
 
 
-def _scale(scale: str) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
-    return SCALES[scale]
-
-
 def config(scale: str) -> dict[str, Any]:
     """What determines a scale's results (stored beside them)."""
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     return {
         "scale": scale,
         "seeds": list(cfg["seeds"]),
@@ -332,7 +326,7 @@ def run(
     :func:`make_augment`."""
     from convlab.data import load_fashion_mnist
 
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     settings = {(s.name, s.per_class): s for s in cfg["settings"]}
     data: dict[tuple[int, int], Splits] = {}
     test = load_fashion_mnist(train_per_class=10, val_per_class=1, test_per_class=cfg["test_per_class"], seed=0).test
@@ -397,7 +391,7 @@ class RegimeStudy(StudyResult):
             row = {
                 "condition": c,
                 "test acc": f"{sum(acc) / len(acc):.4f}",
-                "train acc": f"{_mean(self._acc(setting, per_class, c, 'train_acc')):.4f}",
+                "train acc": f"{mean(self._acc(setting, per_class, c, 'train_acc')):.4f}",
                 "seeds": len(acc),
             }
             if c != "none" and len(acc) >= 2:
@@ -438,8 +432,8 @@ def _claims(study: RegimeStudy) -> list[str]:
     helped, not_helped = [], []
     for setting, n in study.parts():
         s = settings[(setting, n)]
-        base_tr = _mean(study._acc(setting, n, "none", "train_acc"))
-        base_te = _mean(study._acc(setting, n, "none"))
+        base_tr = mean(study._acc(setting, n, "none", "train_acc"))
+        base_te = mean(study._acc(setting, n, "none"))
         seeds = len(study._acc(setting, n, "none"))
         lines.append(
             f"{setting}, {n}/class, width {s['width']}, {s['epochs']} epochs, {seeds} seeds: without augmentation "
@@ -461,7 +455,3 @@ def _claims(study: RegimeStudy) -> list[str]:
     if not_helped:
         lines.append("No transform helped beyond its interval in: " + "; ".join(not_helped) + ".")
     return lines
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")

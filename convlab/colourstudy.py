@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from convlab.augstudy import StudyConfig, centre_accuracy, frames, resplit, train_model
-from convlab.studyrun import StudyResult, run_jobs, stored_lines
+from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = ["CASTS", "CONDITIONS", "SCALES", "KEY", "apply_cast", "config", "run", "ColourStudy"]
@@ -43,9 +43,7 @@ def apply_cast(images: torch.Tensor, cast: tuple[int, int, int]) -> torch.Tensor
 
 
 def _study_config(scale: str) -> StudyConfig:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
-    return StudyConfig(seeds=SCALES[scale]["seeds"])
+    return StudyConfig(seeds=scale_settings(SCALES, scale)["seeds"])
 
 
 def config(scale: str) -> dict[str, Any]:
@@ -122,7 +120,7 @@ class ColourStudy(StudyResult):
             f"= {100 / r0['test_images']:.1f} points); casts {', '.join(f'{k} {v}' for k, v in CASTS.items())}."
         )
         lines.append(
-            f"none: clean test {_mean(self.accs('none', 'clean')):.3f}, under the casts {_mean(self.accs('none')):.3f}"
+            f"none: clean test {mean(self.accs('none', 'clean')):.3f}, under the casts {mean(self.accs('none')):.3f}"
         )
         for c in CONDITIONS[1:]:
             if len(self.accs(c)) >= 2:
@@ -137,9 +135,9 @@ class ColourStudy(StudyResult):
                 continue
             row = {
                 "condition": c,
-                "train acc": round(_mean(r["train_acc"] for r in self.rows if r["condition"] == c), 3),
-                "clean test": round(_mean(self.accs(c, "clean")), 3),
-                "cast test": round(_mean(self.accs(c, "cast")), 3),
+                "train acc": round(mean(r["train_acc"] for r in self.rows if r["condition"] == c), 3),
+                "clean test": round(mean(self.accs(c, "clean")), 3),
+                "cast test": round(mean(self.accs(c, "cast")), 3),
             }
             if c != "none" and len(self.accs(c)) >= 2:
                 for test in ("clean", "cast"):
@@ -148,8 +146,3 @@ class ColourStudy(StudyResult):
                     row[f"{test} verdict"] = e.verdict
             out.append(row)
         return out
-
-
-def _mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")

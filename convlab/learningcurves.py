@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from convlab.display import Table
-from convlab.studyrun import StudyResult, run_jobs, stored_lines
+from convlab.studyrun import StudyResult, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
@@ -414,18 +414,12 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def _scale(scale: str) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
-    return SCALES[scale]
-
-
 def study_methods(data: str, scale: str) -> dict[str, object]:
     """The methods the study compares on ``data`` (``"fashion"`` or ``"food"``) at ``scale``, fresh objects."""
     from convlab.cnnclassifiers import FineTuneClassifier, SmallCNNClassifier
     from convlab.handfeatures import FrozenBackboneClassifier, HandFeatureClassifier
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     if data == "fashion":
         return {
             HOG: HandFeatureClassifier(kinds=("hog",), size=32),
@@ -451,7 +445,7 @@ def _fashion_pool(s: Mapping[str, Any]) -> int:
 
 def config(scale: str) -> dict[str, Any]:
     """What determines a scale's results."""
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
     out["fashion_pool_per_class"] = _fashion_pool(s)
     out["methods"] = {
@@ -476,7 +470,7 @@ def _load(data: str, scale: str) -> Splits:
     from convlab.data import load_fashion_mnist, load_food
     from convlab.handfeatures import as_rgb
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     if data == "fashion":
         return as_rgb(load_fashion_mnist(train_per_class=_fashion_pool(s), test_per_class=s["fashion_test_per_class"]))
     return load_food()
@@ -486,7 +480,7 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Learning
     """Every fit of ``scale``; with a :class:`convlab.studyrun.StudyRecord` each fit is stored as it ends and fits
     already there are skipped (a second process started with the same command shares the rest)."""
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     sizes = {"fashion": s["fashion_sizes"], "food": s["food_sizes"]}
     names = {data: list(study_methods(data, scale)) for data in sizes}
     jobs = [

@@ -26,7 +26,33 @@ from typing import Any, TypeVar
 
 from convlab.atomicio import atomic_write_bytes, file_lock
 
-__all__ = ["StudyRecord", "StudyResult", "machine_label", "read_study", "run_jobs", "stored_lines"]
+__all__ = [
+    "StudyRecord",
+    "StudyResult",
+    "machine_label",
+    "mean",
+    "read_study",
+    "run_jobs",
+    "scale_settings",
+    "stored_lines",
+]
+
+
+_T = TypeVar("_T")
+
+
+def scale_settings(scales: Mapping[str, _T], scale: str) -> _T:
+    """``scales[scale]``: the settings of one of a study's scales (``"small"``, ``"full"``, ...); another name is
+    refused in one line that lists the scales."""
+    if scale not in scales:
+        raise ValueError(f"scale: expected one of {list(scales)}, got {scale!r}")
+    return scales[scale]
+
+
+def mean(values: Iterable[float]) -> float:
+    """The mean of a study's values, ``nan`` for none (a part with no runs yet)."""
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
 
 
 def machine_label() -> str:

@@ -5,8 +5,8 @@ order for both) give one paired difference per seed. :func:`paired_ci` is the me
 Student-t confidence interval; the effect is *shown* ("better" or "worse") only when the interval excludes zero, and
 otherwise it is a **tie**. Every study, verdict and quiz of the course uses this rule.
 
-- :func:`format_interval`, :meth:`PairedCI.interval`, :meth:`PairedCI.summary`, :meth:`PairedCI.row`: the one way an
-  interval is printed, in sentences and in tables.
+- :func:`format_interval` and :class:`PairedCI`'s ``interval``, ``estimate``, ``summary``, ``columns`` and ``row``:
+  the one way an interval is printed, in sentences and in tables.
 - :func:`cost_ratio`: the time of one configuration over another's, from back-to-back repeats.
 
 Learning curves read by this rule (the crossover of notebook 08) live in :mod:`convlab.learningcurves`.

@@ -13,7 +13,7 @@ import torch
 
 from convlab import augregimes, colourstudy
 from convlab.exercises.nb05 import mirror_crop_reference
-from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs, stored_lines
+from convlab.studyrun import StudyRecord, StudyResult, mean, read_study, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import format_interval, paired_ci
 
 
@@ -109,6 +109,15 @@ def test_the_stored_line_names_date_device_duration_and_command():
     assert stored_lines({**meta, "seconds": 10106.5})[0].endswith("cpu, 2.8 h; command: python -m convlab study x")
     assert "on cpu; command:" in stored_lines({k: v for k, v in meta.items() if k != "seconds"})[0]
     assert stored_lines({}) == []
+
+
+def test_a_scale_is_looked_up_once_and_a_mean_of_nothing_is_nan():
+    import math
+
+    assert scale_settings({"small": 1, "full": 2}, "full") == 2
+    with pytest.raises(ValueError, match=r"scale: expected one of \['small', 'full'\], got 'tiny'"):
+        scale_settings({"small": 1, "full": 2}, "tiny")
+    assert mean([0.25, 0.75]) == 0.5 and math.isnan(mean([]))
 
 
 def test_a_record_refuses_a_file_of_another_study_or_other_settings(tmp_path):
