@@ -30,14 +30,16 @@ their folder's layer.
   :mod:`convlab.sizeaxis` (data-set size x regime), :mod:`convlab.similarity` (distance from ImageNet by stage
   probes), :mod:`convlab.augstudy` (each augmentation's effect on the food photos), :mod:`convlab.augregimes`
   (augmentation in a model that overfits and one that underfits), :mod:`convlab.colourstudy` (colour augmentation
-  under another light), :mod:`convlab.handfeatures` (hand-engineered features and the classifiers compared with them),
+  under another light), :mod:`convlab.handfeatures` (hand-engineered features and their linear classifiers),
+  :mod:`convlab.cnnclassifiers` (the CNNs compared with them: from scratch and fine-tuned),
   :mod:`convlab.learningcurves` (accuracy against training-set size over seeds, and the crossover),
   :mod:`convlab.cropstudy` (crops and ensembles at equal cost), :mod:`convlab.verdicts` (the one verdict rule: what a
   measurement does and does not show),
   :mod:`convlab.ensemblestudy` (ensembles, 10-crop and dense evaluation where one point of accuracy can show).
 
 **course**
-  :mod:`convlab.course` (the course map), :mod:`convlab.course_open` (``python -m convlab open``),
+  :mod:`convlab.course` (the course map), :mod:`convlab.benchresults` (the benchmarks' latest results as one table),
+  :mod:`convlab.course_open` (``python -m convlab open``),
   :mod:`convlab.hub` (``python -m convlab hub``: a class on one machine), :mod:`convlab.hub_config` (its
   JupyterHub login and servers),
   :mod:`convlab.exercises` (self-checking exercises, learner copies), :mod:`convlab.widgets` (live augmentation

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import TensorDataset
 
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.plots import effect_bars
+from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ def train_run(
 def jobs(scale: str) -> list[dict[str, Any]]:
     """Every run of a scale as key dicts ``{setting, per_class, width, condition, seed}``: part by part, and in a
     part seed by seed (an interrupted study has whole seeds of the first parts)."""
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     return [
         {"setting": s.name, "per_class": s.per_class, "width": s.width, "condition": c, "seed": seed}
         for s in cfg["settings"]
@@ -284,15 +285,9 @@ def jobs(scale: str) -> list[dict[str, Any]]:
     ]
 
 
-def _scale(scale: str) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
-    return SCALES[scale]
-
-
 def config(scale: str) -> dict[str, Any]:
     """What determines a scale's results (stored beside them)."""
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     return {
         "scale": scale,
         "seeds": list(cfg["seeds"]),
@@ -331,7 +326,7 @@ def run(
     :func:`make_augment`."""
     from convlab.data import load_fashion_mnist
 
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     settings = {(s.name, s.per_class): s for s in cfg["settings"]}
     data: dict[tuple[int, int], Splits] = {}
     test = load_fashion_mnist(train_per_class=10, val_per_class=1, test_per_class=cfg["test_per_class"], seed=0).test
@@ -351,13 +346,8 @@ def run(
         train = (sp.train.images, sp.train.labels)
         return train_run(job["condition"], setting, job["seed"], train, views, view_labels, mirror_crop)
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**job, **one(job)} for job in tqdm(jobs(scale), desc="augmentation runs", disable=not progress)]
-    else:
-        rows = run_jobs(record, jobs(scale), one, progress=progress, desc="augmentation runs")
-    return RegimeStudy(rows, config(scale), dict(getattr(record, "meta", {}) or {}))
+    rows = run_jobs(record, jobs(scale), one, progress=progress, desc="augmentation runs")
+    return RegimeStudy.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -401,18 +391,12 @@ class RegimeStudy(StudyResult):
             row = {
                 "condition": c,
                 "test acc": f"{sum(acc) / len(acc):.4f}",
-                "train acc": f"{_mean(self._acc(setting, per_class, c, 'train_acc')):.4f}",
+                "train acc": f"{mean(self._acc(setting, per_class, c, 'train_acc')):.4f}",
                 "seeds": len(acc),
             }
             if c != "none" and len(acc) >= 2:
                 ci = self.effect(setting, per_class, c, view)
-                row.update(
-                    {
-                        "effect (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": ci.interval(),
-                        "verdict": ci.verdict,
-                    }
-                )
+                row.update(ci.columns())
             out.append(row)
         return out
 
@@ -430,19 +414,7 @@ class RegimeStudy(StudyResult):
         for ax, (setting, n) in zip(axes[0], parts):
             conds = [c for c in self.conditions(setting, n) if c != "none"]
             cis = [self.effect(setting, n, c, view) for c in conds if len(self._acc(setting, n, c)) >= 2]
-            ys = list(range(len(cis)))[::-1]
-            for y, ci in zip(ys, cis):
-                colour = {"better": "C2", "worse": "C3", "tie": "0.5"}[ci.verdict]
-                ax.errorbar(
-                    ci.mean * 100,
-                    y,
-                    xerr=[[ci.mean * 100 - ci.low * 100], [ci.high * 100 - ci.mean * 100]],
-                    fmt="o",
-                    color=colour,
-                    capsize=3,
-                )
-            ax.axvline(0, color="k", lw=0.8)
-            ax.set_yticks(ys, [ci.label.split(" vs ")[0] for ci in cis])
+            effect_bars(ax, cis, [ci.label.split(" vs ")[0] for ci in cis])
             ax.set_title(f"{setting}: {n}/class", fontsize=9)
             ax.set_xlabel("effect vs none (points, 95% CI)", fontsize=8)
         fig.suptitle(f"augmentation effects on the {view} test set", fontsize=10)
@@ -455,19 +427,13 @@ MATCHING_VIEW = {"mirror": "mirrored", "crop": "shifted", "rotation": "rotated",
 
 
 def _claims(study: RegimeStudy) -> list[str]:
-    lines = []
-    m = study.meta
-    if m.get("date"):
-        lines.append(
-            f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 3600:.1f} "
-            f"CPU-hours; command: {m.get('command', '?')}"
-        )
+    lines = stored_lines(study.meta)
     settings = {(s["name"], s["per_class"]): s for s in study.config["settings"]}
     helped, not_helped = [], []
     for setting, n in study.parts():
         s = settings[(setting, n)]
-        base_tr = _mean(study._acc(setting, n, "none", "train_acc"))
-        base_te = _mean(study._acc(setting, n, "none"))
+        base_tr = mean(study._acc(setting, n, "none", "train_acc"))
+        base_te = mean(study._acc(setting, n, "none"))
         seeds = len(study._acc(setting, n, "none"))
         lines.append(
             f"{setting}, {n}/class, width {s['width']}, {s['epochs']} epochs, {seeds} seeds: without augmentation "
@@ -489,7 +455,3 @@ def _claims(study: RegimeStudy) -> list[str]:
     if not_helped:
         lines.append("No transform helped beyond its interval in: " + "; ".join(not_helped) + ".")
     return lines
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")

@@ -40,8 +40,8 @@ from convlab.device import resolve_device
 from convlab.engine import evaluate, fit
 from convlab.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from convlab.smallcnn import SmallCNN
-from convlab.studyrun import read_study
-from convlab.verdicts import paired_ci
+from convlab.studyrun import read_study, stored_lines
+from convlab.verdicts import format_interval, paired_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -428,18 +428,13 @@ class TransformStudy:
             f"test photos at {self.config.size[0]}x{self.config.size[1]} px, {self.config.epochs} epochs, "
             f"{len(self.config.seeds)} seeds; one test photo = {self.one_image():.3f} accuracy."
         ]
-        if "date" in self.meta:
-            lines.insert(
-                0,
-                f"STORED run, not computed now: {self.meta['date']} on {self.meta.get('device', '?')}, "
-                f"command: {self.meta.get('command', '?')}",
-            )
+        lines[:0] = stored_lines(self.meta)
         if base is not None:
             lines.append(f"Without augmentation: {base.acc_mean:.3f} ± {base.acc_sd:.3f} (mean ± sd over seeds).")
         shown = [r for r in rows if r.verdict in ("better", "worse")]
         for r in rows[1:]:
             lines.append(
-                f"{r.transform}: effect {r.effect_mean:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                f"{r.transform}: effect {r.effect_mean:+.3f}, 95% CI {format_interval(r.ci_low, r.ci_high, 3, 1.0)} "
                 f"-> {r.verdict}."
             )
         widths = [(r.ci_high - r.ci_low) / 2 for r in rows[1:] if not math.isnan(r.ci_high)]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from convlab.augstudy import StudyConfig, centre_accuracy, frames, resplit, train_model
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 __all__ = ["CASTS", "CONDITIONS", "SCALES", "KEY", "apply_cast", "config", "run", "ColourStudy"]
@@ -43,9 +43,7 @@ def apply_cast(images: torch.Tensor, cast: tuple[int, int, int]) -> torch.Tensor
 
 
 def _study_config(scale: str) -> StudyConfig:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
-    return StudyConfig(seeds=SCALES[scale]["seeds"])
+    return StudyConfig(seeds=scale_settings(SCALES, scale)["seeds"])
 
 
 def config(scale: str) -> dict[str, Any]:
@@ -92,15 +90,8 @@ def run(
         row.update(train_acc=centre_accuracy(model, tr, ytr, cfg), test_images=len(yte), train_images=len(ytr))
         return row
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**j, **one(j)} for j in tqdm(jobs, desc="colour runs", disable=not progress)]
-        meta: dict = {}
-    else:
-        rows = run_jobs(record, jobs, one, progress=progress, desc="colour runs")
-        meta = dict(record.meta)
-    return ColourStudy(rows, config(scale), meta)
+    rows = run_jobs(record, jobs, one, progress=progress, desc="colour runs")
+    return ColourStudy.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -121,12 +112,7 @@ class ColourStudy(StudyResult):
     def claims(self) -> list[str]:
         """Sentences computed from the rows: each colour transform's effect on clean and colour-cast photos, with
         its 95% interval and verdict (and, for a stored study, when, where and how it ran)."""
-        lines = []
-        m = self.meta
-        if m.get("date"):
-            lines.append(
-                f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}; command: {m.get('command', '?')}"
-            )
+        lines = stored_lines(self.meta)
         n = len(self.accs("none"))
         r0 = self.rows[0]
         lines.append(
@@ -134,7 +120,7 @@ class ColourStudy(StudyResult):
             f"= {100 / r0['test_images']:.1f} points); casts {', '.join(f'{k} {v}' for k, v in CASTS.items())}."
         )
         lines.append(
-            f"none: clean test {_mean(self.accs('none', 'clean')):.3f}, under the casts {_mean(self.accs('none')):.3f}"
+            f"none: clean test {mean(self.accs('none', 'clean')):.3f}, under the casts {mean(self.accs('none')):.3f}"
         )
         for c in CONDITIONS[1:]:
             if len(self.accs(c)) >= 2:
@@ -149,19 +135,14 @@ class ColourStudy(StudyResult):
                 continue
             row = {
                 "condition": c,
-                "train acc": round(_mean(r["train_acc"] for r in self.rows if r["condition"] == c), 3),
-                "clean test": round(_mean(self.accs(c, "clean")), 3),
-                "cast test": round(_mean(self.accs(c, "cast")), 3),
+                "train acc": round(mean(r["train_acc"] for r in self.rows if r["condition"] == c), 3),
+                "clean test": round(mean(self.accs(c, "clean")), 3),
+                "cast test": round(mean(self.accs(c, "cast")), 3),
             }
             if c != "none" and len(self.accs(c)) >= 2:
                 for test in ("clean", "cast"):
                     e = self.effect(c, test)
-                    row[f"effect on {test} (points)"] = f"{e.mean * 100:+.1f} {e.interval(1)}"
+                    row[f"effect on {test} (points)"] = e.estimate(1)
                     row[f"{test} verdict"] = e.verdict
             out.append(row)
         return out
-
-
-def _mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")

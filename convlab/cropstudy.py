@@ -8,6 +8,7 @@ such members is measured by :mod:`convlab.ensemblestudy`, on a test set that can
 Because the backbone is frozen, each architecture's features of every view are computed once
 (:func:`view_features`, :func:`crop_features`), and any member's logits for any view are one matrix product
 (:func:`member_logits`). Timing uses real, whole models (:func:`member_models`, :func:`time_configurations`).
+The random training crops are :func:`convlab.augment.random_crop_batch`'s.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from convlab.tta import ViewSet, dense_predict, predict_views
 __all__ = [
     "center_aspect",
     "prepare_photos",
-    "random_crop_batch",
     "crop_features",
     "view_features",
     "dense_features",
@@ -62,27 +62,6 @@ def prepare_photos(images: Sequence[Tensor], resize: int, ratio: float = 4 / 3) 
         h, w = min(s[1] for s in shapes), min(s[2] for s in shapes)
         out = [TF.center_crop(o, [h, w]) for o in out]
     return torch.stack(out)
-
-
-def random_crop_batch(photos: Tensor, crop: int, n_crops: int, generator: torch.Generator) -> Tensor:
-    """``n_crops`` random crops of each photo: square side in ``[crop, min(H, W)]``, random place, mirrored half
-    the time, resized to ``crop``. uint8 ``(B, C, H, W)`` -> uint8 ``(B, n_crops, C, crop, crop)``."""
-    from torchvision.transforms.v2 import functional as TF
-
-    B, C, H, W = photos.shape
-    out = torch.empty(B, n_crops, C, crop, crop, dtype=photos.dtype)
-    for b in range(B):
-        for r in range(n_crops):
-            side = int(torch.randint(crop, min(H, W) + 1, (1,), generator=generator))
-            top = int(torch.randint(H - side + 1, (1,), generator=generator))
-            left = int(torch.randint(W - side + 1, (1,), generator=generator))
-            x = photos[b, :, top : top + side, left : left + side]
-            if side != crop:
-                x = TF.resize(x, [crop, crop], antialias=True)
-            if bool(torch.rand((), generator=generator) < 0.5):
-                x = x.flip(-1)
-            out[b, r] = x
-    return out
 
 
 class _Pooled(nn.Module):

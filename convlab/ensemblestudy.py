@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convlab.augregimes import FRAME, MEAN, SIZE, STD, pad_frame, train_model
-from convlab.studyrun import StudyResult, run_jobs
+from convlab.plots import effect_bars
+from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
 from convlab.tta import ViewSet, dense_predict, predict_views
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -121,12 +122,6 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def _scale(scale: str) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
-    return SCALES[scale]
-
-
 def config_name(models: int, views: str) -> str:
     """``"1 model x 10 crops"``, ``"5 models x dense"``."""
     return f"{models} model{'' if models == 1 else 's'} x {views}"
@@ -139,7 +134,7 @@ def forwards(models: int, views: str) -> int:
 
 def config(scale: str) -> dict[str, Any]:
     """What determines a scale's results (stored beside them)."""
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     return {
         "scale": scale,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
@@ -165,7 +160,7 @@ def compatible(old: Mapping[str, Any], new: Mapping[str, Any], rows: Sequence[Ma
 def jobs(scale: str) -> list[dict[str, Any]]:
     """Every run of a scale as key dicts ``{recipe, replication}``, replication by replication (an interrupted study
     has whole replications)."""
-    return [{"recipe": rc, "replication": r} for r in _scale(scale)["replications"] for rc in RECIPES]
+    return [{"recipe": rc, "replication": r} for r in scale_settings(SCALES, scale)["replications"] for rc in RECIPES]
 
 
 @torch.no_grad()
@@ -256,24 +251,15 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Ensemble
     as it ends and runs already there are skipped; without one the rows live in memory only."""
     from convlab.data import load_fashion_mnist
 
-    cfg = _scale(scale)
+    cfg = scale_settings(SCALES, scale)
     test = load_fashion_mnist(train_per_class=10, val_per_class=1, test_per_class=cfg["test_per_class"], seed=0).test
     frames = (pad_frame(test.images), test.labels)
 
     def one(job: Mapping[str, Any]) -> dict[str, Any]:
         return _replication(job["recipe"], job["replication"], cfg, frames)
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**job, **one(job)} for job in tqdm(jobs(scale), desc="ensemble runs", disable=not progress)]
-    else:
-        rows = run_jobs(record, jobs(scale), one, progress=progress, desc="ensemble runs")
-    return EnsembleStudy(rows, config(scale), dict(getattr(record, "meta", {}) or {}))
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")
+    rows = run_jobs(record, jobs(scale), one, progress=progress, desc="ensemble runs")
+    return EnsembleStudy.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -366,20 +352,14 @@ class EnsembleStudy(StudyResult):
                 continue
             row = {
                 "configuration": name,
-                "test acc": f"{_mean(acc):.4f}",
+                "test acc": f"{mean(acc):.4f}",
                 "forwards / image": forwards(k, v),
                 "training runs": k,
                 "replications": len(acc),
             }
             if name != one and len(acc) >= 2:
                 ci = self.effect(name, one, recipe)
-                row.update(
-                    {
-                        "gain (points)": f"{ci.mean * 100:+.2f}",
-                        "95% CI": ci.interval(),
-                        "verdict": ci.verdict,
-                    }
-                )
+                row.update(ci.columns("gain"))
             out.append(row)
         return out
 
@@ -397,9 +377,9 @@ class EnsembleStudy(StudyResult):
                     "training": RECIPES[recipe][1],
                     "members": len(ms),
                     "epochs": ms[0]["epochs"],
-                    "train acc (clean)": f"{_mean([m['train_acc'] for m in ms]):.4f}",
-                    "train acc (augmented, last epoch)": f"{_mean([m['train_acc_augmented'] for m in ms]):.4f}",
-                    "test acc (centre crop)": f"{_mean([m['test_acc'] for m in ms]):.4f}",
+                    "train acc (clean)": f"{mean([m['train_acc'] for m in ms]):.4f}",
+                    "train acc (augmented, last epoch)": f"{mean([m['train_acc_augmented'] for m in ms]):.4f}",
+                    "test acc (centre crop)": f"{mean([m['test_acc'] for m in ms]):.4f}",
                 }
             )
         return out
@@ -421,7 +401,7 @@ class EnsembleStudy(StudyResult):
             "5 models, more crops": [(5, v) for v in ("1 crop", "2 crops", "10 crops")],
         }
         for i, (label, configs) in enumerate(families.items()):
-            pts = [(forwards(k, v), _mean(self.accs(config_name(k, v)))) for k, v in configs]
+            pts = [(forwards(k, v), mean(self.accs(config_name(k, v)))) for k, v in configs]
             pts = [(f, a) for f, a in pts if a == a]
             if pts:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", color=f"C{i}", label=label)
@@ -429,13 +409,13 @@ class EnsembleStudy(StudyResult):
             a = self.accs(config_name(k, "dense"))
             if a:
                 ax.plot(
-                    forwards(k, "dense"), 100 * _mean(a), marker, color="C3", label=f"{k} model{'s' * (k > 1)}, dense"
+                    forwards(k, "dense"), 100 * mean(a), marker, color="C3", label=f"{k} model{'s' * (k > 1)}, dense"
                 )
         plain = self.accs(config_name(1, "10 crops"), "plain")
         if plain:
             xs = [forwards(1, v) for v in ("1 crop", "2 crops", "5 crops", "10 crops")]
             ys = [
-                100 * _mean(self.accs(config_name(1, v), "plain")) for v in ("1 crop", "2 crops", "5 crops", "10 crops")
+                100 * mean(self.accs(config_name(1, v), "plain")) for v in ("1 crop", "2 crops", "5 crops", "10 crops")
             ]
             ax.plot(xs, ys, "x--", color="0.4", label="1 plain-trained model, more crops")
         ax.set_xscale("log")
@@ -445,19 +425,7 @@ class EnsembleStudy(StudyResult):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         cis = self.comparisons()
-        ys = list(range(len(cis)))[::-1]
-        for y, ci in zip(ys, cis):
-            colour = {"better": "C2", "worse": "C3", "tie": "0.5"}[ci.verdict]
-            bx.errorbar(
-                ci.mean * 100,
-                y,
-                xerr=[[(ci.mean - ci.low) * 100], [(ci.high - ci.mean) * 100]],
-                fmt="o",
-                color=colour,
-                capsize=3,
-            )
-        bx.axvline(0, color="k", lw=0.8)
-        bx.set_yticks(ys, [ci.label.replace(" (crop)", "") for ci in cis], fontsize=7)
+        effect_bars(bx, cis, [ci.label.replace(" (crop)", "") for ci in cis], fontsize=7)
         bx.set_xlabel("paired difference (points, 95% CI over replications)")
         n = len(self.replications())
         fig.suptitle(
@@ -469,13 +437,7 @@ class EnsembleStudy(StudyResult):
 
 
 def _claims(study: EnsembleStudy) -> list[str]:
-    lines = []
-    m = study.meta
-    if m.get("date"):
-        lines.append(
-            f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 60:.0f} "
-            f"minutes; command: {m.get('command', '?')}"
-        )
+    lines = stored_lines(study.meta)
     cfg = study.config
     n_img = study.rows[0]["test_images"] if study.rows else 0
     for row in study.fit_table():

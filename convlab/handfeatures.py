@@ -1,4 +1,4 @@
-"""Hand-engineered image features, and the classifiers that learning curves compare with them.
+"""Hand-engineered image features, and the feature + linear classifiers that learning curves compare.
 
 - :func:`color_histogram`: a joint RGB histogram (``bins**3`` values) or per-channel HSV histograms
   (``3 * bins``), L1-normalised. It only counts colours, so it is invariant to any rearrangement of the pixels
@@ -8,12 +8,12 @@
   ``skimage.feature.hog``) on a grayscale ``size x size`` square. It describes local shape and edges, is robust to
   small shifts and to brightness changes (block normalisation), ignores colour, and is *not* invariant to
   rotation or flips (the cells and orientation bins move).
-- Classifiers, each with ``fit(images, seed) -> self`` and ``score(images) -> accuracy`` (the methods that
-  :func:`convlab.learningcurves.learning_curve` compares): :class:`HandFeatureClassifier` (features + StandardScaler
-  + logistic regression), :class:`SmallCNNClassifier` (a four-block CNN trained from scratch),
-  :class:`FrozenBackboneClassifier` (pretrained pooled features + logistic regression, features computed once per
-  image and reused across sizes and seeds) and :class:`FineTuneClassifier`. Those that train by steps record their
-  budget after ``fit`` in ``budget_`` (``{"steps": ..., "epochs": ...}``).
+- Feature + linear classifiers, each with ``fit(images, seed) -> self`` and ``score(images) -> accuracy`` (methods
+  that :func:`convlab.learningcurves.learning_curve` compares): :class:`HandFeatureClassifier` (features +
+  StandardScaler + logistic regression), :class:`FeatureClassifier` (any feature function, e.g. a learner's own)
+  and :class:`FrozenBackboneClassifier` (pretrained pooled features + logistic regression), each computing a
+  photo's features once (:class:`PerImageCache`) and reusing them across sizes and seeds. The CNNs they are
+  compared with are in :mod:`convlab.cnnclassifiers`.
 
 Methods read ``images.images`` (the raw uint8 photos) and apply their own preprocessing; an ImageSet's
 ``transform`` is not used. scikit-learn is needed for the linear classifiers.
@@ -22,35 +22,28 @@ Methods read ``images.images`` (the raw uint8 photos) and apply their own prepro
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import TensorDataset
-from torchvision.transforms import v2
 
 from convlab._checks import check_is_fitted
-from convlab.augment import RandomCrop, RandomHorizontalFlip
 from convlab.backbones import load_backbone
 from convlab.data import ImageSet, Splits
-from convlab.engine import evaluate, fit
-from convlab.preprocess import Preprocess, fit_size
-from convlab.smallcnn import SmallCNN
-from convlab.transfer import freeze, param_groups
+from convlab.preprocess import fit_size
 
 __all__ = [
     "as_rgb",
+    "square_batch",
+    "PerImageCache",
     "color_histogram",
     "hog_features",
     "hog_dim",
     "hand_features",
     "FeatureClassifier",
     "HandFeatureClassifier",
-    "SmallCNNClassifier",
     "FrozenBackboneClassifier",
-    "FineTuneClassifier",
 ]
 
 
@@ -125,8 +118,9 @@ def hog_dim(size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cel
     return blocks**2 * cells_per_block**2 * orientations
 
 
-def _square(images, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` and centre-crop: a float ``(B, 3, size, size)`` batch in [0, 1]."""
+def square_batch(images: torch.Tensor | Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """Photos with the shorter side resized to ``size`` and centre-cropped: a float ``(B, 3, size, size)`` batch in
+    [0, 1]."""
 
     return torch.stack([fit_size(im, (size, size)) for im in images]).float() / 255
 
@@ -146,7 +140,7 @@ def hog_features(
 
     dim = hog_dim(size, orientations, pixels_per_cell, cells_per_block)
     images, single = _as_batch(images)
-    gray = (_square(images, size) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).numpy()
+    gray = (square_batch(images, size) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).numpy()
     out = np.stack(
         [
             hog(
@@ -197,13 +191,16 @@ def _image_key(image: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-class _PerImageCache:
-    """Features per image keyed by the image's bytes (the extractor's settings are fixed per owner object)."""
+class PerImageCache:
+    """``extract(images) -> (B, D)`` computed once per distinct image: rows are kept per image, keyed by the image's
+    bytes (the extractor's settings are fixed per owner object), so a learning curve that sees the same photo at
+    every size and seed extracts it once."""
 
-    def __init__(self, extract):
+    def __init__(self, extract: Callable[[Sequence[torch.Tensor]], np.ndarray]) -> None:
         self.extract, self.store = extract, {}
 
     def __call__(self, images: Sequence[torch.Tensor]) -> np.ndarray:
+        """The rows of ``images`` (uint8 ``(3, H, W)`` photos), extracting only those not seen before."""
         keys = [_image_key(im) for im in images]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         if missing:
@@ -260,7 +257,7 @@ class FeatureClassifier(_FeatureLinear):
         if not callable(extract):
             raise TypeError(f"extract: expected a function images -> (B, D) features, got {extract!r}")
         self.extract, self.name, self.C = extract, name, C
-        self._cache = _PerImageCache(lambda ims: np.asarray(torch.as_tensor(extract(list(ims))), dtype=np.float32))
+        self._cache = PerImageCache(lambda ims: np.asarray(torch.as_tensor(extract(list(ims))), dtype=np.float32))
 
     def _features(self, images) -> np.ndarray:
         return self._cache(list(images))
@@ -279,7 +276,7 @@ class HandFeatureClassifier(_FeatureLinear):
         hog_dim(size)  # checks that a HOG block fits
         self.kinds, self.bins, self.size, self.C = tuple(kinds), bins, size, C
         self.name = " + ".join(kinds) + " + linear"
-        self._cache = _PerImageCache(lambda ims: hand_features(ims, self.kinds, bins, size).numpy())
+        self._cache = PerImageCache(lambda ims: hand_features(ims, self.kinds, bins, size).numpy())
 
     def _features(self, images) -> np.ndarray:
         return self._cache(list(images))
@@ -300,7 +297,7 @@ class FrozenBackboneClassifier(_FeatureLinear):
     ):
         self.backbone, self.weights, self.C, self.batch_size = backbone, weights, C, batch_size
         self.name = f"frozen {backbone if isinstance(backbone, str) else type(backbone).__name__} + linear"
-        self._cache = _PerImageCache(self._extract)
+        self._cache = PerImageCache(self._extract)
         self._model: nn.Module | None = None
 
     @torch.inference_mode()
@@ -319,150 +316,6 @@ class FrozenBackboneClassifier(_FeatureLinear):
 
     def _features(self, images) -> np.ndarray:
         return self._cache(list(images))
-
-
-def _cosine_decay(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate times ``(1 + cos(pi * step / steps)) / 2``: from the full rate down to 0 over ``steps``."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
-
-
-class SmallCNNClassifier:
-    """A :class:`~convlab.smallcnn.SmallCNN` trained from scratch by :func:`convlab.engine.fit` (AdamW, cosine decay,
-    batches drawn with replacement; CPU friendly).
-
-    Images are squared to ``size + pad`` px once; training takes random ``size`` crops and horizontal flips of
-    them, testing the centre crop. ``steps`` optimiser steps of ``batch_size`` whatever the training-set size, so
-    small sets are not under-trained; ``min_epochs`` raises the
-    number of steps for large sets so they get at least that many passes over the data.
-    """
-
-    _MEAN, _STD = 0.5, 0.25
-
-    def __init__(
-        self,
-        size: int = 64,
-        pad: int = 8,
-        steps: int = 120,
-        batch_size: int = 32,
-        lr: float = 3e-3,
-        weight_decay: float = 5e-4,
-        width: int = 16,
-        min_epochs: float = 0.0,
-    ):
-        self.size, self.pad, self.steps, self.batch_size = size, pad, steps, batch_size
-        self.min_epochs = min_epochs  # larger sets get more steps: at least this many passes over the data
-        self.lr, self.weight_decay, self.width = lr, weight_decay, width
-        self.name = f"small CNN from scratch ({size} px)"
-        self._cache = _PerImageCache(lambda ims: _square(ims, size + pad).numpy())
-
-    def _inputs(self, images) -> torch.Tensor:
-        return (torch.from_numpy(self._cache(list(images))) - self._MEAN) / self._STD
-
-    def fit(self, images: ImageSet, seed: int = 0) -> SmallCNNClassifier:
-        """Train from a fresh initialisation drawn with ``seed`` on an ImageSet; returns ``self``."""
-        # Initialisation and dropout draw from the global generator: seed it here and restore it afterwards.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.model_ = self._train(images, torch.Generator().manual_seed(seed))
-        return self
-
-    def _train(self, images, g: torch.Generator) -> SmallCNN:
-        model = SmallCNN(len(images.classes), self.width)
-        x, y = self._inputs(images.images), images.labels
-        batch = min(self.batch_size, len(y))
-        steps = max(self.steps, math.ceil(self.min_epochs * len(y) / self.batch_size))
-        # one "epoch" of `steps` batches drawn with replacement, each cut and mirrored at random
-        crop_flip = v2.Compose([RandomCrop(self.size, generator=g), RandomHorizontalFlip(0.5, generator=g)])
-        self.budget_ = {"steps": steps, "epochs": round(steps * batch / len(y), 2)}
-        fit(
-            model,
-            TensorDataset(x, y),
-            epochs=1,
-            batch_size=batch,
-            order=lambda epoch: torch.randint(len(y), (steps * batch,), generator=g),
-            transform=crop_flip,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            scheduler=_cosine_decay,
-            seed=None,  # fit() runs inside our seeded fork of the global generator (dropout)
-            device="cpu",
-            channels_last=True,  # faster convolutions on the CPU (oneDNN)
-            progress=False,
-        )
-        return model
-
-    @torch.inference_mode()
-    def predict(self, images: ImageSet) -> np.ndarray:
-        """Class index per image of an ImageSet (centre crops)."""
-        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
-        p = self.pad // 2
-        x = self._inputs(images.images)[:, :, p : p + self.size, p : p + self.size]
-        return self.model_(x).argmax(1).numpy()
-
-    def score(self, images) -> float:
-        """Accuracy on an ImageSet."""
-        return float((self.predict(images) == images.labels.numpy()).mean())
-
-
-class FineTuneClassifier:
-    """A pretrained backbone with a new head, fine-tuned with :func:`convlab.engine.fit` (mirror augmentation).
-
-    The first ``frozen`` stages stay frozen (0 = everything trains, at ``backbone_lr_scale`` times the head's
-    learning rate). Like :class:`SmallCNNClassifier` it takes ``steps`` optimiser steps whatever the training-set
-    size, at ``size`` px, so tiny sets are not under-trained and large ones stay affordable on a CPU.
-    """
-
-    def __init__(
-        self,
-        backbone: str = "mobilenet_v2",
-        frozen: int = 0,
-        size: int = 112,
-        steps: int = 40,
-        batch_size: int = 16,
-        lr: float = 1e-3,
-        backbone_lr_scale: float = 0.1,
-        device: str = "auto",
-    ):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-        self.backbone, self.frozen, self.size, self.steps = backbone, frozen, size, steps
-        self.batch_size, self.lr, self.backbone_lr_scale, self.device = batch_size, lr, backbone_lr_scale, device
-        what = "fine-tuned" if frozen == 0 else f"first {frozen} stages frozen"
-        self.name = f"{backbone} {what} ({size} px)"
-
-    def fit(self, images: ImageSet, seed: int = 0) -> FineTuneClassifier:
-        """Fine-tune a fresh copy of the pretrained backbone on an ImageSet; returns ``self``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the new head's initialisation
-            model = load_backbone(self.backbone, num_classes=len(images.classes), categories=images.classes)
-        if self.frozen:
-            freeze(model, self.frozen)
-        self.preprocess_ = Preprocess.from_spec(model.spec, size=self.size)
-        # Preprocess once (resize, crop, normalise); per epoch only the mirror is drawn.
-        data = torch.utils.data.TensorDataset(self.preprocess_(list(images.images)), images.labels)
-        epochs = max(1, math.ceil(self.steps * self.batch_size / len(images)))
-        flip = RandomHorizontalFlip(0.5)
-        self.budget_ = {"steps": epochs * math.ceil(len(images) / self.batch_size), "epochs": epochs}
-        groups = param_groups(model, self.lr, self.backbone_lr_scale)
-        fit(
-            model,
-            data,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            param_groups=groups,
-            transform=flip,
-            seed=seed,
-            device=self.device,
-            progress=False,
-        )
-        self.model_ = model
-        return self
-
-    def score(self, images) -> float:
-        """Accuracy on an ImageSet."""
-
-        check_is_fitted(self, "model_", "call fit(train_images) before predict/score")
-        return evaluate(self.model_, images, transform=self.preprocess_, device=self.device).accuracy
 
 
 def as_rgb(splits: Splits) -> Splits:

@@ -6,17 +6,22 @@
   method, so a baseline written as one function (notebook 08's exercise) runs in a curve beside the classifiers of
   :mod:`convlab.handfeatures`.
 - :func:`plot_learning_curves`: mean accuracy with its 95% interval over seeds.
+- :func:`learning_table`, :func:`crossover`: each method's accuracy at each size with its 95% interval over seeds,
+  and the sizes at which one method is shown better, shown worse or tied with another, with the crossover size and
+  its interval.
 - The study behind notebook 08 (``python -m convlab study learning-curves --scale small|full``): hand-engineered
   features against a small CNN from scratch on Fashion-MNIST (all 10,000 test images at full scale), and the food
   photos' methods (colour, colour + HOG, small CNN, frozen and fine-tuned MobileNetV2). :class:`LearningCurves`
   turns its rows (live or stored) into tables, figures and crossovers.
 
-Every verdict is :func:`convlab.verdicts.crossover`'s, which is :func:`convlab.verdicts.paired_ci` at each size: the
-gap between two methods paired over seeds, with its 95% interval.
+Every verdict is :func:`crossover`'s, which is :func:`convlab.verdicts.paired_ci` at each size: the gap between two
+methods paired over seeds, with its 95% interval.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,20 +30,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from convlab.studyrun import StudyResult, run_jobs
-from convlab.verdicts import Crossover, crossover, learning_table
+from convlab.display import Table
+from convlab.studyrun import StudyResult, run_jobs, scale_settings, stored_lines
+from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from matplotlib.figure import Figure
 
     from convlab.data import ImageSet, Splits
-    from convlab.display import Table
 
 __all__ = [
     "learning_curve",
     "fit_and_score",
     "FunctionMethod",
     "plot_learning_curves",
+    "learning_table",
+    "Crossover",
+    "crossover",
     "KEY",
     "SCALES",
     "COMPARISONS",
@@ -99,7 +107,7 @@ def learning_curve(
 
     Returns:
         rows ``{method, n_per_class, seed, n_train, accuracy, train_acc, test_images, fit_s}`` (and ``steps``,
-        ``epochs`` for methods that train by steps); :func:`convlab.verdicts.learning_table` shows them.
+        ``epochs`` for methods that train by steps); :func:`learning_table` shows them.
     """
     if evaluate_on not in ("test", "val"):
         raise ValueError(f"evaluate_on: expected 'test' or 'val', got {evaluate_on!r}")
@@ -200,6 +208,171 @@ def plot_learning_curves(rows: Sequence[Mapping], title: str = "") -> Figure:
     return fig
 
 
+# ----------------------------------------------------------------------------- the table and the crossover
+def _curve(rows, method) -> dict[int, dict[int, float]]:
+    """size -> seed -> accuracy."""
+    out: dict[int, dict[int, float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            out.setdefault(r["n_per_class"], {})[r["seed"]] = r["accuracy"]
+    return dict(sorted(out.items()))
+
+
+def _mean_interval(values: Sequence[float]) -> str:
+    """``"m [lo, hi]"``: the mean with its 95% t interval (``paired_ci`` against zero); the mean alone for one value."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return f"{values[0]:.3f}"
+    return paired_ci(values, [0.0] * len(values), "accuracy").estimate(3, 1.0, signed=False)
+
+
+def learning_table(rows: Sequence[Mapping], title: str = "") -> Table:
+    """Each method's mean accuracy at each size with its 95% interval over seeds, and its training accuracy and fit
+    time at the largest size (rows from :func:`learning_curve` or a stored study)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for m in methods:
+        curve = _curve(rows, m)
+        row = {"method": m, **{f"n={n}": _mean_interval(list(by.values())) for n, by in curve.items()}}
+        last = [r for r in rows if r["method"] == m and r["n_per_class"] == max(curve)]
+        if all("train_acc" in r for r in last):
+            row["train acc (largest n)"] = round(statistics.fmean(r["train_acc"] for r in last), 3)
+        row["fit s (largest n)"] = round(statistics.fmean(r["fit_s"] for r in last), 2)
+        out.append(row)
+    seeds = sorted({r["seed"] for r in rows})
+    return Table(out, title=title or f"test accuracy, mean [95% interval] over seeds {seeds}")
+
+
+def _cross(sizes, gap) -> float:
+    """The size from which ``gap`` (learner - baseline) stays >= 0, log-linearly interpolated at the last sign
+    change from behind to ahead; ``-inf`` if it is never behind (at or below the smallest size); nan if it is
+    behind at the largest size."""
+    if gap[-1] < 0:
+        return float("nan")
+    last_behind = max((i for i, g in enumerate(gap) if g < 0), default=None)
+    if last_behind is None:
+        return float("-inf")
+    (n0, g0), (n1, g1) = (sizes[last_behind], gap[last_behind]), (sizes[last_behind + 1], gap[last_behind + 1])
+    t = -g0 / (g1 - g0)
+    return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
+
+
+def _sizes(ns: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in ns)
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where ``learner``'s curve overtakes ``baseline``'s (training images per class), by the one rule.
+
+    ``gaps``: at each size, ``learner - baseline`` paired over seeds with its 95% interval (:func:`paired_ci`).
+    ``per_seed``: each seed's crossover, the size from which its gap stays >= 0 (interpolated in log size; ``-inf``:
+    ahead at every size, nan: behind at the largest). ``at``, ``low``, ``high``: the crossover and its 95% t interval
+    in log size over seeds, when no seed is still behind at the largest size and at least one crosses inside the
+    sizes measured (nan otherwise); ``censored`` seeds, ahead at every size, enter it at the smallest size (their
+    crossover lies at or below it, so the interval leans to the larger side).
+    """
+
+    learner: str
+    baseline: str
+    sizes: tuple[int, ...]
+    gaps: tuple[PairedCI, ...]
+    per_seed: tuple[float, ...]
+    at: float
+    low: float
+    high: float
+    censored: int = 0
+
+    def where(self, verdict: str) -> tuple[int, ...]:
+        """The sizes at which the learner is shown ``"better"``, shown ``"worse"``, or ``"tie"``."""
+        return tuple(n for n, g in zip(self.sizes, self.gaps) if g.verdict == verdict)
+
+    @property
+    def crossed(self) -> bool:
+        """Whether every seed crosses inside the sizes measured (so ``at`` has an interval)."""
+        return not math.isnan(self.at)
+
+    def lines(self) -> list[str]:
+        """The statement, one line each: the gaps, where each verdict holds, and the crossover."""
+        seeds = self.gaps[0].n
+        gaps = "; ".join(f"n={n}: {g.estimate(1)} {g.verdict}" for n, g in zip(self.sizes, self.gaps))
+        out = [f"{self.learner} minus {self.baseline}, points with 95% CI over {seeds} paired seeds: {gaps}."]
+        parts = [
+            f"{what} at n = {_sizes(ns)}"
+            for what, ns in (
+                ("shown better", self.where("better")),
+                ("shown worse", self.where("worse")),
+                ("tied", self.where("tie")),
+            )
+            if ns
+        ]
+        out.append(f"{self.learner} is " + "; ".join(parts) + " (images per class).")
+        lo, hi = self.sizes[0], self.sizes[-1]
+        behind = sum(math.isnan(c) for c in self.per_seed)
+        ahead = sum(c == float("-inf") for c in self.per_seed)
+        inside = [c for c in self.per_seed if math.isfinite(c)]
+        if self.crossed:
+            each = ", ".join(f"{c:.0f}" if math.isfinite(c) else f"<={lo}" for c in self.per_seed)
+            note = (
+                f"; {self.censored} seed{'s' if self.censored > 1 else ''} ahead at every size, counted at {lo}, the "
+                "smallest size measured"
+                if self.censored
+                else ""
+            )
+            out.append(
+                f"Crossover at about {self.at:.0f} images per class (95% CI {self.low:.0f}-{self.high:.0f}, a t "
+                f"interval of log size over {seeds} seeds; per seed {each}{note})."
+            )
+        elif behind == len(self.per_seed):
+            out.append(
+                f"No crossover within the sizes measured ({lo}-{hi} per class): {self.learner} is behind at the "
+                f"largest size on every seed."
+            )
+        elif ahead == len(self.per_seed):
+            out.append(
+                f"No crossover within the sizes measured ({lo}-{hi} per class): {self.learner} is ahead at every "
+                f"size on every seed, so any crossover lies below {lo} per class."
+            )
+        else:
+            out.append(
+                f"No crossover interval: of {seeds} seeds, {len(inside)} cross{'es' if len(inside) == 1 else ''} "
+                f"inside {lo}-{hi} per class"
+                + (f" (at {', '.join(f'{c:.0f}' for c in inside)})" if inside else "")
+                + f", {ahead} {'is' if ahead == 1 else 'are'} ahead at every size and {behind} "
+                f"{'is' if behind == 1 else 'are'} still behind at {hi}."
+            )
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def crossover(rows: Sequence[Mapping], learner: str, baseline: str, confidence: float = 0.95) -> Crossover:
+    """Where ``learner`` overtakes ``baseline`` (rows from :func:`learning_curve` or a stored study: ``method``,
+    ``n_per_class``, ``seed``, ``accuracy``), over the seeds both have at every size (>= 2)."""
+    a, b = _curve(rows, learner), _curve(rows, baseline)
+    if not a or not b:
+        raise KeyError(f"learner, baseline: expected methods with rows, got {learner!r} and {baseline!r}")
+    sizes = [n for n in a if n in b]
+    if not sizes:
+        raise ValueError(f"rows: expected sizes that both {learner!r} and {baseline!r} have, got none")
+    seeds = sorted(set.intersection(*(set(a[n]) & set(b[n]) for n in sizes)))
+    if len(seeds) < 2:
+        raise ValueError(f"rows: expected at least 2 seeds at every size for an interval, got {len(seeds)}")
+    gaps = [paired_ci([a[n][s] for s in seeds], [b[n][s] for s in seeds], f"n={n}", confidence) for n in sizes]
+    per_seed = tuple(_cross(sizes, [a[n][s] - b[n][s] for n in sizes]) for s in seeds)
+    at = low = high = float("nan")
+    censored = sum(c == float("-inf") for c in per_seed)
+    if not any(math.isnan(c) for c in per_seed) and censored < len(per_seed):
+        logs = [math.log(c if math.isfinite(c) else sizes[0]) for c in per_seed]
+        if len(set(logs)) > 1:
+            ci = paired_ci(logs, [0.0] * len(logs), "log crossover", confidence)
+            at, low, high = math.exp(ci.mean), math.exp(ci.low), math.exp(ci.high)
+        else:
+            at = low = high = math.exp(logs[0])
+    return Crossover(learner, baseline, tuple(sizes), tuple(gaps), per_seed, at, low, high, censored)
+
+
 # ----------------------------------------------------------------------------- the study
 #: The fields that name one fit in a stored study.
 KEY = ("data", "method", "n_per_class", "seed")
@@ -241,22 +414,12 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def _scale(scale: str) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
-    return SCALES[scale]
-
-
 def study_methods(data: str, scale: str) -> dict[str, object]:
     """The methods the study compares on ``data`` (``"fashion"`` or ``"food"``) at ``scale``, fresh objects."""
-    from convlab.handfeatures import (
-        FineTuneClassifier,
-        FrozenBackboneClassifier,
-        HandFeatureClassifier,
-        SmallCNNClassifier,
-    )
+    from convlab.cnnclassifiers import FineTuneClassifier, SmallCNNClassifier
+    from convlab.handfeatures import FrozenBackboneClassifier, HandFeatureClassifier
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     if data == "fashion":
         return {
             HOG: HandFeatureClassifier(kinds=("hog",), size=32),
@@ -282,7 +445,7 @@ def _fashion_pool(s: Mapping[str, Any]) -> int:
 
 def config(scale: str) -> dict[str, Any]:
     """What determines a scale's results."""
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
     out["fashion_pool_per_class"] = _fashion_pool(s)
     out["methods"] = {
@@ -307,7 +470,7 @@ def _load(data: str, scale: str) -> Splits:
     from convlab.data import load_fashion_mnist, load_food
     from convlab.handfeatures import as_rgb
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     if data == "fashion":
         return as_rgb(load_fashion_mnist(train_per_class=_fashion_pool(s), test_per_class=s["fashion_test_per_class"]))
     return load_food()
@@ -317,7 +480,7 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Learning
     """Every fit of ``scale``; with a :class:`convlab.studyrun.StudyRecord` each fit is stored as it ends and fits
     already there are skipped (a second process started with the same command shares the rest)."""
 
-    s = _scale(scale)
+    s = scale_settings(SCALES, scale)
     sizes = {"fashion": s["fashion_sizes"], "food": s["food_sizes"]}
     names = {data: list(study_methods(data, scale)) for data in sizes}
     jobs = [
@@ -337,15 +500,8 @@ def run(scale: str = "small", record=None, *, progress: bool = True) -> Learning
         splits, methods = state[data]
         return fit_and_score(methods[job["method"]], splits, job["n_per_class"], job["seed"])
 
-    if record is None:
-        from tqdm.auto import tqdm
-
-        rows = [{**j, **one(j)} for j in tqdm(jobs, desc="fits", disable=not progress)]
-        meta: dict = {}
-    else:
-        rows = run_jobs(record, jobs, one, progress=progress, desc="fits")
-        meta = dict(record.meta)
-    return LearningCurves(rows, config(scale), meta)
+    rows = run_jobs(record, jobs, one, progress=progress, desc="fits")
+    return LearningCurves.from_run(rows, config(scale), record)
 
 
 @dataclass
@@ -361,7 +517,7 @@ class LearningCurves(StudyResult):
         return rows
 
     def crossover(self, data: str, learner: str, baseline: str) -> Crossover:
-        """Where ``learner`` overtakes ``baseline`` on ``data``: :func:`convlab.verdicts.crossover`."""
+        """Where ``learner`` overtakes ``baseline`` on ``data``: :func:`crossover`."""
         return crossover(self.data(data), learner, baseline)
 
     def crossovers(self) -> list[Crossover]:
@@ -373,7 +529,7 @@ class LearningCurves(StudyResult):
         return out
 
     def table(self, data: str) -> Table:
-        """Mean test accuracy with its 95% interval per method and size: :func:`convlab.verdicts.learning_table`."""
+        """Mean test accuracy with its 95% interval per method and size: :func:`learning_table`."""
         rows = self.data(data)
         seeds = sorted({r["seed"] for r in rows})
         test = rows[0]["test_images"]
@@ -386,8 +542,6 @@ class LearningCurves(StudyResult):
 
     def budgets(self, data: str, method: str = CNN) -> Table:
         """How far each fit of ``method`` trained: steps, passes over the data and training accuracy at each size."""
-        from convlab.display import Table
-
         out = []
         for n in sorted({r["n_per_class"] for r in self.data(data) if r["method"] == method}):
             rs = [r for r in self.data(data) if r["method"] == method and r["n_per_class"] == n]
@@ -405,13 +559,7 @@ class LearningCurves(StudyResult):
     def claims(self) -> list[str]:
         """Sentences computed from the rows: where and how it ran (for a stored study), the set-up, and every
         comparison's gaps, verdicts and crossover."""
-        lines = []
-        m = self.meta
-        if m.get("date"):
-            lines.append(
-                f"STORED run, not computed now: {m['date']} on {m.get('device', '?')}, {m.get('seconds', 0) / 60:.0f} "
-                f"min; command: {m.get('command', '?')}"
-            )
+        lines = stored_lines(self.meta)
         for data in dict.fromkeys(r["data"] for r in self.rows):
             rows = self.data(data)
             sizes = sorted({r["n_per_class"] for r in rows})

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from collections.abc import Mapping
 
     import numpy as np
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from convlab.engine import History
@@ -27,6 +28,7 @@ __all__ = [
     "confusion_matrix",
     "history_curves",
     "metrics_vs",
+    "effect_bars",
 ]
 
 
@@ -231,3 +233,30 @@ def metrics_vs(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+#: the colour of an effect by its verdict (:class:`convlab.verdicts.PairedCI`)
+VERDICT_COLOURS = {"better": "C2", "worse": "C3", "tie": "0.5"}
+
+
+def effect_bars(ax: Axes, effects: Sequence, labels: Sequence[str], fontsize: float | None = None) -> None:
+    """Draw paired effects on ``ax``, top to bottom: each one's mean as a dot with its interval, in accuracy points,
+    coloured by its verdict (green shown better, red shown worse, grey a tie), beside a line at zero.
+
+    ``effects``: objects with ``mean``, ``low``, ``high`` and ``verdict`` (:class:`convlab.verdicts.PairedCI`);
+    ``labels``: one per effect, for the y axis.
+    """
+    if len(labels) != len(effects):
+        raise ValueError(f"labels: expected one per effect ({len(effects)}), got {len(labels)}")
+    ys = list(range(len(effects)))[::-1]
+    for y, ci in zip(ys, effects):
+        ax.errorbar(
+            ci.mean * 100,
+            y,
+            xerr=[[(ci.mean - ci.low) * 100], [(ci.high - ci.mean) * 100]],
+            fmt="o",
+            color=VERDICT_COLOURS[ci.verdict],
+            capsize=3,
+        )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, list(labels), **({} if fontsize is None else {"fontsize": fontsize}))

@@ -16,8 +16,8 @@ first ``k`` steps are still timed (and drawn, marked, by :func:`plot_timeline`),
 the loop (end-of-epoch waits after the warm-up included). ``epochs=None`` repeats the loader as many times as
 needed to time ``max_steps`` steps, so ``persistent_workers`` and the start of a new epoch are part of it.
 
-:func:`compare_workers` profiles the same dataset and step under several ``num_workers``; :func:`plot_timeline`
-and :func:`plot_throughput` draw the results.
+:func:`compare_workers` profiles the same dataset and step under several ``num_workers``; :func:`worker_readings`
+reads what those comparisons say, and :func:`plot_timeline` and :func:`plot_throughput` draw the results.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from convlab.display import Table
 from convlab.loading import make_loader
 
 if TYPE_CHECKING:  # annotations only: no import cost or cycle at run time
     from matplotlib.figure import Figure
     from torch.utils.data import Dataset
 
-__all__ = ["LoaderProfile", "profile_loader", "compare_workers", "plot_timeline", "plot_throughput"]
+__all__ = ["LoaderProfile", "profile_loader", "compare_workers", "worker_readings", "plot_timeline", "plot_throughput"]
 
 
 @dataclass
@@ -341,6 +342,31 @@ def compare_workers(
             }
         )
     return (rows, profiles) if return_profiles else rows
+
+
+def worker_readings(named_rows: Mapping[str, Sequence[Mapping]]) -> Table:
+    """What each worker comparison reads, for ``name -> rows of`` :func:`compare_workers`: the fastest setting, the
+    speed-up of the most workers over 0, the idle fraction with 0 workers, and a reading by fixed thresholds on that
+    speed-up (above 1.1x "workers paid off", below 0.9x "workers slowed it down", else "no real difference"). One
+    run, no seeds and no interval: a reading of this machine, not a verdict by :func:`convlab.verdicts.paired_ci`."""
+
+    out = []
+    for name, rows in named_rows.items():
+        by = {r["workers"]: r for r in rows}
+        most, best = max(by), max(rows, key=lambda r: r["images_per_s"])
+        s = by[most]["images_per_s"] / by[0]["images_per_s"]
+        reading = "workers paid off" if s > 1.1 else ("no real difference" if s > 0.9 else "workers slowed it down")
+        out.append(
+            {
+                "setting": name,
+                "fastest": f"{best['workers']} worker{'' if best['workers'] == 1 else 's'} "
+                f"({best['images_per_s']:.0f} img/s)",
+                f"{most} workers vs 0": f"{s:.2f}x",
+                "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
+                "verdict": reading,
+            }
+        )
+    return Table(out, title="what the worker comparison says (steady state, this run)")
 
 
 def plot_timeline(

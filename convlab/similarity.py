@@ -172,7 +172,7 @@ class StageProbe:
         }[ci.verdict]
         return (
             f"{self.name}, {self.per_class}/class, {self.input_size} px: {where}; late gain {ci.mean:+.3f}, 95% CI "
-            f"[{ci.low:+.3f}, {ci.high:+.3f}] over {ci.n} draws -> {kind}"
+            f"{ci.interval(3, 1.0)} over {ci.n} draws -> {kind}"
         )
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from convlab.backbones import BACKBONES
 from convlab.data import Splits
-from convlab.studyrun import read_study, run_jobs
+from convlab.studyrun import read_study, run_jobs, scale_settings
 from convlab.transfer import Preprocess, Regime, run_regime
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -506,9 +506,7 @@ def study_regimes() -> dict[str, Regime]:
 
 def config(scale: str) -> dict:
     """What determines a stored study's results."""
-    if scale not in STUDY_SCALES:
-        raise ValueError(f"scale: expected one of {list(STUDY_SCALES)}, got {scale!r}")
-    cfg = STUDY_SCALES[scale]
+    cfg = scale_settings(STUDY_SCALES, scale)
     return {
         **json.loads(json.dumps(cfg)),
         "backbone": "mobilenet_v2",

@@ -5,8 +5,9 @@ file (``meta``: date, device, command, seconds; ``config``; ``rows``: one dict p
 atomically after each run, so a study that is stopped and started again with the same command skips the runs it
 already has. The same command started in a second process (on another core, or another machine sharing the folder)
 takes the runs the first has not claimed, so two processes finish the study in about half the time.
-:func:`read_study` reads such a file back, and :class:`StudyResult` (rows, config, meta) is the base of each study's
-class of results, which adds what its rows show.
+:func:`run_jobs` runs a study's jobs into such a record (or, without one, in memory). :func:`read_study` reads a
+file back, and :class:`StudyResult` (rows, config, meta) is the base of each study's class of results, which adds
+what its rows show; :func:`stored_lines` is the line that labels a stored run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,33 @@ from typing import Any, TypeVar
 
 from convlab.atomicio import atomic_write_bytes, file_lock
 
-__all__ = ["StudyRecord", "StudyResult", "machine_label", "read_study", "run_jobs"]
+__all__ = [
+    "StudyRecord",
+    "StudyResult",
+    "machine_label",
+    "mean",
+    "read_study",
+    "run_jobs",
+    "scale_settings",
+    "stored_lines",
+]
+
+
+_T = TypeVar("_T")
+
+
+def scale_settings(scales: Mapping[str, _T], scale: str) -> _T:
+    """``scales[scale]``: the settings of one of a study's scales (``"small"``, ``"full"``, ...); another name is
+    refused in one line that lists the scales."""
+    if scale not in scales:
+        raise ValueError(f"scale: expected one of {list(scales)}, got {scale!r}")
+    return scales[scale]
+
+
+def mean(values: Iterable[float]) -> float:
+    """The mean of a study's values, ``nan`` for none (a part with no runs yet)."""
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
 
 
 def machine_label() -> str:
@@ -202,31 +229,63 @@ class StudyRecord:
 
 
 def run_jobs(
-    record: StudyRecord,
+    record: StudyRecord | None,
     jobs: Iterable[Mapping[str, Any]],
     run: Callable[[Mapping[str, Any]], Mapping[str, Any]],
     *,
     progress: bool = True,
     desc: str = "runs",
 ) -> list[dict]:
-    """Run ``run(job)`` for every job that is neither recorded nor claimed by another process (a job is a dict of
-    the key fields), with a progress bar; each result is merged with its job and added to the record as soon as it
-    is there. Returns all rows recorded when the last job here ends."""
+    """Run ``run(job)`` for every job (a dict of the key fields), with a progress bar; each result is merged with
+    its job. With a ``record``, jobs recorded or claimed by another process are skipped and each row is added to the
+    record as soon as it is there, and all rows recorded when the last job here ends are returned; with ``None`` the
+    rows live in memory only and come back in the order of ``jobs``."""
     from tqdm.auto import tqdm
 
     jobs = list(jobs)
-    bar = tqdm(total=len(jobs), initial=sum(record.done(**j) for j in jobs), desc=desc, disable=not progress)
+    rows: list[dict] = []
+
+    def finished() -> int:
+        return len(rows) if record is None else sum(record.done(**j) for j in jobs)
+
+    bar = tqdm(total=len(jobs), initial=finished(), desc=desc, disable=not progress)
     for job in jobs:
-        if not record.claim(**job):
+        if record is not None and not record.claim(**job):
             continue
         row = {**job, **run(job)}
-        record.add(row)
-        bar.n = sum(record.done(**j) for j in jobs)
+        if record is None:
+            rows.append(row)
+        else:
+            record.add(row)
+        bar.n = finished()
         bar.set_postfix(dict(job))
         bar.refresh()
     bar.close()
+    if record is None:
+        return rows
     record.refresh()
     return record.rows
+
+
+def stored_lines(meta: Mapping[str, Any]) -> list[str]:
+    """The line that labels a stored run (when, on which device, how long, the command), as a list of one line;
+    ``[]`` for a run made in this process (``meta`` without a date)."""
+    if not meta.get("date"):
+        return []
+    took = f", {_duration(float(meta['seconds']))}" if "seconds" in meta else ""
+    return [
+        f"STORED run, not computed now: {meta['date']} on {meta.get('device', '?')}{took}; "
+        f"command: {meta.get('command', '?')}"
+    ]
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"`` under 90 seconds, ``"27 min"`` under two hours, else ``"2.8 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def read_study(path: str | os.PathLike) -> dict[str, Any]:
@@ -254,3 +313,8 @@ class StudyResult:
         """The study stored at ``path`` (a stored run: its ``meta`` says when, where and how it ran)."""
         stored = read_study(path)
         return cls(stored["rows"], stored["config"], stored["meta"])
+
+    @classmethod
+    def from_run(cls: type[_Result], rows: list[dict], config: dict, record: StudyRecord | None) -> _Result:
+        """The rows of :func:`run_jobs` with ``config``, and the ``record``'s meta (``{}`` without a record)."""
+        return cls(rows, config, dict(record.meta) if record is not None else {})

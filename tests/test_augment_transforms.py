@@ -241,3 +241,19 @@ def test_non_finite_settings_are_refused(call, match):
 def test_kernels_refuse_non_finite_parameters(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.rand(2, 3, 8, 8))  # unchecked, NaN parameters give an all-NaN image without a word
+
+
+def test_random_crop_batch_is_seeded_and_draws_mirrored_squares_of_each_photo():
+    from convlab.augment import random_crop_batch
+
+    photos = torch.randint(0, 256, (2, 3, 20, 26), dtype=torch.uint8)
+    a = random_crop_batch(photos, 16, 3, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 3, 16, 16) and a.dtype == torch.uint8
+    assert torch.equal(a, random_crop_batch(photos, 16, 3, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, random_crop_batch(photos, 16, 3, torch.Generator().manual_seed(1)))
+    square = photos[:, :, :16, :16].contiguous()  # crop == side: each view is the photo or its mirror
+    views = random_crop_batch(square, 16, 8, torch.Generator().manual_seed(0))
+    mirrored = [[torch.equal(v, square[b].flip(-1)) for v in views[b]] for b in range(2)]
+    plain = [[torch.equal(v, square[b]) for v in views[b]] for b in range(2)]
+    assert all(m != p for mb, pb in zip(mirrored, plain) for m, p in zip(mb, pb))
+    assert any(any(mb) for mb in mirrored) and any(any(pb) for pb in plain)

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from convlab.cnnclassifiers import SmallCNNClassifier
 from convlab.data import ImageSet, Splits
 from convlab.handfeatures import (
     FeatureClassifier,
     FrozenBackboneClassifier,
     HandFeatureClassifier,
-    SmallCNNClassifier,
     color_histogram,
     hand_features,
     hog_dim,

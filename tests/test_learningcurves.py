@@ -30,7 +30,7 @@ def _rows(gaps: dict[int, list[float]], base: float = 0.6) -> list[dict]:
 
 def test_crossover_interpolates_each_seed_in_log_size_and_gives_a_t_interval():
     rows = _rows({10: [-0.10, -0.12, -0.08], 100: [0.05, 0.04, 0.045], 1000: [0.2, 0.21, 0.19]})
-    c = verdicts.crossover(rows, "cnn", "hog")
+    c = lc.crossover(rows, "cnn", "hog")
     expected = [10 ** (1 + 0.10 / 0.15), 10 ** (1 + 0.12 / 0.16), 10 ** (1 + 0.08 / 0.125)]
     assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(c.per_seed, expected))
     logs = [math.log(x) for x in expected]
@@ -46,42 +46,42 @@ def test_crossover_interpolates_each_seed_in_log_size_and_gives_a_t_interval():
 
 def test_a_gap_whose_interval_includes_zero_is_printed_as_a_tie():
     rows = _rows({10: [-0.05, -0.06, -0.04], 100: [0.03, -0.02, 0.01], 1000: [0.02, 0.03, 0.025]})
-    c = verdicts.crossover(rows, "cnn", "hog")
+    c = lc.crossover(rows, "cnn", "hog")
     assert c.where("tie") == (100,) and "tied at n = 100" in str(c)
     assert "n=100: +0.7 [" in str(c) and "] tie" in str(c)
 
 
 def test_no_crossover_within_the_sizes_measured_is_said_so():
-    behind = verdicts.crossover(_rows({10: [-0.2, -0.3], 100: [-0.1, -0.15]}), "cnn", "hog")
+    behind = lc.crossover(_rows({10: [-0.2, -0.3], 100: [-0.1, -0.15]}), "cnn", "hog")
     assert not behind.crossed and math.isnan(behind.at)
     assert "No crossover within the sizes measured (10-100 per class)" in str(behind)
     assert "behind at the largest size on every seed" in str(behind)
-    ahead = verdicts.crossover(_rows({10: [0.1, 0.2], 100: [0.1, 0.15]}), "cnn", "hog")
+    ahead = lc.crossover(_rows({10: [0.1, 0.2], 100: [0.1, 0.15]}), "cnn", "hog")
     assert "ahead at every size on every seed, so any crossover lies below 10" in str(ahead)
     # a seed ahead at every size enters the interval at the smallest size, and the line says so
-    censored = verdicts.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, 0.05]}), "cnn", "hog")
+    censored = lc.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, 0.05]}), "cnn", "hog")
     assert censored.crossed and censored.censored == 1
     logs = [math.log(10 ** (1 + 0.1 / 0.2)), math.log(10), math.log(10 ** (1 + 0.1 / 0.15))]
     assert math.isclose(censored.at, math.exp(sum(logs) / 3))
     assert "per seed 32, <=10, 46; 1 seed ahead at every size, counted at 10, the smallest size measured" in str(
         censored
     )
-    mixed = verdicts.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, -0.05]}), "cnn", "hog")
+    mixed = lc.crossover(_rows({10: [-0.1, 0.1, -0.1], 100: [0.1, 0.1, -0.05]}), "cnn", "hog")
     assert not mixed.crossed and "No crossover interval: of 3 seeds, 1 crosses inside" in str(mixed)
 
 
 def test_the_crossover_needs_two_seeds_and_known_methods():
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        verdicts.crossover(_rows({10: [0.1], 100: [0.2]}), "cnn", "hog")
+        lc.crossover(_rows({10: [0.1], 100: [0.2]}), "cnn", "hog")
     with pytest.raises(KeyError, match="learner, baseline"):
-        verdicts.crossover(_rows({10: [0.1, 0.2]}), "cnn", "sift")
+        lc.crossover(_rows({10: [0.1, 0.2]}), "cnn", "sift")
 
 
 def test_the_learning_table_shows_each_mean_with_its_interval():
     rows = _rows({10: [0.0, 0.02, 0.04]})
     for r in rows:
         r["train_acc"] = 1.0
-    table = verdicts.learning_table(rows)
+    table = lc.learning_table(rows)
     ci = verdicts.paired_ci([0.6, 0.62, 0.64], [0, 0, 0])
     assert table.rows[0]["n=10"] == f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
     assert table.rows[1]["n=10"] == "0.600 [0.600, 0.600]" and table.rows[0]["train acc (largest n)"] == 1.0

@@ -99,3 +99,19 @@ def test_show_predictions_marks_the_true_class_green():
     assert colors == [matplotlib.colors.to_hex("tab:blue"), matplotlib.colors.to_hex("tab:green")]
     assert [math.isclose(b.get_width(), p) for b, p in zip(bars, pred.probs)] == [True, True]
     assert fig.axes[0].get_title() == "true: cat"
+
+
+def test_effect_bars_draw_each_effect_top_down_coloured_by_its_verdict():
+    from convlab.verdicts import paired_ci
+
+    better = paired_ci([0.9, 0.92, 0.91], [0.8, 0.81, 0.8], "a vs none")
+    tie = paired_ci([0.8, 0.82, 0.79], [0.81, 0.8, 0.8], "b vs none")
+    fig, ax = plt.subplots()
+    plots.effect_bars(ax, [better, tie], ["a", "b"])
+    assert {y: t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels())} == {1: "a", 0: "b"}  # a on top
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [line.get_ydata()[0] for line in dots] == [1, 0]
+    assert dots[0].get_xdata()[0] == pytest.approx(better.mean * 100)
+    assert [line.get_color() for line in dots] == ["C2", "0.5"]
+    with pytest.raises(ValueError, match=r"labels: expected one per effect \(2\), got 1"):
+        plots.effect_bars(ax, [better, tie], ["a"])

@@ -14,7 +14,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from convlab.display import Table
-from convlab.profiler import LoaderProfile, compare_workers, plot_throughput, plot_timeline, profile_loader
+from convlab.profiler import (
+    LoaderProfile,
+    compare_workers,
+    plot_throughput,
+    plot_timeline,
+    profile_loader,
+    worker_readings,
+)
 
 
 class FakeClock:
@@ -189,3 +196,15 @@ def test_throughput_plot_groups_consumers_and_says_worker_in_the_singular():
     assert len(ax.patches) == 6 and ax.get_legend() is not None and ax.get_title() == "t"
     assert ax.get_ylim()[1] > 300, "labels above the tallest bar stay inside the axes"
     assert plot_throughput(rows(1.0)).axes[0].get_title(), "a default title"
+
+
+def test_worker_readings_name_the_fastest_setting_and_read_the_speed_up_by_its_thresholds():
+    def rows(*rates):
+        return [{"workers": w, "images_per_s": r, "idle_fraction": 0.4 / (w + 1)} for w, r in enumerate(rates)]
+
+    table = worker_readings({"paid": rows(100, 150, 190), "flat": rows(50, 52, 51), "slower": rows(300, 200, 150)})
+    paid, flat, slower = table.rows
+    assert paid["fastest"] == "2 workers (190 img/s)" and paid["2 workers vs 0"] == "1.90x"
+    assert paid["idle with 0 workers"] == "40%" and paid["verdict"] == "workers paid off"
+    assert flat["fastest"] == "1 worker (52 img/s)" and flat["verdict"] == "no real difference"
+    assert slower["fastest"] == "0 workers (300 img/s)" and slower["verdict"] == "workers slowed it down"

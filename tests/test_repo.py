@@ -95,7 +95,7 @@ def test_course_map_lists_every_notebook_in_order():
 
 
 def test_benchmark_summary_reads_every_committed_result(tmp_path):
-    from convlab.course import benchmark_summary
+    from convlab.benchresults import benchmark_summary
 
     rows = benchmark_summary(ROOT / "benchmarks" / "results")
     assert len(rows) >= 6 and not [r for r in rows if "not run yet" in r["result"]]

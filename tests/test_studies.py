@@ -13,8 +13,8 @@ import torch
 
 from convlab import augregimes, colourstudy
 from convlab.exercises.nb05 import mirror_crop_reference
-from convlab.studyrun import StudyRecord, StudyResult, read_study, run_jobs
-from convlab.verdicts import paired_ci
+from convlab.studyrun import StudyRecord, StudyResult, mean, read_study, run_jobs, scale_settings, stored_lines
+from convlab.verdicts import format_interval, paired_ci
 
 
 # ----------------------------------------------------------------------------- paired_ci: the one rule
@@ -59,6 +59,16 @@ def _key_runs(path, config=None, study="demo"):
     return StudyRecord(path, ("a", "seed"), config or {"n": 1}, study)
 
 
+def test_an_interval_prints_one_way_in_text_tables_and_rows():
+    ci = paired_ci([0.81, 0.84, 0.80], [0.80, 0.80, 0.79], "x vs y")
+    assert ci.interval() == "[-2.30, +6.30]" and ci.interval(3, 1.0) == "[-0.023, +0.063]"
+    assert ci.estimate(1) == "+2.0 [-2.3, +6.3]" and ci.summary(1) == "+2.0 points, 95% CI [-2.3, +6.3]"
+    assert paired_ci([0.5, 0.6], [0.0, 0.0]).estimate(3, 1.0, signed=False) == "0.550 [-0.085, 1.185]"
+    assert ci.columns("gain") == {"gain (points)": "+2.00", "95% CI": "[-2.30, +6.30]", "verdict": "tie"}
+    assert list(ci.row()) == ["comparison", "effect (points)", "95% CI", "seeds", "verdict"]
+    assert format_interval(0.1, 0.25, 1) == "[+10.0, +25.0]"
+
+
 def test_a_record_resumes_and_runs_only_what_is_missing(tmp_path):
     path = tmp_path / "s.json"
     jobs = [{"a": a, "seed": s} for a in ("x", "y") for s in (0, 1)]
@@ -82,6 +92,32 @@ def test_a_record_resumes_and_runs_only_what_is_missing(tmp_path):
     assert len(rows) == 4
     meta = json.loads(path.read_text())["meta"]
     assert {"date", "device", "command", "seconds"} <= set(meta)
+
+
+def test_without_a_record_the_jobs_run_in_memory_in_their_order():
+    jobs = [{"a": a, "seed": s} for a in ("x", "y") for s in (0, 1)]
+    rows = run_jobs(None, jobs, lambda job: {"acc": job["seed"] / 2}, progress=False)
+    assert rows == [{**job, "acc": job["seed"] / 2} for job in jobs]
+    assert StudyResult.from_run(rows, {"k": 1}, None).meta == {}
+
+
+def test_the_stored_line_names_date_device_duration_and_command():
+    meta = {"date": "2026-01-01 10:00 UTC", "device": "cpu", "command": "python -m convlab study x", "seconds": 1629}
+    assert stored_lines(meta) == [
+        "STORED run, not computed now: 2026-01-01 10:00 UTC on cpu, 27 min; command: python -m convlab study x"
+    ]
+    assert stored_lines({**meta, "seconds": 10106.5})[0].endswith("cpu, 2.8 h; command: python -m convlab study x")
+    assert "on cpu; command:" in stored_lines({k: v for k, v in meta.items() if k != "seconds"})[0]
+    assert stored_lines({}) == []
+
+
+def test_a_scale_is_looked_up_once_and_a_mean_of_nothing_is_nan():
+    import math
+
+    assert scale_settings({"small": 1, "full": 2}, "full") == 2
+    with pytest.raises(ValueError, match=r"scale: expected one of \['small', 'full'\], got 'tiny'"):
+        scale_settings({"small": 1, "full": 2}, "tiny")
+    assert mean([0.25, 0.75]) == 0.5 and math.isnan(mean([]))
 
 
 def test_a_record_refuses_a_file_of_another_study_or_other_settings(tmp_path):

@@ -2,7 +2,8 @@
 
 - :mod:`convlab.augment.functional`: deterministic kernels on ``(..., C, H, W)`` tensors.
 - :mod:`convlab.augment.transforms`: ``torchvision.transforms.v2``-compatible classes that draw
-  parameters per sample, each setting declared once as a :class:`Param`.
+  parameters per sample, each setting declared once as a :class:`Param`; and the seeded draws of crop boxes
+  (``sample_resized_crop_boxes``) and of mirrored square crops (``random_crop_batch``).
 - :mod:`convlab.augment.pca`: AlexNet's PCA colour augmentation (``PCAColor``) and ImageNet constants.
 - :mod:`convlab.augment.pipeline`: ``FusedTrainPipeline``, the fast batched training pipeline.
 """
@@ -20,6 +21,7 @@ from .transforms import (
     RandomResizedCrop,
     RandomRotation,
     RandomShear,
+    random_crop_batch,
     sample_resized_crop_boxes,
 )
 
@@ -42,4 +44,5 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "sample_resized_crop_boxes",
+    "random_crop_batch",
 ]

@@ -16,6 +16,9 @@ Each setting of a transform (``degrees``, ``p``, ...) is declared once, as a :cl
 class's ``PARAMS``: its accepted bounds, its default, its unit, the preview slider's range and how it
 is drawn. The constructor checks the argument with it, the draw samples from it, the repr prints the
 declared settings, and :mod:`convlab.widgets` builds its sliders from it.
+
+Two draws are functions: :func:`sample_resized_crop_boxes` (Inception-style boxes, vectorised) and
+:func:`random_crop_batch` (mirrored square crops of each photo, the training views of notebooks 09 and 10).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ __all__ = [
     "RandomElasticWarp",
     "RandomColorShift",
     "sample_resized_crop_boxes",
+    "random_crop_batch",
 ]
 
 
@@ -310,6 +314,30 @@ def sample_resized_crop_boxes(
     top = torch.where(first >= 0, (u[:, 0] * (h - bh + 1)).long(), (h - bh) // 2)
     left = torch.where(first >= 0, (u[:, 1] * (w - bw + 1)).long(), (w - bw) // 2)
     return torch.stack([top, left, bh, bw], dim=1)
+
+
+def random_crop_batch(photos: Tensor, crop: int, n_crops: int, generator: torch.Generator) -> Tensor:
+    """``n_crops`` random crops of each photo: square side in ``[crop, min(H, W)]``, random place, mirrored half
+    the time, resized to ``crop``. uint8 ``(B, C, H, W)`` -> uint8 ``(B, n_crops, C, crop, crop)``.
+
+    The AlexNet-style training views of notebooks 09 and 10, drawn crop by crop from ``generator`` (side, top,
+    left, then the mirror), so a seed gives the same views on every machine."""
+    from torchvision.transforms.v2 import functional as TF
+
+    B, C, H, W = photos.shape
+    out = torch.empty(B, n_crops, C, crop, crop, dtype=photos.dtype)
+    for b in range(B):
+        for r in range(n_crops):
+            side = int(torch.randint(crop, min(H, W) + 1, (1,), generator=generator))
+            top = int(torch.randint(H - side + 1, (1,), generator=generator))
+            left = int(torch.randint(W - side + 1, (1,), generator=generator))
+            x = photos[b, :, top : top + side, left : left + side]
+            if side != crop:
+                x = TF.resize(x, [crop, crop], antialias=True)
+            if bool(torch.rand((), generator=generator) < 0.5):
+                x = x.flip(-1)
+            out[b, r] = x
+    return out
 
 
 #: the crop's area as a fraction of the image's (drawn by :func:`sample_resized_crop_boxes`)

@@ -316,9 +316,9 @@ def augment_reference(photos: Tensor, size: int, n_views: int, generator: torch.
     square of side uniform in ``[size, min(H, W)]`` at a uniform place, resized to ``size``, mirrored with
     probability 0.5, each channel shifted by a uniform offset in ``[-0.1, 0.1]`` x 255 (rounded, saturated).
 
-    The crop and mirror are notebook 09's :func:`convlab.cropstudy.random_crop_batch`, one view at a time so that
+    The crop and mirror are notebook 09's :func:`convlab.augment.random_crop_batch`, one view at a time so that
     each view's colour shift is drawn right after its crop."""
-    from convlab.cropstudy import random_crop_batch
+    from convlab.augment import random_crop_batch
 
     N, C = photos.shape[:2]
     out = torch.empty(N, n_views, C, size, size, dtype=torch.uint8)
