@@ -120,6 +120,14 @@ def _json_value(key: str):
     return value
 
 
+def test_the_hub_benchmark_ran_the_course_heaviest_notebook_with_no_teacher_setting():
+    from convlab.course import COURSE
+
+    hub = json.loads((ROOT / "benchmarks" / "results" / "hub_cpu.json").read_text())
+    assert hub["settings"]["notebook"] == max(COURSE, key=lambda lesson: lesson.cpu_s).notebook
+    assert hub["settings"]["teacher_settings"] == "none" and hub["settings"]["learners"] >= 4
+
+
 def test_readme_benchmark_ratios_are_the_json_figures_at_their_keys():
     """README's benchmark section: every bold ratio names its JSON key on the same line, and equals it."""
     section = (ROOT / "README.md").read_text().split("\n## Benchmarks", 1)[1].split("\n## ", 1)[0]
