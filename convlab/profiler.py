@@ -363,7 +363,7 @@ def worker_readings(named_rows: Mapping[str, Sequence[Mapping]]) -> Table:
                 f"({best['images_per_s']:.0f} img/s)",
                 f"{most} workers vs 0": f"{s:.2f}x",
                 "idle with 0 workers": f"{by[0]['idle_fraction']:.0%}",
-                "verdict": reading,
+                "reading": reading,
             }
         )
     return Table(out, title="what the worker comparison says (steady state, this run)")

@@ -81,7 +81,7 @@ def test_check_fails_with_the_reason_and_offers_a_hint(answer, reason):
     assert text.startswith("Not yet:") and reason in text
     assert "A hint is available: nbXX.SQUARE.hint() (hint 1 of 2)" in text and "idea: multiply" not in text
     assert "reference_square" not in text and "x * x\n" not in text, "a failing check never shows the solution"
-    assert ex.passed_ is None
+    assert ex.passed_answer is None
 
 
 def test_rerunning_a_failing_check_spends_no_hint_and_hint_advances_on_request(capsys):
@@ -89,7 +89,7 @@ def test_rerunning_a_failing_check_spends_no_hint_and_hint_advances_on_request(c
     for _ in range(3):
         with pytest.raises(NotYet, match=r"hint 1 of 2"):
             ex.check(None)
-    assert ex.level_ == 0
+    assert ex.hints_shown == 0
     ex.hint()
     assert "Hint 1 of 2:** idea: multiply" in capsys.readouterr().out
     with pytest.raises(NotYet, match=r"hint 2 of 2"):
@@ -270,7 +270,7 @@ def test_check_pass_remembers_the_answer_and_use_returns_it_silently(capsys):
     mine = lambda x: x**2  # noqa: E731
     ex.check(mine)
     capsys.readouterr()
-    assert ex.passed_ is mine and ex.use(mine) is mine
+    assert ex.passed_answer is mine and ex.use(mine) is mine
     other = lambda x: x * x  # noqa: E731 - passes without a check call before
     assert ex.use(other) is other
     assert capsys.readouterr().out == ""
@@ -282,7 +282,7 @@ def test_use_falls_back_to_the_reference_with_one_line(answer, capsys):
     assert ex.use(answer) is reference_square
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("[using convlab's reference `square`")
-    assert ex.level_ == 0, "use() does not spend the learner's hints"
+    assert ex.hints_shown == 0, "use() does not spend the learner's hints"
     assert ex.use(reference_square) is reference_square, "the reference as the answer: use() returns it, silently"
 
 

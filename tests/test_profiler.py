@@ -205,6 +205,6 @@ def test_worker_readings_name_the_fastest_setting_and_read_the_speed_up_by_its_t
     table = worker_readings({"paid": rows(100, 150, 190), "flat": rows(50, 52, 51), "slower": rows(300, 200, 150)})
     paid, flat, slower = table.rows
     assert paid["fastest"] == "2 workers (190 img/s)" and paid["2 workers vs 0"] == "1.90x"
-    assert paid["idle with 0 workers"] == "40%" and paid["verdict"] == "workers paid off"
-    assert flat["fastest"] == "1 worker (52 img/s)" and flat["verdict"] == "no real difference"
-    assert slower["fastest"] == "0 workers (300 img/s)" and slower["verdict"] == "workers slowed it down"
+    assert paid["idle with 0 workers"] == "40%" and paid["reading"] == "workers paid off"
+    assert flat["fastest"] == "1 worker (52 img/s)" and flat["reading"] == "no real difference"
+    assert slower["fastest"] == "0 workers (300 img/s)" and slower["reading"] == "workers slowed it down"

@@ -152,9 +152,9 @@ def test_the_notebook_prints_the_provenance_of_its_result(case):
 @pytest.mark.parametrize("case", DRIVEN, ids=lambda c: c.notebook)
 def test_a_solved_function_changes_the_results_provenance_line(case, tmp_path):
     ex, name = case.exercise, case.exercise.name
-    before = ex.passed_
+    before = ex.passed_answer
     try:
-        ex.passed_ = None
+        ex.passed_answer = None
         stub = _cell_function(case.notebook, name, solved=False)
         used = ex.use(stub)
         assert used is ex.reference
@@ -171,6 +171,6 @@ def test_a_solved_function_changes_the_results_provenance_line(case, tmp_path):
         assert solved.calls > 0, f"the result's code path did not call the learner's {name}"
         solved_line = ex.provenance(used)
     finally:
-        ex.passed_ = before
+        ex.passed_answer = before
     assert unsolved_line.startswith(f"computed with convlab's reference `{name}`")
     assert solved_line == f"computed with your `{name}`"

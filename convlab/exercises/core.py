@@ -257,6 +257,9 @@ class Exercise:
             together (processor time, so that a busy machine does not fail a correct answer).
         forbidden: functions the learner's code may not call (the reference always is): a check refuses an answer
             that calls one, with a sentence.
+
+    State while the learner works (not arguments): ``hints_shown``, how many hints :meth:`hint` has shown;
+    ``passed_answer``, the last answer that passed its check (what :meth:`use` and :meth:`provenance` recognise).
     """
 
     name: str
@@ -268,8 +271,8 @@ class Exercise:
     handle: str = "exercise"
     time_limit_s: float = 120.0
     forbidden: Sequence[Callable] = ()
-    level_: int = field(default=0, init=False, repr=False)
-    passed_: Any = field(default=None, init=False, repr=False)
+    hints_shown: int = field(default=0, init=False, repr=False)
+    passed_answer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.hints:
@@ -331,18 +334,18 @@ class Exercise:
         else:
             reason = self.run(answer)
         if reason is None:
-            self.passed_ = answer
+            self.passed_answer = answer
             _say(f"**Correct!** `{self.name}` passes its check{': ' + self.skill if self.skill else ''}.")
             return
-        self.passed_ = None
+        self.passed_answer = None
         raise NotYet(f"Not yet: {reason}\n{self._offer()}")
 
     def _offer(self) -> str:
         """One line: which hint :meth:`hint` shows next, and where the solution is."""
         n = len(self.hints)
-        if self.level_ < n:
+        if self.hints_shown < n:
             return (
-                f"A hint is available: {self.handle}.hint() (hint {self.level_ + 1} of {n}); "
+                f"A hint is available: {self.handle}.hint() (hint {self.hints_shown + 1} of {n}); "
                 f"{self.handle}.solution() shows the reference solution."
             )
         return (
@@ -353,8 +356,8 @@ class Exercise:
     # ------------------------------------------------------------------------------------------------ asking
     def hint(self) -> None:
         """Show the next hint (the idea first, then the API); after the last, the last again."""
-        level = min(self.level_, len(self.hints) - 1)
-        self.level_ = min(self.level_ + 1, len(self.hints))
+        level = min(self.hints_shown, len(self.hints) - 1)
+        self.hints_shown = min(self.hints_shown + 1, len(self.hints))
         more = (
             f"`{self.handle}.hint()` again for hint {level + 2}"
             if level + 1 < len(self.hints)
@@ -377,11 +380,11 @@ class Exercise:
 
     def use(self, answer: Any) -> Any:
         """The learner's ``answer`` if it passes its check, else the reference, with one line saying so."""
-        if answer is not None and answer is self.passed_:
+        if answer is not None and answer is self.passed_answer:
             return answer
         reason = self.run(answer)
         if reason is None:
-            self.passed_ = answer
+            self.passed_answer = answer
             return answer
         first = reason.split("\n", 1)[0]
         print(f"[using convlab's reference `{self.name}` below: yours does not pass its check yet ({first})]")
@@ -393,7 +396,7 @@ class Exercise:
         ``"computed with your `name`"`` when ``used`` is the learner's passing answer, else
         ``"computed with convlab's reference `name` (yours does not pass its check yet)"``.
         """
-        if used is not None and used is self.passed_ and used is not self.reference:
+        if used is not None and used is self.passed_answer and used is not self.reference:
             return f"computed with your `{self.name}`"
         return f"computed with convlab's reference `{self.name}` (yours does not pass its check yet)"
 
