@@ -9,7 +9,8 @@ their folder's layer.
   :mod:`convlab.device` (``device="auto"``, ``eval_mode()``), :mod:`convlab.threads` (threads per kernel on a
   shared machine), :mod:`convlab.memory` (peak memory of a block of code), :mod:`convlab.atomicio` (files written
   whole or not at all), :mod:`convlab.display` (tables), :mod:`convlab.plots` (figures), :mod:`convlab.studyrun`
-  (a study's runs in one resumable JSON); ``convlab._checks`` (shared argument checks, ``check_is_fitted``).
+  (a study's runs in one resumable JSON), :mod:`convlab.arguments` (command-line numbers within a range);
+  ``convlab._checks`` (shared argument checks, ``check_is_fitted``).
 
 **weights and data**
   :mod:`convlab.weights` (one record per weights file: asset, classes, preprocessing, stages, top-1),

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from convlab.arguments import number_in
+
 __all__ = [
     "port_argument",
     "DEFAULT_COURSE_DIR",
@@ -114,15 +116,8 @@ def add_open_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def port_argument(text: str) -> int:
-    """argparse type for --port: an integer 1..65535 (argparse turns the error into one line and exit status 2)."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..65535, got {text!r}")
-    return port
+#: argparse type for --port: an integer 1..65535
+port_argument = number_in(int, 1, 65535, expected="an integer 1..65535")
 
 
 def _port_is_free(port: int) -> bool:

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from convlab.arguments import number_in
 from convlab.course_open import free_port, port_argument
 from convlab.exercises.copies import course_notebooks
 from convlab.slides import SLIDES_SERVER_SETTINGS
@@ -300,24 +301,8 @@ def prepare_class(
     return folder, accounts
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_non_negative = number_in(int, 0, expected="a whole number of seconds >= 0")
+_positive = number_in(int, 1, expected="a positive integer")
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:

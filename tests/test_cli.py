@@ -267,8 +267,8 @@ def test_evaluate_refuses_different_class_orders(runs, tmp_path, capsys):
     "args, expect",
     [
         (["--backbone", "resnet50"], "invalid choice: 'resnet50'"),
-        (["--epochs", "-1"], "--epochs: expected an integer >= 1, got -1"),
-        (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+        (["--epochs", "-1"], "--epochs: expected an integer >= 1, got '-1'"),
+        (["--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
         (["--data", "{missing}"], "no such folder"),
         (["--regime", "freeze_first"], "needs --freeze-k"),
         (["--regime", "head_only", "--freeze-k", "3"], "applies to --regime freeze_first only"),

@@ -39,6 +39,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from convlab.arguments import number_in
 from convlab.assets import convlab_home
 from convlab.atomicio import atomic_write_bytes
 from convlab.weights import WEIGHTS
@@ -95,36 +96,11 @@ class UsageError(Exception):
 
 # ============================================================================================ arguments
 def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
-        return value
-
-    return parse
+    return number_in(int, lo, expected=f"an integer >= {lo}")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
+_positive_float = number_in(float, 0.0, low_open=True, expected="a positive number")
+_probability = number_in(float, 0.0, 1.0, high_open=True, expected="a probability in [0, 1)")
 
 
 def _data_source(text: str) -> str:
