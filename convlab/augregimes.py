@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from convlab.plots import effect_bars
-from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
+from convlab.studyrun import StudyResult, mean, run_jobs, same_but, scale_settings, stored_lines
 from convlab.verdicts import PairedCI, paired_ci
 
 if TYPE_CHECKING:
@@ -311,7 +311,7 @@ def compatible(old: Mapping[str, Any], new: Mapping[str, Any], rows: Sequence[Ma
     old, new = json.loads(json.dumps(dict(old))), json.loads(json.dumps(dict(new)))  # tuples as lists, as stored
     for s in old.get("settings", []) + new.get("settings", []):
         s.pop("seeds", None)  # which seeds run does not change what a stored run means
-    if {k: v for k, v in old.items() if k != "settings"} != {k: v for k, v in new.items() if k != "settings"}:
+    if not same_but(old, new, "settings"):
         return False
     used = {(r["setting"], r["per_class"]) for r in rows}
     kept = [s for s in old.get("settings", []) if (s["name"], s["per_class"]) in used]

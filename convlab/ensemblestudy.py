@@ -35,7 +35,7 @@ import torch
 
 from convlab.augregimes import FRAME, MEAN, SIZE, STD, pad_frame, train_model
 from convlab.plots import effect_bars
-from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
+from convlab.studyrun import StudyResult, mean, run_jobs, same_but, scale_settings, stored_lines
 from convlab.tta import ViewSet, dense_predict, predict_views
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -149,12 +149,7 @@ def config(scale: str) -> dict[str, Any]:
 def compatible(old: Mapping[str, Any], new: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether stored ``rows`` made under config ``old`` stay valid under ``new``: everything but the list of
     replications is the same (a study extended by, or cut to, other replications keeps the runs it has)."""
-    import json
-
-    old, new = json.loads(json.dumps(dict(old))), json.loads(json.dumps(dict(new)))
-    return {k: v for k, v in old.items() if k != "replications"} == {
-        k: v for k, v in new.items() if k != "replications"
-    }
+    return same_but(old, new, "replications")
 
 
 def jobs(scale: str) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from convlab.backbones import BACKBONES
 from convlab.data import Splits
-from convlab.studyrun import read_study, run_jobs, scale_settings
+from convlab.studyrun import read_study, run_jobs, same_but, scale_settings
 from convlab.transfer import Preprocess, Regime, run_regime
 from convlab.verdicts import PairedCI, paired_ci
 
@@ -518,7 +518,7 @@ def config(scale: str) -> dict:
 
 def compatible(old: dict, new: dict, rows: Sequence[dict]) -> bool:
     """Whether rows stored under config ``old`` stay valid under ``new``: the same but for more ``extra_seeds``."""
-    if {k: v for k, v in old.items() if k != "extra_seeds"} != {k: v for k, v in new.items() if k != "extra_seeds"}:
+    if not same_but(old, new, "extra_seeds"):
         return False
     more = new.get("extra_seeds", {})
     return all(set(v) <= set(more.get(k, [])) for k, v in old.get("extra_seeds", {}).items())

@@ -34,11 +34,21 @@ __all__ = [
     "read_study",
     "run_jobs",
     "scale_settings",
+    "same_but",
     "stored_lines",
 ]
 
 
 _T = TypeVar("_T")
+
+
+def same_but(old: Mapping[str, Any], new: Mapping[str, Any], key: str) -> bool:
+    """Whether two study configs are equal apart from ``key``, compared as stored (tuples as lists): the test of a
+    study's ``compatible`` for a config that only adds or drops runs (seeds, replications)."""
+    a, b = (json.loads(json.dumps(dict(c))) for c in (old, new))
+    a.pop(key, None)
+    b.pop(key, None)
+    return a == b
 
 
 def scale_settings(scales: Mapping[str, _T], scale: str) -> _T:

@@ -241,3 +241,20 @@ def test_a_colour_cast_adds_its_offsets_and_saturates():
     assert out.tolist() == [[[[28, 128, 255]], [[14, 132, 255]], [[0, 2, 0]]]]
     with pytest.raises(ValueError, match="images: expected uint8"):
         colourstudy.apply_cast(x.float(), (1, 2, 3))
+
+
+@pytest.mark.parametrize("name", ["augregimes", "ensemblestudy", "sizeaxis"])
+def test_a_stored_study_stays_valid_when_its_config_adds_runs_and_not_otherwise(name):
+    import importlib
+    import json
+    from pathlib import Path
+
+    from convlab.studyrun import same_but
+
+    assert same_but({"a": (1, 2), "seeds": [0]}, {"a": [1, 2], "seeds": [0, 1]}, "seeds")
+    assert not same_but({"a": 1, "seeds": [0]}, {"a": 2, "seeds": [0]}, "seeds")
+    module = importlib.import_module(f"convlab.{name}")
+    stored = {"augregimes": "augmentation", "ensemblestudy": "ensembles", "sizeaxis": "size_axis"}[name]
+    d = json.loads((Path(__file__).parents[1] / "notebooks" / "results" / f"{stored}_full_cpu.json").read_text())
+    assert module.compatible(d["config"], module.config("full"), d["rows"])
+    assert not module.compatible(d["config"], {**module.config("full"), "another setting": 1}, d["rows"])
