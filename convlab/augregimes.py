@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 
 from convlab.plots import effect_bars
 from convlab.studyrun import StudyResult, mean, run_jobs, same_but, scale_settings, stored_lines
-from convlab.verdicts import PairedCI, paired_ci
+from convlab.verdicts import PairedCI, paired_by_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -379,9 +379,7 @@ class RegimeStudy(StudyResult):
         seeds both have."""
         key = "test_acc" if view == "clean" else f"test_{view}"
         new, base = self._by_seed(setting, per_class, condition, key), self._by_seed(setting, per_class, "none", key)
-        seeds = [s for s in new if s in base]
-        label = f"{condition} vs none ({setting}, {per_class}/class, {view} test)"
-        return paired_ci([new[s] for s in seeds], [base[s] for s in seeds], label)
+        return paired_by_seed(new, base, f"{condition} vs none ({setting}, {per_class}/class, {view} test)")
 
     def table(self, setting: str, per_class: int, view: str = "clean") -> list[dict]:
         """One row per condition: test and training accuracy (mean over seeds), effect and verdict."""

@@ -18,7 +18,7 @@ import torch
 
 from convlab.augstudy import StudyConfig, centre_accuracy, frames, resplit, train_model
 from convlab.studyrun import StudyResult, mean, run_jobs, scale_settings, stored_lines
-from convlab.verdicts import PairedCI, paired_ci
+from convlab.verdicts import PairedCI, paired_by_seed
 
 __all__ = ["CASTS", "CONDITIONS", "SCALES", "KEY", "apply_cast", "config", "run", "ColourStudy"]
 
@@ -98,16 +98,18 @@ def run(
 class ColourStudy(StudyResult):
     """Rows of :func:`run` (or a stored JSON): test accuracy on clean and colour-cast photos, per condition and seed."""
 
+    def _by_seed(self, condition: str, test: str) -> dict[int, float]:
+        return {r["seed"]: r[f"test_{test}"] for r in self.rows if r["condition"] == condition}
+
     def accs(self, condition: str, test: str = "cast") -> list[float]:
         """``test_<test>`` of ``condition`` in seed order."""
-        rows = sorted((r for r in self.rows if r["condition"] == condition), key=lambda r: r["seed"])
-        return [r[f"test_{test}"] for r in rows]
+        by_seed = self._by_seed(condition, test)
+        return [by_seed[s] for s in sorted(by_seed)]
 
     def effect(self, condition: str, test: str = "cast") -> PairedCI:
         """``condition`` minus ``none`` on test set ``test`` (``clean``, ``cast``, or a cast's name), paired by seed."""
-        new, base = self.accs(condition, test), self.accs("none", test)
-        n = min(len(new), len(base))
-        return paired_ci(new[:n], base[:n], f"{condition} vs none ({test} test)")
+        new, base = self._by_seed(condition, test), self._by_seed("none", test)
+        return paired_by_seed(new, base, f"{condition} vs none ({test} test)")
 
     def claims(self) -> list[str]:
         """Sentences computed from the rows: each colour transform's effect on clean and colour-cast photos, with

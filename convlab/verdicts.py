@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "PairedCI",
     "paired_ci",
+    "paired_by_seed",
     "format_interval",
     "mean_sd",
     "CostRatio",
@@ -136,6 +137,13 @@ def paired_ci(
     mean = float(d.mean())
     half = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
     return PairedCI(label, tuple(float(x) for x in d), mean, mean - half, mean + half, confidence)
+
+
+def paired_by_seed(new: Mapping[int, float], base: Mapping[int, float], label: str = "new vs base") -> PairedCI:
+    """:func:`paired_ci` over the seeds ``new`` and ``base`` (``{seed: value}``) both have, in seed order: a study
+    still running, or extended by several processes, pairs each seed with itself."""
+    seeds = sorted(set(new) & set(base))
+    return paired_ci([new[s] for s in seeds], [base[s] for s in seeds], label)
 
 
 @dataclass(frozen=True)

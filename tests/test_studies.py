@@ -258,3 +258,11 @@ def test_a_stored_study_stays_valid_when_its_config_adds_runs_and_not_otherwise(
     d = json.loads((Path(__file__).parents[1] / "notebooks" / "results" / f"{stored}_full_cpu.json").read_text())
     assert module.compatible(d["config"], module.config("full"), d["rows"])
     assert not module.compatible(d["config"], {**module.config("full"), "another setting": 1}, d["rows"])
+
+
+def test_an_effect_pairs_each_seed_with_itself_whatever_seeds_each_side_has():
+    from convlab.verdicts import paired_by_seed
+
+    # seed 1 has run on one side only (a study still running): it is left out, not paired with seed 2
+    ci = paired_by_seed({0: 0.5, 1: 0.9, 2: 0.7}, {0: 0.4, 2: 0.6})
+    assert ci.n == 2 and ci.diffs == pytest.approx((0.1, 0.1))
