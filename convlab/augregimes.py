@@ -118,9 +118,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "test_per_class": 1000,
         "view_per_class": 200,
         "settings": (
-            # Seeds per part sized for precision: the spread of the paired effects in the overfitting parts
-            # (sd up to 2 points at 10/class, 1.1 at 50/class) needs 24 and 12 seeds for every interval to fall
-            # under +-1 point; the other parts reach it with 5.
+            # Seeds per part sized for precision: the paired effects spread most in the overfitting parts, which
+            # need these many seeds for every interval to fall under +-1 point; the other parts reach it with 5.
             Setting("overfit", 10, 32, 200, tuple(CONDITIONS), tuple(range(24))),
             Setting("overfit", 50, 32, 100, tuple(CONDITIONS), tuple(range(12))),
             Setting("underfit", 500, 16, 15, tuple(CONDITIONS)),

@@ -26,7 +26,7 @@ too), so live widgets do not show on slides whatever the course does. :data:`SLI
 its own folder of lab extensions instead (:data:`SLIDES_EXTENSIONS`), served at its own URL, which holds one:
 ConvLab's fix-up of the page (``convlab-slides``, plain JavaScript, no build step). The page bundles
 @jupyter/web-components 0.16.7, whose toolbar derives its fill colour from its parent's and, on the notebook's hidden
-toolbar, recurses until "Maximum call stack size exceeded" (7 to 38 times per page load); 0.17.1 dropped that
+toolbar, recurses until "Maximum call stack size exceeded" (many times per page load); 0.17.1 dropped that
 derivation, and the fix-up drops it from older copies on the page (its ``static/remoteEntry.js`` says how). JupyterLab
 itself is unchanged. ``python -m convlab open``, ``python -m convlab hub`` and the browser tests start the lab with
 these settings (:func:`slides_server_options`); a lab started without them still shows the slides, with those
